@@ -1,0 +1,390 @@
+//! The tree's shared data: one [`Node`] per notifier, and the loop-wide
+//! [`Shared`] state (registry, supervision event bus, fatal failure).
+//!
+//! Contract: a `Node` is plain data plus a control queue. The notifier's own
+//! actor is the only reader of its queue; anyone may push to it. Locks here
+//! are never held across an `.await`.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    sync::{
+        Arc, Mutex, OnceLock, Weak,
+        atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering},
+    },
+};
+
+use dashmap::{DashMap, mapref::entry::Entry};
+use futures_util::future::BoxFuture;
+use tokio::{
+    sync::{Notify, broadcast, oneshot},
+    time::Instant,
+};
+
+use crate::{
+    error::{Error, Result},
+    event::{ExitReason, SupervisionEvent, SupervisionEventKind},
+    snapshot::NodeState,
+    spec::Policy,
+};
+
+/// Loop-wide state shared by every node of one tree.
+pub(crate) struct Shared {
+    next_id: AtomicU64,
+    by_id: DashMap<u64, Weak<Node>>,
+    by_path: DashMap<String, u64>,
+    events: broadcast::Sender<SupervisionEvent>,
+    fatal: Mutex<Option<ExitReason>>,
+    fatal_notify: Notify,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            next_id: AtomicU64::new(1),
+            by_id: DashMap::new(),
+            by_path: DashMap::new(),
+            events: broadcast::channel(1024).0,
+            fatal: Mutex::new(None),
+            fatal_notify: Notify::new(),
+        })
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<SupervisionEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn publish(&self, node: &Node, what: SupervisionEventKind) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(SupervisionEvent {
+                path: node.path.clone(),
+                kind: node.kind,
+                what,
+            });
+        }
+    }
+
+    pub(crate) fn lookup_id(&self, id: u64) -> Option<Arc<Node>> {
+        self.by_id.get(&id).and_then(|w| w.upgrade())
+    }
+
+    pub(crate) fn lookup_path(&self, path: &str) -> Option<Arc<Node>> {
+        let id = *self.by_path.get(path)?;
+        self.lookup_id(id)
+    }
+
+    pub(crate) fn live_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn unregister(&self, node: &Node) {
+        self.by_id.remove(&node.id);
+        self.by_path.remove_if(&node.path, |_, id| *id == node.id);
+    }
+
+    /// The root failed: record it for the loop, once.
+    pub(crate) fn set_fatal(&self, reason: ExitReason) {
+        let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        if fatal.is_none() {
+            *fatal = Some(reason);
+            self.fatal_notify.notify_waiters();
+            self.fatal_notify.notify_one();
+        }
+    }
+
+    pub(crate) async fn wait_fatal(&self) -> ExitReason {
+        loop {
+            if let Some(r) = self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                return r;
+            }
+            self.fatal_notify.notified().await;
+        }
+    }
+}
+
+/// Control messages, outside the user mailbox so a failed or suspended
+/// notifier still hears its parent.
+pub(crate) enum Ctl {
+    /// Stop for good: children first, then drain the mailbox, then on_stop.
+    Stop,
+    /// Stop this incarnation for a group restart; acked when done.
+    Suspend(oneshot::Sender<()>),
+    /// Start a new incarnation; acked when init has run.
+    Resume(oneshot::Sender<()>),
+    /// (to a parent) A child failed and waits for a decision.
+    ChildFailed(Arc<Node>, ExitReason),
+    /// (to a parent) The backoff of a restart has passed.
+    RestartGroup(Vec<Arc<Node>>),
+}
+
+/// What a node needs of its actor, with the actor type erased.
+pub(crate) trait ErasedActor: Send + Sync {
+    fn kill(&self);
+    fn is_alive(&self) -> bool;
+    fn wait_stopped(&self) -> BoxFuture<'_, ()>;
+    fn queue_depth(&self) -> Option<usize>;
+}
+
+impl<A: kameo::Actor> ErasedActor for kameo::actor::ActorRef<A> {
+    fn kill(&self) {
+        kameo::actor::ActorRef::kill(self)
+    }
+    fn is_alive(&self) -> bool {
+        kameo::actor::ActorRef::is_alive(self)
+    }
+    fn wait_stopped(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.wait_for_shutdown())
+    }
+    fn queue_depth(&self) -> Option<usize> {
+        let tx = self.mailbox_sender();
+        Some(tx.max_capacity()?.saturating_sub(tx.capacity()?))
+    }
+}
+
+/// One notifier's place in the tree.
+pub(crate) struct Node {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) kind: &'static str,
+    pub(crate) policy: Policy,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) span: tracing::Span,
+    parent: Option<Weak<Node>>,
+    children: Mutex<Vec<Arc<Node>>>,
+    ctl: Mutex<VecDeque<Ctl>>,
+    pub(crate) ctl_notify: Notify,
+    state: AtomicU8,
+    restarts: AtomicU32,
+    history: Mutex<VecDeque<Instant>>,
+    stopping: AtomicBool,
+    actor: OnceLock<Box<dyn ErasedActor>>,
+}
+
+impl Node {
+    /// A new node, its path reserved in the registry (names are unique
+    /// among siblings).
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        parent: Option<&Arc<Node>>,
+        name: &str,
+        kind: &'static str,
+        policy: Policy,
+    ) -> Result<Arc<Node>> {
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let name = if name.is_empty() {
+            format!("{kind}-{id}")
+        } else if name.contains('/') {
+            return Err(Error::invalid_input(
+                "add",
+                format!("notifier name {name:?} must not contain '/'"),
+            ));
+        } else {
+            name.to_owned()
+        };
+        let path = match parent {
+            None => String::from("/"),
+            Some(p) if p.path == "/" => format!("/{name}"),
+            Some(p) => format!("{}/{name}", p.path),
+        };
+        match shared.by_path.entry(path.clone()) {
+            Entry::Occupied(_) => {
+                return Err(Error::invalid_input(
+                    "add",
+                    format!("a notifier named {path:?} already exists"),
+                ));
+            }
+            Entry::Vacant(v) => {
+                v.insert(id);
+            }
+        }
+        let span = tracing::info_span!("notifier", path = %path, kind);
+        let node = Arc::new(Node {
+            id,
+            name,
+            path,
+            kind,
+            policy,
+            shared: shared.clone(),
+            span,
+            parent: parent.map(Arc::downgrade),
+            children: Mutex::new(Vec::new()),
+            ctl: Mutex::new(VecDeque::new()),
+            ctl_notify: Notify::new(),
+            state: AtomicU8::new(NodeState::Starting as u8),
+            restarts: AtomicU32::new(0),
+            history: Mutex::new(VecDeque::new()),
+            stopping: AtomicBool::new(false),
+            actor: OnceLock::new(),
+        });
+        shared.by_id.insert(id, Arc::downgrade(&node));
+        Ok(node)
+    }
+
+    pub(crate) fn parent(&self) -> Option<Arc<Node>> {
+        self.parent.as_ref()?.upgrade()
+    }
+
+    pub(crate) fn set_actor(&self, actor: Box<dyn ErasedActor>) {
+        let _ = self.actor.set(actor);
+    }
+
+    pub(crate) fn children(&self) -> Vec<Arc<Node>> {
+        lock(&self.children).clone()
+    }
+
+    pub(crate) fn push_child(&self, child: Arc<Node>) {
+        lock(&self.children).push(child);
+    }
+
+    pub(crate) fn remove_child(&self, id: u64) {
+        lock(&self.children).retain(|c| c.id != id);
+    }
+
+    pub(crate) fn push_ctl(&self, ctl: Ctl) {
+        lock(&self.ctl).push_back(ctl);
+        self.ctl_notify.notify_one();
+    }
+
+    pub(crate) fn pop_ctl(&self) -> Option<Ctl> {
+        lock(&self.ctl).pop_front()
+    }
+
+    pub(crate) fn state(&self) -> NodeState {
+        NodeState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_state(&self, state: NodeState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    pub(crate) fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a failure now; returns how many fall within the window.
+    pub(crate) fn record_failure(&self, now: Instant) -> u32 {
+        let mut h = lock(&self.history);
+        while h
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > self.policy.window)
+        {
+            h.pop_front();
+        }
+        h.push_back(now);
+        h.len() as u32
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.actor.get().is_some_and(|a| a.is_alive())
+    }
+
+    pub(crate) fn queue_depth(&self) -> Option<usize> {
+        self.actor.get()?.queue_depth()
+    }
+
+    /// The actor has ended for good: leave the registry and the parent.
+    pub(crate) fn retire(&self) {
+        self.set_state(NodeState::Stopped);
+        self.shared.unregister(self);
+        if let Some(p) = self.parent() {
+            p.remove_child(self.id);
+        }
+    }
+
+    /// Stops this node's whole subtree, leaves first in reverse start
+    /// order, each within its stop timeout (and `deadline`), killing what
+    /// overruns.
+    pub(crate) fn shutdown(
+        self: Arc<Self>,
+        deadline: Option<Instant>,
+        report: &mut ShutdownReport,
+    ) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.mark_stopping();
+            self.shutdown_children(deadline, report).await;
+            self.push_ctl(Ctl::Stop);
+            self.await_stop(deadline, report).await;
+        })
+    }
+
+    /// Stops every child subtree, in reverse start order.
+    pub(crate) async fn shutdown_children(
+        &self,
+        deadline: Option<Instant>,
+        report: &mut ShutdownReport,
+    ) {
+        loop {
+            let last = lock(&self.children).last().cloned();
+            let Some(child) = last else { break };
+            let id = child.id;
+            child.shutdown(deadline, report).await;
+            self.remove_child(id);
+        }
+    }
+
+    async fn await_stop(&self, deadline: Option<Instant>, report: &mut ShutdownReport) {
+        if let Some(actor) = self.actor.get() {
+            let mut until = Instant::now() + self.policy.stop_timeout;
+            if let Some(d) = deadline {
+                until = until.min(d);
+            }
+            if tokio::time::timeout_at(until, actor.wait_stopped())
+                .await
+                .is_err()
+            {
+                tracing::warn!(parent: &self.span, "graceful stop overran; killing");
+                actor.kill();
+                actor.wait_stopped().await;
+                report.overran.push(self.path.clone());
+                self.shared.publish(self, SupervisionEventKind::Overran);
+            }
+        }
+        report.stopped.push(self.path.clone());
+        self.retire();
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a `shutdown` stopped, in the order it stopped them, and which of
+/// them overran their graceful-stop deadline and were killed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Paths of every notifier stopped, leaves first.
+    pub stopped: Vec<String>,
+    /// Paths of the notifiers killed at their deadline.
+    pub overran: Vec<String>,
+}
+
+impl ShutdownReport {
+    /// Every notifier stopped within its deadline.
+    pub fn is_clean(&self) -> bool {
+        self.overran.is_empty()
+    }
+}

@@ -1,0 +1,140 @@
+//! Tree snapshots: plain data describing every notifier, printable as an
+//! indented tree.
+//!
+//! ```text
+//! / root running
+//!   /server listener running restarts=0 queue=0
+//!     /server/conn-17 stream running restarts=0 queue=0
+//! ```
+
+use std::fmt;
+
+use crate::node::Node;
+
+/// Where a notifier is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum NodeState {
+    /// `init` is running.
+    Starting = 0,
+    /// Handling messages and its source.
+    Running = 1,
+    /// Its incarnation failed; its parent is deciding.
+    Failed = 2,
+    /// Stopped for a restart, waiting out a backoff or its group.
+    Restarting = 3,
+    /// Stopping for good.
+    Stopping = 4,
+    /// Gone.
+    Stopped = 5,
+}
+
+impl NodeState {
+    pub(crate) fn from_u8(v: u8) -> NodeState {
+        match v {
+            0 => NodeState::Starting,
+            1 => NodeState::Running,
+            2 => NodeState::Failed,
+            3 => NodeState::Restarting,
+            4 => NodeState::Stopping,
+            _ => NodeState::Stopped,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Starting => "starting",
+            NodeState::Running => "running",
+            NodeState::Failed => "failed",
+            NodeState::Restarting => "restarting",
+            NodeState::Stopping => "stopping",
+            NodeState::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One notifier and its subtree, as plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSnapshot {
+    /// Loop-unique id.
+    pub id: u64,
+    /// Kind (`root`, `stream`, `timer`, or the type's name).
+    pub kind: &'static str,
+    /// Name (last part of the path).
+    pub name: String,
+    /// Path in the tree.
+    pub path: String,
+    /// Supervision state.
+    pub state: NodeState,
+    /// Restarts since it was added.
+    pub restarts: u32,
+    /// Messages waiting in its mailbox, where known.
+    pub queue: Option<usize>,
+    /// Its children, in start order.
+    pub children: Vec<NodeSnapshot>,
+}
+
+impl NodeSnapshot {
+    pub(crate) fn of(node: &Node) -> NodeSnapshot {
+        NodeSnapshot {
+            id: node.id,
+            kind: node.kind,
+            name: node.name.clone(),
+            path: node.path.clone(),
+            state: node.state(),
+            restarts: node.restarts(),
+            queue: node.queue_depth(),
+            children: node.children().iter().map(|c| NodeSnapshot::of(c)).collect(),
+        }
+    }
+
+    /// Finds a notifier in this subtree by path.
+    pub fn find(&self, path: &str) -> Option<&NodeSnapshot> {
+        if self.path == path {
+            return Some(self);
+        }
+        self.children.iter().find_map(|c| c.find(path))
+    }
+
+    /// This notifier and all below it, depth first.
+    pub fn iter(&self) -> impl Iterator<Item = &NodeSnapshot> {
+        let mut stack = vec![self];
+        std::iter::from_fn(move || {
+            let next = stack.pop()?;
+            stack.extend(next.children.iter().rev());
+            Some(next)
+        })
+    }
+
+    fn write(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
+        write!(
+            f,
+            "{:indent$}{} {} {}",
+            "",
+            self.path,
+            self.kind,
+            self.state,
+            indent = depth * 2
+        )?;
+        if depth > 0 {
+            write!(f, " restarts={}", self.restarts)?;
+        }
+        if let Some(q) = self.queue {
+            write!(f, " queue={q}")?;
+        }
+        writeln!(f)?;
+        self.children.iter().try_for_each(|c| c.write(f, depth + 1))
+    }
+}
+
+impl fmt::Display for NodeSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, 0)
+    }
+}

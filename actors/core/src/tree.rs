@@ -1,0 +1,114 @@
+//! [`Tree`]: one supervision tree, its root and its registry. The facade's
+//! `Loop` owns one.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use tokio::{sync::broadcast, time::Instant};
+
+use crate::{
+    actor::start_actor,
+    error::Result,
+    event::{ExitReason, SupervisionEvent},
+    node::{Node, Shared, ShutdownReport},
+    notifier::{Ctx, Notifier, NotifierRef},
+    snapshot::NodeSnapshot,
+    spec::{Policy, Spec, Strategy},
+};
+
+/// The root notifier of a tree: it only supervises.
+#[derive(Debug)]
+pub struct Root;
+
+impl Notifier for Root {
+    type Args = ();
+
+    fn kind() -> &'static str {
+        "root"
+    }
+
+    async fn init(_: (), _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        Ok(Root)
+    }
+}
+
+/// A supervision tree: a root notifier, its registry of notifiers by id and
+/// path, and its bus of [`SupervisionEvent`]s.
+pub struct Tree {
+    root: NotifierRef<Root>,
+    shared: Arc<Shared>,
+}
+
+impl Tree {
+    /// Starts a new tree whose root applies `strategy` to its children.
+    /// Must be called inside a tokio runtime context.
+    pub fn start(strategy: Strategy) -> Result<Tree> {
+        let shared = Shared::new();
+        let policy = Policy {
+            strategy,
+            ..Policy::default()
+        };
+        let node = Node::new(&shared, None, "", "root", policy)?;
+        let actor = start_actor::<Root>(&node, Arc::new(|| ()), 64);
+        let root = NotifierRef { actor, node };
+        Ok(Tree { root, shared })
+    }
+
+    /// The root notifier.
+    pub fn root(&self) -> &NotifierRef<Root> {
+        &self.root
+    }
+
+    /// Adds and starts a notifier under the root.
+    pub async fn add<N: Notifier>(&self, spec: Spec<N>) -> Result<NotifierRef<N>> {
+        self.root.add_child(spec).await
+    }
+
+    /// Stops the notifier at `path` and its subtree; `None` when no such
+    /// notifier is in the tree.
+    pub async fn remove(&self, path: &str, deadline: Option<Duration>) -> Option<ShutdownReport> {
+        let node = self.shared.lookup_path(path)?;
+        let mut report = ShutdownReport::default();
+        node.shutdown(deadline.map(|d| Instant::now() + d), &mut report)
+            .await;
+        Some(report)
+    }
+
+    /// Stops the whole tree, leaves first, within `deadline`.
+    pub async fn shutdown(&self, deadline: Option<Duration>) -> ShutdownReport {
+        self.root.shutdown(deadline).await
+    }
+
+    /// A snapshot of the whole tree.
+    pub fn snapshot(&self) -> NodeSnapshot {
+        self.root.tree()
+    }
+
+    /// Supervision events from now on (a bounded broadcast: a subscriber
+    /// that lags far behind loses the oldest and is told how many).
+    pub fn supervision_events(&self) -> broadcast::Receiver<SupervisionEvent> {
+        self.shared.subscribe()
+    }
+
+    /// Resolves when a failure escalates past the root.
+    pub async fn escalated(&self) -> ExitReason {
+        self.shared.wait_fatal().await
+    }
+
+    /// Notifiers registered (running, failed or restarting), root included.
+    pub fn live_count(&self) -> usize {
+        self.shared.live_count()
+    }
+
+    /// Whether a notifier with this path is in the tree.
+    pub fn contains(&self, path: &str) -> bool {
+        self.shared.lookup_path(path).is_some()
+    }
+}
+
+impl fmt::Debug for Tree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tree")
+            .field("live", &self.shared.live_count())
+            .finish()
+    }
+}

@@ -1,0 +1,458 @@
+//! [`Loop`]: the root of the notifier tree (IO::Async::Loop), its runtime,
+//! and its low-level timers.
+
+use std::{
+    any::Any,
+    fmt,
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ioasync_core::{
+    Error, ErrorKind, NodeSnapshot, Notifier, NotifierRef, Result, ShutdownReport, Spec, Strategy,
+    SupervisionEvent, Tree,
+};
+use tokio::{
+    runtime::{Handle, Runtime},
+    sync::{Notify, broadcast, mpsc},
+    time::Instant,
+};
+
+use crate::timer_queue::TimerQueue;
+
+type Later = Box<dyn FnOnce() + Send>;
+type StopSlot = Option<Result<Box<dyn Any + Send>>>;
+
+/// When a [`Loop::watch_time`] timer fires: at an instant, or after a
+/// duration from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// At this instant of tokio's clock.
+    At(Instant),
+    /// This long from now.
+    After(Duration),
+}
+
+impl From<Duration> for When {
+    fn from(d: Duration) -> When {
+        When::After(d)
+    }
+}
+
+impl From<Instant> for When {
+    fn from(at: Instant) -> When {
+        When::At(at)
+    }
+}
+
+impl When {
+    fn instant(self) -> Instant {
+        match self {
+            When::At(at) => at,
+            When::After(d) => Instant::now() + d,
+        }
+    }
+}
+
+/// The id of a [`Loop::watch_time`] timer, for [`Loop::unwatch_time`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(u64);
+
+/// Builds a [`Loop`]: runtime flavor, root strategy, signal handling.
+#[derive(Debug)]
+#[must_use = "a LoopBuilder does nothing until build() is called"]
+pub struct LoopBuilder {
+    flavor: Flavor,
+    workers: Option<usize>,
+    strategy: Strategy,
+    signals: Option<Duration>,
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+    paused: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    MultiThread,
+    CurrentThread,
+    Adopt,
+}
+
+impl LoopBuilder {
+    /// A multi-thread tokio runtime owned by the loop (the default).
+    pub fn multi_thread(mut self) -> Self {
+        self.flavor = Flavor::MultiThread;
+        self
+    }
+
+    /// A current-thread runtime owned by the loop: on 2 cores it gives the
+    /// best tail latency for IO-bound work.
+    pub fn current_thread(mut self) -> Self {
+        self.flavor = Flavor::CurrentThread;
+        self
+    }
+
+    /// Use the runtime this is called from (inside `#[tokio::main]`).
+    pub fn adopt_current(mut self) -> Self {
+        self.flavor = Flavor::Adopt;
+        self
+    }
+
+    /// Worker threads of a multi-thread runtime.
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
+    /// The strategy the root applies to the loop's top-level notifiers.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// On SIGINT or SIGTERM, shut the tree down gracefully within
+    /// `deadline`, then end [`Loop::run`] with a `Cancelled` error naming
+    /// the signal.
+    pub fn shutdown_on_signals(mut self, deadline: Duration) -> Self {
+        self.signals = Some(deadline);
+        self
+    }
+
+    /// Start an owned current-thread runtime with its clock paused (tests;
+    /// feature `test-util`).
+    #[cfg(feature = "test-util")]
+    pub fn start_paused(mut self) -> Self {
+        self.flavor = Flavor::CurrentThread;
+        self.paused = true;
+        self
+    }
+
+    /// Builds the loop. Adopting fails outside a tokio runtime.
+    pub fn build(self) -> Result<Loop> {
+        let runtime = match self.flavor {
+            Flavor::Adopt => None,
+            Flavor::MultiThread => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                if let Some(n) = self.workers {
+                    b.worker_threads(n);
+                }
+                Some(b.enable_all().build())
+            }
+            Flavor::CurrentThread => {
+                let mut b = tokio::runtime::Builder::new_current_thread();
+                #[cfg(feature = "test-util")]
+                if self.paused {
+                    b.start_paused(true);
+                }
+                Some(b.enable_all().build())
+            }
+        };
+        let runtime = runtime
+            .transpose()
+            .map_err(|e| Error::io("runtime", e))?;
+        let handle = match &runtime {
+            Some(rt) => rt.handle().clone(),
+            None => Handle::try_current().map_err(|e| {
+                Error::new("runtime", ErrorKind::InvalidInput, e.to_string())
+            })?,
+        };
+        let _guard = handle.enter();
+        let tree = Tree::start(self.strategy)?;
+        let timers = Arc::new(TimerQueue::default());
+        handle.spawn(timers.clone().run());
+        let (later_tx, later_rx) = mpsc::unbounded_channel();
+        handle.spawn(run_later(later_rx));
+        let inner = Arc::new(Inner {
+            runtime: Mutex::new(runtime),
+            handle,
+            tree,
+            timers,
+            later: later_tx,
+            stop: Mutex::new(None),
+            stopped: Notify::new(),
+        });
+        let lp = Loop { inner };
+        if let Some(deadline) = self.signals {
+            lp.inner.handle.spawn(on_signals(lp.clone(), deadline));
+        }
+        Ok(lp)
+    }
+}
+
+async fn run_later(mut rx: mpsc::UnboundedReceiver<Later>) {
+    while let Some(f) = rx.recv().await {
+        if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
+            tracing::error!("a `later` callback panicked");
+        }
+    }
+}
+
+async fn on_signals(lp: Loop, deadline: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("could not install SIGINT/SIGTERM handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    tracing::info!(signal = name, "shutting down on signal");
+    let report = lp.shutdown(Some(deadline)).await;
+    if !report.is_clean() {
+        tracing::warn!(overran = ?report.overran, "shutdown overran its deadline");
+    }
+    lp.finish(Err(Error::new(
+        "run",
+        ErrorKind::Cancelled,
+        format!("shut down on {name}"),
+    )));
+}
+
+struct Inner {
+    runtime: Mutex<Option<Runtime>>,
+    handle: Handle,
+    tree: Tree,
+    timers: Arc<TimerQueue>,
+    later: mpsc::UnboundedSender<Later>,
+    stop: Mutex<StopSlot>,
+    stopped: Notify,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(rt) = lock(&self.runtime).take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The event loop: the root of the notifier tree, the runtime it runs on,
+/// and the IO::Async Loop's methods. Cheap to clone, `Send + Sync`.
+///
+/// ```
+/// use std::time::Duration;
+/// use ioasync::Loop;
+///
+/// # fn main() -> ioasync::Result<()> {
+/// let lp = Loop::new()?;
+/// let l = lp.clone();
+/// let answer: u32 = lp.block_on(async move {
+///     l.watch_time(Duration::from_millis(5), {
+///         let l = l.clone();
+///         move || l.stop(42u32)
+///     });
+///     l.run::<u32>().await
+/// })?;
+/// assert_eq!(answer, 42);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Loop {
+    inner: Arc<Inner>,
+}
+
+impl Loop {
+    /// A loop on its own multi-thread runtime.
+    pub fn new() -> Result<Loop> {
+        Loop::builder().build()
+    }
+
+    /// A loop on the runtime this is called from (inside `#[tokio::main]`).
+    pub fn current() -> Result<Loop> {
+        Loop::builder().adopt_current().build()
+    }
+
+    /// Configure a loop.
+    pub fn builder() -> LoopBuilder {
+        LoopBuilder {
+            flavor: Flavor::MultiThread,
+            workers: None,
+            strategy: Strategy::OneForOne,
+            signals: None,
+            paused: false,
+        }
+    }
+
+    /// The runtime handle the loop's notifiers run on.
+    pub fn handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+
+    /// Runs `fut` to completion on the loop's runtime, from outside it. The
+    /// future runs on a runtime worker, not on the calling thread. A panic
+    /// in `fut` resumes on the caller. On an adopted multi-thread runtime
+    /// this must be called from a worker thread.
+    pub fn block_on<F>(&self, fut: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let task = self.inner.handle.spawn(fut);
+        let joined = {
+            let rt = lock(&self.inner.runtime);
+            match rt.as_ref() {
+                Some(rt) => rt.block_on(task),
+                None => {
+                    drop(rt);
+                    let handle = self.inner.handle.clone();
+                    tokio::task::block_in_place(move || handle.block_on(task))
+                }
+            }
+        };
+        match joined {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Runs until [`Loop::stop`] is called and returns the value given to
+    /// it. Fails when a failure escalated past the root (`Escalated`), when
+    /// the value is not a `T` (`InvalidInput`), or on a signal-triggered
+    /// shutdown (`Cancelled`).
+    pub async fn run<T: Send + 'static>(&self) -> Result<T> {
+        let value = tokio::select! {
+            v = self.wait_stop() => v,
+            reason = self.inner.tree.escalated() => Err(reason.to_error("run")),
+        }?;
+        value.downcast::<T>().map(|b| *b).map_err(|_| {
+            Error::invalid_input(
+                "run",
+                format!(
+                    "stop was given a value that is not a {}",
+                    std::any::type_name::<T>()
+                ),
+            )
+        })
+    }
+
+    async fn wait_stop(&self) -> Result<Box<dyn Any + Send>> {
+        loop {
+            let notified = self.inner.stopped.notified();
+            if let Some(v) = lock(&self.inner.stop).take() {
+                return v;
+            }
+            notified.await;
+        }
+    }
+
+    /// Ends the current (or next) [`Loop::run`], which returns `value`.
+    pub fn stop<T: Send + 'static>(&self, value: T) {
+        self.finish(Ok(Box::new(value)));
+    }
+
+    fn finish(&self, value: Result<Box<dyn Any + Send>>) {
+        *lock(&self.inner.stop) = Some(value);
+        self.inner.stopped.notify_waiters();
+    }
+
+    /// Adds and starts a top-level notifier.
+    pub async fn add<N: Notifier>(&self, spec: Spec<N>) -> Result<NotifierRef<N>> {
+        self.inner.tree.add(spec).await
+    }
+
+    /// Stops the notifier at `path` and its subtree (leaves first). `None`
+    /// when no notifier has that path.
+    pub async fn remove(&self, path: &str) -> Option<ShutdownReport> {
+        self.inner.tree.remove(path, None).await
+    }
+
+    /// Stops every notifier, leaves first in reverse start order, each
+    /// within its stop timeout and all within `deadline`; what overruns is
+    /// killed and reported.
+    pub async fn shutdown(&self, deadline: Option<Duration>) -> ShutdownReport {
+        let mut report = ShutdownReport::default();
+        for child in self.inner.tree.snapshot().children.iter().rev() {
+            if let Some(r) = self.inner.tree.remove(&child.path, deadline).await {
+                report.stopped.extend(r.stopped);
+                report.overran.extend(r.overran);
+            }
+        }
+        report
+    }
+
+    /// Runs `f` on the loop soon, after every `later` queued before it.
+    pub fn later(&self, f: impl FnOnce() + Send + 'static) {
+        if self.inner.later.send(Box::new(f)).is_err() {
+            tracing::error!("later: the loop's runtime has shut down");
+        }
+    }
+
+    /// Calls `f` once at `when`; timers fire in deadline order.
+    pub fn watch_time(&self, when: impl Into<When>, f: impl FnOnce() + Send + 'static) -> TimerId {
+        let f = Box::new(move || {
+            if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
+                tracing::error!("a watch_time callback panicked");
+            }
+        });
+        TimerId(self.inner.timers.insert(when.into().instant(), f))
+    }
+
+    /// Cancels a [`Loop::watch_time`] timer; false when it already fired
+    /// or was cancelled.
+    pub fn unwatch_time(&self, id: TimerId) -> bool {
+        self.inner.timers.remove(id.0)
+    }
+
+    /// A future that completes at `when`.
+    pub fn delay_future(&self, when: impl Into<When>) -> impl Future<Output = ()> + Send + 'static {
+        tokio::time::sleep_until(when.into().instant())
+    }
+
+    /// A future that fails with a `Timeout` error at `when` (IO::Async's
+    /// `timeout_future`); race it against other work.
+    pub fn timeout_future(
+        &self,
+        when: impl Into<When>,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let at = when.into().instant();
+        async move {
+            tokio::time::sleep_until(at).await;
+            Err(Error::timeout("timeout_future"))
+        }
+    }
+
+    /// `fut`, failing with a `Timeout` error if it has not finished at `when`.
+    pub async fn timeout<F: Future>(&self, when: impl Into<When>, fut: F) -> Result<F::Output> {
+        tokio::time::timeout_at(when.into().instant(), fut)
+            .await
+            .map_err(|_| Error::timeout("timeout"))
+    }
+
+    /// A snapshot of the whole notifier tree.
+    pub fn tree(&self) -> NodeSnapshot {
+        self.inner.tree.snapshot()
+    }
+
+    /// Supervision events (failures, restarts, escalations, stops) from now on.
+    pub fn supervision_events(&self) -> broadcast::Receiver<SupervisionEvent> {
+        self.inner.tree.supervision_events()
+    }
+
+    /// How many notifiers are alive in the tree, the root included.
+    pub fn live_notifiers(&self) -> usize {
+        self.inner.tree.live_count()
+    }
+
+    /// The loop's root notifier.
+    pub fn root(&self) -> &NotifierRef<ioasync_core::Root> {
+        self.inner.tree.root()
+    }
+}
+
+impl fmt::Debug for Loop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loop")
+            .field("notifiers", &self.inner.tree.live_count())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
