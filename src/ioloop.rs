@@ -356,6 +356,11 @@ impl Loop {
         self.inner.tree.add(spec).await
     }
 
+    /// A handle to the notifier at `path`, if there is one and it is an `N`.
+    pub fn lookup<N: Notifier>(&self, path: &str) -> Option<NotifierRef<N>> {
+        self.inner.tree.lookup(path)
+    }
+
     /// Stops the notifier at `path` and its subtree (leaves first). `None`
     /// when no notifier has that path.
     pub async fn remove(&self, path: &str) -> Option<ShutdownReport> {

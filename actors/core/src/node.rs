@@ -123,6 +123,7 @@ pub(crate) trait ErasedActor: Send + Sync {
     fn is_alive(&self) -> bool;
     fn wait_stopped(&self) -> BoxFuture<'_, ()>;
     fn queue_depth(&self) -> Option<usize>;
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl<A: kameo::Actor> ErasedActor for kameo::actor::ActorRef<A> {
@@ -138,6 +139,9 @@ impl<A: kameo::Actor> ErasedActor for kameo::actor::ActorRef<A> {
     fn queue_depth(&self) -> Option<usize> {
         let tx = self.mailbox_sender();
         Some(tx.max_capacity()?.saturating_sub(tx.capacity()?))
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -289,6 +293,15 @@ impl Node {
 
     pub(crate) fn is_alive(&self) -> bool {
         self.actor.get().is_some_and(|a| a.is_alive())
+    }
+
+    /// The actor, if it is an `A`.
+    pub(crate) fn actor_as<A: kameo::Actor>(&self) -> Option<kameo::actor::ActorRef<A>> {
+        self.actor
+            .get()?
+            .as_any()
+            .downcast_ref::<kameo::actor::ActorRef<A>>()
+            .cloned()
     }
 
     pub(crate) fn queue_depth(&self) -> Option<usize> {

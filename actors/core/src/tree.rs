@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use tokio::{sync::broadcast, time::Instant};
 
 use crate::{
-    actor::start_actor,
+    actor::{NotifierActor, start_actor},
     error::Result,
     event::{ExitReason, SupervisionEvent},
     node::{Node, Shared, ShutdownReport},
@@ -97,6 +97,13 @@ impl Tree {
     /// Notifiers registered (running, failed or restarting), root included.
     pub fn live_count(&self) -> usize {
         self.shared.live_count()
+    }
+
+    /// A handle to the notifier at `path`, if there is one and it is an `N`.
+    pub fn lookup<N: Notifier>(&self, path: &str) -> Option<NotifierRef<N>> {
+        let node = self.shared.lookup_path(path)?;
+        let actor = node.actor_as::<NotifierActor<N>>()?;
+        Some(NotifierRef { actor, node })
     }
 
     /// Whether a notifier with this path is in the tree.
