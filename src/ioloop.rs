@@ -148,14 +148,11 @@ impl LoopBuilder {
                 Some(b.enable_all().build())
             }
         };
-        let runtime = runtime
-            .transpose()
-            .map_err(|e| Error::io("runtime", e))?;
+        let runtime = runtime.transpose().map_err(|e| Error::io("runtime", e))?;
         let handle = match &runtime {
             Some(rt) => rt.handle().clone(),
-            None => Handle::try_current().map_err(|e| {
-                Error::new("runtime", ErrorKind::InvalidInput, e.to_string())
-            })?,
+            None => Handle::try_current()
+                .map_err(|e| Error::new("runtime", ErrorKind::InvalidInput, e.to_string()))?,
         };
         let _guard = handle.enter();
         let tree = Tree::start(self.strategy)?;
@@ -174,7 +171,8 @@ impl LoopBuilder {
         });
         let lp = Loop { inner };
         if let Some(deadline) = self.signals {
-            lp.inner.handle.spawn(on_signals(lp.clone(), deadline));
+            let task = on_signals(lp.clone(), deadline)?;
+            lp.inner.handle.spawn(task);
         }
         Ok(lp)
     }
@@ -188,19 +186,22 @@ async fn run_later(mut rx: mpsc::UnboundedReceiver<Later>) {
     }
 }
 
-async fn on_signals(lp: Loop, deadline: Duration) {
+/// Installs SIGINT and SIGTERM handlers now (so a signal arriving right
+/// after `build` is caught) and returns the task that acts on them.
+fn on_signals(lp: Loop, deadline: Duration) -> Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("could not install SIGINT/SIGTERM handlers");
-        return;
-    };
-    let name = tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    };
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("signal", e))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("signal", e))?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        shutdown_on(lp, deadline, name).await;
+    })
+}
+
+async fn shutdown_on(lp: Loop, deadline: Duration, name: &'static str) {
     tracing::info!(signal = name, "shutting down on signal");
     let report = lp.shutdown(Some(deadline)).await;
     if !report.is_clean() {
@@ -371,14 +372,7 @@ impl Loop {
     /// within its stop timeout and all within `deadline`; what overruns is
     /// killed and reported.
     pub async fn shutdown(&self, deadline: Option<Duration>) -> ShutdownReport {
-        let mut report = ShutdownReport::default();
-        for child in self.inner.tree.snapshot().children.iter().rev() {
-            if let Some(r) = self.inner.tree.remove(&child.path, deadline).await {
-                report.stopped.extend(r.stopped);
-                report.overran.extend(r.overran);
-            }
-        }
-        report
+        self.inner.tree.shutdown(deadline).await
     }
 
     /// Runs `f` on the loop soon, after every `later` queued before it.

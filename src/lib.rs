@@ -91,7 +91,7 @@ mod ioloop;
 mod timer_queue;
 
 pub use ioasync_core::{
-    Backoff, Ctx, Error, ErrorKind, EventStream, Events, ExitReason, HasEvents, Handler,
+    Backoff, Ctx, Error, ErrorKind, EventStream, Events, ExitReason, Handler, HasEvents,
     NodeSnapshot, NodeState, Notifier, NotifierActor, NotifierRef, Policy, Restart, Result, Root,
     ShutdownReport, Spec, Strategy, Subscribe, Subscription, SupervisionEvent,
     SupervisionEventKind, Tree,

@@ -15,7 +15,10 @@ use tokio::time::Instant;
 /// Lines of `j` from the first line equal to `marker` (exclusive) on.
 fn after(j: &Journal, marker: &str) -> Vec<String> {
     let lines = j.lines();
-    let at = lines.iter().position(|l| l == marker).expect("marker present");
+    let at = lines
+        .iter()
+        .position(|l| l == marker)
+        .expect("marker present");
     lines[at + 1..].to_vec()
 }
 
@@ -23,7 +26,9 @@ async fn three_children(strategy: Strategy) -> (ioasync::Loop, Journal) {
     let lp = test_loop();
     let j = Journal::new();
     let kids = vec![probe("a", &j), probe("b", &j), probe("c", &j)];
-    lp.add(parent("sup", &j, kids).strategy(strategy)).await.unwrap();
+    lp.add(parent("sup", &j, kids).strategy(strategy))
+        .await
+        .unwrap();
     j.record("-- panic b");
     (lp, j)
 }
@@ -80,7 +85,10 @@ async fn temporary_children_are_never_restarted() {
     let lp = test_loop();
     let j = Journal::new();
     let mut events = lp.supervision_events();
-    let t = lp.add(probe("t", &j).restart(Restart::Temporary)).await.unwrap();
+    let t = lp
+        .add(probe("t", &j).restart(Restart::Temporary))
+        .await
+        .unwrap();
     t.tell(Panic("boom")).await.unwrap();
     wait_event(&mut events, stopped("/t")).await;
     assert_eq!(j.count("start /t"), 1);
@@ -93,8 +101,14 @@ async fn transient_children_restart_only_after_an_abnormal_exit() {
     let lp = test_loop();
     let j = Journal::new();
     let mut events = lp.supervision_events();
-    let normal = lp.add(probe("n", &j).restart(Restart::Transient)).await.unwrap();
-    let crash = lp.add(probe("c", &j).restart(Restart::Transient)).await.unwrap();
+    let normal = lp
+        .add(probe("n", &j).restart(Restart::Transient))
+        .await
+        .unwrap();
+    let crash = lp
+        .add(probe("c", &j).restart(Restart::Transient))
+        .await
+        .unwrap();
     normal.tell(Exit).await.unwrap();
     wait_event(&mut events, stopped("/n")).await;
     assert_eq!(j.count("start /n"), 1, "normal exit: not restarted");
@@ -130,7 +144,10 @@ async fn past_the_limit_a_failure_escalates_exactly_once() {
     bounded("sup restarted", j.wait_count("start /sup", 2)).await;
     bounded("x started by the new sup", j.wait_count("start /sup/x", 4)).await;
     // A round trip through the new incarnation: everything has settled.
-    assert_eq!(lookup(&lp, "/sup/x").ask(Note("ok".into())).await.unwrap(), 0);
+    assert_eq!(
+        lookup(&lp, "/sup/x").ask(Note("ok".into())).await.unwrap(),
+        0
+    );
     let mut gave_up = 0;
     let mut escalated = 0;
     while let Ok(ev) = events.try_recv() {
@@ -209,7 +226,9 @@ async fn stop_goes_leaves_first_in_reverse_start_order() {
     lp.add(parent("a", &j, vec![probe("a1", &j), probe("a2", &j)]))
         .await
         .unwrap();
-    lp.add(parent("b", &j, vec![probe("b1", &j)])).await.unwrap();
+    lp.add(parent("b", &j, vec![probe("b1", &j)]))
+        .await
+        .unwrap();
     j.record("-- shutdown");
     let report = lp.shutdown(Some(Duration::from_secs(5))).await;
     let order = ["/b/b1", "/b", "/a/a2", "/a/a1", "/a"];
@@ -249,7 +268,10 @@ async fn a_child_ignoring_a_graceful_stop_is_killed_at_its_deadline() {
 async fn after_the_loop_shuts_down_no_notifier_actor_is_alive() {
     let lp = test_loop();
     let j = Journal::new();
-    let a = lp.add(parent("a", &j, vec![probe("a1", &j)])).await.unwrap();
+    let a = lp
+        .add(parent("a", &j, vec![probe("a1", &j)]))
+        .await
+        .unwrap();
     let a1 = lookup(&lp, "/a/a1");
     let b = lp.add(probe("b", &j)).await.unwrap();
     lp.shutdown(None).await;
@@ -302,7 +324,10 @@ async fn messages_queued_for_a_child_that_stops_for_good_fail_loudly() {
     let lp = test_loop();
     let j = Journal::new();
     let mut events = lp.supervision_events();
-    let c = lp.add(probe("c", &j).restart(Restart::Temporary)).await.unwrap();
+    let c = lp
+        .add(probe("c", &j).restart(Restart::Temporary))
+        .await
+        .unwrap();
     let gate = Gate::new();
     c.tell(Hang(gate.clone())).await.unwrap();
     c.tell(Panic("boom")).await.unwrap();
@@ -320,7 +345,10 @@ async fn messages_queued_for_a_child_that_stops_for_good_fail_loudly() {
         matches!(e.what, SupervisionEventKind::Undelivered { .. })
     })
     .await;
-    assert!(matches!(ev.what, SupervisionEventKind::Undelivered { count: 1 }));
+    assert!(matches!(
+        ev.what,
+        SupervisionEventKind::Undelivered { count: 1 }
+    ));
     assert_eq!(j.count("msg /c lost"), 0);
 }
 
@@ -337,10 +365,16 @@ async fn a_panicking_ask_gets_an_error_and_the_child_restarts() {
         e.path == "/c" && matches!(e.what, SupervisionEventKind::Failed(_))
     })
     .await;
-    let SupervisionEventKind::Failed(reason) = ev.what else { unreachable!() };
+    let SupervisionEventKind::Failed(reason) = ev.what else {
+        unreachable!()
+    };
     assert_eq!(reason.panic_message(), Some("in ask"));
     bounded("c restarted", j.wait_count("start /c", 2)).await;
-    assert_eq!(s.ask(Note("alive".into())).await.unwrap(), 0, "sibling untouched");
+    assert_eq!(
+        s.ask(Note("alive".into())).await.unwrap(),
+        0,
+        "sibling untouched"
+    );
 }
 
 // Regressions for the kameo 0.22.2 supervision defects listed in DESIGN.md.
@@ -393,7 +427,10 @@ async fn regression_the_parent_is_told_of_restarts() {
     })
     .await;
     assert_eq!(ev.path, "/p");
-    assert!(matches!(ev.what, SupervisionEventKind::Restarted { restarts: 1 }));
+    assert!(matches!(
+        ev.what,
+        SupervisionEventKind::Restarted { restarts: 1 }
+    ));
     assert_eq!(lp.tree().find("/p").unwrap().restarts, 1);
 }
 
@@ -410,7 +447,10 @@ async fn regression_dead_children_are_pruned() {
         t.tell(Exit).await.unwrap();
     }
     for _ in 0..20 {
-        wait_event(&mut events, |e| matches!(e.what, SupervisionEventKind::Stopped)).await;
+        wait_event(&mut events, |e| {
+            matches!(e.what, SupervisionEventKind::Stopped)
+        })
+        .await;
     }
     assert!(lp.tree().children.is_empty(), "{}", lp.tree());
     assert_eq!(lp.live_notifiers(), 1);

@@ -63,8 +63,7 @@ pub(crate) async fn spawn_child<C: Notifier>(
     parent: &Arc<Node>,
     spec: Spec<C>,
 ) -> Result<NotifierRef<C>> {
-    if parent.is_stopping() || !matches!(parent.state(), NodeState::Running | NodeState::Starting)
-    {
+    if parent.is_stopping() || !matches!(parent.state(), NodeState::Running | NodeState::Starting) {
         return Err(Error::closed(
             "add",
             format!("parent {} is not running", parent.path),
@@ -97,9 +96,7 @@ pub(crate) async fn spawn_node<C: Notifier>(
             node.retire();
             Err(match err {
                 HookError::Error(e) => e,
-                HookError::Panicked(p) => {
-                    Error::new("add", ErrorKind::Panicked, panic_message(&p))
-                }
+                HookError::Panicked(p) => Error::new("add", ErrorKind::Panicked, panic_message(&p)),
             })
         }
     }
@@ -155,22 +152,28 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         err: PanicError,
     ) -> Result<ControlFlow<ActorStopReason>> {
         let reason = match err.reason() {
-            PanicReason::OnMessage => ExitReason::Failed(Error::new(
-                "handle",
-                ErrorKind::Other,
-                panic_message(&err),
-            )),
+            PanicReason::OnMessage => {
+                ExitReason::Failed(Error::new("handle", ErrorKind::Other, panic_message(&err)))
+            }
             _ => ExitReason::Panicked(panic_message(&err)),
         };
         self.fail(reason);
         Ok(ControlFlow::Continue(()))
     }
 
-    async fn on_stop(&mut self, _actor_ref: WeakActorRef<Self>, reason: ActorStopReason) -> Result<()> {
+    async fn on_stop(
+        &mut self,
+        _actor_ref: WeakActorRef<Self>,
+        reason: ActorStopReason,
+    ) -> Result<()> {
         if matches!(reason, ActorStopReason::Killed) {
-            self.node.shared.publish(&self.node, SupervisionEventKind::Failed(ExitReason::Killed));
+            self.node
+                .shared
+                .publish(&self.node, SupervisionEventKind::Failed(ExitReason::Killed));
         }
-        self.node.shared.publish(&self.node, SupervisionEventKind::Stopped);
+        self.node
+            .shared
+            .publish(&self.node, SupervisionEventKind::Stopped);
         self.node.retire();
         Ok(())
     }
@@ -283,7 +286,9 @@ impl<N: Notifier> NotifierActor<N> {
             && reason.is_normal()
         {
             let mut ctx = Ctx::new(&self.node, me);
-            let _ = AssertUnwindSafe(state.on_stop(&mut ctx)).catch_unwind().await;
+            let _ = AssertUnwindSafe(state.on_stop(&mut ctx))
+                .catch_unwind()
+                .await;
         }
         self.node
             .shared
@@ -331,7 +336,9 @@ impl<N: Notifier> NotifierActor<N> {
         self.node.shutdown_children(None, &mut report).await;
         if let Some(mut state) = self.state.take() {
             let mut ctx = Ctx::new(&self.node, me);
-            let _ = AssertUnwindSafe(state.on_stop(&mut ctx)).catch_unwind().await;
+            let _ = AssertUnwindSafe(state.on_stop(&mut ctx))
+                .catch_unwind()
+                .await;
         }
         self.phase = Phase::Suspended;
         self.failure = None;
@@ -442,7 +449,10 @@ impl<N: Notifier> NotifierActor<N> {
 async fn suspend_node(node: &Arc<Node>) {
     let (tx, rx) = oneshot::channel();
     node.push_ctl(Ctl::Suspend(tx));
-    if tokio::time::timeout(node.policy.stop_timeout, rx).await.is_err() {
+    if tokio::time::timeout(node.policy.stop_timeout, rx)
+        .await
+        .is_err()
+    {
         let mut report = ShutdownReport::default();
         node.clone()
             .shutdown(Some(Instant::now()), &mut report)
@@ -496,6 +506,8 @@ impl<N: Notifier> fmt::Debug for NotifierActor<N> {
 
 impl<N: Notifier> fmt::Debug for Start<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Start").field("path", &self.node.path).finish()
+        f.debug_struct("Start")
+            .field("path", &self.node.path)
+            .finish()
     }
 }

@@ -28,6 +28,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// Name resolution failed.
     Resolve,
+    /// A bounded queue or mailbox was full and the operation would wait.
+    Full,
     /// A worker process or peer died while holding the operation.
     PeerDied,
     /// Anything else.
@@ -163,6 +165,11 @@ impl Error {
     /// Name resolution failed.
     pub fn is_resolve(&self) -> bool {
         self.kind == ErrorKind::Resolve
+    }
+
+    /// A bounded queue or mailbox was full (from a `try_*` operation).
+    pub fn is_full(&self) -> bool {
+        self.kind == ErrorKind::Full
     }
 
     /// The peer or worker holding the operation died.

@@ -76,9 +76,7 @@ impl ExitReason {
         match self {
             ExitReason::Failed(e) => e.clone(),
             ExitReason::Panicked(m) => Error::new(op, ErrorKind::Panicked, m.clone()),
-            ExitReason::Escalated { .. } => {
-                Error::new(op, ErrorKind::Escalated, self.to_string())
-            }
+            ExitReason::Escalated { .. } => Error::new(op, ErrorKind::Escalated, self.to_string()),
             _ => Error::closed(op, self.to_string()),
         }
     }
@@ -178,7 +176,9 @@ impl<E: Send + 'static> Subscription<E> {
     where
         A: kameo::Actor + Message<E>,
     {
-        Subscription(Target::Actor(Box::new(actor.clone().recipient::<E>().downgrade())))
+        Subscription(Target::Actor(Box::new(
+            actor.clone().recipient::<E>().downgrade(),
+        )))
     }
 
     /// A stream of events buffering at most `capacity` of them.

@@ -242,7 +242,13 @@ impl Node {
     }
 
     pub(crate) fn remove_child(&self, id: u64) {
-        lock(&self.children).retain(|c| c.id != id);
+        let mut children = lock(&self.children);
+        // Stops go in reverse start order: the common case is the last one.
+        if children.last().is_some_and(|c| c.id == id) {
+            children.pop();
+        } else {
+            children.retain(|c| c.id != id);
+        }
     }
 
     pub(crate) fn push_ctl(&self, ctl: Ctl) {

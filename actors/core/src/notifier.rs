@@ -66,7 +66,8 @@ pub trait Notifier: Sized + Send + 'static {
 
     /// Builds the notifier; may add children through `ctx`. An error (or
     /// panic) here fails the start, or the restart.
-    fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> impl Future<Output = Result<Self>> + Send;
+    fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>)
+    -> impl Future<Output = Result<Self>> + Send;
 
     /// Waits until the notifier's own source (a socket, a timer, a signal)
     /// has something for [`Notifier::on_ready`]. It must be cancel safe:
@@ -98,7 +99,11 @@ pub trait Handler<M: Send + 'static>: Notifier {
 
     /// Handles one message. A panic here fails this incarnation; the
     /// parent decides whether to restart it.
-    fn handle(&mut self, msg: M, ctx: &mut Ctx<'_, Self>) -> impl Future<Output = Self::Reply> + Send;
+    fn handle(
+        &mut self,
+        msg: M,
+        ctx: &mut Ctx<'_, Self>,
+    ) -> impl Future<Output = Self::Reply> + Send;
 }
 
 /// What a notifier may do from inside `init`, `on_ready` and its handlers.
@@ -160,7 +165,9 @@ impl<'a, N: Notifier> Ctx<'a, N> {
 
 impl<N: Notifier> fmt::Debug for Ctx<'_, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ctx").field("path", &self.node.path).finish()
+        f.debug_struct("Ctx")
+            .field("path", &self.node.path)
+            .finish()
     }
 }
 
@@ -232,8 +239,8 @@ impl<N: Notifier> NotifierRef<N> {
             .map_err(|e| send_error("tell", &self.node, e))
     }
 
-    /// Sends `msg` now or fails with a `Closed` error when the mailbox is
-    /// full or the notifier is gone.
+    /// Sends `msg` now, or fails with a `Full` error when the mailbox is
+    /// full and a `Closed` error when the notifier is gone.
     pub fn try_tell<M>(&self, msg: M) -> Result<()>
     where
         N: Handler<M>,
@@ -313,7 +320,9 @@ impl<N: Notifier> NotifierRef<N> {
     pub async fn kill(&self) {
         let mut report = ShutdownReport::default();
         self.node.mark_stopping();
-        self.node.shutdown_children(Some(Instant::now()), &mut report).await;
+        self.node
+            .shutdown_children(Some(Instant::now()), &mut report)
+            .await;
         self.actor.kill();
         self.actor.wait_for_shutdown().await;
     }
@@ -346,11 +355,19 @@ fn send_error<M, E: fmt::Debug>(
     use kameo::error::SendError as S;
     let path = &node.path;
     match err {
+        S::ActorStopped if node.is_alive() => Error::closed(
+            op,
+            format!("notifier {path} failed before replying; its parent decides on a restart"),
+        ),
         S::ActorNotRunning(_) | S::ActorStopped => {
             Error::closed(op, format!("notifier {path} is not running"))
         }
         S::ActorRestarting(_) => Error::closed(op, format!("notifier {path} is restarting")),
-        S::MailboxFull(_) => Error::closed(op, format!("the mailbox of {path} is full")),
+        S::MailboxFull(_) => Error::new(
+            op,
+            ErrorKind::Full,
+            format!("the mailbox of {path} is full"),
+        ),
         S::Timeout(_) => Error::timeout(op),
         S::HandlerError(e) => Error::new(
             op,

@@ -90,7 +90,11 @@ impl NodeSnapshot {
             state: node.state(),
             restarts: node.restarts(),
             queue: node.queue_depth(),
-            children: node.children().iter().map(|c| NodeSnapshot::of(c)).collect(),
+            children: node
+                .children()
+                .iter()
+                .map(|c| NodeSnapshot::of(c))
+                .collect(),
         }
     }
 

@@ -173,7 +173,10 @@ impl<N: Notifier> Spec<N> {
     }
 
     /// A spec whose every start calls `factory` for fresh arguments.
-    pub fn with(name: impl Into<String>, factory: impl Fn() -> N::Args + Send + Sync + 'static) -> Self {
+    pub fn with(
+        name: impl Into<String>,
+        factory: impl Fn() -> N::Args + Send + Sync + 'static,
+    ) -> Self {
         Spec {
             name: name.into(),
             args: Arc::new(factory),

@@ -217,7 +217,11 @@ impl Notifier for Probe {
             .is_ok();
         if failing {
             args.journal.record(format!("init-failed {path}"));
-            return Err(Error::new("init", ErrorKind::Other, "probe told to fail init"));
+            return Err(Error::new(
+                "init",
+                ErrorKind::Other,
+                "probe told to fail init",
+            ));
         }
         args.journal.record(format!("start {path}"));
         for child in &args.children {
@@ -287,7 +291,9 @@ impl Handler<Hang> for Probe {
 impl Handler<Note> for Probe {
     type Reply = u32;
     async fn handle(&mut self, msg: Note, ctx: &mut Ctx<'_, Self>) -> u32 {
-        self.args.journal.record(format!("msg {} {}", self.path, msg.0));
+        self.args
+            .journal
+            .record(format!("msg {} {}", self.path, msg.0));
         ctx.restarts()
     }
 }

@@ -73,9 +73,16 @@ impl Tree {
         Some(report)
     }
 
-    /// Stops the whole tree, leaves first, within `deadline`.
+    /// Stops every notifier under the root, leaves first in reverse start
+    /// order, within `deadline`; the root stays, ready for new children.
     pub async fn shutdown(&self, deadline: Option<Duration>) -> ShutdownReport {
-        self.root.shutdown(deadline).await
+        let mut report = ShutdownReport::default();
+        let deadline = deadline.map(|d| Instant::now() + d);
+        self.root
+            .node
+            .shutdown_children(deadline, &mut report)
+            .await;
+        report
     }
 
     /// A snapshot of the whole tree.

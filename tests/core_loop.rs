@@ -1,0 +1,203 @@
+//! The Loop: run/stop, later, watch_time/unwatch_time, delay and timeout
+//! futures, runtimes, tree snapshots, escalation past the root.
+
+mod support;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ioasync::{
+    Loop, Restart, Spec, When,
+    test_util::{Journal, Panic, Probe, ProbeArgs},
+};
+use support::{bounded, parent, probe, test_loop};
+use tokio::time::Instant;
+
+#[tokio::test(start_paused = true)]
+async fn later_callbacks_run_once_in_order() {
+    let lp = test_loop();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..50 {
+        let seen = seen.clone();
+        lp.later(move || seen.lock().unwrap().push(i));
+    }
+    let l = lp.clone();
+    lp.later(move || l.stop(()));
+    lp.run::<()>().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), (0..50).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_time_fires_each_timer_once_in_deadline_order_and_unwatched_never() {
+    let lp = test_loop();
+    let t0 = Instant::now();
+    let fired = Arc::new(Mutex::new(Vec::new()));
+    let mut ids = Vec::new();
+    for (name, ms) in [("c", 30u64), ("a", 10), ("x", 20), ("b", 20), ("d", 40)] {
+        let fired = fired.clone();
+        let when: When = if name == "d" {
+            When::At(t0 + Duration::from_millis(ms))
+        } else {
+            Duration::from_millis(ms).into()
+        };
+        ids.push((
+            name,
+            lp.watch_time(when, move || {
+                fired.lock().unwrap().push((name, t0.elapsed()));
+            }),
+        ));
+    }
+    assert!(lp.unwatch_time(ids[2].1), "x cancelled before it fired");
+    let l = lp.clone();
+    lp.watch_time(Duration::from_millis(100), move || l.stop(()));
+    lp.run::<()>().await.unwrap();
+    let ms = |n| Duration::from_millis(n);
+    assert_eq!(
+        *fired.lock().unwrap(),
+        vec![("a", ms(10)), ("b", ms(20)), ("c", ms(30)), ("d", ms(40))]
+    );
+    assert!(!lp.unwatch_time(ids[1].1), "a already fired");
+}
+
+#[tokio::test(start_paused = true)]
+async fn delay_future_and_timeout_future_complete_exactly_once_at_their_time() {
+    let lp = test_loop();
+    let t0 = Instant::now();
+    lp.delay_future(Duration::from_secs(3)).await;
+    assert_eq!(t0.elapsed(), Duration::from_secs(3));
+    let err = lp.timeout_future(Duration::from_secs(2)).await.unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(err.op(), "timeout_future");
+    assert_eq!(t0.elapsed(), Duration::from_secs(5));
+    let slow = lp.timeout(
+        Duration::from_secs(1),
+        lp.delay_future(Duration::from_secs(9)),
+    );
+    assert!(slow.await.unwrap_err().is_timeout());
+    let fast = lp
+        .timeout(Duration::from_secs(1), async { 7 })
+        .await
+        .unwrap();
+    assert_eq!(fast, 7);
+}
+
+#[tokio::test]
+async fn run_returns_the_value_given_to_stop_and_rejects_another_type() {
+    let lp = test_loop();
+    lp.stop("done");
+    assert_eq!(lp.run::<&str>().await.unwrap(), "done");
+    lp.stop(5u8);
+    let err = lp.run::<String>().await.unwrap_err();
+    assert!(err.is_invalid_input());
+}
+
+#[test]
+fn an_owned_current_thread_loop_runs_notifiers() {
+    let lp = Loop::builder().current_thread().build().unwrap();
+    let j = Journal::new();
+    let l = lp.clone();
+    let jj = j.clone();
+    let restarts = lp.block_on(async move {
+        let p = l.add(probe("p", &jj)).await.unwrap();
+        p.tell(Panic("boom")).await.unwrap();
+        p.ask(ioasync::test_util::Note("x".into())).await.unwrap()
+    });
+    assert_eq!(restarts, 1);
+    assert_eq!(j.count("start /p"), 2);
+}
+
+#[test]
+fn an_owned_multi_thread_loop_runs_user_code_on_a_worker() {
+    let lp = Loop::builder().worker_threads(2).build().unwrap();
+    let caller = std::thread::current().id();
+    let ran_on = lp.block_on(async move { std::thread::current().id() });
+    assert_ne!(ran_on, caller);
+}
+
+#[tokio::test]
+async fn the_tree_snapshot_prints_an_indented_tree() {
+    let lp = test_loop();
+    let j = Journal::new();
+    lp.add(parent(
+        "server",
+        &j,
+        vec![probe("conn-1", &j), probe("conn-2", &j)],
+    ))
+    .await
+    .unwrap();
+    let tree = lp.tree();
+    assert_eq!(tree.iter().count(), 4);
+    let text = tree.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "/ root running queue=0");
+    assert_eq!(lines[1], "  /server probe running restarts=0 queue=0");
+    assert_eq!(
+        lines[2],
+        "    /server/conn-1 probe running restarts=0 queue=0"
+    );
+    assert_eq!(
+        lines[3],
+        "    /server/conn-2 probe running restarts=0 queue=0"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_escalating_past_the_root_ends_run_with_an_error() {
+    let lp = test_loop();
+    let j = Journal::new();
+    let p = lp
+        .add(probe("p", &j).restart_limit(0, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    p.tell(Panic("fatal")).await.unwrap();
+    let err = bounded("run", lp.run::<()>()).await.unwrap_err();
+    assert!(err.is_escalation(), "{err}");
+    assert!(err.to_string().contains("/p"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error() {
+    let lp = test_loop();
+    let j = Journal::new();
+    lp.add(probe("dup", &j)).await.unwrap();
+    let err = lp.add(probe("dup", &j)).await.unwrap_err();
+    assert!(err.is_invalid_input() && err.op() == "add", "{err}");
+    let err = lp.add(probe("a/b", &j)).await.unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    let failing =
+        Spec::<Probe>::new("f", ProbeArgs::new(&j).fail_inits(1)).restart(Restart::Temporary);
+    let err = lp.add(failing).await.unwrap_err();
+    assert_eq!(err.op(), "init");
+    assert!(lp.tree().find("/f").is_none());
+    // The name is free again after a failed start.
+    lp.add(probe("f", &j)).await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_on_signals_is_triggered_by_sigterm() {
+    let lp = Loop::builder()
+        .adopt_current()
+        .shutdown_on_signals(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let j = Journal::new();
+    let p = lp.add(probe("p", &j)).await.unwrap();
+    // build() installed the handlers before returning.
+    raise_sigterm();
+    let err = bounded("run", lp.run::<()>()).await.unwrap_err();
+    assert!(
+        err.is_cancelled() && err.to_string().contains("SIGTERM"),
+        "{err}"
+    );
+    assert!(!p.is_alive());
+    assert_eq!(j.count("stop /p"), 1);
+}
+
+fn raise_sigterm() {
+    std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .expect("kill -TERM");
+}
