@@ -87,6 +87,8 @@
 //! - kameo is used without its `tracing` feature; each notifier has its own
 //!   `tracing` span named `notifier` with its tree path.
 
+#![doc(test(attr(deny(warnings))))]
+
 mod ioloop;
 mod timer_queue;
 

@@ -12,7 +12,7 @@
 //! of restarts, never prunes dead children and can start a new instance
 //! while the old one is still in `on_stop` (see tests/core_supervision.rs).
 
-use std::{fmt, ops::ControlFlow, panic::AssertUnwindSafe, sync::Arc};
+use std::{fmt, ops::ControlFlow, panic::AssertUnwindSafe, pin::Pin, sync::Arc};
 
 use futures_util::FutureExt;
 use kameo::{
@@ -21,7 +21,10 @@ use kameo::{
     mailbox::{MailboxReceiver, Signal},
     message::{BoxMessage, Context, Message},
 };
-use tokio::{sync::oneshot, time::Instant};
+use tokio::{
+    sync::{futures::OwnedNotified, oneshot},
+    time::Instant,
+};
 use tracing::Instrument;
 
 use crate::{
@@ -42,7 +45,13 @@ pub struct NotifierActor<N: Notifier> {
     args: ArgsFactory<N::Args>,
     phase: Phase,
     failure: Option<ExitReason>,
+    burst: u32,
+    ctl_wait: Pin<Box<OwnedNotified>>,
 }
+
+/// Messages taken from the mailbox in a row before the notifier's source
+/// gets a fair chance.
+const FAIR_BURST: u32 = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -137,12 +146,15 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         let mut ctx = Ctx::new(&start.node, &actor_ref);
         let state = N::init((start.args)(), &mut ctx).instrument(span).await?;
         start.node.set_state(NodeState::Running);
+        let ctl_wait = ctl_waiter(&start.node);
         Ok(NotifierActor {
             node: start.node,
             state: Some(state),
             args: start.args,
+            ctl_wait,
             phase: Phase::Running,
             failure: None,
+            burst: 0,
         })
     }
 
@@ -196,36 +208,56 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         actor_ref: WeakActorRef<Self>,
         mailbox_rx: &mut MailboxReceiver<Self>,
     ) -> Result<Option<Signal<Self>>> {
+        // Fast path: a queued message needs no waker registration and no
+        // clone of anything. Every FAIR_BURST messages the select below
+        // runs anyway, so a busy mailbox cannot starve the notifier's source.
+        if self.phase == Phase::Running
+            && self.burst < FAIR_BURST
+            && !self.node.ctl_pending()
+            && let Ok(signal) = mailbox_rx.try_recv()
+        {
+            self.burst += 1;
+            return Ok(Some(signal));
+        }
         let Some(me) = actor_ref.upgrade() else {
             return Ok(None);
         };
         loop {
             match self.phase {
                 Phase::Running => {
-                    let node = self.node.clone();
+                    if self.node.ctl_pending() {
+                        self.run_ctl(&me).await;
+                        continue;
+                    }
+                    self.burst = 0;
                     let Some(state) = self.state.as_mut() else {
                         self.phase = Phase::Suspended;
                         continue;
                     };
-                    tokio::select! {
-                        _ = node.ctl_notify.notified() => {
-                            if self.run_ctl(&me).await {
-                                continue;
-                            }
-                        }
+                    // Control first, then the source, then the mailbox: the
+                    // fast path above already favours the mailbox.
+                    let ready = tokio::select! {
+                        biased;
+                        _ = &mut self.ctl_wait => false,
+                        _ = state.ready() => true,
                         signal = mailbox_rx.recv() => return Ok(signal),
-                        _ = state.ready() => self.run_ready(&me).await,
+                    };
+                    if ready {
+                        self.run_ready(&me).await;
+                    } else {
+                        self.ctl_wait = ctl_waiter(&self.node);
+                        self.run_ctl(&me).await;
                     }
                 }
                 Phase::Failed => {
                     if let Some(reason) = self.failure.take() {
                         self.report_failure(&me, reason).await;
                     }
-                    self.node.ctl_notify.notified().await;
+                    self.wait_ctl().await;
                     self.run_ctl(&me).await;
                 }
                 Phase::Suspended => {
-                    self.node.ctl_notify.notified().await;
+                    self.wait_ctl().await;
                     self.run_ctl(&me).await;
                 }
                 Phase::Draining => {
@@ -248,7 +280,20 @@ impl<N: Notifier> Actor for NotifierActor<N> {
     }
 }
 
+/// A registered waiter for a node's control queue. It stays registered
+/// between polls, so waiting costs no lock per message.
+fn ctl_waiter(node: &Node) -> Pin<Box<OwnedNotified>> {
+    Box::pin(node.ctl_notify.clone().notified_owned())
+}
+
 impl<N: Notifier> NotifierActor<N> {
+    async fn wait_ctl(&mut self) {
+        if !self.node.ctl_pending() {
+            (&mut self.ctl_wait).await;
+        }
+        self.ctl_wait = ctl_waiter(&self.node);
+    }
+
     fn fail(&mut self, reason: ExitReason) {
         if self.phase == Phase::Running {
             self.phase = Phase::Failed;
@@ -478,17 +523,17 @@ where
     type Reply = N::Reply;
 
     async fn handle(&mut self, msg: M, kctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
-        let node = self.node.clone();
-        let state = self
-            .state
+        let NotifierActor { node, state, .. } = self;
+        let state = state
             .as_mut()
             .expect("invariant: the mailbox is read only while an incarnation runs");
-        let mut ctx = Ctx::new(&node, kctx.actor_ref());
+        let mut ctx = Ctx::new(node, kctx.actor_ref());
         let reply = state
             .handle(msg, &mut ctx)
             .instrument(node.span.clone())
             .await;
-        if let Some(reason) = ctx.exit.take() {
+        let exit = ctx.exit.take();
+        if let Some(reason) = exit {
             self.fail(reason);
         }
         reply

@@ -45,6 +45,8 @@
 //! ([`Notifier::ready`]). Supervision decisions run in the parent's actor.
 //! Backoff delays are a short-lived task per delayed restart.
 
+#![doc(test(attr(deny(warnings))))]
+
 mod actor;
 mod error;
 mod event;

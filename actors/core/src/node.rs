@@ -157,11 +157,13 @@ pub(crate) struct Node {
     parent: Option<Weak<Node>>,
     children: Mutex<Vec<Arc<Node>>>,
     ctl: Mutex<VecDeque<Ctl>>,
-    pub(crate) ctl_notify: Notify,
+    pub(crate) ctl_notify: Arc<Notify>,
     state: AtomicU8,
     restarts: AtomicU32,
     history: Mutex<VecDeque<Instant>>,
     stopping: AtomicBool,
+    retired: AtomicBool,
+    ctl_pending: AtomicBool,
     actor: OnceLock<Box<dyn ErasedActor>>,
 }
 
@@ -214,11 +216,13 @@ impl Node {
             parent: parent.map(Arc::downgrade),
             children: Mutex::new(Vec::new()),
             ctl: Mutex::new(VecDeque::new()),
-            ctl_notify: Notify::new(),
+            ctl_notify: Arc::new(Notify::new()),
             state: AtomicU8::new(NodeState::Starting as u8),
             restarts: AtomicU32::new(0),
             history: Mutex::new(VecDeque::new()),
             stopping: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            ctl_pending: AtomicBool::new(false),
             actor: OnceLock::new(),
         });
         shared.by_id.insert(id, Arc::downgrade(&node));
@@ -253,11 +257,22 @@ impl Node {
 
     pub(crate) fn push_ctl(&self, ctl: Ctl) {
         lock(&self.ctl).push_back(ctl);
+        self.ctl_pending.store(true, Ordering::Release);
         self.ctl_notify.notify_one();
     }
 
+    /// Control messages may be queued (one atomic load: the hot path).
+    pub(crate) fn ctl_pending(&self) -> bool {
+        self.ctl_pending.load(Ordering::Acquire)
+    }
+
     pub(crate) fn pop_ctl(&self) -> Option<Ctl> {
-        lock(&self.ctl).pop_front()
+        let mut q = lock(&self.ctl);
+        let ctl = q.pop_front();
+        if q.is_empty() {
+            self.ctl_pending.store(false, Ordering::Release);
+        }
+        ctl
     }
 
     pub(crate) fn state(&self) -> NodeState {
@@ -316,6 +331,9 @@ impl Node {
 
     /// The actor has ended for good: leave the registry and the parent.
     pub(crate) fn retire(&self) {
+        if self.retired.swap(true, Ordering::AcqRel) {
+            return;
+        }
         self.set_state(NodeState::Stopped);
         self.shared.unregister(self);
         if let Some(p) = self.parent() {
@@ -350,7 +368,12 @@ impl Node {
             let Some(child) = last else { break };
             let id = child.id;
             child.shutdown(deadline, report).await;
-            self.remove_child(id);
+            // The child left the list when it retired; make sure of it
+            // without scanning the list.
+            let mut children = lock(&self.children);
+            if children.last().is_some_and(|c| c.id == id) {
+                children.pop();
+            }
         }
     }
 

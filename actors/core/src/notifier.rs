@@ -24,8 +24,9 @@
 //!
 //! # fn main() -> ioasync::Result<()> {
 //! let lp = Loop::new()?;
-//! lp.block_on(async {
-//!     let counter = lp.add(Spec::<Counter>::new("counter", 40)).await?;
+//! let l = lp.clone();
+//! lp.block_on(async move {
+//!     let counter = l.add(Spec::<Counter>::new("counter", 40)).await?;
 //!     assert_eq!(counter.ask(Add(2)).await?, 42);
 //!     assert_eq!(counter.path(), "/counter");
 //!     Ok(())
