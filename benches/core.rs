@@ -287,6 +287,46 @@ fn row(what: &str, ours: Duration, base: Duration, n: u64) {
     );
 }
 
+async fn suite(lp: Loop, events: u64, actors: usize) {
+    // Best of 3 for each, baseline and ours interleaved.
+    let best = |v: Vec<Duration>| v.into_iter().min().unwrap();
+    let mut base = Vec::new();
+    let (mut tells, mut clo, mut act, mut st) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..3 {
+        base.push(kameo_tells(events).await);
+        tells.push(notifier_tells(&lp, events).await);
+        clo.push(via_closure(&lp, events).await);
+        act.push(via_actor(&lp, events).await);
+        st.push(via_stream(&lp, events).await);
+    }
+    let base = best(base);
+    row("tell to a notifier", best(tells), base, events);
+    row("event -> closure", best(clo), base, events);
+    row("event -> kameo actor message", best(act), base, events);
+    row("event -> stream", best(st), base, events);
+
+    let (mut ks, mut kt, mut ns, mut nt) = (vec![], vec![], vec![], vec![]);
+    // Alternate which goes first: the second runs on a heap the first
+    // left fragmented.
+    for i in 0..4 {
+        for ours in [i % 2 == 0, i % 2 != 0] {
+            if ours {
+                let (s, t) = notifier_spawn_stop(&lp, actors).await;
+                ns.push(s);
+                nt.push(t);
+            } else {
+                let (s, t) = kameo_spawn_stop(actors).await;
+                ks.push(s);
+                kt.push(t);
+            }
+        }
+    }
+    let (ks, kt, ns, nt) = (best(ks), best(kt), best(ns), best(nt));
+    row("spawn (add + init)", ns, ks, actors as u64);
+    row("ordered stop", nt, kt, actors as u64);
+    row("spawn + stop", ns + nt, ks + kt, actors as u64);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--mem-child") {
@@ -294,47 +334,44 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--profile-stop") {
+        // For perf: only our spawn + stop, on a current-thread runtime.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let lp = Loop::current().unwrap();
+            for _ in 0..5 {
+                let (s, t) = notifier_spawn_stop(&lp, 100_000).await;
+                println!("spawn {s:?} stop {t:?}");
+            }
+        });
+        return;
+    }
     let events: u64 = if quick { 100_000 } else { 1_000_000 };
     let actors: usize = if quick { 10_000 } else { 100_000 };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let lp = {
-        let _g = rt.enter();
-        Loop::current().unwrap()
-    };
-    println!("ioasync core benchmark ({events} events, {actors} actors; 2 workers)");
-    rt.block_on(async move {
-        tokio::spawn(async move {
-            // Best of 3 for each, baseline and ours interleaved.
-            let best = |v: Vec<Duration>| v.into_iter().min().unwrap();
-            let mut base = Vec::new();
-            let (mut tells, mut clo, mut act, mut st) = (vec![], vec![], vec![], vec![]);
-            for _ in 0..3 {
-                base.push(kameo_tells(events).await);
-                tells.push(notifier_tells(&lp, events).await);
-                clo.push(via_closure(&lp, events).await);
-                act.push(via_actor(&lp, events).await);
-                st.push(via_stream(&lp, events).await);
-            }
-            let base = best(base);
-            row("tell to a notifier", best(tells), base, events);
-            row("event -> closure", best(clo), base, events);
-            row("event -> kameo actor message", best(act), base, events);
-            row("event -> stream", best(st), base, events);
-
-            let (ks, kt) = kameo_spawn_stop(actors).await;
-            let (ns, nt) = notifier_spawn_stop(&lp, actors).await;
-            row("spawn (add + init)", ns, ks, actors as u64);
-            row("ordered stop", nt, kt, actors as u64);
-            row("spawn + stop", ns + nt, ks + kt, actors as u64);
-        })
-        .await
-        .unwrap()
-    });
+    for flavor in ["current-thread", "multi-thread (2 workers)"] {
+        let rt = if flavor.starts_with("current") {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        println!("\n{flavor} runtime: {events} events, {actors} actors");
+        rt.block_on(async move {
+            let lp = Loop::current().unwrap();
+            tokio::spawn(suite(lp, events, actors)).await.unwrap()
+        });
+    }
+    println!();
     let kameo_mem = mem_of("kameo", actors);
     let ours_mem = mem_of("notifier", actors);
     println!(

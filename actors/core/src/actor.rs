@@ -12,7 +12,7 @@
 //! of restarts, never prunes dead children and can start a new instance
 //! while the old one is still in `on_stop` (see tests/core_supervision.rs).
 
-use std::{fmt, ops::ControlFlow, panic::AssertUnwindSafe, pin::Pin, sync::Arc};
+use std::{fmt, ops::ControlFlow, panic::AssertUnwindSafe, sync::Arc};
 
 use futures_util::FutureExt;
 use kameo::{
@@ -22,7 +22,7 @@ use kameo::{
     message::{BoxMessage, Context, Message},
 };
 use tokio::{
-    sync::{futures::OwnedNotified, oneshot},
+    sync::oneshot,
     time::Instant,
 };
 use tracing::Instrument;
@@ -46,7 +46,6 @@ pub struct NotifierActor<N: Notifier> {
     phase: Phase,
     failure: Option<ExitReason>,
     burst: u32,
-    ctl_wait: Pin<Box<OwnedNotified>>,
 }
 
 /// Messages taken from the mailbox in a row before the notifier's source
@@ -146,12 +145,10 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         let mut ctx = Ctx::new(&start.node, &actor_ref);
         let state = N::init((start.args)(), &mut ctx).instrument(span).await?;
         start.node.set_state(NodeState::Running);
-        let ctl_wait = ctl_waiter(&start.node);
         Ok(NotifierActor {
             node: start.node,
             state: Some(state),
             args: start.args,
-            ctl_wait,
             phase: Phase::Running,
             failure: None,
             burst: 0,
@@ -238,14 +235,13 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     // fast path above already favours the mailbox.
                     let ready = tokio::select! {
                         biased;
-                        _ = &mut self.ctl_wait => false,
+                        _ = self.node.ctl_ready() => false,
                         _ = state.ready() => true,
                         signal = mailbox_rx.recv() => return Ok(signal),
                     };
                     if ready {
                         self.run_ready(&me).await;
                     } else {
-                        self.ctl_wait = ctl_waiter(&self.node);
                         self.run_ctl(&me).await;
                     }
                 }
@@ -253,11 +249,11 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     if let Some(reason) = self.failure.take() {
                         self.report_failure(&me, reason).await;
                     }
-                    self.wait_ctl().await;
+                    self.node.ctl_ready().await;
                     self.run_ctl(&me).await;
                 }
                 Phase::Suspended => {
-                    self.wait_ctl().await;
+                    self.node.ctl_ready().await;
                     self.run_ctl(&me).await;
                 }
                 Phase::Draining => {
@@ -280,19 +276,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
     }
 }
 
-/// A registered waiter for a node's control queue. It stays registered
-/// between polls, so waiting costs no lock per message.
-fn ctl_waiter(node: &Node) -> Pin<Box<OwnedNotified>> {
-    Box::pin(node.ctl_notify.clone().notified_owned())
-}
-
 impl<N: Notifier> NotifierActor<N> {
-    async fn wait_ctl(&mut self) {
-        if !self.node.ctl_pending() {
-            (&mut self.ctl_wait).await;
-        }
-        self.ctl_wait = ctl_waiter(&self.node);
-    }
 
     fn fail(&mut self, reason: ExitReason) {
         if self.phase == Phase::Running {
@@ -443,7 +427,7 @@ impl<N: Notifier> NotifierActor<N> {
             child.mark_stopping();
             child.push_ctl(Ctl::Stop);
             self.fail(ExitReason::Escalated {
-                child: child.path.clone(),
+                child: child.path.to_string(),
                 cause: Box::new(reason),
             });
             return;

@@ -8,6 +8,8 @@
 use std::{
     collections::VecDeque,
     fmt,
+    future::Future,
+    task::Poll,
     sync::{
         Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering},
@@ -15,7 +17,7 @@ use std::{
 };
 
 use dashmap::{DashMap, mapref::entry::Entry};
-use futures_util::future::BoxFuture;
+use futures_util::{future::BoxFuture, task::AtomicWaker};
 use tokio::{
     sync::{Notify, broadcast, oneshot},
     time::Instant,
@@ -28,11 +30,37 @@ use crate::{
     spec::Policy,
 };
 
+/// FNV-1a for the path registry: paths are short, trusted (they come from
+/// the program's own specs) and hashed on every add and stop.
+#[derive(Clone, Default)]
+pub(crate) struct PathHash;
+
+impl std::hash::BuildHasher for PathHash {
+    type Hasher = Fnv;
+    fn build_hasher(&self) -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        // Mix the high bits down: DashMap picks its shard from them.
+        self.0 ^ (self.0 >> 29) ^ (self.0 << 35)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// Loop-wide state shared by every node of one tree.
 pub(crate) struct Shared {
     next_id: AtomicU64,
-    by_id: DashMap<u64, Weak<Node>>,
-    by_path: DashMap<String, u64>,
+    by_path: DashMap<Arc<str>, Weak<Node>, PathHash>,
+    observed: AtomicBool,
     events: broadcast::Sender<SupervisionEvent>,
     fatal: Mutex<Option<ExitReason>>,
     fatal_notify: Notify,
@@ -42,8 +70,8 @@ impl Shared {
     pub(crate) fn new() -> Arc<Shared> {
         Arc::new(Shared {
             next_id: AtomicU64::new(1),
-            by_id: DashMap::new(),
-            by_path: DashMap::new(),
+            by_path: DashMap::with_hasher(PathHash::default()),
+            observed: AtomicBool::new(false),
             events: broadcast::channel(1024).0,
             fatal: Mutex::new(None),
             fatal_notify: Notify::new(),
@@ -51,35 +79,32 @@ impl Shared {
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<SupervisionEvent> {
+        self.observed.store(true, Ordering::Release);
         self.events.subscribe()
     }
 
     pub(crate) fn publish(&self, node: &Node, what: SupervisionEventKind) {
-        if self.events.receiver_count() > 0 {
+        // Until someone subscribes, publishing costs one atomic load.
+        if self.observed.load(Ordering::Acquire) && self.events.receiver_count() > 0 {
             let _ = self.events.send(SupervisionEvent {
-                path: node.path.clone(),
+                path: node.path.to_string(),
                 kind: node.kind,
                 what,
             });
         }
     }
 
-    pub(crate) fn lookup_id(&self, id: u64) -> Option<Arc<Node>> {
-        self.by_id.get(&id).and_then(|w| w.upgrade())
-    }
-
     pub(crate) fn lookup_path(&self, path: &str) -> Option<Arc<Node>> {
-        let id = *self.by_path.get(path)?;
-        self.lookup_id(id)
+        self.by_path.get(path)?.upgrade()
     }
 
     pub(crate) fn live_count(&self) -> usize {
-        self.by_id.len()
+        self.by_path.len()
     }
 
     fn unregister(&self, node: &Node) {
-        self.by_id.remove(&node.id);
-        self.by_path.remove_if(&node.path, |_, id| *id == node.id);
+        self.by_path
+            .remove_if(&*node.path, |_, w| std::ptr::eq(w.as_ptr(), node));
     }
 
     /// The root failed: record it for the loop, once.
@@ -122,6 +147,7 @@ pub(crate) trait ErasedActor: Send + Sync {
     fn kill(&self);
     fn is_alive(&self) -> bool;
     fn wait_stopped(&self) -> BoxFuture<'_, ()>;
+    fn is_stopped(&self) -> bool;
     fn queue_depth(&self) -> Option<usize>;
     fn as_any(&self) -> &dyn std::any::Any;
 }
@@ -136,6 +162,9 @@ impl<A: kameo::Actor> ErasedActor for kameo::actor::ActorRef<A> {
     fn wait_stopped(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.wait_for_shutdown())
     }
+    fn is_stopped(&self) -> bool {
+        self.with_shutdown_result(|_| ()).is_some()
+    }
     fn queue_depth(&self) -> Option<usize> {
         let tx = self.mailbox_sender();
         Some(tx.max_capacity()?.saturating_sub(tx.capacity()?))
@@ -148,8 +177,7 @@ impl<A: kameo::Actor> ErasedActor for kameo::actor::ActorRef<A> {
 /// One notifier's place in the tree.
 pub(crate) struct Node {
     pub(crate) id: u64,
-    pub(crate) name: String,
-    pub(crate) path: String,
+    pub(crate) path: Arc<str>,
     pub(crate) kind: &'static str,
     pub(crate) policy: Policy,
     pub(crate) shared: Arc<Shared>,
@@ -157,13 +185,14 @@ pub(crate) struct Node {
     parent: Option<Weak<Node>>,
     children: Mutex<Vec<Arc<Node>>>,
     ctl: Mutex<VecDeque<Ctl>>,
-    pub(crate) ctl_notify: Arc<Notify>,
+    ctl_waker: AtomicWaker,
     state: AtomicU8,
     restarts: AtomicU32,
     history: Mutex<VecDeque<Instant>>,
     stopping: AtomicBool,
     retired: AtomicBool,
     ctl_pending: AtomicBool,
+    stop_requested: AtomicBool,
     actor: OnceLock<Box<dyn ErasedActor>>,
 }
 
@@ -178,37 +207,25 @@ impl Node {
         policy: Policy,
     ) -> Result<Arc<Node>> {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let name = if name.is_empty() {
-            format!("{kind}-{id}")
-        } else if name.contains('/') {
+        if name.contains('/') {
             return Err(Error::invalid_input(
                 "add",
                 format!("notifier name {name:?} must not contain '/'"),
             ));
-        } else {
-            name.to_owned()
-        };
-        let path = match parent {
-            None => String::from("/"),
-            Some(p) if p.path == "/" => format!("/{name}"),
-            Some(p) => format!("{}/{name}", p.path),
-        };
-        match shared.by_path.entry(path.clone()) {
-            Entry::Occupied(_) => {
-                return Err(Error::invalid_input(
-                    "add",
-                    format!("a notifier named {path:?} already exists"),
-                ));
-            }
-            Entry::Vacant(v) => {
-                v.insert(id);
-            }
         }
+        let prefix = match parent {
+            Some(p) if &*p.path != "/" => &*p.path,
+            _ => "",
+        };
+        let path: Arc<str> = match (parent, name.is_empty()) {
+            (None, _) => Arc::from("/"),
+            (Some(_), true) => format!("{prefix}/{kind}-{id}").into(),
+            (Some(_), false) => format!("{prefix}/{name}").into(),
+        };
         let span = tracing::info_span!("notifier", path = %path, kind);
         let node = Arc::new(Node {
             id,
-            name,
-            path,
+            path: path.clone(),
             kind,
             policy,
             shared: shared.clone(),
@@ -216,17 +233,33 @@ impl Node {
             parent: parent.map(Arc::downgrade),
             children: Mutex::new(Vec::new()),
             ctl: Mutex::new(VecDeque::new()),
-            ctl_notify: Arc::new(Notify::new()),
+            ctl_waker: AtomicWaker::new(),
             state: AtomicU8::new(NodeState::Starting as u8),
             restarts: AtomicU32::new(0),
             history: Mutex::new(VecDeque::new()),
             stopping: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             ctl_pending: AtomicBool::new(false),
+            stop_requested: AtomicBool::new(false),
             actor: OnceLock::new(),
         });
-        shared.by_id.insert(id, Arc::downgrade(&node));
+        match shared.by_path.entry(path) {
+            Entry::Occupied(e) => {
+                return Err(Error::invalid_input(
+                    "add",
+                    format!("a notifier named {:?} already exists", e.key()),
+                ));
+            }
+            Entry::Vacant(v) => {
+                v.insert(Arc::downgrade(&node));
+            }
+        }
         Ok(node)
+    }
+
+    /// The last part of the path (the root's is empty).
+    pub(crate) fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or("")
     }
 
     pub(crate) fn parent(&self) -> Option<Arc<Node>> {
@@ -256,9 +289,27 @@ impl Node {
     }
 
     pub(crate) fn push_ctl(&self, ctl: Ctl) {
-        lock(&self.ctl).push_back(ctl);
+        if let Ctl::Stop = ctl {
+            // The most common control message needs no queue slot.
+            self.stop_requested.store(true, Ordering::Release);
+        } else {
+            lock(&self.ctl).push_back(ctl);
+        }
         self.ctl_pending.store(true, Ordering::Release);
-        self.ctl_notify.notify_one();
+        self.ctl_waker.wake();
+    }
+
+    /// Resolves once control messages are queued. Only the node's own
+    /// actor waits on it (a single-consumer waker: no lock, no allocation).
+    pub(crate) fn ctl_ready(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            self.ctl_waker.register(cx.waker());
+            if self.ctl_pending() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// Control messages may be queued (one atomic load: the hot path).
@@ -267,6 +318,9 @@ impl Node {
     }
 
     pub(crate) fn pop_ctl(&self) -> Option<Ctl> {
+        if self.stop_requested.swap(false, Ordering::AcqRel) {
+            return Some(Ctl::Stop);
+        }
         let mut q = lock(&self.ctl);
         let ctl = q.pop_front();
         if q.is_empty() {
@@ -352,8 +406,7 @@ impl Node {
         Box::pin(async move {
             self.mark_stopping();
             self.shutdown_children(deadline, report).await;
-            self.push_ctl(Ctl::Stop);
-            self.await_stop(deadline, report).await;
+            self.stop_self(deadline, report).await;
         })
     }
 
@@ -367,7 +420,13 @@ impl Node {
             let last = lock(&self.children).last().cloned();
             let Some(child) = last else { break };
             let id = child.id;
-            child.shutdown(deadline, report).await;
+            if lock(&child.children).is_empty() {
+                // A leaf: no recursion, so no boxed future.
+                child.mark_stopping();
+                child.stop_self(deadline, report).await;
+            } else {
+                child.shutdown(deadline, report).await;
+            }
             // The child left the list when it retired; make sure of it
             // without scanning the list.
             let mut children = lock(&self.children);
@@ -377,8 +436,15 @@ impl Node {
         }
     }
 
+    /// Asks this node's actor to stop and waits for it, within its stop
+    /// timeout and `deadline`; kills it past them.
+    async fn stop_self(&self, deadline: Option<Instant>, report: &mut ShutdownReport) {
+        self.push_ctl(Ctl::Stop);
+        self.await_stop(deadline, report).await;
+    }
+
     async fn await_stop(&self, deadline: Option<Instant>, report: &mut ShutdownReport) {
-        if let Some(actor) = self.actor.get() {
+        if let Some(actor) = self.actor.get().filter(|a| !a.is_stopped()) {
             let mut until = Instant::now() + self.policy.stop_timeout;
             if let Some(d) = deadline {
                 until = until.min(d);
@@ -390,11 +456,11 @@ impl Node {
                 tracing::warn!(parent: &self.span, "graceful stop overran; killing");
                 actor.kill();
                 actor.wait_stopped().await;
-                report.overran.push(self.path.clone());
+                report.overran.push(self.path.to_string());
                 self.shared.publish(self, SupervisionEventKind::Overran);
             }
         }
-        report.stopped.push(self.path.clone());
+        report.stopped.push(self.path.to_string());
         self.retire();
     }
 }

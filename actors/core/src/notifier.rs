@@ -130,7 +130,7 @@ impl<'a, N: Notifier> Ctx<'a, N> {
 
     /// This notifier's name.
     pub fn name(&self) -> &str {
-        &self.node.name
+        self.node.name()
     }
 
     /// A handle to this notifier.
@@ -199,7 +199,7 @@ impl<N: Notifier> NotifierRef<N> {
 
     /// The notifier's name.
     pub fn name(&self) -> &str {
-        &self.node.name
+        self.node.name()
     }
 
     /// A loop-unique id.

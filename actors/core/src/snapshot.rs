@@ -85,8 +85,8 @@ impl NodeSnapshot {
         NodeSnapshot {
             id: node.id,
             kind: node.kind,
-            name: node.name.clone(),
-            path: node.path.clone(),
+            name: node.name().to_owned(),
+            path: node.path.to_string(),
             state: node.state(),
             restarts: node.restarts(),
             queue: node.queue_depth(),
