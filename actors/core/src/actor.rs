@@ -21,10 +21,7 @@ use kameo::{
     mailbox::{MailboxReceiver, Signal},
     message::{BoxMessage, Context, Message},
 };
-use tokio::{
-    sync::oneshot,
-    time::Instant,
-};
+use tokio::{sync::oneshot, time::Instant};
 use tracing::Instrument;
 
 use crate::{
@@ -277,7 +274,6 @@ impl<N: Notifier> Actor for NotifierActor<N> {
 }
 
 impl<N: Notifier> NotifierActor<N> {
-
     fn fail(&mut self, reason: ExitReason) {
         if self.phase == Phase::Running {
             self.phase = Phase::Failed;

@@ -9,11 +9,11 @@ use std::{
     collections::VecDeque,
     fmt,
     future::Future,
-    task::Poll,
     sync::{
         Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering},
     },
+    task::Poll,
 };
 
 use dashmap::{DashMap, mapref::entry::Entry};
