@@ -70,7 +70,7 @@ impl Shared {
     pub(crate) fn new() -> Arc<Shared> {
         Arc::new(Shared {
             next_id: AtomicU64::new(1),
-            by_path: DashMap::with_hasher(PathHash::default()),
+            by_path: DashMap::with_hasher(PathHash),
             observed: AtomicBool::new(false),
             events: broadcast::channel(1024).0,
             fatal: Mutex::new(None),
