@@ -353,8 +353,8 @@ impl Loop {
     }
 
     /// Adds and starts a top-level notifier.
-    pub async fn add<N: Notifier>(&self, spec: Spec<N>) -> Result<NotifierRef<N>> {
-        self.inner.tree.add(spec).await
+    pub async fn add<N: Notifier>(&self, spec: impl Into<Spec<N>>) -> Result<NotifierRef<N>> {
+        self.inner.tree.add(spec.into()).await
     }
 
     /// A handle to the notifier at `path`, if there is one and it is an `N`.
@@ -373,6 +373,41 @@ impl Loop {
     /// killed and reported.
     pub async fn shutdown(&self, deadline: Option<Duration>) -> ShutdownReport {
         self.inner.tree.shutdown(deadline).await
+    }
+
+    /// A connect request to `target` (resolved asynchronously, Happy
+    /// Eyeballs across IPv6 and IPv4); set options, then await it.
+    pub fn connect(&self, target: impl Into<ioasync_io::Address>) -> ioasync_io::Connect {
+        ioasync_io::Connect::new(target)
+    }
+
+    /// Binds `listen` and adds a [`Listener`](ioasync_io::Listener) named
+    /// `name` that starts `on_stream(conn, peer)` for each connection.
+    pub async fn listen<F, S>(
+        &self,
+        name: &str,
+        listen: ioasync_io::Listen,
+        on_stream: F,
+    ) -> Result<NotifierRef<ioasync_io::Listener>>
+    where
+        F: Fn(ioasync_io::Connection, ioasync_io::SockAddr) -> S + Send + Sync + 'static,
+        S: Into<ioasync_core::AnySpec>,
+    {
+        self.add(ioasync_io::Listener::spec(name, listen, on_stream))
+            .await
+    }
+
+    /// Resolves `host` and `service` (name or port) to stream socket
+    /// addresses, off the runtime's workers.
+    pub async fn resolve(&self, host: &str, service: &str) -> Result<Vec<std::net::SocketAddr>> {
+        ioasync_io::resolve(
+            host,
+            service,
+            ioasync_io::Family::Any,
+            ioasync_io::SockType::Stream,
+            false,
+        )
+        .await
     }
 
     /// Runs `f` on the loop soon, after every `later` queued before it.

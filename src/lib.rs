@@ -93,10 +93,19 @@ mod ioloop;
 mod timer_queue;
 
 pub use ioasync_core::{
-    Backoff, Ctx, Error, ErrorKind, EventStream, Events, ExitReason, Handler, HasEvents,
+    AnySpec, Backoff, Ctx, Error, ErrorKind, EventStream, Events, ExitReason, Handler, HasEvents,
     NodeSnapshot, NodeState, Notifier, NotifierActor, NotifierRef, Policy, Restart, Result, Root,
     ShutdownReport, Spec, Strategy, Subscribe, Subscription, SupervisionEvent,
     SupervisionEventKind, Tree,
+};
+pub use ioasync_io::{
+    ACCEPT_BACKOFF, Accepted, Address, CloseNow, CloseWhenEmpty, Connect, Connection,
+    DEFAULT_ATTEMPT_DELAY, Datagram, Dest, Family, Framed, FramedArgs, FramedEvent, FramedIo,
+    FramedRef, FramedSpec, Info, Limits, Listen, ListenSocket, Listener, ListenerArgs,
+    ListenerEvent, LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, ReadAction, SendFrame, SendTo,
+    ShutdownWrite, SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
+    Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead,
+    Write, codec, name_of, open_fd_count, resolve,
 };
 pub use ioloop::{Loop, LoopBuilder, TimerId, When};
 
@@ -110,7 +119,8 @@ pub use kameo;
 /// The names most programs need.
 pub mod prelude {
     pub use crate::{
-        Backoff, Ctx, Error, Events, Handler, Loop, Notifier, NotifierRef, Restart, Result, Spec,
-        Strategy, Subscription,
+        Address, Backoff, Connect, Ctx, Error, Events, FramedRef, Handler, Listen, Listener, Loop,
+        Notifier, NotifierRef, ReadAction, Restart, Result, SocketRef, Spec, Strategy, Stream,
+        StreamRef, Subscription,
     };
 }

@@ -153,7 +153,7 @@ async fn past_the_limit_a_failure_escalates_exactly_once() {
     while let Ok(ev) = events.try_recv() {
         match &ev.what {
             SupervisionEventKind::GaveUp(_) if ev.path == "/sup/x" => gave_up += 1,
-            SupervisionEventKind::Failed(ExitReason::Escalated { child, .. }) => {
+            SupervisionEventKind::Exited(ExitReason::Escalated { child, .. }) => {
                 assert_eq!(ev.path, "/sup");
                 assert_eq!(child, "/sup/x");
                 escalated += 1;
@@ -362,10 +362,10 @@ async fn a_panicking_ask_gets_an_error_and_the_child_restarts() {
     let err = c.ask(Panic("in ask")).await.unwrap_err();
     assert_eq!(err.op(), "ask");
     let ev = wait_event(&mut events, |e| {
-        e.path == "/c" && matches!(e.what, SupervisionEventKind::Failed(_))
+        e.path == "/c" && matches!(e.what, SupervisionEventKind::Exited(_))
     })
     .await;
-    let SupervisionEventKind::Failed(reason) = ev.what else {
+    let SupervisionEventKind::Exited(reason) = ev.what else {
         unreachable!()
     };
     assert_eq!(reason.panic_message(), Some("in ask"));

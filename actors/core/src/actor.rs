@@ -14,7 +14,7 @@
 
 use std::{fmt, ops::ControlFlow, panic::AssertUnwindSafe, sync::Arc};
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, future::BoxFuture};
 use kameo::{
     actor::{Actor, ActorRef, PreparedActor, WeakActorRef},
     error::{ActorStopReason, HookError, PanicError, PanicReason},
@@ -82,6 +82,21 @@ pub(crate) async fn spawn_child<C: Notifier>(
         spec.policy,
     )?;
     spawn_node(node, spec.args, spec.mailbox).await
+}
+
+/// A spec with its notifier type erased.
+pub(crate) trait ErasedSpec: Send {
+    fn name(&self) -> &str;
+    fn spawn(self: Box<Self>, parent: &Arc<Node>) -> BoxFuture<'_, Result<u64>>;
+}
+
+impl<C: Notifier> ErasedSpec for Spec<C> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn spawn(self: Box<Self>, parent: &Arc<Node>) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move { spawn_child(parent, *self).await.map(|r| r.id()) })
+    }
 }
 
 /// Spawns the actor for an already created node.
@@ -175,7 +190,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         if matches!(reason, ActorStopReason::Killed) {
             self.node
                 .shared
-                .publish(&self.node, SupervisionEventKind::Failed(ExitReason::Killed));
+                .publish(&self.node, SupervisionEventKind::Exited(ExitReason::Killed));
         }
         self.node
             .shared
@@ -208,6 +223,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         if self.phase == Phase::Running
             && self.burst < FAIR_BURST
             && !self.node.ctl_pending()
+            && self.state.as_ref().is_some_and(N::accepting)
             && let Ok(signal) = mailbox_rx.try_recv()
         {
             self.burst += 1;
@@ -230,11 +246,12 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     };
                     // Control first, then the source, then the mailbox: the
                     // fast path above already favours the mailbox.
+                    let accepting = state.accepting();
                     let ready = tokio::select! {
                         biased;
                         _ = self.node.ctl_ready() => false,
                         _ = state.ready() => true,
-                        signal = mailbox_rx.recv() => return Ok(signal),
+                        signal = mailbox_rx.recv(), if accepting => return Ok(signal),
                     };
                     if ready {
                         self.run_ready(&me).await;
@@ -303,7 +320,11 @@ impl<N: Notifier> NotifierActor<N> {
 
     /// Tears the failed incarnation down and tells the parent.
     async fn report_failure(&mut self, me: &ActorRef<Self>, reason: ExitReason) {
-        tracing::warn!(parent: &self.node.span, %reason, "notifier failed");
+        if reason.is_normal() {
+            tracing::debug!(parent: &self.node.span, "notifier exited");
+        } else {
+            tracing::warn!(parent: &self.node.span, %reason, "notifier failed");
+        }
         self.node.set_state(NodeState::Failed);
         let mut report = ShutdownReport::default();
         self.node.shutdown_children(None, &mut report).await;
@@ -317,7 +338,7 @@ impl<N: Notifier> NotifierActor<N> {
         }
         self.node
             .shared
-            .publish(&self.node, SupervisionEventKind::Failed(reason.clone()));
+            .publish(&self.node, SupervisionEventKind::Exited(reason.clone()));
         match self.node.parent() {
             Some(parent) => parent.push_ctl(Ctl::ChildFailed(self.node.clone(), reason)),
             None => self.node.shared.set_fatal(reason),

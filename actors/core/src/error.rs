@@ -77,13 +77,30 @@ impl Error {
             io::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
             _ => ErrorKind::Io,
         };
+        let errno = err.raw_os_error();
+        let mut message = err.to_string();
+        if let Some(n) = errno {
+            // Display adds the errno itself; keep one copy.
+            let suffix = format!(" (os error {n})");
+            if message.ends_with(&suffix) {
+                message.truncate(message.len() - suffix.len());
+            }
+        }
         Error {
             op,
             kind,
-            message: err.to_string(),
-            errno: err.raw_os_error(),
+            message,
+            errno,
             source: Some(Arc::new(err)),
         }
+    }
+
+    /// An error from a failed system call on `context` (an address, a
+    /// path): the message reads `context: OS message`.
+    pub fn io_at(op: &'static str, context: impl fmt::Display, err: io::Error) -> Self {
+        let mut e = Error::io(op, err);
+        e.message = format!("{context}: {}", e.message);
+        e
     }
 
     /// A deadline passed in `op`.

@@ -111,9 +111,9 @@ pub struct SupervisionEvent {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum SupervisionEventKind {
-    /// Its incarnation ended abnormally or by its own choice; the parent
-    /// decides next.
-    Failed(ExitReason),
+    /// Its incarnation ended (abnormally, or by its own choice); the
+    /// parent decides next.
+    Exited(ExitReason),
     /// The parent will restart it after `delay`; `attempt` is its count of
     /// failures within the restart window.
     Restarting {

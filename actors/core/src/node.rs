@@ -193,6 +193,7 @@ pub(crate) struct Node {
     retired: AtomicBool,
     ctl_pending: AtomicBool,
     stop_requested: AtomicBool,
+    buffered: AtomicU64,
     actor: OnceLock<Box<dyn ErasedActor>>,
 }
 
@@ -241,6 +242,7 @@ impl Node {
             retired: AtomicBool::new(false),
             ctl_pending: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
+            buffered: AtomicU64::new(u64::MAX),
             actor: OnceLock::new(),
         });
         match shared.by_path.entry(path) {
@@ -335,6 +337,16 @@ impl Node {
 
     pub(crate) fn set_state(&self, state: NodeState) {
         self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Bytes the notifier reports holding in its buffers, if it reports.
+    pub(crate) fn buffered(&self) -> Option<u64> {
+        let b = self.buffered.load(Ordering::Relaxed);
+        (b != u64::MAX).then_some(b)
+    }
+
+    pub(crate) fn set_buffered(&self, bytes: u64) {
+        self.buffered.store(bytes.min(u64::MAX - 1), Ordering::Relaxed);
     }
 
     pub(crate) fn restarts(&self) -> u32 {

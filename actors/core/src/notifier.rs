@@ -46,7 +46,7 @@ use crate::{
     event::{EventStream, ExitReason, HasEvents, Subscribe, Subscription},
     node::{Node, ShutdownReport},
     snapshot::{NodeSnapshot, NodeState},
-    spec::Spec,
+    spec::{AnySpec, Spec},
 };
 
 /// The behaviour of a notifier: how it starts, what OS source it waits on,
@@ -84,6 +84,14 @@ pub trait Notifier: Sized + Send + 'static {
         async {}
     }
 
+    /// Whether the notifier takes messages from its mailbox now. While it
+    /// returns false, senders wait on the bounded mailbox: backpressure
+    /// (a stream above its write high watermark says false). Checked
+    /// before each wait; a change takes effect at the next event.
+    fn accepting(&self) -> bool {
+        true
+    }
+
     /// Called when this incarnation stops: gracefully (after the mailbox
     /// was drained), or before a restart of an incarnation that exited by
     /// its own choice. Not called after a panic or a kill. Flush here.
@@ -99,7 +107,9 @@ pub trait Handler<M: Send + 'static>: Notifier {
     type Reply: Reply;
 
     /// Handles one message. A panic here fails this incarnation; the
-    /// parent decides whether to restart it.
+    /// parent decides whether to restart it. So does an `Err` reply to a
+    /// `tell` (nobody is there to receive it); an `Err` reply to an `ask`
+    /// goes to the asker and the notifier carries on.
     fn handle(
         &mut self,
         msg: M,
@@ -142,8 +152,14 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     }
 
     /// Adds and starts a child under this notifier.
-    pub async fn add_child<C: Notifier>(&self, spec: Spec<C>) -> Result<NotifierRef<C>> {
-        spawn_child(self.node, spec).await
+    pub async fn add_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
+        spawn_child(self.node, spec.into()).await
+    }
+
+    /// Adds and starts a child of a type known only at run time; returns
+    /// its id.
+    pub async fn add_any(&self, spec: AnySpec) -> Result<u64> {
+        spec.0.spawn(self.node).await
     }
 
     /// Ends this incarnation normally once the current handler returns. A
@@ -161,6 +177,12 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// How many times this notifier has been restarted.
     pub fn restarts(&self) -> u32 {
         self.node.restarts()
+    }
+
+    /// Reports how many bytes this notifier holds in its buffers; shown in
+    /// tree snapshots (`buffered=`). One relaxed atomic store.
+    pub fn set_buffered(&self, bytes: usize) {
+        self.node.set_buffered(bytes as u64);
     }
 }
 
@@ -259,17 +281,23 @@ impl<N: Notifier> NotifierRef<N> {
     where
         N: Handler<M>,
         M: Send + 'static,
-        <N::Reply as Reply>::Error: fmt::Debug,
+        <N::Reply as Reply>::Error: fmt::Debug + 'static,
     {
-        self.actor
-            .ask(msg)
-            .await
-            .map_err(|e| send_error("ask", &self.node, e))
+        self.actor.ask(msg).await.map_err(|e| match e {
+            // A handler's own ioasync Error reaches the caller as it is.
+            kameo::error::SendError::HandlerError(e)
+                if (&e as &dyn std::any::Any).is::<Error>() =>
+            {
+                let any: Box<dyn std::any::Any> = Box::new(e);
+                *any.downcast::<Error>().expect("checked above")
+            }
+            e => send_error("ask", &self.node, e),
+        })
     }
 
     /// Adds and starts a child under this notifier.
-    pub async fn add_child<C: Notifier>(&self, spec: Spec<C>) -> Result<NotifierRef<C>> {
-        spawn_child(&self.node, spec).await
+    pub async fn add_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
+        spawn_child(&self.node, spec.into()).await
     }
 
     /// Subscribes `sub` to this notifier's events of type `E`.

@@ -76,6 +76,8 @@ pub struct NodeSnapshot {
     pub restarts: u32,
     /// Messages waiting in its mailbox, where known.
     pub queue: Option<usize>,
+    /// Bytes held in its buffers, for notifiers that report them (streams).
+    pub buffered: Option<u64>,
     /// Its children, in start order.
     pub children: Vec<NodeSnapshot>,
 }
@@ -90,6 +92,7 @@ impl NodeSnapshot {
             state: node.state(),
             restarts: node.restarts(),
             queue: node.queue_depth(),
+            buffered: node.buffered(),
             children: node
                 .children()
                 .iter()
@@ -131,6 +134,9 @@ impl NodeSnapshot {
         }
         if let Some(q) = self.queue {
             write!(f, " queue={q}")?;
+        }
+        if let Some(b) = self.buffered {
+            write!(f, " buffered={b}")?;
         }
         writeln!(f)?;
         self.children.iter().try_for_each(|c| c.write(f, depth + 1))

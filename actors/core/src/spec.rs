@@ -256,3 +256,37 @@ impl<N: Notifier> fmt::Debug for Spec<N> {
             .finish()
     }
 }
+
+/// A [`Spec`] of any notifier type, for code that starts children it does
+/// not know the type of (a listener starting a connection handler).
+///
+/// ```
+/// # use ioasync::{Ctx, Notifier, Result, Spec, AnySpec};
+/// # struct Conn;
+/// # impl Notifier for Conn {
+/// #     type Args = ();
+/// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Conn) }
+/// # }
+/// let any: AnySpec = Spec::<Conn>::new("conn-1", ()).into();
+/// assert_eq!(any.name(), "conn-1");
+/// ```
+pub struct AnySpec(pub(crate) Box<dyn crate::actor::ErasedSpec>);
+
+impl AnySpec {
+    /// The name the child will have.
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+}
+
+impl<N: Notifier> From<Spec<N>> for AnySpec {
+    fn from(spec: Spec<N>) -> Self {
+        AnySpec(Box::new(spec))
+    }
+}
+
+impl fmt::Debug for AnySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AnySpec").field(&self.0.name()).finish()
+    }
+}

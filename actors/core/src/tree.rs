@@ -59,8 +59,8 @@ impl Tree {
     }
 
     /// Adds and starts a notifier under the root.
-    pub async fn add<N: Notifier>(&self, spec: Spec<N>) -> Result<NotifierRef<N>> {
-        self.root.add_child(spec).await
+    pub async fn add<N: Notifier>(&self, spec: impl Into<Spec<N>>) -> Result<NotifierRef<N>> {
+        self.root.add_child(spec.into()).await
     }
 
     /// Stops the notifier at `path` and its subtree; `None` when no such

@@ -1,0 +1,174 @@
+//! Connecting: resolve asynchronously, then try every address with Happy
+//! Eyeballs (RFC 8305) staggering across IPv6 and IPv4.
+
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    pin::Pin,
+    time::Duration,
+};
+
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use ioasync_core::{Error, Result};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::{
+    addr::Address,
+    connection::Connection,
+    resolve::{Family, SockType, resolve},
+};
+
+/// RFC 8305's recommended Connection Attempt Delay.
+pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// A connect request: where, which families, how long. Await it.
+///
+/// ```no_run
+/// # async fn f() -> ioasync::Result<()> {
+/// use std::time::Duration;
+/// use ioasync::Connect;
+///
+/// let conn = Connect::new("localhost:8080".parse::<ioasync::Address>()?)
+///     .timeout(Duration::from_secs(5))
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a Connect does nothing until awaited"]
+pub struct Connect {
+    target: Address,
+    family: Family,
+    timeout: Option<Duration>,
+    attempt_delay: Duration,
+}
+
+impl Connect {
+    /// Connect to `target`.
+    pub fn new(target: impl Into<Address>) -> Self {
+        Connect {
+            target: target.into(),
+            family: Family::Any,
+            timeout: None,
+            attempt_delay: DEFAULT_ATTEMPT_DELAY,
+        }
+    }
+
+    /// Restrict to one address family.
+    pub fn family(mut self, family: Family) -> Self {
+        self.family = family;
+        self
+    }
+
+    /// Fail with a `Timeout` error (op `connect`) past this long, resolving
+    /// included.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long to wait for one attempt before starting the next in
+    /// parallel (default 250 ms).
+    pub fn attempt_delay(mut self, delay: Duration) -> Self {
+        self.attempt_delay = delay;
+        self
+    }
+
+    async fn run(self) -> Result<Connection> {
+        match self.timeout {
+            None => self.connect().await,
+            Some(t) => tokio::time::timeout(t, self.connect())
+                .await
+                .map_err(|_| Error::timeout("connect"))?,
+        }
+    }
+
+    async fn connect(self) -> Result<Connection> {
+        match &self.target {
+            Address::Unix(path) => UnixStream::connect(path)
+                .await
+                .map(Connection::Unix)
+                .map_err(|e| Error::io_at("connect", path.display(), e)),
+            Address::Socket(a) => happy_eyeballs(vec![*a], self.attempt_delay).await,
+            Address::Inet { host, service } => {
+                let addrs = resolve(host, service, self.family, SockType::Stream, false).await?;
+                happy_eyeballs(addrs, self.attempt_delay).await
+            }
+        }
+    }
+}
+
+impl IntoFuture for Connect {
+    type Output = Result<Connection>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Connection>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// Orders addresses as RFC 8305 §4 asks: the resolver's first family first,
+/// then alternating families.
+pub(crate) fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return addrs;
+    };
+    let first_v6 = first.is_ipv6();
+    let (mut a, mut b): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        addrs.iter().partition(|x| x.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(addrs.len());
+    let (mut ai, mut bi) = (a.drain(..), b.drain(..));
+    loop {
+        match (ai.next(), bi.next()) {
+            (None, None) => break,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+    out
+}
+
+/// Tries `addrs` in Happy Eyeballs order: a new attempt starts when the
+/// previous fails or after `delay`; the first to connect wins and the rest
+/// are dropped (closed).
+async fn happy_eyeballs(addrs: Vec<SocketAddr>, delay: Duration) -> Result<Connection> {
+    let mut queue = interleave(addrs).into_iter();
+    let mut attempts = FuturesUnordered::new();
+    let mut last_err: Option<Error> = None;
+    let start = |addr: SocketAddr| async move {
+        TcpStream::connect(addr)
+            .await
+            .map_err(|e| Error::io_at("connect", addr, e))
+    };
+    if let Some(a) = queue.next() {
+        attempts.push(start(a));
+    }
+    let timer = tokio::time::sleep(delay);
+    tokio::pin!(timer);
+    loop {
+        let more = queue.len() > 0;
+        tokio::select! {
+            res = attempts.next(), if !attempts.is_empty() => match res {
+                Some(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(Connection::Tcp(s));
+                }
+                Some(Err(e)) => {
+                    last_err = Some(e);
+                    if let Some(a) = queue.next() {
+                        attempts.push(start(a));
+                        timer.as_mut().reset(tokio::time::Instant::now() + delay);
+                    }
+                }
+                None => {}
+            },
+            _ = &mut timer, if more => {
+                if let Some(a) = queue.next() {
+                    attempts.push(start(a));
+                }
+                timer.as_mut().reset(tokio::time::Instant::now() + delay);
+            }
+        }
+        if attempts.is_empty() && queue.len() == 0 {
+            return Err(last_err.unwrap_or_else(|| Error::invalid_input("connect", "no address")));
+        }
+    }
+}

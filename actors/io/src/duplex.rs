@@ -1,0 +1,445 @@
+//! The byte-stream machinery shared by [`Stream`](crate::Stream) and
+//! [`Framed`](crate::Framed): one OS source, a read buffer, a write queue
+//! with flush futures, watermarks, half-close.
+//!
+//! Reads and writes use tokio's readiness API (`readable` + `try_read`), so
+//! waiting is cancel safe and the notifier's actor owns the socket: no
+//! second task, no extra copy.
+
+use std::{
+    collections::VecDeque,
+    io::{self, IoSlice},
+    os::fd::OwnedFd,
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use ioasync_core::{Error, Result};
+use tokio::{
+    net::{TcpStream, UnixStream, unix::pipe},
+    sync::oneshot,
+};
+
+use crate::{addr::SockAddr, connection::Connection};
+
+/// Buffer limits of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Reading pauses while this many unconsumed bytes are buffered...
+    pub read_high: usize,
+    /// ...and resumes below this many.
+    pub read_low: usize,
+    /// Writers wait while this many bytes are queued...
+    pub write_high: usize,
+    /// ...until the queue drains below this many.
+    pub write_low: usize,
+    /// Most bytes read per readiness event, for fairness.
+    pub read_chunk: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            read_high: 1 << 20,
+            read_low: 1 << 19,
+            write_high: 1 << 20,
+            write_low: 1 << 19,
+            read_chunk: 64 << 10,
+        }
+    }
+}
+
+/// The OS side of a stream.
+pub(crate) enum Source {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Pipes {
+        rd: Option<pipe::Receiver>,
+        wr: Option<pipe::Sender>,
+    },
+    Closed,
+}
+
+impl Source {
+    pub(crate) fn from_connection(c: Connection) -> Source {
+        match c {
+            Connection::Tcp(s) => Source::Tcp(s),
+            Connection::Unix(s) => Source::Unix(s),
+        }
+    }
+
+    /// A source over a read fd and/or a write fd (pipes, ttys, stdin and
+    /// stdout). The fds are set non-blocking and closed exactly once, when
+    /// the stream closes.
+    pub(crate) fn from_fds(rd: Option<OwnedFd>, wr: Option<OwnedFd>) -> Result<Source> {
+        let rd = rd
+            .map(pipe::Receiver::from_owned_fd)
+            .transpose()
+            .map_err(|e| Error::io("open", e))?;
+        let wr = wr
+            .map(pipe::Sender::from_owned_fd)
+            .transpose()
+            .map_err(|e| Error::io("open", e))?;
+        Ok(Source::Pipes { rd, wr })
+    }
+
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Source::Tcp(s) => s.readable().await,
+            Source::Unix(s) => s.readable().await,
+            Source::Pipes { rd: Some(r), .. } => r.readable().await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Source::Tcp(s) => s.writable().await,
+            Source::Unix(s) => s.writable().await,
+            Source::Pipes { wr: Some(w), .. } => w.writable().await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Source::Tcp(s) => s.try_read_buf(buf),
+            Source::Unix(s) => s.try_read_buf(buf),
+            Source::Pipes { rd: Some(r), .. } => r.try_read_buf(buf),
+            _ => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Source::Tcp(s) => s.try_write_vectored(bufs),
+            Source::Unix(s) => s.try_write_vectored(bufs),
+            Source::Pipes { wr: Some(w), .. } => w.try_write_vectored(bufs),
+            _ => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn can_read(&self) -> bool {
+        match self {
+            Source::Tcp(_) | Source::Unix(_) => true,
+            Source::Pipes { rd, .. } => rd.is_some(),
+            Source::Closed => false,
+        }
+    }
+
+    fn can_write(&self) -> bool {
+        match self {
+            Source::Tcp(_) | Source::Unix(_) => true,
+            Source::Pipes { wr, .. } => wr.is_some(),
+            Source::Closed => false,
+        }
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        match self {
+            Source::Tcp(s) => socket2::SockRef::from(&*s).shutdown(std::net::Shutdown::Write),
+            Source::Unix(s) => socket2::SockRef::from(&*s).shutdown(std::net::Shutdown::Write),
+            Source::Pipes { wr, .. } => {
+                wr.take();
+                Ok(())
+            }
+            Source::Closed => Ok(()),
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SockAddr> {
+        match self {
+            Source::Tcp(s) => s.local_addr().ok().map(SockAddr::Inet),
+            Source::Unix(s) => s.local_addr().ok().map(|a| SockAddr::from_unix(&a)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<SockAddr> {
+        match self {
+            Source::Tcp(s) => s.peer_addr().ok().map(SockAddr::Inet),
+            Source::Unix(s) => s.peer_addr().ok().map(|a| SockAddr::from_unix(&a)),
+            _ => None,
+        }
+    }
+}
+
+/// What one readiness event produced.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// New bytes were read into the buffer.
+    pub(crate) read: bool,
+    /// The peer closed its write side (first time only).
+    pub(crate) read_eof: bool,
+    pub(crate) read_error: Option<Error>,
+    pub(crate) write_error: Option<Error>,
+    /// The write queue just became empty.
+    pub(crate) flushed: bool,
+    /// The write side was shut down (first time only).
+    pub(crate) write_eof: bool,
+}
+
+type Waiter = (u64, oneshot::Sender<Result<()>>);
+
+/// Buffers and state of one byte stream.
+pub(crate) struct Duplex {
+    pub(crate) src: Source,
+    pub(crate) rbuf: BytesMut,
+    wq: VecDeque<Bytes>,
+    wq_bytes: usize,
+    queued_total: u64,
+    written_total: u64,
+    waiters: VecDeque<Waiter>,
+    pub(crate) limits: Limits,
+    pub(crate) read_eof: bool,
+    read_paused: bool,
+    /// Reading stopped by the user (`want_read` off).
+    pub(crate) read_off: bool,
+    write_full: bool,
+    shutdown_when_empty: bool,
+    pub(crate) close_when_empty: bool,
+    write_shut: bool,
+    ready_r: bool,
+    ready_w: bool,
+}
+
+impl Duplex {
+    pub(crate) fn new(src: Source, limits: Limits) -> Duplex {
+        Duplex {
+            src,
+            rbuf: BytesMut::new(),
+            wq: VecDeque::new(),
+            wq_bytes: 0,
+            queued_total: 0,
+            written_total: 0,
+            waiters: VecDeque::new(),
+            limits,
+            read_eof: false,
+            read_paused: false,
+            read_off: false,
+            write_full: false,
+            shutdown_when_empty: false,
+            close_when_empty: false,
+            write_shut: false,
+            ready_r: false,
+            ready_w: false,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.src, Source::Closed)
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.wq_bytes
+    }
+
+    /// Whether new writes are taken now (below the write high watermark,
+    /// with hysteresis down to the low one).
+    pub(crate) fn accepting_writes(&self) -> bool {
+        !self.write_full
+    }
+
+    fn wants_read(&self) -> bool {
+        !self.read_eof
+            && !self.read_off
+            && !self.read_paused
+            && !self.write_full
+            && self.src.can_read()
+    }
+
+    fn wants_write(&self) -> bool {
+        !self.wq.is_empty() && self.src.can_write() && !self.write_shut
+    }
+
+    /// Waits until the source can make progress. Cancel safe.
+    pub(crate) async fn ready(&mut self) {
+        let (r, w) = (self.wants_read(), self.wants_write());
+        let src = &self.src;
+        tokio::select! {
+            _ = src.readable(), if r => self.ready_r = true,
+            _ = src.writable(), if w => self.ready_w = true,
+            () = std::future::pending::<()>(), if !r && !w => {}
+        }
+    }
+
+    /// Queues `data`; `done` resolves once it is written.
+    pub(crate) fn write(&mut self, data: Bytes, done: Option<oneshot::Sender<Result<()>>>) {
+        if self.is_closed() || self.write_shut || self.shutdown_when_empty || self.close_when_empty
+        {
+            if let Some(done) = done {
+                let _ = done.send(Err(Error::closed("write", "the stream is closed for writing")));
+            }
+            return;
+        }
+        if !data.is_empty() {
+            self.queued_total += data.len() as u64;
+            self.wq_bytes += data.len();
+            self.wq.push_back(data);
+            if self.wq_bytes >= self.limits.write_high {
+                self.write_full = true;
+            }
+            // Try at once: most writes complete without waiting.
+            self.ready_w = true;
+        }
+        if let Some(done) = done {
+            if self.queued_total == self.written_total {
+                let _ = done.send(Ok(()));
+            } else {
+                self.waiters.push_back((self.queued_total, done));
+            }
+        }
+    }
+
+    /// Shut the write side down once the queue is empty.
+    pub(crate) fn shutdown_when_empty(&mut self) {
+        self.shutdown_when_empty = true;
+        self.ready_w = true;
+    }
+
+    /// Runs the reads and writes readiness allowed, without blocking.
+    pub(crate) fn progress(&mut self) -> Progress {
+        let mut p = Progress::default();
+        if std::mem::take(&mut self.ready_w) || !self.wq.is_empty() {
+            self.flush_some(&mut p);
+        }
+        if std::mem::take(&mut self.ready_r) && self.wants_read() {
+            self.read_some(&mut p);
+        }
+        p
+    }
+
+    fn read_some(&mut self, p: &mut Progress) {
+        let mut got = 0;
+        while got < self.limits.read_chunk {
+            self.rbuf.reserve(8192.min(self.limits.read_chunk));
+            match self.src.try_read_buf(&mut self.rbuf) {
+                Ok(0) => {
+                    self.read_eof = true;
+                    p.read_eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    got += n;
+                    p.read = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    p.read_error = Some(Error::io("read", e));
+                    break;
+                }
+            }
+        }
+        self.update_read_pause();
+    }
+
+    pub(crate) fn update_read_pause(&mut self) {
+        if self.rbuf.len() >= self.limits.read_high {
+            self.read_paused = true;
+        } else if self.rbuf.len() <= self.limits.read_low {
+            self.read_paused = false;
+        }
+    }
+
+    fn flush_some(&mut self, p: &mut Progress) {
+        let had = !self.wq.is_empty();
+        while !self.wq.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 16];
+            let n = self
+                .wq
+                .iter()
+                .zip(slices.iter_mut())
+                .map(|(b, s)| *s = IoSlice::new(b))
+                .count();
+            match self.src.try_write_vectored(&slices[..n]) {
+                Ok(0) => {
+                    p.write_error = Some(Error::io("write", io::ErrorKind::WriteZero.into()));
+                    break;
+                }
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    p.write_error = Some(Error::io("write", e));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = &p.write_error {
+            self.fail_waiters(e);
+            return;
+        }
+        if self.wq.is_empty() {
+            p.flushed = had;
+            if self.shutdown_when_empty && !self.write_shut {
+                self.write_shut = true;
+                p.write_eof = true;
+                if let Err(e) = self.src.shutdown_write() {
+                    p.write_error = Some(Error::io("shutdown", e));
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.written_total += n as u64;
+        self.wq_bytes -= n;
+        while n > 0 {
+            let front = self.wq.front_mut().expect("written bytes were queued");
+            if n >= front.len() {
+                n -= front.len();
+                self.wq.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+        while self
+            .waiters
+            .front()
+            .is_some_and(|(at, _)| *at <= self.written_total)
+        {
+            if let Some((_, tx)) = self.waiters.pop_front() {
+                let _ = tx.send(Ok(()));
+            }
+        }
+        if self.write_full && self.wq_bytes <= self.limits.write_low {
+            self.write_full = false;
+        }
+    }
+
+    fn fail_waiters(&mut self, e: &Error) {
+        for (_, tx) in self.waiters.drain(..) {
+            let _ = tx.send(Err(e.clone()));
+        }
+    }
+
+    /// Writes out the queue, waiting for the socket as needed (graceful
+    /// close). Stops at the first error.
+    pub(crate) async fn drain(&mut self) -> Result<()> {
+        while self.wants_write() {
+            if let Err(e) = self.src.writable().await {
+                let e = Error::io("write", e);
+                self.fail_waiters(&e);
+                return Err(e);
+            }
+            let mut p = Progress::default();
+            self.flush_some(&mut p);
+            if let Some(e) = p.write_error {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the fds now; pending flush futures fail with `Closed`.
+    pub(crate) fn close(&mut self) {
+        self.src = Source::Closed;
+        let e = Error::closed("write", "the stream closed before the data was written");
+        self.fail_waiters(&e);
+        self.wq.clear();
+        self.wq_bytes = 0;
+        self.write_full = false;
+    }
+}

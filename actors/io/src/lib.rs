@@ -1,0 +1,58 @@
+//! ioasync-io: the network notifiers of ioasync. Users depend on the
+//! `ioasync` facade, which re-exports everything here.
+//!
+//! - [`Stream`]: a buffered byte stream (TCP, Unix, pipes) with IO::Async's
+//!   `on_read` contract, flush futures, watermarks and half-close;
+//! - [`Framed`]: the same with a `tokio_util` codec: typed frames in, typed
+//!   frames out (IO::Async's Protocol::Stream / LineStream);
+//! - [`Socket`]: datagrams (UDP, Unix);
+//! - [`Listener`]: accepts and starts a supervised child per connection;
+//! - [`Connect`], [`Listen`], [`resolve()`]: connecting (Happy Eyeballs),
+//!   listening (socket2 options) and name resolution off the reactor.
+//!
+//! # Implementation
+//!
+//! Each notifier owns its socket inside its own actor and waits on tokio's
+//! readiness (`readable()` / `writable()`), then reads and writes with
+//! `try_*` calls: no second task per connection, no copy between tasks.
+//! `getaddrinfo` and `getnameinfo` run on tokio's blocking pool.
+
+#![doc(test(attr(deny(warnings))))]
+
+mod addr;
+mod connect;
+mod connection;
+mod duplex;
+mod framed;
+mod listen;
+mod listener;
+mod resolve;
+mod socket;
+mod stream;
+mod sys;
+
+pub use addr::{Address, SockAddr};
+pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY};
+pub use connection::Connection;
+pub use duplex::Limits;
+pub use framed::{Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame};
+pub use listen::{Listen, ListenSocket};
+pub use listener::{
+    ACCEPT_BACKOFF, Accepted, ListenerArgs, Listener, ListenerEvent, LocalAddr, MAX_ACCEPT_BACKOFF,
+    OnStream,
+};
+pub use resolve::{Family, SockType, name_of, resolve};
+pub use socket::{Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef};
+pub use stream::{
+    CloseNow, CloseWhenEmpty, Info, ReadAction, ShutdownWrite, Stream, StreamArgs, StreamEvent,
+    StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, Write,
+};
+pub use sys::open_fd_count;
+
+/// Codecs for [`Framed`]: tokio-util's, re-exported.
+pub mod codec {
+    pub use tokio_util::codec::{
+        AnyDelimiterCodec, BytesCodec, Decoder, Encoder, LengthDelimitedCodec, LinesCodec,
+        LinesCodecError,
+    };
+}

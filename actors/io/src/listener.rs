@@ -1,0 +1,200 @@
+//! [`Listener`]: accepts connections and starts a supervised child for
+//! each (IO::Async::Listener).
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use ioasync_core::{AnySpec, Ctx, Error, Events, Handler, HasEvents, Notifier, Result, Spec};
+use tokio::time::Instant;
+
+use crate::{
+    addr::SockAddr,
+    connection::Connection,
+    listen::{Listen, ListenSocket},
+};
+
+/// Makes the child notifier for one accepted connection.
+pub type OnStream = Arc<dyn Fn(Connection, SockAddr) -> AnySpec + Send + Sync>;
+
+/// Something that happened to a listener.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ListenerEvent {
+    /// A connection was accepted and its child started at `path`.
+    Accepted {
+        /// The peer's address.
+        peer: SockAddr,
+        /// The path of the child started for it.
+        path: String,
+    },
+    /// `accept` failed (op `accept`, errno kept). On EMFILE/ENFILE the
+    /// listener backs off before accepting again instead of spinning.
+    AcceptError(Error),
+    /// The child for a connection failed to start.
+    ChildError(Error),
+}
+
+/// How to start a [`Listener`]: where to listen and what to start per
+/// connection. Cheap to clone: a restart re-binds with the same options.
+#[derive(Clone)]
+pub struct ListenerArgs {
+    listen: Listen,
+    on_stream: OnStream,
+}
+
+impl fmt::Debug for ListenerArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerArgs")
+            .field("listen", &self.listen)
+            .finish()
+    }
+}
+
+/// A listening socket that starts a child notifier per accepted
+/// connection. Children are supervised by the listener, so a crashing
+/// connection handler never takes the listener down; a listener whose
+/// socket fails is re-bound by its own supervisor (set a restart backoff
+/// on its spec).
+pub struct Listener {
+    socket: ListenSocket,
+    on_stream: OnStream,
+    pending: Option<std::io::Result<(Connection, SockAddr)>>,
+    backoff: Option<(Instant, Duration)>,
+    accepted: u64,
+    events: Events<ListenerEvent>,
+}
+
+/// The pause after EMFILE/ENFILE, doubling to [`MAX_ACCEPT_BACKOFF`].
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// The longest pause after repeated EMFILE/ENFILE.
+pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+impl Listener {
+    /// A listener spec: listen per `listen`, start `on_stream(conn, peer)`
+    /// for each connection (a [`Stream`](crate::Stream) spec, a
+    /// [`Framed`](crate::Framed) spec, or any notifier's).
+    ///
+    /// ```no_run
+    /// use ioasync::{Listen, Listener, ReadAction, Stream};
+    ///
+    /// let spec = Listener::spec("echo", Listen::new("127.0.0.1:0".parse::<ioasync::Address>().unwrap()), |conn, peer| {
+    ///     Stream::spec(format!("conn-{peer}"), conn)
+    ///         .on_read(|io, buf, _eof| {
+    ///             io.write(buf.split().freeze());
+    ///             ReadAction::Wait
+    ///         })
+    ///         .into()
+    /// });
+    /// ```
+    pub fn spec<F, S>(name: impl Into<String>, listen: Listen, on_stream: F) -> Spec<Listener>
+    where
+        F: Fn(Connection, SockAddr) -> S + Send + Sync + 'static,
+        S: Into<AnySpec>,
+    {
+        let on_stream: OnStream = Arc::new(move |c, a| on_stream(c, a).into());
+        Spec::new(name, ListenerArgs { listen, on_stream })
+    }
+
+    async fn accept_one(&mut self, ctx: &mut Ctx<'_, Self>) {
+        match self.pending.take() {
+            Some(Ok((conn, peer))) => {
+                self.backoff = None;
+                self.accepted += 1;
+                let spec = (self.on_stream)(conn, peer.clone());
+                let name = spec.name().to_owned();
+                match ctx.add_any(spec).await {
+                    Ok(_) => {
+                        let path = format!("{}/{name}", ctx.path().trim_end_matches('/'));
+                        self.events
+                            .emit(ListenerEvent::Accepted { peer, path })
+                            .await;
+                    }
+                    Err(e) => self.events.emit(ListenerEvent::ChildError(e)).await,
+                }
+            }
+            Some(Err(e)) => {
+                let fd_limit = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                if fd_limit {
+                    let next = self
+                        .backoff
+                        .map_or(ACCEPT_BACKOFF, |(_, d)| (d * 2).min(MAX_ACCEPT_BACKOFF));
+                    tracing::warn!(pause = ?next, "accept: out of file descriptors; backing off");
+                    self.backoff = Some((Instant::now() + next, next));
+                }
+                self.events
+                    .emit(ListenerEvent::AcceptError(Error::io("accept", e)))
+                    .await;
+            }
+            None => {}
+        }
+    }
+}
+
+impl Notifier for Listener {
+    type Args = ListenerArgs;
+
+    fn kind() -> &'static str {
+        "listener"
+    }
+
+    async fn init(args: ListenerArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let socket = args.listen.bind().await?;
+        Ok(Listener {
+            socket,
+            on_stream: args.on_stream,
+            pending: None,
+            backoff: None,
+            accepted: 0,
+            events: Events::new(),
+        })
+    }
+
+    async fn ready(&mut self) {
+        if let Some((until, _)) = self.backoff
+            && Instant::now() < until
+        {
+            tokio::time::sleep_until(until).await;
+        }
+        self.pending = Some(self.socket.accept().await);
+    }
+
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.accept_one(ctx).await;
+    }
+}
+
+impl HasEvents<ListenerEvent> for Listener {
+    fn events(&mut self) -> &mut Events<ListenerEvent> {
+        &mut self.events
+    }
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("socket", &self.socket)
+            .field("accepted", &self.accepted)
+            .finish()
+    }
+}
+
+/// Message: the bound address.
+#[derive(Debug)]
+pub struct LocalAddr;
+
+impl Handler<LocalAddr> for Listener {
+    type Reply = Result<SockAddr>;
+    async fn handle(&mut self, _: LocalAddr, _ctx: &mut Ctx<'_, Self>) -> Result<SockAddr> {
+        self.socket.local_addr()
+    }
+}
+
+/// Message: how many connections were accepted.
+#[derive(Debug)]
+pub struct Accepted;
+
+impl Handler<Accepted> for Listener {
+    type Reply = u64;
+    async fn handle(&mut self, _: Accepted, _ctx: &mut Ctx<'_, Self>) -> u64 {
+        self.accepted
+    }
+}

@@ -1,0 +1,284 @@
+//! [`Socket`]: a datagram notifier (IO::Async::Socket) over UDP or a Unix
+//! datagram socket: a send queue, and received packets with their source
+//! address as events.
+
+use std::{collections::VecDeque, fmt, io, net::SocketAddr, path::PathBuf, sync::Mutex};
+
+use bytes::{Bytes, BytesMut};
+use ioasync_core::{
+    Ctx, Error, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result, Spec,
+    Subscription,
+};
+use tokio::net::{UdpSocket, UnixDatagram};
+
+use crate::addr::SockAddr;
+
+/// A received datagram and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// The payload.
+    pub data: Bytes,
+    /// The sender.
+    pub from: SockAddr,
+}
+
+/// Something that happened to a datagram socket.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SocketEvent {
+    /// A datagram arrived.
+    Recv(Datagram),
+    /// Receiving failed (op `recv`, errno kept).
+    RecvError(Error),
+    /// Sending failed (op `send`, errno kept); the datagram is dropped.
+    SendError(Error),
+}
+
+enum Sock {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+/// Where a datagram goes: the connected peer, or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// The connected peer.
+    Peer,
+    /// An inet address.
+    Inet(SocketAddr),
+    /// A Unix datagram socket path.
+    Unix(PathBuf),
+}
+
+/// How to start a [`Socket`].
+pub struct SocketArgs {
+    sock: Option<Sock>,
+    subs: Vec<Subscription<SocketEvent>>,
+    max_queue: usize,
+}
+
+impl fmt::Debug for SocketArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketArgs")
+            .field("max_queue", &self.max_queue)
+            .finish()
+    }
+}
+
+/// A datagram socket notifier.
+pub struct Socket {
+    sock: Sock,
+    queue: VecDeque<(Bytes, Dest)>,
+    max_queue: usize,
+    buf: BytesMut,
+    events: Events<SocketEvent>,
+}
+
+impl Socket {
+    /// A spec over a bound (and maybe connected) UDP socket.
+    pub fn udp(name: impl Into<String>, sock: UdpSocket) -> Spec<Socket> {
+        Self::spec(name, Sock::Udp(sock), Vec::new())
+    }
+
+    /// A spec over a bound Unix datagram socket.
+    pub fn unix(name: impl Into<String>, sock: UnixDatagram) -> Spec<Socket> {
+        Self::spec(name, Sock::Unix(sock), Vec::new())
+    }
+
+    /// A UDP spec whose events go to `sub` from the start.
+    pub fn udp_with(
+        name: impl Into<String>,
+        sock: UdpSocket,
+        sub: Subscription<SocketEvent>,
+    ) -> Spec<Socket> {
+        Self::spec(name, Sock::Udp(sock), vec![sub])
+    }
+
+    fn spec(name: impl Into<String>, sock: Sock, subs: Vec<Subscription<SocketEvent>>) -> Spec<Socket> {
+        let once = Mutex::new(Some(SocketArgs {
+            sock: Some(sock),
+            subs,
+            max_queue: 1024,
+        }));
+        Spec::with(name, move || {
+            once.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or(SocketArgs {
+                    sock: None,
+                    subs: Vec::new(),
+                    max_queue: 0,
+                })
+        })
+        .restart(Restart::Temporary)
+    }
+
+    fn try_send(&self, data: &[u8], dest: &Dest) -> io::Result<usize> {
+        match (&self.sock, dest) {
+            (Sock::Udp(s), Dest::Peer) => s.try_send(data),
+            (Sock::Udp(s), Dest::Inet(a)) => s.try_send_to(data, *a),
+            (Sock::Unix(s), Dest::Peer) => s.try_send(data),
+            (Sock::Unix(s), Dest::Unix(p)) => s.try_send_to(data, p),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "destination does not match the socket's family",
+            )),
+        }
+    }
+
+    fn try_recv(&mut self) -> io::Result<Datagram> {
+        self.buf.clear();
+        self.buf.reserve(65536);
+        let from = match &self.sock {
+            Sock::Udp(s) => SockAddr::Inet(s.try_recv_buf_from(&mut self.buf)?.1),
+            Sock::Unix(s) => SockAddr::from_unix(&s.try_recv_buf_from(&mut self.buf)?.1),
+        };
+        Ok(Datagram {
+            data: self.buf.split().freeze(),
+            from,
+        })
+    }
+
+    async fn flush(&mut self) {
+        while let Some((data, dest)) = self.queue.front() {
+            match self.try_send(data, dest) {
+                Ok(_) => {
+                    self.queue.pop_front();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    let at = format!("{dest:?}");
+                    self.queue.pop_front();
+                    self.events
+                        .emit(SocketEvent::SendError(Error::io_at("send", at, e)))
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+impl Notifier for Socket {
+    type Args = SocketArgs;
+
+    fn kind() -> &'static str {
+        "socket"
+    }
+
+    async fn init(args: SocketArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let sock = args.sock.ok_or_else(|| {
+            Error::closed(
+                "init",
+                format!("{} cannot be restarted: its socket is gone", ctx.path()),
+            )
+        })?;
+        let mut events = Events::new();
+        for s in args.subs {
+            events.subscribe(s);
+        }
+        Ok(Socket {
+            sock,
+            queue: VecDeque::new(),
+            max_queue: args.max_queue,
+            buf: BytesMut::new(),
+            events,
+        })
+    }
+
+    async fn ready(&mut self) {
+        let w = !self.queue.is_empty();
+        match &self.sock {
+            Sock::Udp(s) => {
+                tokio::select! {
+                    _ = s.readable() => {}
+                    _ = s.writable(), if w => {}
+                }
+            }
+            Sock::Unix(s) => {
+                tokio::select! {
+                    _ = s.readable() => {}
+                    _ = s.writable(), if w => {}
+                }
+            }
+        }
+    }
+
+    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        self.flush().await;
+        for _ in 0..64 {
+            match self.try_recv() {
+                Ok(d) => self.events.emit(SocketEvent::Recv(d)).await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.events
+                        .emit(SocketEvent::RecvError(Error::io("recv", e)))
+                        .await;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn accepting(&self) -> bool {
+        self.queue.len() < self.max_queue
+    }
+}
+
+impl HasEvents<SocketEvent> for Socket {
+    fn events(&mut self) -> &mut Events<SocketEvent> {
+        &mut self.events
+    }
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("queued", &self.queue.len())
+            .finish()
+    }
+}
+
+/// Message: queue a datagram.
+#[derive(Debug)]
+pub struct SendTo(pub Bytes, pub Dest);
+
+impl Handler<SendTo> for Socket {
+    type Reply = ();
+    async fn handle(&mut self, SendTo(data, dest): SendTo, _ctx: &mut Ctx<'_, Self>) {
+        self.queue.push_back((data, dest));
+        self.flush().await;
+    }
+}
+
+/// Message: the bound address.
+#[derive(Debug)]
+pub struct SocketAddrOf;
+
+impl Handler<SocketAddrOf> for Socket {
+    type Reply = Result<SockAddr>;
+    async fn handle(&mut self, _: SocketAddrOf, _ctx: &mut Ctx<'_, Self>) -> Result<SockAddr> {
+        match &self.sock {
+            Sock::Udp(s) => s.local_addr().map(SockAddr::Inet),
+            Sock::Unix(s) => s.local_addr().map(|a| SockAddr::from_unix(&a)),
+        }
+        .map_err(|e| Error::io("getsockname", e))
+    }
+}
+
+/// Datagram operations on a socket's handle.
+pub trait SocketRef {
+    /// Queues a datagram to `dest` (waits while the send queue is full).
+    fn send_to(&self, data: impl Into<Bytes> + Send, dest: Dest) -> impl Future<Output = Result<()>> + Send;
+    /// The bound address.
+    fn local_addr(&self) -> impl Future<Output = Result<SockAddr>> + Send;
+}
+
+impl SocketRef for NotifierRef<Socket> {
+    async fn send_to(&self, data: impl Into<Bytes> + Send, dest: Dest) -> Result<()> {
+        self.tell(SendTo(data.into(), dest)).await
+    }
+
+    async fn local_addr(&self) -> Result<SockAddr> {
+        self.ask(SocketAddrOf).await
+    }
+}

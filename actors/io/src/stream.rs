@@ -1,0 +1,547 @@
+//! [`Stream`]: a buffered byte stream notifier (IO::Async::Stream).
+//!
+//! Reading hands the read buffer to an `on_read` closure with IO::Async's
+//! contract — consume what you can, say whether to be called again — or,
+//! without one, emits each chunk as [`StreamEvent::Read`]. Writing queues
+//! bytes; [`StreamRef::write`] resolves when they are written. Above the
+//! write high watermark the stream stops taking messages (writers wait) and
+//! stops reading (so an echo cannot grow without bound).
+//!
+//! ```no_run
+//! use ioasync::prelude::*;
+//! use ioasync::{Connect, ReadAction, Stream, StreamRef};
+//!
+//! # async fn f(lp: Loop) -> ioasync::Result<()> {
+//! let conn = Connect::new("127.0.0.1:7".parse::<ioasync::Address>()?).await?;
+//! let stream = lp
+//!     .add(Stream::spec("echo-client", conn).on_read(|_io, buf, eof| {
+//!         while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+//!             let line = buf.split_to(i + 1);
+//!             println!("got {}", String::from_utf8_lossy(&line).trim_end());
+//!         }
+//!         let _ = eof;
+//!         ReadAction::Wait
+//!     }))
+//!     .await?;
+//! stream.write("hello\n").await?;
+//! # Ok(()) }
+//! ```
+
+use std::{fmt, os::fd::OwnedFd, sync::Mutex};
+
+use bytes::{Bytes, BytesMut};
+use ioasync_core::{
+    Ctx, Error, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result, Spec,
+    Subscription,
+};
+use tokio::sync::oneshot;
+
+use crate::{
+    addr::SockAddr,
+    connection::Connection,
+    duplex::{Duplex, Limits, Progress, Source},
+};
+
+/// What an `on_read` closure wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAction {
+    /// Call me again now: I may be able to consume more of the buffer.
+    Again,
+    /// Wait for more data.
+    Wait,
+}
+
+/// What an `on_read` closure may do to its own stream.
+pub struct StreamIo<'a> {
+    duplex: &'a mut Duplex,
+}
+
+impl StreamIo<'_> {
+    /// Queues bytes for writing.
+    pub fn write(&mut self, data: impl Into<Bytes>) {
+        self.duplex.write(data.into(), None);
+    }
+
+    /// Closes once everything queued is written.
+    pub fn close_when_empty(&mut self) {
+        self.duplex.close_when_empty = true;
+    }
+
+    /// Shuts the write side down once everything queued is written
+    /// (half-close); reading goes on.
+    pub fn shutdown_write(&mut self) {
+        self.duplex.shutdown_when_empty();
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.duplex.queued()
+    }
+}
+
+impl fmt::Debug for StreamIo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamIo")
+            .field("queued", &self.duplex.queued())
+            .finish()
+    }
+}
+
+type OnRead = Box<dyn FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> ReadAction + Send>;
+
+/// Something that happened to a stream.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// Bytes read (only when the stream has no `on_read` closure).
+    Read(Bytes),
+    /// The peer closed its write side.
+    ReadEof,
+    /// Our write side was shut down.
+    WriteEof,
+    /// Reading failed (op `read`, errno kept); the stream closes.
+    ReadError(Error),
+    /// Writing failed (op `write`, errno kept); the stream closes.
+    WriteError(Error),
+    /// The write queue became empty (IO::Async's `on_outgoing_empty`).
+    Flushed,
+    /// The stream closed; its fds are closed.
+    Closed,
+}
+
+/// How to start a [`Stream`]: its source and options. Built by
+/// [`Stream::spec`] or [`Stream::from_fds`], finished with `.into()` or
+/// added directly with `Loop::add`.
+pub struct StreamArgs {
+    source: Option<Source>,
+    limits: Limits,
+    on_read: Option<OnRead>,
+    close_on_read_eof: bool,
+    subs: Vec<Subscription<StreamEvent>>,
+}
+
+impl fmt::Debug for StreamArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamArgs")
+            .field("limits", &self.limits)
+            .field("on_read", &self.on_read.is_some())
+            .field("close_on_read_eof", &self.close_on_read_eof)
+            .finish()
+    }
+}
+
+/// A [`Spec`] for a stream under construction; set options, then add it.
+#[must_use = "a StreamSpec does nothing until it is added"]
+pub struct StreamSpec {
+    name: String,
+    args: StreamArgs,
+}
+
+impl fmt::Debug for StreamSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSpec")
+            .field("name", &self.name)
+            .field("args", &self.args)
+            .finish()
+    }
+}
+
+impl StreamSpec {
+    /// IO::Async's `on_read`: called with the read buffer and the EOF flag;
+    /// consume what you can (`buf.split_to(n)`), return
+    /// [`ReadAction::Again`] to be called again at once. At EOF it is called
+    /// with `eof = true` and whatever partial data remains.
+    pub fn on_read(
+        mut self,
+        f: impl FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> ReadAction + Send + 'static,
+    ) -> Self {
+        self.args.on_read = Some(Box::new(f));
+        self
+    }
+
+    /// Subscribes to the stream's events from its start.
+    pub fn subscribe(mut self, sub: Subscription<StreamEvent>) -> Self {
+        self.args.subs.push(sub);
+        self
+    }
+
+    /// Buffer limits (watermarks).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.args.limits = limits;
+        self
+    }
+
+    /// Close when the peer closes its write side (default true); false
+    /// keeps writing after a read EOF (half-close).
+    pub fn close_on_read_eof(mut self, on: bool) -> Self {
+        self.args.close_on_read_eof = on;
+        self
+    }
+}
+
+impl From<StreamSpec> for Spec<Stream> {
+    fn from(s: StreamSpec) -> Spec<Stream> {
+        // A stream's connection cannot be made again: it starts once and is
+        // temporary; a restart attempt fails with a clear error.
+        let once = Mutex::new(Some(s.args));
+        Spec::with(s.name, move || {
+            once.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(StreamArgs::spent)
+        })
+        .restart(Restart::Temporary)
+    }
+}
+
+impl From<StreamSpec> for ioasync_core::AnySpec {
+    fn from(s: StreamSpec) -> Self {
+        Spec::<Stream>::from(s).into()
+    }
+}
+
+impl StreamArgs {
+    fn new(source: Source) -> StreamArgs {
+        StreamArgs {
+            source: Some(source),
+            limits: Limits::default(),
+            on_read: None,
+            close_on_read_eof: true,
+            subs: Vec::new(),
+        }
+    }
+
+    fn spent() -> StreamArgs {
+        StreamArgs {
+            source: None,
+            limits: Limits::default(),
+            on_read: None,
+            close_on_read_eof: true,
+            subs: Vec::new(),
+        }
+    }
+}
+
+/// A buffered byte stream over a socket or a pair of fds.
+pub struct Stream {
+    duplex: Duplex,
+    on_read: Option<OnRead>,
+    close_on_read_eof: bool,
+    eof_delivered: bool,
+    events: Events<StreamEvent>,
+}
+
+impl Stream {
+    /// A stream over a connected socket.
+    pub fn spec(name: impl Into<String>, conn: impl Into<Connection>) -> StreamSpec {
+        StreamSpec {
+            name: name.into(),
+            args: StreamArgs::new(Source::from_connection(conn.into())),
+        }
+    }
+
+    /// A stream reading `read` and writing `write` (either may be absent):
+    /// pipe ends, a tty, the program's stdin and stdout. Each fd is closed
+    /// exactly once, when the stream closes.
+    pub fn from_fds(
+        name: impl Into<String>,
+        read: Option<OwnedFd>,
+        write: Option<OwnedFd>,
+    ) -> Result<StreamSpec> {
+        Ok(StreamSpec {
+            name: name.into(),
+            args: StreamArgs::new(Source::from_fds(read, write)?),
+        })
+    }
+
+    fn io(&mut self) -> StreamIo<'_> {
+        StreamIo {
+            duplex: &mut self.duplex,
+        }
+    }
+
+    /// Hands buffered data to `on_read` (IO::Async's contract) or emits it.
+    async fn deliver(&mut self) {
+        let eof = self.duplex.read_eof;
+        match self.on_read.as_mut() {
+            Some(f) => {
+                let mut buf = std::mem::take(&mut self.duplex.rbuf);
+                let mut io = StreamIo {
+                    duplex: &mut self.duplex,
+                };
+                loop {
+                    let eof_now = eof && !self.eof_delivered;
+                    if buf.is_empty() && !eof_now {
+                        break;
+                    }
+                    let before = buf.len();
+                    let action = f(&mut io, &mut buf, eof);
+                    if eof {
+                        self.eof_delivered = true;
+                    }
+                    if action == ReadAction::Wait || buf.is_empty() || buf.len() == before {
+                        break;
+                    }
+                }
+                self.duplex.rbuf = buf;
+            }
+            None if !self.events.is_empty() && !self.duplex.rbuf.is_empty() => {
+                let data = self.duplex.rbuf.split().freeze();
+                self.events.emit(StreamEvent::Read(data)).await;
+            }
+            None => {}
+        }
+        self.duplex.update_read_pause();
+    }
+
+    /// Turns what a readiness event did into events and state changes.
+    async fn after_progress(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
+        self.apply(p, ctx).await;
+        ctx.set_buffered(self.duplex.queued() + self.duplex.rbuf.len());
+    }
+
+    async fn apply(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
+        if p.read || p.read_eof {
+            self.deliver().await;
+        }
+        if p.read_eof {
+            self.events.emit(StreamEvent::ReadEof).await;
+            if self.close_on_read_eof {
+                self.duplex.close_when_empty = true;
+            }
+        }
+        if p.write_eof {
+            self.events.emit(StreamEvent::WriteEof).await;
+        }
+        if p.flushed {
+            self.events.emit(StreamEvent::Flushed).await;
+        }
+        if let Some(e) = p.write_error {
+            self.events.emit(StreamEvent::WriteError(e)).await;
+            return self.close(ctx).await;
+        }
+        if let Some(e) = p.read_error {
+            self.events.emit(StreamEvent::ReadError(e)).await;
+            return self.close(ctx).await;
+        }
+        if self.duplex.close_when_empty && self.duplex.queued() == 0 {
+            self.close(ctx).await;
+        }
+    }
+
+    async fn close(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if !self.duplex.is_closed() {
+            self.duplex.close();
+            self.events.emit(StreamEvent::Closed).await;
+        }
+        ctx.stop();
+    }
+}
+
+impl Notifier for Stream {
+    type Args = StreamArgs;
+
+    fn kind() -> &'static str {
+        "stream"
+    }
+
+    async fn init(args: StreamArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let source = args.source.ok_or_else(|| {
+            Error::closed(
+                "init",
+                format!(
+                    "stream {} cannot be restarted: its connection is gone",
+                    ctx.path()
+                ),
+            )
+        })?;
+        let mut events = Events::new();
+        for sub in args.subs {
+            events.subscribe(sub);
+        }
+        Ok(Stream {
+            duplex: Duplex::new(source, args.limits),
+            on_read: args.on_read,
+            close_on_read_eof: args.close_on_read_eof,
+            eof_delivered: false,
+            events,
+        })
+    }
+
+    async fn ready(&mut self) {
+        self.duplex.ready().await
+    }
+
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let p = self.duplex.progress();
+        self.after_progress(p, ctx).await;
+    }
+
+    fn accepting(&self) -> bool {
+        self.duplex.accepting_writes()
+    }
+
+    async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        // A graceful stop flushes what was accepted.
+        if !self.duplex.is_closed() {
+            if let Err(e) = self.duplex.drain().await {
+                self.events.emit(StreamEvent::WriteError(e)).await;
+            }
+            self.duplex.close();
+            self.events.emit(StreamEvent::Closed).await;
+        }
+    }
+}
+
+impl HasEvents<StreamEvent> for Stream {
+    fn events(&mut self) -> &mut Events<StreamEvent> {
+        &mut self.events
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("queued", &self.duplex.queued())
+            .field("buffered", &self.duplex.rbuf.len())
+            .finish()
+    }
+}
+
+/// Message: queue bytes; the sender resolves once they are written.
+#[derive(Debug)]
+pub struct Write(pub Bytes, pub Option<oneshot::Sender<Result<()>>>);
+
+/// Message: close once the write queue is empty.
+#[derive(Debug)]
+pub struct CloseWhenEmpty;
+
+/// Message: close now, dropping queued writes (their futures fail).
+#[derive(Debug)]
+pub struct CloseNow;
+
+/// Message: shut the write side down once the queue is empty.
+#[derive(Debug)]
+pub struct ShutdownWrite;
+
+/// Message: turn reading on or off (IO::Async's `want_readready`).
+#[derive(Debug)]
+pub struct WantRead(pub bool);
+
+/// Message: the stream's addresses and buffer sizes.
+#[derive(Debug)]
+pub struct Info;
+
+/// A stream's addresses and buffer sizes.
+#[derive(Debug, Clone, PartialEq, Eq, kameo::Reply)]
+pub struct StreamInfo {
+    /// Local address (sockets only).
+    pub local: Option<SockAddr>,
+    /// Peer address (sockets only).
+    pub peer: Option<SockAddr>,
+    /// Bytes queued for writing.
+    pub queued: usize,
+    /// Bytes read and not yet consumed.
+    pub buffered: usize,
+    /// Closed.
+    pub closed: bool,
+}
+
+impl Handler<Write> for Stream {
+    type Reply = ();
+    async fn handle(&mut self, Write(data, done): Write, ctx: &mut Ctx<'_, Self>) {
+        self.duplex.write(data, done);
+        let p = self.duplex.progress();
+        self.after_progress(p, ctx).await;
+    }
+}
+
+impl Handler<CloseWhenEmpty> for Stream {
+    type Reply = ();
+    async fn handle(&mut self, _: CloseWhenEmpty, ctx: &mut Ctx<'_, Self>) {
+        self.duplex.close_when_empty = true;
+        let p = self.duplex.progress();
+        self.after_progress(p, ctx).await;
+    }
+}
+
+impl Handler<CloseNow> for Stream {
+    type Reply = ();
+    async fn handle(&mut self, _: CloseNow, ctx: &mut Ctx<'_, Self>) {
+        self.close(ctx).await;
+    }
+}
+
+impl Handler<ShutdownWrite> for Stream {
+    type Reply = ();
+    async fn handle(&mut self, _: ShutdownWrite, ctx: &mut Ctx<'_, Self>) {
+        self.io().shutdown_write();
+        let p = self.duplex.progress();
+        self.after_progress(p, ctx).await;
+    }
+}
+
+impl Handler<WantRead> for Stream {
+    type Reply = ();
+    async fn handle(&mut self, WantRead(on): WantRead, _ctx: &mut Ctx<'_, Self>) {
+        self.duplex.read_off = !on;
+    }
+}
+
+impl Handler<Info> for Stream {
+    type Reply = StreamInfo;
+    async fn handle(&mut self, _: Info, _ctx: &mut Ctx<'_, Self>) -> StreamInfo {
+        StreamInfo {
+            local: self.duplex.src.local_addr(),
+            peer: self.duplex.src.peer_addr(),
+            queued: self.duplex.queued(),
+            buffered: self.duplex.rbuf.len(),
+            closed: self.duplex.is_closed(),
+        }
+    }
+}
+
+/// Stream operations on a stream's handle.
+pub trait StreamRef {
+    /// Queues `data` and resolves once it is written. Waits first while
+    /// the stream is above its write high watermark (backpressure).
+    fn write(&self, data: impl Into<Bytes> + Send) -> impl Future<Output = Result<()>> + Send;
+
+    /// Closes once everything queued is written.
+    fn close_when_empty(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Closes now; queued writes fail.
+    fn close_now(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Half-close: shuts the write side once the queue is empty.
+    fn shutdown_write(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Addresses and buffer sizes.
+    fn info(&self) -> impl Future<Output = Result<StreamInfo>> + Send;
+}
+
+impl StreamRef for NotifierRef<Stream> {
+    async fn write(&self, data: impl Into<Bytes> + Send) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tell(Write(data.into(), Some(tx))).await?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::closed("write", "the stream stopped")))
+    }
+
+    async fn close_when_empty(&self) -> Result<()> {
+        self.tell(CloseWhenEmpty).await
+    }
+
+    async fn close_now(&self) -> Result<()> {
+        self.tell(CloseNow).await
+    }
+
+    async fn shutdown_write(&self) -> Result<()> {
+        self.tell(ShutdownWrite).await
+    }
+
+    async fn info(&self) -> Result<StreamInfo> {
+        self.ask(Info).await
+    }
+}
+
