@@ -104,8 +104,8 @@ pub use ioasync_io::{
     FramedRef, FramedSpec, Info, Limits, Listen, ListenSocket, Listener, ListenerArgs,
     ListenerEvent, LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, ReadAction, SendFrame, SendTo,
     ShutdownWrite, SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
-    Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead,
-    Write, codec, name_of, open_fd_count, resolve,
+    Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, Write,
+    codec, name_of, open_fd_count, resolve,
 };
 pub use ioloop::{Loop, LoopBuilder, TimerId, When};
 

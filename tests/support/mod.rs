@@ -53,3 +53,76 @@ pub fn stopped(path: &'static str) -> impl FnMut(&SupervisionEvent) -> bool {
 pub fn test_loop() -> Loop {
     Loop::current().expect("adopting the test runtime")
 }
+
+/// A built example binary (cargo test builds the examples first).
+pub fn example(name: &str) -> std::path::PathBuf {
+    let mut p = std::env::current_exe().expect("test binary path");
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    let bin = p.join("examples").join(name);
+    assert!(
+        bin.exists(),
+        "{} not built; run through cargo test",
+        bin.display()
+    );
+    bin
+}
+
+/// Starts `cmd` (killed when dropped) with piped stdout; returns it, its
+/// first stdout line, and the rest of its stdout.
+pub async fn spawn_with_first_line(
+    cmd: &mut tokio::process::Command,
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    let first = bounded("first line", lines.next_line())
+        .await
+        .expect("read stdout")
+        .expect("a first line");
+    (child, first, lines)
+}
+
+/// Sends `sig` (a name like TERM) to `child`.
+pub async fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("running").to_string();
+    let ok = tokio::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid])
+        .status()
+        .await
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Perl with IO::Async, or a clear failure naming the missing package.
+pub fn perl() -> tokio::process::Command {
+    let ok = std::process::Command::new("perl")
+        .args(["-MIO::Async", "-e", "1"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "Perl IO::Async is missing: apt-get install libio-async-perl (.ci/run does)"
+    );
+    tokio::process::Command::new("perl")
+}
+
+/// Path of a Perl helper script in tests/support/perl.
+pub fn perl_script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support/perl")
+        .join(name)
+}

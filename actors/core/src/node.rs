@@ -346,7 +346,8 @@ impl Node {
     }
 
     pub(crate) fn set_buffered(&self, bytes: u64) {
-        self.buffered.store(bytes.min(u64::MAX - 1), Ordering::Relaxed);
+        self.buffered
+            .store(bytes.min(u64::MAX - 1), Ordering::Relaxed);
     }
 
     pub(crate) fn restarts(&self) -> u32 {

@@ -24,11 +24,12 @@ pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// A connect request: where, which families, how long. Await it.
 ///
 /// ```no_run
+/// # #[allow(dead_code)]
 /// # async fn f() -> ioasync::Result<()> {
 /// use std::time::Duration;
 /// use ioasync::Connect;
 ///
-/// let conn = Connect::new("localhost:8080".parse::<ioasync::Address>()?)
+/// let _conn = Connect::new("localhost:8080".parse::<ioasync::Address>()?)
 ///     .timeout(Duration::from_secs(5))
 ///     .await?;
 /// # Ok(()) }

@@ -268,7 +268,10 @@ impl Duplex {
         if self.is_closed() || self.write_shut || self.shutdown_when_empty || self.close_when_empty
         {
             if let Some(done) = done {
-                let _ = done.send(Err(Error::closed("write", "the stream is closed for writing")));
+                let _ = done.send(Err(Error::closed(
+                    "write",
+                    "the stream is closed for writing",
+                )));
             }
             return;
         }

@@ -3,6 +3,7 @@
 //!
 //! ```no_run
 //! use ioasync::{Framed, FramedRef, codec::LinesCodec};
+//! # #[allow(dead_code)]
 //! # async fn f(lp: ioasync::Loop, conn: ioasync::Connection) -> ioasync::Result<()> {
 //! let lines = lp
 //!     .add(Framed::spec("client", conn, LinesCodec::new_with_max_length(64 << 10))
@@ -79,8 +80,7 @@ impl<C, O> fmt::Debug for FramedIo<'_, C, O> {
     }
 }
 
-type OnFrame<C, O> =
-    Box<dyn FnMut(&mut FramedIo<'_, C, O>, <C as Decoder>::Item) + Send>;
+type OnFrame<C, O> = Box<dyn FnMut(&mut FramedIo<'_, C, O>, <C as Decoder>::Item) + Send>;
 
 /// How to start a [`Framed`].
 pub struct FramedArgs<C: Decoder, O> {
@@ -213,7 +213,11 @@ where
     O: Send + 'static,
 {
     /// A framed stream over a connected socket.
-    pub fn spec(name: impl Into<String>, conn: impl Into<Connection>, codec: C) -> FramedSpec<C, O> {
+    pub fn spec(
+        name: impl Into<String>,
+        conn: impl Into<Connection>,
+        codec: C,
+    ) -> FramedSpec<C, O> {
         FramedSpec {
             name: name.into(),
             args: FramedArgs {
@@ -268,11 +272,11 @@ where
     }
 
     async fn apply(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
-        if p.read || p.read_eof {
-            if let Err(e) = self.decode_all().await {
-                self.events.emit(FramedEvent::ReadError(e)).await;
-                return self.close(ctx).await;
-            }
+        if (p.read || p.read_eof)
+            && let Err(e) = self.decode_all().await
+        {
+            self.events.emit(FramedEvent::ReadError(e)).await;
+            return self.close(ctx).await;
         }
         if p.read_eof {
             self.events.emit(FramedEvent::ReadEof).await;

@@ -38,11 +38,13 @@ pub use duplex::Limits;
 pub use framed::{Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame};
 pub use listen::{Listen, ListenSocket};
 pub use listener::{
-    ACCEPT_BACKOFF, Accepted, ListenerArgs, Listener, ListenerEvent, LocalAddr, MAX_ACCEPT_BACKOFF,
+    ACCEPT_BACKOFF, Accepted, Listener, ListenerArgs, ListenerEvent, LocalAddr, MAX_ACCEPT_BACKOFF,
     OnStream,
 };
 pub use resolve::{Family, SockType, name_of, resolve};
-pub use socket::{Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef};
+pub use socket::{
+    Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
+};
 pub use stream::{
     CloseNow, CloseWhenEmpty, Info, ReadAction, ShutdownWrite, Stream, StreamArgs, StreamEvent,
     StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, Write,

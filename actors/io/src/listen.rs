@@ -97,7 +97,8 @@ impl Listen {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(|e| at("socket", e))?;
         if self.reuseaddr {
-            sock.set_reuse_address(true).map_err(|e| at("setsockopt", e))?;
+            sock.set_reuse_address(true)
+                .map_err(|e| at("setsockopt", e))?;
         }
         if let (Some(v6only), SocketAddr::V6(_)) = (self.v6only, addr) {
             sock.set_only_v6(v6only).map_err(|e| at("setsockopt", e))?;

@@ -76,13 +76,12 @@ impl Listener {
     /// ```no_run
     /// use ioasync::{Listen, Listener, ReadAction, Stream};
     ///
-    /// let spec = Listener::spec("echo", Listen::new("127.0.0.1:0".parse::<ioasync::Address>().unwrap()), |conn, peer| {
-    ///     Stream::spec(format!("conn-{peer}"), conn)
-    ///         .on_read(|io, buf, _eof| {
-    ///             io.write(buf.split().freeze());
-    ///             ReadAction::Wait
-    ///         })
-    ///         .into()
+    /// let at: ioasync::Address = "127.0.0.1:0".parse().unwrap();
+    /// let _spec = Listener::spec("echo", Listen::new(at), |conn, peer| {
+    ///     Stream::spec(format!("conn-{peer}"), conn).on_read(|io, buf, _eof| {
+    ///         io.write(buf.split().freeze());
+    ///         ReadAction::Wait
+    ///     })
     /// });
     /// ```
     pub fn spec<F, S>(name: impl Into<String>, listen: Listen, on_stream: F) -> Spec<Listener>

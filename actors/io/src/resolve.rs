@@ -52,7 +52,10 @@ fn resolve_error(host: &str, service: &str, e: sys::GaiError) -> Error {
     let mut err = Error::new(
         "resolve",
         ErrorKind::Resolve,
-        format!("cannot resolve {host}:{service}: {} (EAI {})", e.message, e.code),
+        format!(
+            "cannot resolve {host}:{service}: {} (EAI {})",
+            e.message, e.code
+        ),
     );
     if let Some(errno) = e.errno {
         err = err.with_source(std::io::Error::from_raw_os_error(errno));

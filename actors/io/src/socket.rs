@@ -94,7 +94,11 @@ impl Socket {
         Self::spec(name, Sock::Udp(sock), vec![sub])
     }
 
-    fn spec(name: impl Into<String>, sock: Sock, subs: Vec<Subscription<SocketEvent>>) -> Spec<Socket> {
+    fn spec(
+        name: impl Into<String>,
+        sock: Sock,
+        subs: Vec<Subscription<SocketEvent>>,
+    ) -> Spec<Socket> {
         let once = Mutex::new(Some(SocketArgs {
             sock: Some(sock),
             subs,
@@ -268,7 +272,11 @@ impl Handler<SocketAddrOf> for Socket {
 /// Datagram operations on a socket's handle.
 pub trait SocketRef {
     /// Queues a datagram to `dest` (waits while the send queue is full).
-    fn send_to(&self, data: impl Into<Bytes> + Send, dest: Dest) -> impl Future<Output = Result<()>> + Send;
+    fn send_to(
+        &self,
+        data: impl Into<Bytes> + Send,
+        dest: Dest,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// The bound address.
     fn local_addr(&self) -> impl Future<Output = Result<SockAddr>> + Send;
 }

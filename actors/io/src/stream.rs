@@ -11,6 +11,7 @@
 //! use ioasync::prelude::*;
 //! use ioasync::{Connect, ReadAction, Stream, StreamRef};
 //!
+//! # #[allow(dead_code)]
 //! # async fn f(lp: Loop) -> ioasync::Result<()> {
 //! let conn = Connect::new("127.0.0.1:7".parse::<ioasync::Address>()?).await?;
 //! let stream = lp
@@ -544,4 +545,3 @@ impl StreamRef for NotifierRef<Stream> {
         self.ask(Info).await
     }
 }
-

@@ -126,7 +126,10 @@ unsafe fn sockaddr_to_std(sa: *const libc::sockaddr, len: libc::socklen_t) -> Op
             // SAFETY: family and length say this is a sockaddr_in.
             let sin = unsafe { &*(sa as *const libc::sockaddr_in) };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 if len as usize >= mem::size_of::<libc::sockaddr_in6>() => {
             // SAFETY: family and length say this is a sockaddr_in6.
@@ -201,5 +204,7 @@ pub(crate) fn getnameinfo(addr: &SocketAddr, numeric: bool) -> Result<(String, S
 
 /// How many file descriptors this process has open (from `/proc/self/fd`).
 pub fn open_fd_count() -> std::io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .count()
+        .saturating_sub(1))
 }

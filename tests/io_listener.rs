@@ -1,0 +1,178 @@
+//! Listeners: supervised connection children, restart with re-bind, and
+//! typed frames over streams.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use ioasync::{
+    Address, Backoff, ExitReason, Framed, FramedRef, Listen, Listener, LocalAddr, ReadAction,
+    Restart, Stream, SupervisionEventKind, codec::LinesCodec,
+};
+use support::{bounded, test_loop, wait_event};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+
+fn local() -> Listen {
+    Listen::new("127.0.0.1:0".parse::<Address>().unwrap())
+}
+
+#[tokio::test]
+async fn a_crashing_connection_handler_never_takes_the_listener_down() {
+    let lp = test_loop();
+    let mut events = lp.supervision_events();
+    let n = AtomicU64::new(0);
+    let listener = lp
+        .listen("srv", local(), move |conn, _| {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            Stream::spec(format!("conn-{i}"), conn).on_read(|io, buf, _| {
+                if buf.starts_with(b"boom") {
+                    panic!("handler crashed on purpose");
+                }
+                io.write(buf.split().freeze());
+                ReadAction::Wait
+            })
+        })
+        .await
+        .unwrap();
+    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let mut bad = TcpStream::connect(addr).await.unwrap();
+    bad.write_all(b"boom").await.unwrap();
+    let ev = wait_event(&mut events, |e| {
+        e.path == "/srv/conn-0" && matches!(e.what, SupervisionEventKind::Exited(_))
+    })
+    .await;
+    let SupervisionEventKind::Exited(ExitReason::Panicked(msg)) = ev.what else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(msg, "handler crashed on purpose");
+    // The crashed connection is closed, not restarted...
+    let mut rest = Vec::new();
+    bounded("bad closed", bad.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    // ...and the listener serves the next one.
+    let mut good = TcpStream::connect(addr).await.unwrap();
+    good.write_all(b"fine").await.unwrap();
+    let mut buf = [0u8; 4];
+    bounded("echo", good.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(&buf, b"fine");
+    assert_eq!(listener.restarts(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_listener_is_restarted_by_its_supervisor_and_binds_again() {
+    let lp = test_loop();
+    let mut events = lp.supervision_events();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let crashed = Arc::new(AtomicBool::new(false));
+    let c = crashed.clone();
+    let spec = Listener::spec("srv", Listen::new(port), move |conn, _| {
+        if !c.swap(true, Ordering::SeqCst) {
+            panic!("listener's on_stream failed");
+        }
+        Stream::spec("conn", conn).on_read(|io, buf, _| {
+            io.write(buf.split().freeze());
+            ReadAction::Wait
+        })
+    })
+    .restart(Restart::Permanent)
+    .backoff(Backoff::new(
+        Duration::from_millis(20),
+        2.0,
+        Duration::from_secs(1),
+    ));
+    let listener = lp.add(spec).await.unwrap();
+    let first = TcpStream::connect(port).await.unwrap();
+    let ev = wait_event(&mut events, |e| {
+        matches!(e.what, SupervisionEventKind::Restarted { .. })
+    })
+    .await;
+    assert_eq!(ev.path, "/srv");
+    drop(first);
+    let mut again = TcpStream::connect(port).await.unwrap();
+    again.write_all(b"back").await.unwrap();
+    let mut buf = [0u8; 4];
+    bounded("echo after re-bind", again.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf, b"back");
+    assert_eq!(listener.restarts(), 1);
+}
+
+#[tokio::test]
+async fn framed_line_streams_carry_typed_frames_both_ways() {
+    let lp = test_loop();
+    let listener = lp
+        .listen("lines", local(), |conn, _| {
+            Framed::spec("conn", conn, LinesCodec::new_with_max_length(1024)).on_frame(
+                |io, line: String| {
+                    let reply = line.chars().rev().collect::<String>();
+                    io.send(reply).expect("encode");
+                },
+            )
+        })
+        .await
+        .unwrap();
+    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let conn = lp.connect(addr).await.unwrap();
+    let (recorder, sub) = ioasync::test_util::Recorder::new();
+    let client = lp
+        .add(Framed::spec("client", conn, LinesCodec::new()).subscribe(sub))
+        .await
+        .unwrap();
+    for w in ["hello", "world"] {
+        client.send(w.to_string()).await.unwrap();
+    }
+    let frames: Vec<String> = bounded("frames", recorder.wait_len(2))
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            ioasync::FramedEvent::Frame(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames, ["olleh", "dlrow"]);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_that_stream_with_a_decode_error() {
+    let lp = test_loop();
+    let (recorder, sub) = ioasync::test_util::Recorder::new();
+    let sub = std::sync::Mutex::new(Some(sub));
+    let listener = lp
+        .listen("lines", local(), move |conn, _| {
+            let mut spec = Framed::<LinesCodec, String>::spec(
+                "conn",
+                conn,
+                LinesCodec::new_with_max_length(16),
+            );
+            if let Some(s) = sub.lock().unwrap().take() {
+                spec = spec.subscribe(s);
+            }
+            spec
+        })
+        .await
+        .unwrap();
+    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(&[b'x'; 100]).await.unwrap();
+    let evs = bounded("events", recorder.wait_len(2)).await;
+    let ioasync::FramedEvent::ReadError(e) = &evs[0] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(e.op(), "decode");
+    let mut lines = BufReader::new(c).lines();
+    assert_eq!(bounded("closed", lines.next_line()).await.unwrap(), None);
+}

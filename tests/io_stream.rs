@@ -1,0 +1,317 @@
+//! Streams on real loopback sockets: IO::Async's on_read contract, EOF,
+//! backpressure, errors with errno, IPv6, fd hygiene.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use ioasync::{
+    Address, Limits, Listen, LocalAddr, Loop, NotifierRef, ReadAction, SockAddr, Stream,
+    StreamEvent, StreamRef, WantRead, Write, test_util::Recorder,
+};
+use support::{bounded, test_loop};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::Notify,
+};
+
+/// A raw tokio listener on loopback and a stream notifier over the
+/// connection our Loop makes to it.
+async fn pair_with(
+    lp: &Loop,
+    build: impl FnOnce(ioasync::StreamSpec) -> ioasync::StreamSpec,
+) -> (NotifierRef<Stream>, TcpStream) {
+    let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = raw.local_addr().unwrap();
+    let (conn, accepted) = tokio::join!(lp.connect(addr), raw.accept());
+    let stream = lp
+        .add(build(Stream::spec("s", conn.unwrap())))
+        .await
+        .unwrap();
+    (stream, accepted.unwrap().0)
+}
+
+#[tokio::test]
+async fn on_read_contract_two_lines_in_one_packet_runs_the_handler_until_no_full_line_remains() {
+    let lp = test_loop();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let c = calls.clone();
+    let done = Arc::new(Notify::new());
+    let d = done.clone();
+    let (_s, mut peer) = pair_with(&lp, |s| {
+        s.on_read(move |_io, buf, eof| {
+            // IO::Async style: take one line per call, ask to be called again.
+            let mut calls = c.lock().unwrap();
+            match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    let line = buf.split_to(i + 1);
+                    calls.push((String::from_utf8_lossy(&line).into_owned(), eof, "again"));
+                    ReadAction::Again
+                }
+                None => {
+                    calls.push((String::from_utf8_lossy(buf).into_owned(), eof, "wait"));
+                    d.notify_one();
+                    ReadAction::Wait
+                }
+            }
+        })
+    })
+    .await;
+    peer.write_all(b"one\ntwo\nthr").await.unwrap();
+    bounded("handler waits", done.notified()).await;
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        vec![
+            ("one\n".to_string(), false, "again"),
+            ("two\n".to_string(), false, "again"),
+            ("thr".to_string(), false, "wait"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn eof_mid_line_delivers_the_partial_data_with_eof_set() {
+    let lp = test_loop();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let (events, sub) = Recorder::new();
+    let (_s, mut peer) = pair_with(&lp, |s| {
+        s.on_read(move |_io, buf, eof| {
+            // A line parser: consume whole lines only.
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line = buf.split_to(i + 1);
+                s2.lock()
+                    .unwrap()
+                    .push((String::from_utf8_lossy(&line).into_owned(), eof));
+            }
+            if eof {
+                s2.lock()
+                    .unwrap()
+                    .push((String::from_utf8_lossy(&buf.split()).into_owned(), eof));
+            }
+            ReadAction::Wait
+        })
+        .subscribe(sub)
+    })
+    .await;
+    peer.write_all(b"whole\npartial line").await.unwrap();
+    peer.shutdown().await.unwrap();
+    let evs = bounded("closed", events.wait_len(2)).await;
+    assert!(matches!(evs[0], StreamEvent::ReadEof), "{evs:?}");
+    assert!(matches!(evs[1], StreamEvent::Closed), "{evs:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].0, "whole\n");
+    assert_eq!(seen[1], ("partial line".to_string(), true));
+}
+
+#[tokio::test]
+async fn backpressure_makes_writers_wait_at_the_high_watermark_and_loses_nothing() {
+    let lp = test_loop();
+    let limits = Limits {
+        write_high: 256 << 10,
+        write_low: 128 << 10,
+        ..Limits::default()
+    };
+    let (stream, mut peer) = pair_with(&lp, |s| s.limits(limits)).await;
+    const CHUNK: usize = 64 << 10;
+    const CHUNKS: usize = 512; // 32 MiB, far more than the kernel buffers
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (stream, sent) = (stream.clone(), sent.clone());
+        tokio::spawn(async move {
+            for i in 0..CHUNKS {
+                let chunk = vec![(i % 251) as u8; CHUNK];
+                stream.tell(Write(chunk.into(), None)).await.unwrap();
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+            stream.close_when_empty().await.unwrap();
+        })
+    };
+    // The peer reads nothing: the writer must block with the mailbox full.
+    let path = stream.path().to_owned();
+    bounded("mailbox fills", async {
+        loop {
+            let t = lp.tree();
+            let node = t.find(&path).unwrap();
+            if node.queue == Some(64) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let node = lp.tree().find(&path).unwrap().clone();
+    let buffered = node.buffered.unwrap() as usize;
+    assert!(
+        buffered <= limits.write_high + CHUNK,
+        "buffered {buffered} past the high watermark"
+    );
+    let accepted = sent.load(Ordering::SeqCst);
+    assert!(accepted < CHUNKS / 2, "writer not held back: {accepted}");
+    // Now read everything: every byte arrives, in order, then EOF.
+    let mut got = Vec::with_capacity(CHUNK * CHUNKS);
+    bounded("drain", peer.read_to_end(&mut got)).await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), CHUNK * CHUNKS);
+    for (i, chunk) in got.chunks(CHUNK).enumerate() {
+        assert!(chunk.iter().all(|b| *b == (i % 251) as u8), "chunk {i}");
+    }
+}
+
+#[tokio::test]
+async fn connecting_to_a_refused_port_is_a_connect_error_with_econnrefused() {
+    let lp = test_loop();
+    // Bind then drop: the port is free and nobody listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = lp.connect(port).await.unwrap_err();
+    assert_eq!(err.op(), "connect");
+    assert_eq!(err.errno(), Some(libc_econnrefused()));
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}
+
+fn libc_econnrefused() -> i32 {
+    std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
+        .raw_os_error()
+        .unwrap_or(111)
+}
+
+#[tokio::test]
+async fn an_unresolvable_name_is_a_resolve_error_not_a_connect_error() {
+    let lp = test_loop();
+    let err = lp
+        .connect(Address::inet("no-such-host.invalid", "80"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.op(), "resolve");
+    assert!(err.is_resolve(), "{err}");
+    let err = lp
+        .resolve("localhost", "no-such-service")
+        .await
+        .unwrap_err();
+    assert!(err.is_resolve(), "{err}");
+}
+
+#[tokio::test]
+async fn resolve_maps_service_names_and_numeric_hosts() {
+    let lp = test_loop();
+    let addrs = lp.resolve("127.0.0.1", "http").await.unwrap();
+    assert_eq!(addrs, vec!["127.0.0.1:80".parse().unwrap()]);
+    let (host, serv) = ioasync::name_of("127.0.0.1:80".parse().unwrap(), true)
+        .await
+        .unwrap();
+    assert_eq!((host.as_str(), serv.as_str()), ("127.0.0.1", "80"));
+}
+
+#[tokio::test]
+async fn writing_after_a_peer_reset_is_a_write_error_with_errno_as_event_and_future() {
+    let lp = test_loop();
+    let (events, sub) = Recorder::new();
+    let (stream, peer) = pair_with(&lp, |s| s.subscribe(sub)).await;
+    // Stop reading so the reset is seen by a write, not a read.
+    stream.ask(WantRead(false)).await.unwrap();
+    let peer = peer.into_std().unwrap();
+    socket2::SockRef::from(&peer)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(peer); // RST
+    let mut err = None;
+    for _ in 0..100 {
+        match stream.write(vec![0u8; 1024]).await {
+            Ok(()) => tokio::task::yield_now().await,
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    let err = err.expect("a write failed");
+    assert_eq!(err.op(), "write", "{err}");
+    let errno = err.errno().expect("errno kept");
+    assert!(
+        errno == 32 || errno == 104,
+        "EPIPE or ECONNRESET, got {errno}"
+    );
+    let evs = bounded("events", events.wait_len(2)).await;
+    let StreamEvent::WriteError(ev) = &evs[0] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(ev.errno(), Some(errno));
+    assert!(matches!(evs[1], StreamEvent::Closed));
+}
+
+#[tokio::test]
+async fn ipv6_listen_on_loopback_and_connect() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: this machine has no IPv6 loopback (::1)");
+        return;
+    }
+    let lp = test_loop();
+    let listener = lp
+        .listen(
+            "v6",
+            Listen::new("[::1]:0".parse::<Address>().unwrap()).v6only(true),
+            |conn, _| {
+                Stream::spec("echo", conn).on_read(|io, buf, _| {
+                    io.write(buf.split().freeze());
+                    ReadAction::Wait
+                })
+            },
+        )
+        .await
+        .unwrap();
+    let SockAddr::Inet(addr) = listener.ask(LocalAddr).await.unwrap() else {
+        panic!("inet")
+    };
+    assert!(addr.is_ipv6());
+    let conn = lp
+        .connect(Address::inet("::1", addr.port().to_string()))
+        .await
+        .unwrap();
+    let ioasync::Connection::Tcp(mut tcp) = conn else {
+        panic!("tcp")
+    };
+    assert!(tcp.peer_addr().unwrap().is_ipv6());
+    tcp.write_all(b"over six").await.unwrap();
+    let mut buf = [0u8; 8];
+    bounded("echo", tcp.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(&buf, b"over six");
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_flushes_what_a_stream_accepted() {
+    let lp = test_loop();
+    let (stream, mut peer) = pair_with(&lp, |s| s).await;
+    stream.ask(WantRead(false)).await.unwrap();
+    for i in 0..100u8 {
+        stream
+            .tell(Write(vec![i; 1000].into(), None))
+            .await
+            .unwrap();
+    }
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let report = lp.shutdown(Some(Duration::from_secs(5))).await;
+    assert!(report.is_clean());
+    let got = bounded("reader", reader).await.unwrap();
+    assert_eq!(got.len(), 100 * 1000);
+    assert!(
+        got.chunks(1000)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|b| *b == i as u8))
+    );
+}
