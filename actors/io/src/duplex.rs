@@ -315,7 +315,7 @@ impl Duplex {
     fn read_some(&mut self, p: &mut Progress) {
         let mut got = 0;
         while got < self.limits.read_chunk {
-            self.rbuf.reserve(8192.min(self.limits.read_chunk));
+            self.rbuf.reserve(4096.min(self.limits.read_chunk));
             match self.src.try_read_buf(&mut self.rbuf) {
                 Ok(0) => {
                     self.read_eof = true;
@@ -333,6 +333,15 @@ impl Duplex {
                     break;
                 }
             }
+        }
+        self.update_read_pause();
+    }
+
+    /// Called after the reader consumed what it could: an empty buffer is
+    /// released, so an idle connection holds no read buffer at all.
+    pub(crate) fn consumed(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
         }
         self.update_read_pause();
     }

@@ -262,7 +262,7 @@ where
                 None => break,
             }
         }
-        self.duplex.update_read_pause();
+        self.duplex.consumed();
         Ok(())
     }
 

@@ -292,7 +292,7 @@ impl Stream {
             }
             None => {}
         }
-        self.duplex.update_read_pause();
+        self.duplex.consumed();
     }
 
     /// Turns what a readiness event did into events and state changes.
