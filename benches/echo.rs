@@ -112,14 +112,23 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let addr = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
         Server { child, addr }
     }
 
     /// (user + system CPU seconds, RSS bytes) from /proc.
     fn usage(&self) -> (f64, u64) {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
         let tick = 100.0; // USER_HZ
         let cpu = (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / tick;
         let rss_pages: u64 = fields[21].parse().unwrap();
@@ -220,7 +229,9 @@ fn main() {
     raise_nofile();
     let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 0.5 } else { 2.0 };
-    println!("echo benchmark: {MSG}-byte messages, {secs} s per run, load generator: tokio, 2 workers");
+    println!(
+        "echo benchmark: {MSG}-byte messages, {secs} s per run, load generator: tokio, 2 workers"
+    );
     for flavor in ["current", "multi"] {
         println!("\nserver runtime: {flavor}-thread");
         println!(

@@ -8,15 +8,21 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
+use std::{io::Read as _, io::Write as _, os::fd::OwnedFd};
+
 use ioasync::{
-    Address, Listen, LocalAddr, ReadAction, Stream, StreamEvent, StreamRef, Subscription,
+    Address, Handle, Listen, LocalAddr, ReadAction, Stream, StreamEvent, StreamRef, Subscription,
     open_fd_count,
 };
 use support::{bounded, test_loop};
 use tokio::sync::Notify;
 
+/// The fd count is process-wide: the tests here take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn a_thousand_connect_close_cycles_leave_the_fd_count_where_it_started() {
+    let _serial = SERIAL.lock().await;
     let lp = test_loop();
     let closed_server_side = Arc::new(AtomicUsize::new(0));
     let notify = Arc::new(Notify::new());
@@ -66,5 +72,70 @@ async fn a_thousand_connect_close_cycles_leave_the_fd_count_where_it_started() {
         }
     })
     .await;
+    assert_eq!(open_fd_count().unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_stream_over_two_pipe_ends_echoes_and_closes_each_fd_once() {
+    let _serial = SERIAL.lock().await;
+    let lp = test_loop();
+    let before = open_fd_count().unwrap();
+    let (in_rd, mut in_wr) = std::io::pipe().unwrap();
+    let (mut out_rd, out_wr) = std::io::pipe().unwrap();
+    let spec = Stream::from_fds(
+        "pipes",
+        Some(OwnedFd::from(in_rd)),
+        Some(OwnedFd::from(out_wr)),
+    )
+    .unwrap()
+    .on_read(|io, buf, _| {
+        io.write(buf.split().freeze());
+        ReadAction::Wait
+    });
+    let s = lp.add(spec).await.unwrap();
+    in_wr.write_all(b"through the pipes").unwrap();
+    drop(in_wr); // EOF: the stream flushes and closes both of its fds
+    let got = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        out_rd.read_to_end(&mut v).unwrap();
+        v
+    });
+    assert_eq!(bounded("echo", got).await.unwrap(), b"through the pipes");
+    bounded("stopped", s.wait_stopped()).await;
+    assert_eq!(open_fd_count().unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_handle_over_a_read_fd_and_a_write_fd_reports_readiness_and_closes_each_once() {
+    let _serial = SERIAL.lock().await;
+    let lp = test_loop();
+    let before = open_fd_count().unwrap();
+    let (in_rd, mut in_wr) = std::io::pipe().unwrap();
+    let (mut out_rd, out_wr) = std::io::pipe().unwrap();
+    let spec = Handle::spec("h", Some(OwnedFd::from(in_rd)), Some(OwnedFd::from(out_wr)))
+        .unwrap()
+        .on_read_ready(|io| {
+            let mut buf = [0u8; 256];
+            loop {
+                match io.read(&mut buf) {
+                    Ok(0) => return io.close(),
+                    Ok(n) => {
+                        let upper = buf[..n].to_ascii_uppercase();
+                        io.write(&upper).unwrap();
+                    }
+                    Err(_) => return, // WouldBlock: wait for more
+                }
+            }
+        });
+    let h = lp.add(spec).await.unwrap();
+    in_wr.write_all(b"shout").unwrap();
+    drop(in_wr);
+    let got = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        out_rd.read_to_end(&mut v).unwrap();
+        v
+    });
+    assert_eq!(bounded("output", got).await.unwrap(), b"SHOUT");
+    bounded("stopped", h.wait_stopped()).await;
     assert_eq!(open_fd_count().unwrap(), before);
 }

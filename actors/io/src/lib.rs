@@ -6,6 +6,8 @@
 //! - [`Framed`]: the same with a `tokio_util` codec: typed frames in, typed
 //!   frames out (IO::Async's Protocol::Stream / LineStream);
 //! - [`Socket`]: datagrams (UDP, Unix);
+//! - [`Handle`]: readiness of one fd or a read fd and a write fd, for
+//!   programs that do their own reads and writes;
 //! - [`Listener`]: accepts and starts a supervised child per connection;
 //! - [`Connect`], [`Listen`], [`resolve()`]: connecting (Happy Eyeballs),
 //!   listening (socket2 options) and name resolution off the reactor.
@@ -24,6 +26,7 @@ mod connect;
 mod connection;
 mod duplex;
 mod framed;
+mod handle;
 mod listen;
 mod listener;
 mod resolve;
@@ -36,6 +39,7 @@ pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY};
 pub use connection::Connection;
 pub use duplex::Limits;
 pub use framed::{Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame};
+pub use handle::{Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, WantReady};
 pub use listen::{Listen, ListenSocket};
 pub use listener::{
     ACCEPT_BACKOFF, Accepted, Listener, ListenerArgs, ListenerEvent, LocalAddr, MAX_ACCEPT_BACKOFF,

@@ -1,8 +1,9 @@
 //! The OS calls portable Rust cannot make: `getaddrinfo(3)` with service
 //! names and family hints, and `getnameinfo(3)`.
 //!
-//! Contract: every function here blocks; callers run them on tokio's
-//! blocking pool, never on a runtime worker. Nothing here keeps a pointer
+//! Contract: the name-service functions block; callers run them on tokio's
+//! blocking pool, never on a runtime worker. `async_fd` registers an fd
+//! the caller gives up ownership of. Nothing here keeps a pointer
 //! past its call: results are copied into owned Rust values before the
 //! C-allocated list is freed.
 #![allow(unsafe_code)]
@@ -200,6 +201,18 @@ pub(crate) fn getnameinfo(addr: &SocketAddr, numeric: bool) -> Result<(String, S
         h.to_string_lossy().into_owned(),
         s.to_string_lossy().into_owned(),
     ))
+}
+
+/// Registers an owned fd with tokio's reactor.
+pub(crate) fn async_fd(
+    fd: std::os::fd::OwnedFd,
+    interest: tokio::io::Interest,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and refers
+    // to the same file description for the AsyncFd's whole life; ioasync
+    // never calls `get_mut` to swap it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// How many file descriptors this process has open (from `/proc/self/fd`).

@@ -1,0 +1,381 @@
+//! [`Handle`]: the low-level notifier over one fd, or a separate read fd
+//! and write fd (IO::Async::Handle). It reports readiness; the program
+//! does its own reads and writes through [`HandleIo`]. For buffered IO use
+//! [`Stream::from_fds`](crate::Stream::from_fds) instead.
+//!
+//! ```
+//! use std::os::fd::OwnedFd;
+//! use ioasync::{Handle, HandleEvent, Loop};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> ioasync::Result<()> {
+//! let lp = Loop::current()?;
+//! let (rx, tx) = std::io::pipe().unwrap();
+//! let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+//! let g = got.clone();
+//! let h = lp
+//!     .add(Handle::spec("pipe", Some(OwnedFd::from(rx)), None)?.on_read_ready(move |io| {
+//!         let mut buf = [0u8; 64];
+//!         while let Ok(n) = io.read(&mut buf) {
+//!             if n == 0 { io.close(); break; }
+//!             g.lock().unwrap().extend_from_slice(&buf[..n]);
+//!         }
+//!     }))
+//!     .await?;
+//! std::io::Write::write_all(&mut &tx, b"ping").unwrap();
+//! drop(tx);
+//! h.wait_stopped().await;
+//! assert_eq!(&got.lock().unwrap()[..], b"ping");
+//! # Ok(()) }
+//! ```
+
+use std::{
+    fmt, io,
+    os::fd::{AsRawFd, OwnedFd},
+    sync::Mutex,
+};
+
+use ioasync_core::{
+    Ctx, Error, Events, Handler, HasEvents, Notifier, Restart, Result, Spec, Subscription,
+};
+use tokio::io::{Interest, unix::AsyncFd};
+
+/// Something that happened to a handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandleEvent {
+    /// The read fd is readable (only without an `on_read_ready` closure).
+    ReadReady,
+    /// The write fd is writable (only without an `on_write_ready` closure).
+    WriteReady,
+    /// The handle closed; its fds are closed.
+    Closed,
+}
+
+/// What readiness closures may do: read, write, close, change interest.
+pub struct HandleIo<'a> {
+    rd: Option<&'a AsyncFd<OwnedFd>>,
+    wr: Option<&'a AsyncFd<OwnedFd>>,
+    flags: &'a mut Flags,
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    want_read: bool,
+    want_write: bool,
+    close: bool,
+    read_blocked: bool,
+    write_blocked: bool,
+}
+
+impl HandleIo<'_> {
+    /// `read(2)` on the read fd; `WouldBlock` once drained (readiness is
+    /// then re-armed).
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.rd.ok_or(io::ErrorKind::NotConnected)?;
+        let r = nix::unistd::read(fd.get_ref(), buf).map_err(io::Error::from);
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.flags.read_blocked = true;
+        }
+        r
+    }
+
+    /// `write(2)` on the write fd; `WouldBlock` when full (readiness is
+    /// then re-armed).
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let fd = self.wr.ok_or(io::ErrorKind::NotConnected)?;
+        let r = nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from);
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.flags.write_blocked = true;
+        }
+        r
+    }
+
+    /// Report read readiness (IO::Async's `want_readready`).
+    pub fn want_read(&mut self, on: bool) {
+        self.flags.want_read = on;
+    }
+
+    /// Report write readiness (IO::Async's `want_writeready`).
+    pub fn want_write(&mut self, on: bool) {
+        self.flags.want_write = on;
+    }
+
+    /// Close both fds (once) and stop the notifier.
+    pub fn close(&mut self) {
+        self.flags.close = true;
+    }
+}
+
+impl fmt::Debug for HandleIo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandleIo")
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+type Ready = Box<dyn FnMut(&mut HandleIo<'_>) + Send>;
+
+/// How to start a [`Handle`].
+pub struct HandleArgs {
+    fds: Option<(Option<OwnedFd>, Option<OwnedFd>)>,
+    on_read: Option<Ready>,
+    on_write: Option<Ready>,
+    want_write: bool,
+    subs: Vec<Subscription<HandleEvent>>,
+}
+
+impl fmt::Debug for HandleArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandleArgs")
+            .field("want_write", &self.want_write)
+            .finish()
+    }
+}
+
+/// A handle spec under construction.
+#[must_use = "a HandleSpec does nothing until it is added"]
+#[derive(Debug)]
+pub struct HandleSpec {
+    name: String,
+    args: HandleArgs,
+}
+
+impl HandleSpec {
+    /// Called inside the notifier whenever the read fd is readable.
+    pub fn on_read_ready(mut self, f: impl FnMut(&mut HandleIo<'_>) + Send + 'static) -> Self {
+        self.args.on_read = Some(Box::new(f));
+        self
+    }
+
+    /// Called inside the notifier whenever the write fd is writable and
+    /// write readiness is wanted.
+    pub fn on_write_ready(mut self, f: impl FnMut(&mut HandleIo<'_>) + Send + 'static) -> Self {
+        self.args.on_write = Some(Box::new(f));
+        self
+    }
+
+    /// Start with write readiness wanted (default off).
+    pub fn want_write(mut self, on: bool) -> Self {
+        self.args.want_write = on;
+        self
+    }
+
+    /// Subscribe to events from the start.
+    pub fn subscribe(mut self, sub: Subscription<HandleEvent>) -> Self {
+        self.args.subs.push(sub);
+        self
+    }
+}
+
+impl From<HandleSpec> for Spec<Handle> {
+    fn from(s: HandleSpec) -> Self {
+        let once = Mutex::new(Some(s.args));
+        Spec::with(s.name, move || {
+            once.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or(HandleArgs {
+                    fds: None,
+                    on_read: None,
+                    on_write: None,
+                    want_write: false,
+                    subs: Vec::new(),
+                })
+        })
+        .restart(Restart::Temporary)
+    }
+}
+
+/// A readiness notifier over a read fd and/or a write fd.
+pub struct Handle {
+    rd: Option<AsyncFd<OwnedFd>>,
+    wr: Option<AsyncFd<OwnedFd>>,
+    flags: Flags,
+    on_read: Option<Ready>,
+    on_write: Option<Ready>,
+    ready_r: bool,
+    ready_w: bool,
+    events: Events<HandleEvent>,
+}
+
+fn nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+impl Handle {
+    /// A handle over `read` and/or `write` (they may be two ends of
+    /// different pipes, or stdin and stdout). The fds are made
+    /// non-blocking and closed exactly once, when the handle closes.
+    pub fn spec(
+        name: impl Into<String>,
+        read: Option<OwnedFd>,
+        write: Option<OwnedFd>,
+    ) -> Result<HandleSpec> {
+        if read.is_none() && write.is_none() {
+            return Err(Error::invalid_input(
+                "handle",
+                "neither a read nor a write fd",
+            ));
+        }
+        for fd in read.iter().chain(write.iter()) {
+            nonblocking(fd).map_err(|e| Error::io_at("fcntl", fd.as_raw_fd(), e))?;
+        }
+        Ok(HandleSpec {
+            name: name.into(),
+            args: HandleArgs {
+                fds: Some((read, write)),
+                on_read: None,
+                on_write: None,
+                want_write: false,
+                subs: Vec::new(),
+            },
+        })
+    }
+
+    fn io(&mut self) -> HandleIo<'_> {
+        HandleIo {
+            rd: self.rd.as_ref(),
+            wr: self.wr.as_ref(),
+            flags: &mut self.flags,
+        }
+    }
+}
+
+impl Notifier for Handle {
+    type Args = HandleArgs;
+
+    fn kind() -> &'static str {
+        "handle"
+    }
+
+    async fn init(args: HandleArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let (read, write) = args.fds.ok_or_else(|| {
+            Error::closed(
+                "init",
+                format!("{} cannot be restarted: its fds are closed", ctx.path()),
+            )
+        })?;
+        let wrap = |fd: OwnedFd, interest| {
+            let raw = fd.as_raw_fd();
+            crate::sys::async_fd(fd, interest).map_err(|e| Error::io_at("epoll_ctl", raw, e))
+        };
+        let rd = read.map(|fd| wrap(fd, Interest::READABLE)).transpose()?;
+        let wr = write.map(|fd| wrap(fd, Interest::WRITABLE)).transpose()?;
+        let mut events = Events::new();
+        for s in args.subs {
+            events.subscribe(s);
+        }
+        Ok(Handle {
+            flags: Flags {
+                want_read: rd.is_some(),
+                want_write: args.want_write && wr.is_some(),
+                ..Flags::default()
+            },
+            rd,
+            wr,
+            on_read: args.on_read,
+            on_write: args.on_write,
+            ready_r: false,
+            ready_w: false,
+            events,
+        })
+    }
+
+    async fn ready(&mut self) {
+        let (r, w) = (
+            self.flags.want_read && self.rd.is_some(),
+            self.flags.want_write && self.wr.is_some(),
+        );
+        tokio::select! {
+            Ok(mut g) = async { self.rd.as_ref().expect("checked").readable().await }, if r => {
+                // The last read drained the fd: forget the cached readiness
+                // and wait for new data; otherwise report it again.
+                if std::mem::take(&mut self.flags.read_blocked) {
+                    g.clear_ready();
+                } else {
+                    g.retain_ready();
+                    self.ready_r = true;
+                }
+            }
+            Ok(mut g) = async { self.wr.as_ref().expect("checked").writable().await }, if w => {
+                if std::mem::take(&mut self.flags.write_blocked) {
+                    g.clear_ready();
+                } else {
+                    g.retain_ready();
+                    self.ready_w = true;
+                }
+            }
+            () = std::future::pending::<()>(), if !r && !w => {}
+        }
+    }
+
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if std::mem::take(&mut self.ready_r) {
+            match self.on_read.take() {
+                Some(mut f) => {
+                    f(&mut self.io());
+                    self.on_read = Some(f);
+                }
+                None => {
+                    self.events.emit(HandleEvent::ReadReady).await;
+                    // Nobody reads: stop reporting until asked again.
+                    self.flags.want_read = false;
+                }
+            }
+        }
+        if std::mem::take(&mut self.ready_w) {
+            match self.on_write.take() {
+                Some(mut f) => {
+                    f(&mut self.io());
+                    self.on_write = Some(f);
+                }
+                None => {
+                    self.events.emit(HandleEvent::WriteReady).await;
+                    self.flags.want_write = false;
+                }
+            }
+        }
+        if self.flags.close {
+            self.rd = None;
+            self.wr = None;
+            self.events.emit(HandleEvent::Closed).await;
+            ctx.stop();
+        }
+    }
+}
+
+impl HasEvents<HandleEvent> for Handle {
+    fn events(&mut self) -> &mut Events<HandleEvent> {
+        &mut self.events
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+/// Message: change which readiness the handle reports.
+#[derive(Debug)]
+pub struct WantReady {
+    /// Report read readiness.
+    pub read: bool,
+    /// Report write readiness.
+    pub write: bool,
+}
+
+impl Handler<WantReady> for Handle {
+    type Reply = ();
+    async fn handle(&mut self, m: WantReady, _ctx: &mut Ctx<'_, Self>) {
+        self.flags.want_read = m.read;
+        self.flags.want_write = m.write;
+    }
+}
