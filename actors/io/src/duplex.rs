@@ -312,6 +312,16 @@ impl Duplex {
         p
     }
 
+    /// Writes what the socket takes now (after a reader queued replies),
+    /// saving a trip through the event loop.
+    pub(crate) fn flush_now(&mut self) -> Progress {
+        let mut p = Progress::default();
+        if self.wants_write() {
+            self.flush_some(&mut p);
+        }
+        p
+    }
+
     fn read_some(&mut self, p: &mut Progress) {
         let mut got = 0;
         while got < self.limits.read_chunk {

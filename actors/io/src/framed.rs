@@ -267,7 +267,13 @@ where
     }
 
     async fn after_progress(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
+        let read = p.read;
         self.apply(p, ctx).await;
+        if read && self.duplex.queued() > 0 && !self.duplex.is_closed() {
+            // The reader queued replies: write them now.
+            let p = self.duplex.flush_now();
+            self.apply(p, ctx).await;
+        }
         ctx.set_buffered(self.duplex.queued() + self.duplex.rbuf.len());
     }
 

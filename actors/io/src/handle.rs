@@ -5,7 +5,7 @@
 //!
 //! ```
 //! use std::os::fd::OwnedFd;
-//! use ioasync::{Handle, HandleEvent, Loop};
+//! use ioasync::{Handle, Loop};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> ioasync::Result<()> {
