@@ -53,9 +53,8 @@ async fn serve(addr: &str) -> ioasync::Result<()> {
         .listen("echo", Listen::new(addr), move |conn, _peer| {
             let n = next.fetch_add(1, Ordering::Relaxed);
             Stream::spec(format!("conn-{n}"), conn).on_read(|io, buf, _eof| {
-                if !buf.is_empty() {
-                    io.write(buf.split().freeze());
-                }
+                io.write_slice(buf);
+                buf.clear();
                 ReadAction::Wait
             })
         })

@@ -109,11 +109,29 @@ impl Source {
         }
     }
 
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Tcp(s) => s.try_read(buf),
+            Source::Unix(s) => s.try_read(buf),
+            Source::Pipes { rd: Some(r), .. } => r.try_read(buf),
+            _ => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Source::Tcp(s) => s.try_write_vectored(bufs),
             Source::Unix(s) => s.try_write_vectored(bufs),
             Source::Pipes { wr: Some(w), .. } => w.try_write_vectored(bufs),
+            _ => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Source::Tcp(s) => s.try_write(buf),
+            Source::Unix(s) => s.try_write(buf),
+            Source::Pipes { wr: Some(w), .. } => w.try_write(buf),
             _ => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -180,11 +198,18 @@ pub(crate) struct Progress {
 
 type Waiter = (u64, oneshot::Sender<Result<()>>);
 
+/// Reads into a stack buffer of this size until the read buffer has grown
+/// this much spare room.
+const SMALL_READ: usize = 4096;
+
 /// Buffers and state of one byte stream.
 pub(crate) struct Duplex {
     pub(crate) src: Source,
     pub(crate) rbuf: BytesMut,
     wq: VecDeque<Bytes>,
+    /// Copied small writes, after everything in `wq`; reused, so a
+    /// request/response stream allocates nothing per write.
+    tail: BytesMut,
     wq_bytes: usize,
     queued_total: u64,
     written_total: u64,
@@ -208,6 +233,7 @@ impl Duplex {
             src,
             rbuf: BytesMut::new(),
             wq: VecDeque::new(),
+            tail: BytesMut::new(),
             wq_bytes: 0,
             queued_total: 0,
             written_total: 0,
@@ -249,7 +275,7 @@ impl Duplex {
     }
 
     fn wants_write(&self) -> bool {
-        !self.wq.is_empty() && self.src.can_write() && !self.write_shut
+        self.has_pending() && self.src.can_write() && !self.write_shut
     }
 
     /// Waits until the source can make progress. Cancel safe.
@@ -263,10 +289,27 @@ impl Duplex {
         }
     }
 
-    /// Queues `data`; `done` resolves once it is written.
+    fn closed_for_writing(&self) -> bool {
+        self.is_closed() || self.write_shut || self.shutdown_when_empty || self.close_when_empty
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.wq.is_empty() || !self.tail.is_empty()
+    }
+
+    fn queued_more(&mut self, n: usize) {
+        self.queued_total += n as u64;
+        self.wq_bytes += n;
+        if self.wq_bytes >= self.limits.write_high {
+            self.write_full = true;
+        }
+        // Try at once: most writes complete without waiting.
+        self.ready_w = true;
+    }
+
+    /// Queues `data` without copying; `done` resolves once it is written.
     pub(crate) fn write(&mut self, data: Bytes, done: Option<oneshot::Sender<Result<()>>>) {
-        if self.is_closed() || self.write_shut || self.shutdown_when_empty || self.close_when_empty
-        {
+        if self.closed_for_writing() {
             if let Some(done) = done {
                 let _ = done.send(Err(Error::closed(
                     "write",
@@ -276,14 +319,12 @@ impl Duplex {
             return;
         }
         if !data.is_empty() {
-            self.queued_total += data.len() as u64;
-            self.wq_bytes += data.len();
-            self.wq.push_back(data);
-            if self.wq_bytes >= self.limits.write_high {
-                self.write_full = true;
+            if !self.tail.is_empty() {
+                let copied = self.tail.split().freeze();
+                self.wq.push_back(copied);
             }
-            // Try at once: most writes complete without waiting.
-            self.ready_w = true;
+            self.queued_more(data.len());
+            self.wq.push_back(data);
         }
         if let Some(done) = done {
             if self.queued_total == self.written_total {
@@ -292,6 +333,38 @@ impl Duplex {
                 self.waiters.push_back((self.queued_total, done));
             }
         }
+    }
+
+    /// Lets `f` append to the write queue in place (a codec's encoder);
+    /// whatever it appended is queued. False when closed for writing.
+    pub(crate) fn append_with<E>(
+        &mut self,
+        f: impl FnOnce(&mut BytesMut) -> std::result::Result<(), E>,
+    ) -> std::result::Result<bool, E> {
+        if self.closed_for_writing() {
+            return Ok(false);
+        }
+        let before = self.tail.len();
+        let res = f(&mut self.tail);
+        if res.is_err() {
+            self.tail.truncate(before);
+        }
+        res?;
+        let added = self.tail.len() - before;
+        if added > 0 {
+            self.queued_more(added);
+        }
+        Ok(true)
+    }
+
+    /// Queues a copy of `data`; false when the stream is closed for writing.
+    pub(crate) fn write_slice(&mut self, data: &[u8]) -> bool {
+        if self.closed_for_writing() {
+            return false;
+        }
+        self.tail.extend_from_slice(data);
+        self.queued_more(data.len());
+        true
     }
 
     /// Shut the write side down once the queue is empty.
@@ -303,7 +376,7 @@ impl Duplex {
     /// Runs the reads and writes readiness allowed, without blocking.
     pub(crate) fn progress(&mut self) -> Progress {
         let mut p = Progress::default();
-        if std::mem::take(&mut self.ready_w) || !self.wq.is_empty() {
+        if std::mem::take(&mut self.ready_w) || self.has_pending() {
             self.flush_some(&mut p);
         }
         if std::mem::take(&mut self.ready_r) && self.wants_read() {
@@ -324,9 +397,19 @@ impl Duplex {
 
     fn read_some(&mut self, p: &mut Progress) {
         let mut got = 0;
+        let mut small = [0u8; SMALL_READ];
         while got < self.limits.read_chunk {
-            self.rbuf.reserve(4096.min(self.limits.read_chunk));
-            match self.src.try_read_buf(&mut self.rbuf) {
+            // Small messages go through a stack buffer, so the read buffer
+            // holds exactly what is unconsumed (an idle connection: nothing);
+            // bulk transfers read straight into the growing buffer.
+            let res = if self.rbuf.capacity() - self.rbuf.len() >= SMALL_READ {
+                self.src.try_read_buf(&mut self.rbuf)
+            } else {
+                self.src.try_read(&mut small).inspect(|n| {
+                    self.rbuf.extend_from_slice(&small[..*n]);
+                })
+            };
+            match res {
                 Ok(0) => {
                     self.read_eof = true;
                     p.read_eof = true;
@@ -347,10 +430,10 @@ impl Duplex {
         self.update_read_pause();
     }
 
-    /// Called after the reader consumed what it could: an empty buffer is
-    /// released, so an idle connection holds no read buffer at all.
+    /// Called after the reader consumed what it could: an empty bulk buffer
+    /// is released, so an idle connection holds at most a small one.
     pub(crate) fn consumed(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > SMALL_READ {
             self.rbuf = BytesMut::new();
         }
         self.update_read_pause();
@@ -365,16 +448,25 @@ impl Duplex {
     }
 
     fn flush_some(&mut self, p: &mut Progress) {
-        let had = !self.wq.is_empty();
-        while !self.wq.is_empty() {
-            let mut slices = [IoSlice::new(&[]); 16];
-            let n = self
-                .wq
-                .iter()
-                .zip(slices.iter_mut())
-                .map(|(b, s)| *s = IoSlice::new(b))
-                .count();
-            match self.src.try_write_vectored(&slices[..n]) {
+        let had = self.has_pending();
+        while self.has_pending() {
+            let res = if self.wq.is_empty() {
+                self.src.try_write(&self.tail)
+            } else {
+                let mut slices = [IoSlice::new(&[]); 16];
+                let mut n = self
+                    .wq
+                    .iter()
+                    .zip(slices.iter_mut())
+                    .map(|(b, s)| *s = IoSlice::new(b))
+                    .count();
+                if n < slices.len() && !self.tail.is_empty() {
+                    slices[n] = IoSlice::new(&self.tail);
+                    n += 1;
+                }
+                self.src.try_write_vectored(&slices[..n])
+            };
+            match res {
                 Ok(0) => {
                     p.write_error = Some(Error::io("write", io::ErrorKind::WriteZero.into()));
                     break;
@@ -392,7 +484,7 @@ impl Duplex {
             self.fail_waiters(e);
             return;
         }
-        if self.wq.is_empty() {
+        if !self.has_pending() {
             p.flushed = had;
             if self.shutdown_when_empty && !self.write_shut {
                 self.write_shut = true;
@@ -408,7 +500,10 @@ impl Duplex {
         self.written_total += n as u64;
         self.wq_bytes -= n;
         while n > 0 {
-            let front = self.wq.front_mut().expect("written bytes were queued");
+            let Some(front) = self.wq.front_mut() else {
+                self.tail.advance(n);
+                break;
+            };
             if n >= front.len() {
                 n -= front.len();
                 self.wq.pop_front();
@@ -461,6 +556,7 @@ impl Duplex {
         let e = Error::closed("write", "the stream closed before the data was written");
         self.fail_waiters(&e);
         self.wq.clear();
+        self.tail = BytesMut::new();
         self.wq_bytes = 0;
         self.write_full = false;
     }

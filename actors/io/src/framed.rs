@@ -58,12 +58,16 @@ where
 {
     /// Encodes and queues a frame.
     pub fn send(&mut self, item: O) -> Result<()> {
-        let mut buf = BytesMut::new();
-        self.codec
-            .encode(item, &mut buf)
+        let codec = &mut *self.codec;
+        let queued = self
+            .duplex
+            .append_with(|buf| codec.encode(item, buf))
             .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
-        self.duplex.write(buf.freeze(), None);
-        Ok(())
+        if queued {
+            Ok(())
+        } else {
+            Err(Error::closed("send", "the stream is closed for writing"))
+        }
     }
 
     /// Closes once everything queued is written.

@@ -58,9 +58,15 @@ pub struct StreamIo<'a> {
 }
 
 impl StreamIo<'_> {
-    /// Queues bytes for writing.
+    /// Queues bytes for writing, without copying them.
     pub fn write(&mut self, data: impl Into<Bytes>) {
         self.duplex.write(data.into(), None);
+    }
+
+    /// Queues a copy of `data` for writing. Small writes are coalesced in
+    /// a reused buffer: the cheapest way to answer small requests.
+    pub fn write_slice(&mut self, data: &[u8]) {
+        self.duplex.write_slice(data);
     }
 
     /// Closes once everything queued is written.
