@@ -10,6 +10,7 @@ use std::{
     collections::VecDeque,
     io::{self, IoSlice},
     os::fd::OwnedFd,
+    task::{Context, Poll},
 };
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -82,22 +83,28 @@ impl Source {
         Ok(Source::Pipes { rd, wr })
     }
 
-    async fn readable(&self) -> io::Result<()> {
+    // poll_*_ready keep one waker slot per direction (no waiter list to
+    // lock), which is what one owner waiting on both directions needs.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Source::Tcp(s) => s.readable().await,
-            Source::Unix(s) => s.readable().await,
-            Source::Pipes { rd: Some(r), .. } => r.readable().await,
-            _ => std::future::pending().await,
+            Source::Tcp(s) => s.poll_read_ready(cx),
+            Source::Unix(s) => s.poll_read_ready(cx),
+            Source::Pipes { rd: Some(r), .. } => r.poll_read_ready(cx),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Source::Tcp(s) => s.poll_write_ready(cx),
+            Source::Unix(s) => s.poll_write_ready(cx),
+            Source::Pipes { wr: Some(w), .. } => w.poll_write_ready(cx),
+            _ => Poll::Pending,
         }
     }
 
     async fn writable(&self) -> io::Result<()> {
-        match self {
-            Source::Tcp(s) => s.writable().await,
-            Source::Unix(s) => s.writable().await,
-            Source::Pipes { wr: Some(w), .. } => w.writable().await,
-            _ => std::future::pending().await,
-        }
+        std::future::poll_fn(|cx| self.poll_write_ready(cx)).await
     }
 
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
@@ -281,12 +288,22 @@ impl Duplex {
     /// Waits until the source can make progress. Cancel safe.
     pub(crate) async fn ready(&mut self) {
         let (r, w) = (self.wants_read(), self.wants_write());
-        let src = &self.src;
-        tokio::select! {
-            _ = src.readable(), if r => self.ready_r = true,
-            _ = src.writable(), if w => self.ready_w = true,
-            () = std::future::pending::<()>(), if !r && !w => {}
+        if !r && !w {
+            return std::future::pending().await;
         }
+        let src = &self.src;
+        let (ready_r, ready_w) = std::future::poll_fn(|cx| {
+            let rr = r && src.poll_read_ready(cx).is_ready();
+            let ww = w && src.poll_write_ready(cx).is_ready();
+            if rr || ww {
+                Poll::Ready((rr, ww))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        self.ready_r |= ready_r;
+        self.ready_w |= ready_w;
     }
 
     fn closed_for_writing(&self) -> bool {
