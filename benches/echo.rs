@@ -259,7 +259,11 @@ fn main() {
     raise_nofile();
     if let Some(i) = args.iter().position(|a| a == "--load") {
         // For profiling a server started with --serve: load it for SECS.
-        let r = load_addr(&args[i + 1], args[i + 2].parse().unwrap(), args[i + 3].parse().unwrap());
+        let r = load_addr(
+            &args[i + 1],
+            args[i + 2].parse().unwrap(),
+            args[i + 3].parse().unwrap(),
+        );
         println!("{:.0} round trips/s", r);
         return;
     }

@@ -100,12 +100,13 @@ pub use ioasync_core::{
 };
 pub use ioasync_io::{
     ACCEPT_BACKOFF, Accepted, Address, CloseNow, CloseWhenEmpty, Connect, Connection,
-    DEFAULT_ATTEMPT_DELAY, Datagram, Dest, Family, Framed, FramedArgs, FramedEvent, FramedIo,
-    FramedRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, Info, Limits,
-    Listen, ListenSocket, Listener, ListenerArgs, ListenerEvent, LocalAddr, MAX_ACCEPT_BACKOFF,
-    OnStream, ReadAction, SendFrame, SendTo, ShutdownWrite, SockAddr, SockType, Socket,
-    SocketAddrOf, SocketArgs, SocketEvent, SocketRef, Stream, StreamArgs, StreamEvent, StreamInfo,
-    StreamIo, StreamRef, StreamSpec, WantRead, Write, codec, name_of, open_fd_count, resolve,
+    DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, Dest, Family, Framed, FramedArgs,
+    FramedEvent, FramedIo, FramedRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo,
+    HandleSpec, Info, Limits, Listen, ListenSocket, Listener, ListenerArgs, ListenerEvent,
+    LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, ReadAction, SendFrame, SendTo, ShutdownWrite,
+    SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, Stream,
+    StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, Write, codec,
+    name_of, open_fd_count, resolve,
 };
 pub use ioloop::{Loop, LoopBuilder, TimerId, When};
 

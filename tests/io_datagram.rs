@@ -67,3 +67,24 @@ async fn unix_datagrams_arrive_with_their_source_path() {
     assert_eq!(d.from, SockAddr::Unix(Some(cpath.clone())));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn connect_datagram_resolves_and_sends_to_its_peer() {
+    let lp = test_loop();
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let conn = lp
+        .connect(ioasync::Address::inet("localhost", port.to_string()))
+        .family(ioasync::Family::V4)
+        .datagram()
+        .await
+        .unwrap();
+    let sock = lp.add(Socket::connected("client", conn)).await.unwrap();
+    sock.send_to("via peer", Dest::Peer).await.unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = bounded("datagram", server.recv_from(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf[..n], b"via peer");
+    assert_eq!(SockAddr::Inet(from), sock.local_addr().await.unwrap());
+}

@@ -176,3 +176,27 @@ async fn an_oversized_frame_closes_that_stream_with_a_decode_error() {
     let mut lines = BufReader::new(c).lines();
     assert_eq!(bounded("closed", lines.next_line()).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn length_delimited_frames_round_trip() {
+    use bytes::Bytes;
+    use ioasync::codec::LengthDelimitedCodec;
+    let lp = test_loop();
+    let listener = lp
+        .listen("ld", local(), |conn, _| {
+            Framed::<LengthDelimitedCodec, Bytes>::spec("conn", conn, LengthDelimitedCodec::new())
+                .on_frame(|io, frame| {
+                    let mut v = frame.to_vec();
+                    v.reverse();
+                    io.send(Bytes::from(v)).expect("encode");
+                })
+        })
+        .await
+        .unwrap();
+    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(&[0, 0, 0, 3, b'a', b'b', b'c']).await.unwrap();
+    let mut back = [0u8; 7];
+    bounded("frame", c.read_exact(&mut back)).await.unwrap();
+    assert_eq!(back, [0, 0, 0, 3, b'c', b'b', b'a']);
+}

@@ -315,3 +315,102 @@ async fn a_graceful_shutdown_flushes_what_a_stream_accepted() {
             .all(|(i, c)| c.iter().all(|b| *b == i as u8))
     );
 }
+
+#[tokio::test]
+async fn half_close_shuts_our_write_side_and_keeps_reading() {
+    let lp = test_loop();
+    let (events, sub) = Recorder::new();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let (stream, mut peer) = pair_with(&lp, |s| {
+        s.close_on_read_eof(true)
+            .subscribe(sub)
+            .on_read(move |_io, buf, _eof| {
+                g.lock().unwrap().extend_from_slice(&buf.split());
+                ReadAction::Wait
+            })
+    })
+    .await;
+    stream.write("last words").await.unwrap();
+    stream.shutdown_write().await.unwrap();
+    // The peer sees our data, then EOF...
+    let mut from_us = Vec::new();
+    bounded("eof", peer.read_to_end(&mut from_us))
+        .await
+        .unwrap();
+    assert_eq!(from_us, b"last words");
+    // ...and can still talk to us.
+    peer.write_all(b"reply after eof").await.unwrap();
+    peer.shutdown().await.unwrap();
+    let evs: Vec<StreamEvent> = bounded("events", events.wait_len(4))
+        .await
+        .into_iter()
+        .filter(|e| !matches!(e, StreamEvent::Flushed))
+        .collect();
+    assert!(matches!(evs[0], StreamEvent::WriteEof), "{evs:?}");
+    assert!(matches!(evs[1], StreamEvent::ReadEof), "{evs:?}");
+    assert!(matches!(evs[2], StreamEvent::Closed), "{evs:?}");
+    assert_eq!(&got.lock().unwrap()[..], b"reply after eof");
+}
+
+#[tokio::test]
+async fn reading_pauses_at_the_read_high_watermark_and_resumes_below_the_low_one() {
+    let lp = test_loop();
+    let limits = Limits {
+        read_high: 64 << 10,
+        read_low: 16 << 10,
+        read_chunk: 16 << 10,
+        ..Limits::default()
+    };
+    // No on_read and no subscriber: nobody consumes, so data piles up.
+    let (stream, mut peer) = pair_with(&lp, |s| s.limits(limits)).await;
+    let writer = tokio::spawn(async move {
+        let chunk = vec![1u8; 64 << 10];
+        for _ in 0..64 {
+            if peer.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        peer
+    });
+    let path = stream.path().to_owned();
+    bounded("reading paused", async {
+        loop {
+            let b = lp.tree().find(&path).and_then(|n| n.buffered).unwrap_or(0);
+            if b >= limits.read_high as u64 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let info = stream.info().await.unwrap();
+    assert!(
+        info.buffered < limits.read_high + limits.read_chunk,
+        "{info:?}"
+    );
+    assert!(
+        !writer.is_finished(),
+        "the peer is held back by TCP flow control"
+    );
+    // A subscriber consumes: reading resumes and all 4 MiB arrive.
+    let mut reads = stream.events::<StreamEvent>(64).await.unwrap();
+    let mut total = 0usize;
+    // The already-buffered data is delivered with the next read.
+    let mut peer = None;
+    let mut writer = Some(writer);
+    while total < 64 * (64 << 10) {
+        match bounded("data", reads.recv()).await {
+            Some(StreamEvent::Read(b)) => total += b.len(),
+            Some(other) => panic!("{other:?}"),
+            None => panic!("closed early"),
+        }
+        if total >= 64 * (64 << 10) - (1 << 20)
+            && let Some(w) = writer.take()
+        {
+            peer = Some(bounded("writer", w).await.unwrap());
+        }
+    }
+    assert_eq!(total, 64 * (64 << 10));
+    drop(peer);
+}

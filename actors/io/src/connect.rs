@@ -10,7 +10,7 @@ use std::{
 
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use ioasync_core::{Error, Result};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
 
 use crate::{
     addr::Address,
@@ -96,6 +96,67 @@ impl Connect {
             }
         }
     }
+}
+
+impl Connect {
+    /// Connects a datagram socket instead (UDP, or Unix datagram for a
+    /// path): sends then go to the target without naming it.
+    pub async fn datagram(self) -> Result<DatagramConnection> {
+        let fut = async move {
+            match &self.target {
+                Address::Unix(path) => {
+                    let at = |e| Error::io_at("connect", path.display(), e);
+                    let s = UnixDatagram::unbound().map_err(at)?;
+                    s.connect(path).map_err(at)?;
+                    Ok(DatagramConnection::Unix(s))
+                }
+                Address::Socket(a) => udp_connect(&[*a]).await,
+                Address::Inet { host, service } => {
+                    let addrs =
+                        resolve(host, service, self.family, SockType::Datagram, false).await?;
+                    udp_connect(&addrs).await
+                }
+            }
+        };
+        match self.timeout {
+            None => fut.await,
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| Error::timeout("connect"))?,
+        }
+    }
+}
+
+async fn udp_connect(addrs: &[SocketAddr]) -> Result<DatagramConnection> {
+    let mut last = None;
+    for addr in interleave(addrs.to_vec()) {
+        let any: SocketAddr = if addr.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let res = async {
+            let s = UdpSocket::bind(any).await?;
+            s.connect(addr).await?;
+            Ok::<_, std::io::Error>(s)
+        }
+        .await;
+        match res {
+            Ok(s) => return Ok(DatagramConnection::Udp(s)),
+            Err(e) => last = Some(Error::io_at("connect", addr, e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::invalid_input("connect", "no address")))
+}
+
+/// A connected datagram socket, before it becomes a
+/// [`Socket`](crate::Socket).
+#[derive(Debug)]
+pub enum DatagramConnection {
+    /// UDP.
+    Udp(UdpSocket),
+    /// Unix datagram.
+    Unix(UnixDatagram),
 }
 
 impl IntoFuture for Connect {

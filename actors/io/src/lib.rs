@@ -35,7 +35,7 @@ mod stream;
 mod sys;
 
 pub use addr::{Address, SockAddr};
-pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY};
+pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
 pub use connection::Connection;
 pub use duplex::Limits;
 pub use framed::{Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame};

@@ -85,6 +85,19 @@ impl Socket {
         Self::spec(name, Sock::Unix(sock), Vec::new())
     }
 
+    /// A spec over a connected datagram socket (see
+    /// [`Connect::datagram`](crate::Connect::datagram)); send with
+    /// [`Dest::Peer`].
+    pub fn connected(
+        name: impl Into<String>,
+        conn: crate::connect::DatagramConnection,
+    ) -> Spec<Socket> {
+        match conn {
+            crate::connect::DatagramConnection::Udp(s) => Self::udp(name, s),
+            crate::connect::DatagramConnection::Unix(s) => Self::unix(name, s),
+        }
+    }
+
     /// A UDP spec whose events go to `sub` from the start.
     pub fn udp_with(
         name: impl Into<String>,

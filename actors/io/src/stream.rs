@@ -261,6 +261,12 @@ impl Stream {
         })
     }
 
+    /// Read data waits in the buffer because nobody was there to take it,
+    /// and now somebody is.
+    fn held_for_subscriber(&self) -> bool {
+        self.on_read.is_none() && !self.events.is_empty() && !self.duplex.rbuf.is_empty()
+    }
+
     fn io(&mut self) -> StreamIo<'_> {
         StreamIo {
             duplex: &mut self.duplex,
@@ -382,10 +388,17 @@ impl Notifier for Stream {
     }
 
     async fn ready(&mut self) {
+        if self.held_for_subscriber() {
+            // Data read before anyone subscribed: deliver it now.
+            return;
+        }
         self.duplex.ready().await
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if self.held_for_subscriber() {
+            self.deliver().await;
+        }
         let p = self.duplex.progress();
         self.after_progress(p, ctx).await;
     }
