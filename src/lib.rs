@@ -75,6 +75,16 @@
 //! `timeout_future`, the [`tree`](Loop::tree) snapshot and an ordered
 //! [`shutdown`](Loop::shutdown) with deadlines.
 //!
+//! ### Network
+//!
+//! [`Stream`] (IO::Async's `on_read` contract, flush futures, watermarks,
+//! half-close), [`Framed`] (codecs: typed frames in and out), [`Socket`]
+//! (datagrams), [`Listener`] (a supervised child per connection),
+//! [`Handle`] (raw readiness), and [`Loop::connect`] (Happy Eyeballs),
+//! [`Loop::listen`], [`Loop::resolve`].
+//!
+//! Coming from Perl? See the [`guide`].
+//!
 //! ## Implementation
 //!
 //! - Each notifier is one kameo actor, that is one tokio task; its `next`
@@ -86,9 +96,14 @@
 //!   calling thread (an `ask` from `block_on`'s own thread costs 25x more).
 //! - kameo is used without its `tracing` feature; each notifier has its own
 //!   `tracing` span named `notifier` with its tree path.
+//! - IO notifiers own their socket inside their actor and wait on tokio's
+//!   readiness (`poll_read_ready` / `poll_write_ready`), then use `try_*`
+//!   reads and writes: no task per connection besides the actor, no copy
+//!   between tasks. `getaddrinfo` runs on tokio's blocking pool.
 
 #![doc(test(attr(deny(warnings))))]
 
+pub mod guide;
 mod ioloop;
 mod timer_queue;
 
@@ -105,8 +120,8 @@ pub use ioasync_io::{
     HandleSpec, Info, Limits, Listen, ListenSocket, Listener, ListenerArgs, ListenerEvent,
     LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, ReadAction, SendFrame, SendTo, ShutdownWrite,
     SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, Stream,
-    StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, Write, codec,
-    name_of, open_fd_count, resolve,
+    StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, WantReady,
+    Write, codec, name_of, open_fd_count, resolve,
 };
 pub use ioloop::{Loop, LoopBuilder, TimerId, When};
 

@@ -1,0 +1,47 @@
+//! Coming from IO::Async: each Perl class, option and event, and its
+//! ioasync form.
+//!
+//! # Concepts
+//!
+//! | IO::Async | ioasync |
+//! |---|---|
+//! | `IO::Async::Loop->new` | [`Loop::new`](crate::Loop::new) (own runtime) or [`Loop::current`](crate::Loop::current) (inside `#[tokio::main]`) |
+//! | `$loop->run` / `$loop->stop($v)` | [`Loop::run`](crate::Loop::run) returns the value given to [`Loop::stop`](crate::Loop::stop) |
+//! | `$loop->add($n)` / `$loop->remove($n)` | [`Loop::add`](crate::Loop::add) / [`Loop::remove`](crate::Loop::remove) (stops the subtree, leaves first) |
+//! | `$loop->later(sub)` | [`Loop::later`](crate::Loop::later) |
+//! | `$loop->watch_time(after =>, code =>)` / `unwatch_time` | [`Loop::watch_time`](crate::Loop::watch_time) / [`Loop::unwatch_time`](crate::Loop::unwatch_time) |
+//! | `$loop->delay_future(after =>)` / `timeout_future` | [`Loop::delay_future`](crate::Loop::delay_future) / [`Loop::timeout_future`](crate::Loop::timeout_future) |
+//! | `IO::Async::Notifier` | a type implementing [`Notifier`](crate::Notifier), run as a supervised kameo actor |
+//! | `$notifier->add_child` / `remove_child` | [`Ctx::add_child`](crate::Ctx::add_child), [`NotifierRef::add_child`](crate::NotifierRef::add_child) / [`NotifierRef::stop`](crate::NotifierRef::stop) |
+//! | `$notifier->invoke_event(on_foo => ...)` | [`Events::emit`](crate::Events::emit) |
+//! | `on_foo => sub {...}` configured events | [`Subscription::closure`](crate::Subscription::closure), or a typed message to an actor, or a stream |
+//! | a failure as `($message, $operation, @args)` | [`Error`](crate::Error): `message()`, `op()`, `errno()` |
+//!
+//! What IO::Async does not have: supervision. A notifier that dies (a
+//! panic in a handler) is restarted by its parent per its
+//! [`Spec`](crate::Spec): [`Restart`](crate::Restart),
+//! [`Strategy`](crate::Strategy), restart limit, [`Backoff`](crate::Backoff).
+//!
+//! # Handles and streams
+//!
+//! | IO::Async | ioasync |
+//! |---|---|
+//! | `IO::Async::Handle` (`read_handle`, `write_handle`, `on_read_ready`, `on_write_ready`, `want_readready`, `want_writeready`) | [`Handle`](crate::Handle): `on_read_ready`, `on_write_ready`, [`HandleIo::want_read`](crate::HandleIo::want_read) / `want_write`, [`WantReady`](crate::WantReady) |
+//! | `IO::Async::Stream` `on_read => sub { my ($self, $buffref, $eof) = @_; ...; return 0 }` | [`StreamSpec::on_read`](crate::StreamSpec::on_read): `\|io, buf, eof\| ... ReadAction::Wait` ([`ReadAction::Again`](crate::ReadAction::Again) for `return 1`) |
+//! | `$stream->write($data)` and its future | [`StreamRef::write`](crate::StreamRef::write) resolves when written; inside `on_read`: [`StreamIo::write`](crate::StreamIo::write) / [`write_slice`](crate::StreamIo::write_slice) |
+//! | `close_when_empty`, `close_now` | [`StreamRef::close_when_empty`](crate::StreamRef::close_when_empty), [`StreamRef::close_now`](crate::StreamRef::close_now) |
+//! | `on_read_eof`, `on_write_eof`, `on_read_error`, `on_write_error`, `on_outgoing_empty`, `on_closed` | [`StreamEvent`](crate::StreamEvent): `ReadEof`, `WriteEof`, `ReadError`, `WriteError`, `Flushed`, `Closed` |
+//! | `close_on_read_eof` | [`StreamSpec::close_on_read_eof`](crate::StreamSpec::close_on_read_eof) |
+//! | `read_high_watermark`, `read_low_watermark`, `write_high_watermark` | [`Limits`](crate::Limits) (writers wait above the write high watermark) |
+//! | `IO::Async::Protocol::Stream`, `Protocol::LineStream` | [`Framed`](crate::Framed) with a [`codec`](crate::codec) (`LinesCodec`, `LengthDelimitedCodec`, yours) |
+//! | `IO::Async::Socket` (`on_recv`, `send`) | [`Socket`](crate::Socket): [`SocketEvent::Recv`](crate::SocketEvent::Recv), [`SocketRef::send_to`](crate::SocketRef::send_to) |
+//! | `IO::Async::Listener` (`on_stream`, `on_accept_error`) | [`Listener::spec`](crate::Listener::spec)`(name, listen, \|conn, peer\| spec)`, [`ListenerEvent::AcceptError`](crate::ListenerEvent::AcceptError) |
+//! | `$loop->connect(host =>, service =>, socktype =>)` | [`Loop::connect`](crate::Loop::connect)`(addr)` (Happy Eyeballs), `.datagram()` for `socktype => 'dgram'` |
+//! | `$loop->listen(...)` | [`Loop::listen`](crate::Loop::listen) with [`Listen`](crate::Listen) (`backlog`, `reuseaddr`, `v6only`) |
+//! | `$loop->resolver->getaddrinfo` / `getnameinfo` | [`Loop::resolve`](crate::Loop::resolve), [`resolve`](crate::resolve()), [`name_of`](crate::name_of) |
+//!
+//! # Still to come
+//!
+//! Timers (`Timer::Absolute`, `Countdown`, `Periodic`), `Signal`, `PID`,
+//! `Process` and the child helpers, `Routine`, `Function`, `Channel`,
+//! `File` and `FileStream` arrive with their layer crates.
