@@ -190,9 +190,16 @@ async fn run_later(mut rx: mpsc::UnboundedReceiver<Later>) {
 /// after `build` is caught) and returns the task that acts on them.
 fn on_signals(lp: Loop, deadline: Duration) -> Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Counted with the Signal notifiers' watchers, so removing one of
+    // those never resets SIGINT/SIGTERM under this handler.
+    let holds = (
+        ioasync_signal::hold(ioasync_signal::SignalKind::interrupt()),
+        ioasync_signal::hold(ioasync_signal::SignalKind::terminate()),
+    );
     let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("signal", e))?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("signal", e))?;
     Ok(async move {
+        let _holds = holds;
         let name = tokio::select! {
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",

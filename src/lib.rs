@@ -123,6 +123,11 @@ pub use ioasync_io::{
     StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, WantReady,
     Write, codec, name_of, open_fd_count, resolve,
 };
+pub use ioasync_signal::{Hold, Signal, SignalArgs, SignalEvent, SignalKind, SignalRef, hold};
+pub use ioasync_time::{
+    Absolute, AbsoluteArgs, Countdown, CountdownArgs, CountdownRef, Expired, IsExpired, IsRunning,
+    Periodic, PeriodicArgs, PeriodicSpec, Reschedule, Reset, Start, Stop, Tick,
+};
 pub use ioloop::{Loop, LoopBuilder, TimerId, When};
 
 /// Test utilities: gated notifiers, journals, event recorders, paused time.

@@ -21,7 +21,13 @@ pub fn parent(name: &str, j: &Journal, children: Vec<Spec<Probe>>) -> Spec<Probe
 
 /// Bounds a test step: fails the test instead of hanging.
 pub async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(10), f)
+    bounded_for(Duration::from_secs(10), what, f).await
+}
+
+/// Like [`bounded`] with a bound of `d`: on paused time, pick one far past
+/// every timer the step waits for.
+pub async fn bounded_for<F: std::future::Future>(d: Duration, what: &str, f: F) -> F::Output {
+    tokio::time::timeout(d, f)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }

@@ -1,0 +1,124 @@
+//! [`Signal`]: a notifier watching one POSIX signal (IO::Async::Signal).
+
+use std::fmt;
+
+use ioasync_core::{Ctx, Error, Events, HasEvents, Notifier, NotifierRef, Result, Spec};
+
+use crate::{SignalKind, registry::Hold};
+
+/// One delivery of a watched signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalEvent {
+    /// The signal.
+    pub signal: SignalKind,
+    /// Deliveries seen by this watcher so far, this one included.
+    pub count: u64,
+}
+
+/// How to start a [`Signal`] watcher.
+#[derive(Debug, Clone, Copy)]
+pub struct SignalArgs {
+    signal: SignalKind,
+}
+
+/// Watches one signal and emits [`SignalEvent`] for each delivery. The
+/// kernel coalesces deliveries that arrive before the first is handled.
+///
+/// ```no_run
+/// use ioasync::{Loop, Signal, SignalEvent, SignalKind};
+///
+/// # #[tokio::main]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let hup = lp.add(Signal::spec("hup", SignalKind::hangup())).await?;
+/// hup.on_event(|e: SignalEvent| println!("reloading after {}", e.signal)).await?;
+/// # Ok(()) }
+/// ```
+pub struct Signal {
+    signal: SignalKind,
+    stream: tokio::signal::unix::Signal,
+    count: u64,
+    pending: bool,
+    events: Events<SignalEvent>,
+    _hold: Hold,
+}
+
+impl Signal {
+    /// Watch `signal`. A permanent child: a handler that panics is
+    /// restarted and watches again.
+    pub fn spec(name: impl Into<String>, signal: SignalKind) -> Spec<Signal> {
+        Spec::new(name, SignalArgs { signal })
+    }
+}
+
+impl Notifier for Signal {
+    type Args = SignalArgs;
+
+    fn kind() -> &'static str {
+        "signal"
+    }
+
+    async fn init(args: SignalArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let hold = crate::hold(args.signal);
+        let kind = tokio::signal::unix::SignalKind::from_raw(args.signal.as_raw());
+        let stream = tokio::signal::unix::signal(kind)
+            .map_err(|e| Error::io_at("signal", args.signal, e))?;
+        Ok(Signal {
+            signal: args.signal,
+            stream,
+            count: 0,
+            pending: false,
+            events: Events::new(),
+            _hold: hold,
+        })
+    }
+
+    async fn ready(&mut self) {
+        match self.stream.recv().await {
+            Some(()) => self.pending = true,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        if std::mem::take(&mut self.pending) {
+            self.count += 1;
+            self.events
+                .emit(SignalEvent {
+                    signal: self.signal,
+                    count: self.count,
+                })
+                .await;
+        }
+    }
+}
+
+impl HasEvents<SignalEvent> for Signal {
+    fn events(&mut self) -> &mut Events<SignalEvent> {
+        &mut self.events
+    }
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signal")
+            .field("signal", &self.signal)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+/// Signal operations on a watcher's handle.
+pub trait SignalRef {
+    /// Resolves at the next delivery.
+    fn next_delivery(&self) -> impl Future<Output = Result<SignalEvent>> + Send;
+}
+
+impl SignalRef for NotifierRef<Signal> {
+    async fn next_delivery(&self) -> Result<SignalEvent> {
+        let mut s = self.events::<SignalEvent>(1).await?;
+        s.recv()
+            .await
+            .ok_or_else(|| Error::closed("signal", "the watcher stopped"))
+    }
+}

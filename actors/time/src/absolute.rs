@@ -1,0 +1,119 @@
+//! [`Absolute`]: a timer that fires once at an instant
+//! (IO::Async::Timer::Absolute).
+
+use std::fmt;
+
+use ioasync_core::{Ctx, Events, HasEvents, Notifier, Restart, Result, Spec};
+use tokio::time::Instant;
+
+use crate::Expired;
+
+/// How to start an [`Absolute`] timer.
+#[derive(Clone)]
+pub struct AbsoluteArgs {
+    at: Instant,
+    on_expire: Option<std::sync::Arc<dyn Fn(Expired) + Send + Sync>>,
+}
+
+impl fmt::Debug for AbsoluteArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbsoluteArgs")
+            .field("at", &self.at)
+            .finish()
+    }
+}
+
+/// Fires [`Expired`] once at its instant, then leaves the tree.
+///
+/// ```
+/// use std::time::Duration;
+/// use ioasync::{Absolute, Expired, Loop};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let at = tokio::time::Instant::now() + Duration::from_secs(5);
+/// let t = lp.add(Absolute::spec("alarm", at)).await?;
+/// let mut fired = t.events::<Expired>(1).await?;
+/// assert_eq!(fired.recv().await.unwrap().deadline, at);
+/// # Ok(()) }
+/// ```
+pub struct Absolute {
+    at: Option<Instant>,
+    on_expire: Option<std::sync::Arc<dyn Fn(Expired) + Send + Sync>>,
+    events: Events<Expired>,
+}
+
+impl Absolute {
+    /// A timer firing at `at`.
+    pub fn spec(name: impl Into<String>, at: Instant) -> Spec<Absolute> {
+        Spec::new(
+            name,
+            AbsoluteArgs {
+                at,
+                on_expire: None,
+            },
+        )
+        .restart(Restart::Temporary)
+    }
+
+    /// A timer firing at `at` that calls `f` inside the timer.
+    pub fn spec_with(
+        name: impl Into<String>,
+        at: Instant,
+        f: impl Fn(Expired) + Send + Sync + 'static,
+    ) -> Spec<Absolute> {
+        let on_expire = Some(std::sync::Arc::new(f) as _);
+        Spec::new(name, AbsoluteArgs { at, on_expire }).restart(Restart::Temporary)
+    }
+}
+
+impl Notifier for Absolute {
+    type Args = AbsoluteArgs;
+
+    fn kind() -> &'static str {
+        "timer-absolute"
+    }
+
+    async fn init(args: AbsoluteArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        Ok(Absolute {
+            at: Some(args.at),
+            on_expire: args.on_expire,
+            events: Events::new(),
+        })
+    }
+
+    async fn ready(&mut self) {
+        match self.at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let Some(deadline) = self.at.take() else {
+            return;
+        };
+        let ev = Expired {
+            deadline,
+            fired: Instant::now(),
+        };
+        if let Some(f) = &self.on_expire {
+            f(ev);
+        }
+        self.events.emit(ev).await;
+        ctx.stop();
+    }
+}
+
+impl HasEvents<Expired> for Absolute {
+    fn events(&mut self) -> &mut Events<Expired> {
+        &mut self.events
+    }
+}
+
+impl fmt::Debug for Absolute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Absolute").field("at", &self.at).finish()
+    }
+}

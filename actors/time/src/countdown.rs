@@ -1,0 +1,239 @@
+//! [`Countdown`]: fires a delay after it was started
+//! (IO::Async::Timer::Countdown): start, stop, reset, `remove_on_expire`.
+
+use std::{fmt, time::Duration};
+
+use ioasync_core::{Ctx, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result, Spec};
+use tokio::time::Instant;
+
+use crate::Expired;
+
+/// How to start a [`Countdown`].
+#[derive(Debug, Clone)]
+pub struct CountdownArgs {
+    delay: Duration,
+    start: bool,
+    remove_on_expire: bool,
+}
+
+/// A countdown timer. Started, it expires `delay` later and emits
+/// [`Expired`]; stopped before that, it never fires; reset, it pushes its
+/// expiry to `delay` from now.
+///
+/// ```
+/// use std::time::Duration;
+/// use ioasync::{Countdown, CountdownRef, Loop};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let t = lp.add(Countdown::spec("idle", Duration::from_secs(30))).await?;
+/// assert!(t.is_running().await?);
+/// t.stop_timer().await?;
+/// assert!(!t.is_running().await?);
+/// # Ok(()) }
+/// ```
+pub struct Countdown {
+    delay: Duration,
+    deadline: Option<Instant>,
+    expired: bool,
+    remove_on_expire: bool,
+    events: Events<Expired>,
+}
+
+impl Countdown {
+    /// A countdown of `delay`, started as soon as it is added.
+    pub fn spec(name: impl Into<String>, delay: Duration) -> Spec<Countdown> {
+        Self::spec_with(name, delay, true, false)
+    }
+
+    /// A countdown of `delay`; `start` says whether it starts when added;
+    /// with `remove_on_expire` it leaves the tree once it fires.
+    pub fn spec_with(
+        name: impl Into<String>,
+        delay: Duration,
+        start: bool,
+        remove_on_expire: bool,
+    ) -> Spec<Countdown> {
+        Spec::new(
+            name,
+            CountdownArgs {
+                delay,
+                start,
+                remove_on_expire,
+            },
+        )
+        .restart(Restart::Temporary)
+    }
+
+    fn start(&mut self) {
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.delay);
+            self.expired = false;
+        }
+    }
+}
+
+impl Notifier for Countdown {
+    type Args = CountdownArgs;
+
+    fn kind() -> &'static str {
+        "timer-countdown"
+    }
+
+    async fn init(args: CountdownArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let mut t = Countdown {
+            delay: args.delay,
+            deadline: None,
+            expired: false,
+            remove_on_expire: args.remove_on_expire,
+            events: Events::new(),
+        };
+        if args.start {
+            t.start();
+        }
+        Ok(t)
+    }
+
+    async fn ready(&mut self) {
+        match self.deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let Some(deadline) = self.deadline.take() else {
+            return;
+        };
+        self.expired = true;
+        self.events
+            .emit(Expired {
+                deadline,
+                fired: Instant::now(),
+            })
+            .await;
+        if self.remove_on_expire {
+            ctx.stop();
+        }
+    }
+}
+
+impl HasEvents<Expired> for Countdown {
+    fn events(&mut self) -> &mut Events<Expired> {
+        &mut self.events
+    }
+}
+
+impl fmt::Debug for Countdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Countdown")
+            .field("delay", &self.delay)
+            .field("deadline", &self.deadline)
+            .field("expired", &self.expired)
+            .finish()
+    }
+}
+
+/// Message: start (no effect while running).
+#[derive(Debug)]
+pub struct Start;
+/// Message: stop; a stopped countdown never fires.
+#[derive(Debug)]
+pub struct Stop;
+/// Message: while running, push the expiry to `delay` from now; with a new
+/// delay if given.
+#[derive(Debug)]
+pub struct Reset(pub Option<Duration>);
+/// Message: is it running?
+#[derive(Debug)]
+pub struct IsRunning;
+/// Message: has it expired since it was last started?
+#[derive(Debug)]
+pub struct IsExpired;
+
+impl Handler<Start> for Countdown {
+    type Reply = ();
+    async fn handle(&mut self, _: Start, _ctx: &mut Ctx<'_, Self>) {
+        self.start();
+    }
+}
+
+impl Handler<Stop> for Countdown {
+    type Reply = ();
+    async fn handle(&mut self, _: Stop, _ctx: &mut Ctx<'_, Self>) {
+        self.deadline = None;
+    }
+}
+
+impl Handler<Reset> for Countdown {
+    type Reply = ();
+    async fn handle(&mut self, Reset(delay): Reset, _ctx: &mut Ctx<'_, Self>) {
+        if let Some(d) = delay {
+            self.delay = d;
+        }
+        if self.deadline.is_some() {
+            self.deadline = Some(Instant::now() + self.delay);
+        }
+    }
+}
+
+impl Handler<IsRunning> for Countdown {
+    type Reply = bool;
+    async fn handle(&mut self, _: IsRunning, _ctx: &mut Ctx<'_, Self>) -> bool {
+        self.deadline.is_some()
+    }
+}
+
+impl Handler<IsExpired> for Countdown {
+    type Reply = bool;
+    async fn handle(&mut self, _: IsExpired, _ctx: &mut Ctx<'_, Self>) -> bool {
+        self.expired
+    }
+}
+
+/// Countdown operations on its handle.
+pub trait CountdownRef {
+    /// Start (no effect while running).
+    fn start_timer(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Stop; it will not fire.
+    fn stop_timer(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Push the expiry to the delay from now (while running).
+    fn reset(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Stop, then start again: expires a full delay from now.
+    fn restart_timer(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Is it running?
+    fn is_running(&self) -> impl Future<Output = Result<bool>> + Send;
+    /// Has it expired since it was last started?
+    fn is_expired(&self) -> impl Future<Output = Result<bool>> + Send;
+    /// Resolves at the next expiry.
+    fn expired(&self) -> impl Future<Output = Result<Expired>> + Send;
+}
+
+impl CountdownRef for NotifierRef<Countdown> {
+    async fn start_timer(&self) -> Result<()> {
+        self.ask(Start).await
+    }
+    async fn stop_timer(&self) -> Result<()> {
+        self.ask(Stop).await
+    }
+    async fn reset(&self) -> Result<()> {
+        self.ask(Reset(None)).await
+    }
+    async fn restart_timer(&self) -> Result<()> {
+        self.ask(Stop).await?;
+        self.ask(Start).await
+    }
+    async fn is_running(&self) -> Result<bool> {
+        self.ask(IsRunning).await
+    }
+    async fn is_expired(&self) -> Result<bool> {
+        self.ask(IsExpired).await
+    }
+    async fn expired(&self) -> Result<Expired> {
+        let mut s = self.events::<Expired>(1).await?;
+        s.recv()
+            .await
+            .ok_or_else(|| ioasync_core::Error::closed("expired", "the timer stopped"))
+    }
+}
