@@ -417,6 +417,34 @@ impl Loop {
         .await
     }
 
+    /// Starts `cmd` as a plain child (no notifier): its pid and exit.
+    pub fn spawn_child(
+        &self,
+        cmd: ioasync_process::Command,
+    ) -> Result<ioasync_process::SpawnedChild> {
+        let _guard = self.inner.handle.enter();
+        ioasync_process::spawn_child(cmd)
+    }
+
+    /// Runs `cmd` with `stdin` as input and returns its status, stdout and
+    /// stderr (IO::Async's `run_process`).
+    pub async fn run_child(
+        &self,
+        cmd: ioasync_process::Command,
+        stdin: impl Into<bytes::Bytes>,
+    ) -> Result<ioasync_process::ChildOutput> {
+        ioasync_process::run_child(cmd, stdin).await
+    }
+
+    /// Starts `spec` as a [`Process`](ioasync_process::Process) notifier
+    /// under the root (IO::Async's `open_process`).
+    pub async fn open_process(
+        &self,
+        spec: ioasync_process::ProcessSpec,
+    ) -> Result<ioasync_process::ProcessHandle> {
+        ioasync_process::ProcessHandle::start(spec, |s| self.add(s)).await
+    }
+
     /// Runs `f` on the loop soon, after every `later` queued before it.
     pub fn later(&self, f: impl FnOnce() + Send + 'static) {
         if self.inner.later.send(Box::new(f)).is_err() {

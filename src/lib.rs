@@ -123,6 +123,11 @@ pub use ioasync_io::{
     StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, WantReady,
     Write, codec, name_of, open_fd_count, resolve,
 };
+pub use ioasync_process::{
+    ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
+    ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, SpawnedChild, Stdio,
+    StreamSetup, run_child, spawn_child,
+};
 pub use ioasync_signal::{Hold, Signal, SignalArgs, SignalEvent, SignalKind, SignalRef, hold};
 pub use ioasync_time::{
     Absolute, AbsoluteArgs, Countdown, CountdownArgs, CountdownRef, Expired, IsExpired, IsRunning,
