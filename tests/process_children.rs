@@ -161,6 +161,7 @@ async fn any_fd_can_be_a_pipe_to_or_from_the_child() {
 }
 
 #[tokio::test]
+#[allow(clippy::zombie_processes)] // the Pid watcher reaps it
 async fn a_pid_watcher_fires_once_with_the_exit_status() {
     let lp = test_loop();
     let child = std::process::Command::new("sh")
