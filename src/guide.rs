@@ -40,8 +40,20 @@
 //! | `$loop->listen(...)` | [`Loop::listen`](crate::Loop::listen) with [`Listen`](crate::Listen) (`backlog`, `reuseaddr`, `v6only`) |
 //! | `$loop->resolver->getaddrinfo` / `getnameinfo` | [`Loop::resolve`](crate::Loop::resolve), [`resolve`](crate::resolve()), [`name_of`](crate::name_of) |
 //!
+//! # Timers, signals, processes
+//!
+//! | IO::Async | ioasync |
+//! |---|---|
+//! | `IO::Async::Timer::Absolute` (`time =>`, `on_expire`) | [`Absolute::spec`](crate::Absolute::spec), event [`Expired`](crate::Expired) |
+//! | `IO::Async::Timer::Countdown` (`delay`, `start`, `stop`, `reset`, `is_running`, `is_expired`, `remove_on_expire`) | [`Countdown`](crate::Countdown) and [`CountdownRef`](crate::CountdownRef) |
+//! | `IO::Async::Timer::Periodic` (`interval`, `first_interval`, `reschedule => hard/skip/drift`, `on_tick`) | [`Periodic`](crate::Periodic), [`Reschedule`](crate::Reschedule), event [`Tick`](crate::Tick) |
+//! | `IO::Async::Signal` (`name => 'USR1'`, `on_receipt`) | [`Signal::spec`](crate::Signal::spec)`(name, "USR1".parse()?)`, event [`SignalEvent`](crate::SignalEvent) |
+//! | `IO::Async::PID` (`pid`, `on_exit`) | [`Pid::spec`](crate::Pid::spec), event [`ExitStatus`](crate::ExitStatus) |
+//! | `IO::Async::Process` (`command`, `stdin`/`stdout`/`stderr`/`fdN` with `via => 'pipe_read'`, `on_finish`, `on_exception`, `kill`) | [`Process::spec`](crate::Process::spec) with a [`Command`](crate::Command) and [`Stdio`](crate::Stdio); [`ProcessEvent::Finished`](crate::ProcessEvent::Finished), [`ProcessEvent::Exception`](crate::ProcessEvent::Exception); [`ProcessHandle::kill`](crate::ProcessHandle::kill) |
+//! | `$loop->spawn_child`, `$loop->run_process` / `run_child`, `$loop->open_process` | [`Loop::spawn_child`](crate::Loop::spawn_child), [`Loop::run_child`](crate::Loop::run_child), [`Loop::open_process`](crate::Loop::open_process) |
+//! | `$exitcode` (a wait status) | [`ExitStatus`](crate::ExitStatus): a code, or a signal and a core flag |
+//!
 //! # Still to come
 //!
-//! Timers (`Timer::Absolute`, `Countdown`, `Periodic`), `Signal`, `PID`,
-//! `Process` and the child helpers, `Routine`, `Function`, `Channel`,
-//! `File` and `FileStream` arrive with their layer crates.
+//! `Routine`, `Function`, `Channel`, `File` and `FileStream` arrive with
+//! their layer crates.

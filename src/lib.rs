@@ -83,6 +83,15 @@
 //! [`Handle`] (raw readiness), and [`Loop::connect`] (Happy Eyeballs),
 //! [`Loop::listen`], [`Loop::resolve`].
 //!
+//! ### Time, signals, processes
+//!
+//! Timers ([`Absolute`], [`Countdown`], [`Periodic`] with hard, skip and
+//! drift rescheduling), [`Signal`] watchers, child processes ([`Process`]
+//! with any fd as a pipe or a [`Stream`], [`Pid`]) and the Loop's
+//! [`spawn_child`](Loop::spawn_child), [`run_child`](Loop::run_child) and
+//! [`open_process`](Loop::open_process). Children are always reaped, lead
+//! their own process group, and die with this process.
+//!
 //! Coming from Perl? See the [`guide`].
 //!
 //! ## Implementation

@@ -188,7 +188,10 @@ impl Command {
     }
 
     /// The signal the child gets when this process dies (default SIGKILL;
-    /// `None` lets it outlive us).
+    /// `None` lets it outlive us). Setting it needs a `pre_exec` hook, so
+    /// the child is started with `fork` rather than `posix_spawn`: about
+    /// 1.4x the spawn time here (see BENCHMARKS.md). `None` (and no extra
+    /// fds) gives back `posix_spawn`.
     pub fn parent_death_signal(&mut self, sig: Option<SignalKind>) -> &mut Self {
         self.pdeathsig = sig;
         self

@@ -18,6 +18,11 @@ pub(crate) fn setup_child(
     pdeathsig: Option<i32>,
     fds: Vec<(RawFd, RawFd)>,
 ) {
+    if pdeathsig.is_none() && fds.is_empty() {
+        // No hook: std can use posix_spawn (vfork-like), much cheaper
+        // than fork for a large parent.
+        return;
+    }
     // SAFETY: getpid is always safe; the value is read in the child.
     let parent = unsafe { libc::getpid() };
     let hook = move || -> io::Result<()> {
