@@ -122,19 +122,23 @@ async fn removing_a_process_terminates_its_child_term_then_kill() {
     let st = bounded("polite exit", polite.wait()).await.unwrap();
     assert_eq!(st.signal(), Some(SignalKind::terminate()));
     // ...and one that ignores TERM and gets KILL after the grace period.
+    let mut cmd = sh("trap '' TERM; echo ready; while :; do sleep 1; done");
+    cmd.stdout(Stdio::Pipe);
     let stubborn = lp
-        .open_process(
-            Process::spec(
-                "stubborn",
-                sh("trap '' TERM; echo ready; while :; do sleep 1; done"),
-            )
-            .kill_policy(KillPolicy {
-                signal: SignalKind::terminate(),
-                grace: Duration::from_millis(200),
-            }),
-        )
+        .open_process(Process::spec("stubborn", cmd).kill_policy(KillPolicy {
+            signal: SignalKind::terminate(),
+            grace: Duration::from_millis(200),
+        }))
         .await
         .unwrap();
+    // Only once the trap is set is TERM ignored.
+    let out = std::fs::File::from(stubborn.take_fd(1).unwrap());
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+        line
+    });
+    assert_eq!(bounded("ready", ready).await.unwrap(), "ready\n");
     stubborn.notifier().stop().await;
     let st = bounded("stubborn exit", stubborn.wait()).await.unwrap();
     assert_eq!(st.signal(), Some(SignalKind::kill()));
