@@ -28,12 +28,42 @@ fn sh(script: &str) -> Command {
 async fn run_child_returns_both_streams_and_the_exit_code() {
     let lp = test_loop();
     let out = lp
-        .run_child(sh("cat; echo out; echo err >&2; exit 3"), "fed via stdin\n")
+        .run_child(sh("echo out; echo err >&2; exit 3"), "")
         .await
         .unwrap();
     assert_eq!(out.status, ExitStatus::Code(3));
-    assert_eq!(&out.stdout[..], b"fed via stdin\nout\n");
+    assert_eq!(&out.stdout[..], b"out\n");
     assert_eq!(&out.stderr[..], b"err\n");
+    // stdin is fed, env and cwd are set.
+    let mut cmd = sh("cat; echo \"$GREETING from $(pwd)\"");
+    cmd.env("GREETING", "hi").current_dir("/tmp");
+    let out = lp.run_child(cmd, "fed via stdin\n").await.unwrap();
+    assert_eq!(&out.stdout[..], b"fed via stdin\nhi from /tmp\n");
+}
+
+#[tokio::test]
+async fn stdin_and_stdout_as_streams_in_both_directions() {
+    use ioasync::{StreamEvent, StreamRef};
+    let lp = test_loop();
+    let (rec, sub) = Recorder::new();
+    let mut cmd = Command::new("cat");
+    cmd.stdin(Stdio::stream(|s| s))
+        .stdout(Stdio::stream(move |s| s.subscribe(sub)));
+    let child = lp.open_process(Process::spec("cat", cmd)).await.unwrap();
+    let input = child.stream(0).expect("stdin stream");
+    input.write("round trip\n").await.unwrap();
+    input.close_when_empty().await.unwrap();
+    assert!(bounded("exit", child.wait()).await.unwrap().success());
+    let got: Vec<u8> = rec
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            StreamEvent::Read(b) => Some(b.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(got, b"round trip\n");
 }
 
 #[tokio::test]

@@ -68,6 +68,7 @@ type ExitSlot = Option<std::result::Result<ExitStatus, Error>>;
 pub(crate) struct Shared {
     exit: watch::Sender<ExitSlot>,
     fds: Mutex<HashMap<RawFd, OwnedFd>>,
+    streams: Mutex<HashMap<RawFd, NotifierRef<Stream>>>,
     pid: Mutex<Option<u32>>,
 }
 
@@ -154,6 +155,7 @@ impl Shared {
         Shared {
             exit: watch::channel(None).0,
             fds: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             pid: Mutex::new(None),
         }
     }
@@ -283,7 +285,13 @@ impl Notifier for Process {
                         Dir::ToChild => (None, Some(end.fd)),
                     };
                     let spec = setup(Stream::from_fds(format!("fd{}", end.n), r, w)?);
-                    streams.push(ctx.add_child(spec).await?);
+                    let stream = ctx.add_child(spec).await?;
+                    args.shared
+                        .streams
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(end.n, stream.clone());
+                    streams.push(stream);
                 }
             }
         }
@@ -436,6 +444,18 @@ impl ProcessHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&n)
+    }
+
+    /// The [`Stream`] over the child's fd `n`
+    /// ([`Stdio::Stream`](crate::Stdio::Stream)): write to a child's stdin
+    /// with it, or subscribe to its output.
+    pub fn stream(&self, n: RawFd) -> Option<NotifierRef<Stream>> {
+        self.shared
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&n)
+            .cloned()
     }
 
     /// Sends `sig` to the child.
