@@ -142,6 +142,10 @@ pub use ioasync_time::{
     Absolute, AbsoluteArgs, Countdown, CountdownArgs, CountdownRef, Expired, IsExpired, IsRunning,
     Periodic, PeriodicArgs, PeriodicSpec, Reschedule, Reset, Start, Stop, Tick,
 };
+pub use ioasync_worker::{
+    CallOptions, CallRaw, Entry, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats,
+    Stats, channel, run_if_worker,
+};
 pub use ioloop::{Loop, LoopBuilder, TimerId, When};
 
 /// Test utilities: gated notifiers, journals, event recorders, paused time.

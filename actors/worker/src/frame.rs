@@ -1,0 +1,75 @@
+//! Frames between a parent and a worker process: a 4-byte big-endian
+//! length, then the payload. Payloads are MessagePack (rmp-serde).
+//!
+//! The length is checked against a cap before anything is allocated: a
+//! garbage or hostile length prefix (4 GiB) ends the channel with an
+//! error, never with an allocation of that size.
+
+use bytes::{Bytes, BytesMut};
+use ioasync_core::{Error, ErrorKind, Result};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// The default cap on one frame: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+
+/// The codec for frames of at most `max` bytes.
+pub(crate) fn codec(max: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(max)
+        .new_codec()
+}
+
+/// Encodes a value as MessagePack.
+pub fn encode<T: Serialize>(value: &T) -> Result<Bytes> {
+    rmp_serde::to_vec_named(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))
+}
+
+/// Decodes a MessagePack value.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(bytes)
+        .map_err(|e| Error::new("decode", ErrorKind::InvalidInput, e.to_string()))
+}
+
+/// The error for a frame the codec refused.
+pub(crate) fn frame_error(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        Error::new("decode", ErrorKind::InvalidInput, format!("bad frame: {e}"))
+    } else {
+        Error::io("read", e)
+    }
+}
+
+/// Header of a worker frame: kind (1 byte) and call id (8 bytes).
+pub(crate) const HEADER: usize = 9;
+
+pub(crate) const CALL: u8 = 1;
+pub(crate) const REPLY_OK: u8 = 2;
+pub(crate) const REPLY_ERR: u8 = 3;
+
+pub(crate) fn worker_frame(kind: u8, id: u64, payload: &[u8]) -> BytesMut {
+    let mut b = BytesMut::with_capacity(HEADER + payload.len());
+    b.extend_from_slice(&[kind]);
+    b.extend_from_slice(&id.to_be_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+pub(crate) fn parse_worker_frame(frame: &[u8]) -> Result<(u8, u64, &[u8])> {
+    if frame.len() < HEADER {
+        return Err(Error::new(
+            "decode",
+            ErrorKind::InvalidInput,
+            format!(
+                "worker frame of {} bytes is shorter than its header",
+                frame.len()
+            ),
+        ));
+    }
+    let id = u64::from_be_bytes(frame[1..HEADER].try_into().expect("8 bytes"));
+    Ok((frame[0], id, &frame[HEADER..]))
+}

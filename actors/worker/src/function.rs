@@ -1,0 +1,602 @@
+//! [`Function`]: a pool of worker processes running one entry point
+//! (IO::Async::Function).
+
+use std::{collections::VecDeque, ffi::OsString, fmt, os::fd::OwnedFd, time::Duration};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use ioasync_core::{Ctx, Error, ErrorKind, Handler, Notifier, NotifierRef, Restart, Result, Spec};
+use ioasync_process::{Command, ExitStatus, Stdio};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::{
+    net::{UnixStream, unix::OwnedWriteHalf},
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use crate::{
+    entry::{ENTRY_ENV, WORKER_FD},
+    frame::{self, CALL, REPLY_ERR, REPLY_OK},
+};
+
+/// How to start a [`Function`] pool.
+#[derive(Debug, Clone)]
+pub struct FunctionArgs {
+    entry: String,
+    exec_args: Vec<OsString>,
+    min_workers: usize,
+    max_workers: usize,
+    idle_timeout: Option<Duration>,
+    max_worker_calls: Option<u32>,
+    queue: usize,
+    max_frame: usize,
+    call_timeout: Option<Duration>,
+}
+
+/// A [`Function`] spec under construction.
+#[derive(Debug, Clone)]
+#[must_use = "a FunctionSpec does nothing until it is added"]
+pub struct FunctionSpec {
+    name: String,
+    args: FunctionArgs,
+}
+
+impl FunctionSpec {
+    /// Arguments for the re-executed binary before it runs the entry (a
+    /// test binary needs `--exact <test> --nocapture`, naming the `#[test]`
+    /// that calls [`run_if_worker`](crate::run_if_worker)).
+    pub fn exec_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.exec_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Workers kept even when idle (default 0).
+    pub fn min_workers(mut self, n: usize) -> Self {
+        self.args.min_workers = n;
+        self
+    }
+
+    /// Workers at most (default 4).
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.args.max_workers = n.max(1);
+        self
+    }
+
+    /// Workers idle this long are stopped, down to `min_workers`.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.args.idle_timeout = Some(d);
+        self
+    }
+
+    /// A worker is replaced after this many calls (recycling).
+    pub fn max_worker_calls(mut self, n: u32) -> Self {
+        self.args.max_worker_calls = Some(n.max(1));
+        self
+    }
+
+    /// Calls waiting for a worker, at most (default 1024); past it a call
+    /// fails at once with a `Full` error.
+    pub fn queue(mut self, n: usize) -> Self {
+        self.args.queue = n.max(1);
+        self
+    }
+
+    /// Default per-call timeout (none by default).
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.args.call_timeout = Some(d);
+        self
+    }
+}
+
+impl From<FunctionSpec> for Spec<Function> {
+    fn from(s: FunctionSpec) -> Self {
+        Spec::new(s.name, s.args).restart(Restart::Permanent)
+    }
+}
+
+/// Options of one call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    /// Fail with a `Timeout` error past this long (queueing included).
+    pub timeout: Option<Duration>,
+    /// The call may run again on another worker if its worker dies
+    /// (it is idempotent): it is retried once.
+    pub retry_safe: bool,
+}
+
+struct Call {
+    id: u64,
+    payload: Bytes,
+    reply: oneshot::Sender<Result<Bytes>>,
+    deadline: Option<Instant>,
+    retry_safe: bool,
+    attempts: u32,
+}
+
+struct Worker {
+    id: u64,
+    pid: u32,
+    writer: Option<FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>>,
+    busy: Option<Call>,
+    calls: u32,
+    idle_since: Instant,
+}
+
+enum FromWorker {
+    Reply {
+        worker: u64,
+        id: u64,
+        result: Result<Bytes>,
+    },
+    Exited {
+        worker: u64,
+        status: std::result::Result<ExitStatus, Error>,
+    },
+}
+
+/// Pool statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, kameo::Reply)]
+pub struct FunctionStats {
+    /// Workers alive now.
+    pub workers: usize,
+    /// Their pids.
+    pub pids: Vec<u32>,
+    /// Workers started in all.
+    pub started: u64,
+    /// Workers that died unasked (crash, kill) and were replaced.
+    pub died: u64,
+    /// Calls waiting for a worker.
+    pub queued: usize,
+    /// Calls answered.
+    pub completed: u64,
+}
+
+/// A pool of worker processes running one entry point: calls with serde
+/// arguments go to an idle worker (starting one when below `max_workers`),
+/// results come back through futures. A worker that dies mid-call is
+/// replaced; its call fails with a `PeerDied` error naming the exit, or
+/// runs again elsewhere when marked retry-safe.
+pub struct Function {
+    args: FunctionArgs,
+    workers: Vec<Worker>,
+    queue: VecDeque<Call>,
+    rx: mpsc::UnboundedReceiver<FromWorker>,
+    tx: mpsc::UnboundedSender<FromWorker>,
+    pending: Option<FromWorker>,
+    next_worker: u64,
+    next_call: u64,
+    stats: FunctionStats,
+}
+
+impl Function {
+    /// A pool running `entry` (registered with
+    /// [`run_if_worker`](crate::run_if_worker)).
+    pub fn spec(name: impl Into<String>, entry: impl Into<String>) -> FunctionSpec {
+        FunctionSpec {
+            name: name.into(),
+            args: FunctionArgs {
+                entry: entry.into(),
+                exec_args: Vec::new(),
+                min_workers: 0,
+                max_workers: 4,
+                idle_timeout: None,
+                max_worker_calls: None,
+                queue: 1024,
+                max_frame: frame::DEFAULT_MAX_FRAME,
+                call_timeout: None,
+            },
+        }
+    }
+
+    fn start_worker(&mut self) -> Result<()> {
+        let exe = std::env::current_exe().map_err(|e| Error::io("spawn", e))?;
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(&self.args.exec_args)
+            .env(ENTRY_ENV, &self.args.entry)
+            .stdin(Stdio::Null)
+            .stdout(Stdio::Null)
+            .fd_to_child(WORKER_FD, Stdio::Fd(OwnedFd::from(theirs)));
+        let mut child = ioasync_process::spawn_child(cmd)?;
+        ours.set_nonblocking(true)
+            .map_err(|e| Error::io("fcntl", e))?;
+        let sock = UnixStream::from_std(ours).map_err(|e| Error::io("socket", e))?;
+        let (rd, wr) = sock.into_split();
+        let id = self.next_worker;
+        self.next_worker += 1;
+        let pid = child.pid();
+        let tx = self.tx.clone();
+        let max = self.args.max_frame;
+        tokio::spawn(async move {
+            let mut frames = FramedRead::new(rd, frame::codec(max));
+            while let Some(Ok(f)) = frames.next().await {
+                let parsed = frame::parse_worker_frame(&f).map(|(kind, cid, payload)| {
+                    let result = match kind {
+                        REPLY_OK => Ok(Bytes::copy_from_slice(payload)),
+                        REPLY_ERR => Err(Error::new(
+                            "call",
+                            ErrorKind::Other,
+                            String::from_utf8_lossy(payload).into_owned(),
+                        )),
+                        k => Err(Error::new(
+                            "decode",
+                            ErrorKind::InvalidInput,
+                            format!("unknown worker frame kind {k}"),
+                        )),
+                    };
+                    (cid, result)
+                });
+                let Ok((cid, result)) = parsed else { break };
+                if tx
+                    .send(FromWorker::Reply {
+                        worker: id,
+                        id: cid,
+                        result,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            drop(frames);
+            let status = child.wait().await;
+            let _ = tx.send(FromWorker::Exited { worker: id, status });
+        });
+        self.workers.push(Worker {
+            id,
+            pid,
+            writer: Some(FramedWrite::new(wr, frame::codec(max))),
+            busy: None,
+            calls: 0,
+            idle_since: Instant::now(),
+        });
+        self.stats.started += 1;
+        Ok(())
+    }
+
+    /// Hands queued calls to idle workers, starting workers as allowed.
+    async fn dispatch(&mut self) {
+        while self.workers.len() < self.args.min_workers {
+            if let Err(e) = self.start_worker() {
+                tracing::error!(error = %e, "cannot start a worker");
+                break;
+            }
+        }
+        while let Some(call) = self.queue.pop_front() {
+            if call.reply.is_closed() {
+                continue; // the caller gave up
+            }
+            let idle = self
+                .workers
+                .iter()
+                .position(|w| w.busy.is_none() && w.writer.is_some());
+            let idx = match idle {
+                Some(i) => i,
+                None if self.workers.len() < self.args.max_workers => {
+                    if let Err(e) = self.start_worker() {
+                        let _ = call.reply.send(Err(e));
+                        continue;
+                    }
+                    self.workers.len() - 1
+                }
+                None => {
+                    self.queue.push_front(call);
+                    break;
+                }
+            };
+            let w = &mut self.workers[idx];
+            let frame = frame::worker_frame(CALL, call.id, &call.payload).freeze();
+            let writer = w.writer.as_mut().expect("checked above");
+            match writer.send(frame).await {
+                Ok(()) => w.busy = Some(call),
+                Err(_) => {
+                    // The worker is gone; its exit will arrive. Requeue.
+                    w.writer = None;
+                    self.queue.push_front(call);
+                }
+            }
+        }
+    }
+
+    fn on_reply(&mut self, worker: u64, id: u64, result: Result<Bytes>) {
+        let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else {
+            return;
+        };
+        if let Some(call) = w.busy.take_if(|c| c.id == id) {
+            let _ = call.reply.send(result);
+            self.stats.completed += 1;
+        }
+        w.calls += 1;
+        w.idle_since = Instant::now();
+        if self.args.max_worker_calls.is_some_and(|m| w.calls >= m) {
+            w.writer = None; // EOF: the worker exits; a new one replaces it
+        }
+    }
+
+    fn on_exit(&mut self, worker: u64, status: std::result::Result<ExitStatus, Error>) {
+        let Some(i) = self.workers.iter().position(|w| w.id == worker) else {
+            return;
+        };
+        let w = self.workers.remove(i);
+        let asked = w.writer.is_none();
+        let how = match &status {
+            Ok(st) => st.to_string(),
+            Err(e) => e.to_string(),
+        };
+        if !asked {
+            self.stats.died += 1;
+            tracing::warn!(pid = w.pid, status = %how, "worker died");
+        }
+        if let Some(mut call) = w.busy {
+            call.attempts += 1;
+            if call.retry_safe && call.attempts < 2 {
+                self.queue.push_front(call);
+            } else {
+                let _ = call.reply.send(Err(Error::new(
+                    "call",
+                    ErrorKind::PeerDied,
+                    format!("worker {} {how} while running the call", w.pid),
+                )));
+            }
+        }
+    }
+
+    /// Fails calls past their deadline; stops workers idle too long.
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for call in self.queue.drain(..) {
+            if call.deadline.is_some_and(|d| d <= now) {
+                let _ = call.reply.send(Err(Error::timeout("call")));
+            } else {
+                kept.push_back(call);
+            }
+        }
+        self.queue = kept;
+        for w in &mut self.workers {
+            if w.busy
+                .as_ref()
+                .is_some_and(|c| c.deadline.is_some_and(|d| d <= now))
+            {
+                let call = w.busy.take().expect("checked");
+                let _ = call.reply.send(Err(Error::timeout("call")));
+                // The call cannot be stopped inside the worker: replace it.
+                let _ = nix_kill(w.pid);
+                w.writer = None;
+            }
+        }
+        if let Some(idle) = self.args.idle_timeout {
+            let mut alive = self.workers.iter().filter(|w| w.writer.is_some()).count();
+            for w in &mut self.workers {
+                if alive > self.args.min_workers
+                    && w.busy.is_none()
+                    && w.writer.is_some()
+                    && now.duration_since(w.idle_since) >= idle
+                {
+                    w.writer = None;
+                    alive -= 1;
+                }
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let calls = self
+            .queue
+            .iter()
+            .chain(self.workers.iter().filter_map(|w| w.busy.as_ref()))
+            .filter_map(|c| c.deadline);
+        let idle = self.args.idle_timeout.map(|d| {
+            self.workers
+                .iter()
+                .filter(|w| w.busy.is_none() && w.writer.is_some())
+                .map(|w| w.idle_since + d)
+                .collect::<Vec<_>>()
+        });
+        let alive = self.workers.iter().filter(|w| w.writer.is_some()).count();
+        let idle = if alive > self.args.min_workers {
+            idle.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        calls.chain(idle).min()
+    }
+}
+
+fn nix_kill(pid: u32) -> nix::Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+}
+
+impl Notifier for Function {
+    type Args = FunctionArgs;
+
+    fn kind() -> &'static str {
+        "function"
+    }
+
+    async fn init(args: FunctionArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut f = Function {
+            args,
+            workers: Vec::new(),
+            queue: VecDeque::new(),
+            rx,
+            tx,
+            pending: None,
+            next_worker: 0,
+            next_call: 0,
+            stats: FunctionStats::default(),
+        };
+        for _ in 0..f.args.min_workers {
+            f.start_worker()?;
+        }
+        Ok(f)
+    }
+
+    async fn ready(&mut self) {
+        let timer = self.next_timer();
+        tokio::select! {
+            Some(m) = self.rx.recv() => self.pending = Some(m),
+            () = async { tokio::time::sleep_until(timer.expect("checked")).await }, if timer.is_some() => {}
+        }
+    }
+
+    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        match self.pending.take() {
+            Some(FromWorker::Reply { worker, id, result }) => self.on_reply(worker, id, result),
+            Some(FromWorker::Exited { worker, status }) => self.on_exit(worker, status),
+            None => {}
+        }
+        // Drain whatever else arrived without another trip.
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                FromWorker::Reply { worker, id, result } => self.on_reply(worker, id, result),
+                FromWorker::Exited { worker, status } => self.on_exit(worker, status),
+            }
+        }
+        self.on_timers();
+        self.dispatch().await;
+    }
+
+    async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        for call in self.queue.drain(..) {
+            let _ = call
+                .reply
+                .send(Err(Error::closed("call", "the function pool stopped")));
+        }
+        for w in &mut self.workers {
+            w.writer = None; // EOF: workers exit after their current call
+            if let Some(call) = w.busy.take() {
+                let _ = call
+                    .reply
+                    .send(Err(Error::closed("call", "the function pool stopped")));
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Function")
+            .field("entry", &self.args.entry)
+            .field("workers", &self.workers.len())
+            .field("queued", &self.queue.len())
+            .finish()
+    }
+}
+
+/// Message: one call with encoded arguments.
+#[derive(Debug)]
+pub struct CallRaw {
+    /// MessagePack-encoded arguments.
+    pub payload: Bytes,
+    /// Options.
+    pub options: CallOptions,
+    /// Where the encoded result goes.
+    pub reply: oneshot::Sender<Result<Bytes>>,
+}
+
+impl Handler<CallRaw> for Function {
+    type Reply = ();
+    async fn handle(&mut self, m: CallRaw, _ctx: &mut Ctx<'_, Self>) {
+        if self.queue.len() >= self.args.queue {
+            let _ = m.reply.send(Err(Error::new(
+                "call",
+                ErrorKind::Full,
+                format!("the call queue is full ({} calls)", self.args.queue),
+            )));
+            return;
+        }
+        let timeout = m.options.timeout.or(self.args.call_timeout);
+        self.next_call += 1;
+        self.queue.push_back(Call {
+            id: self.next_call,
+            payload: m.payload,
+            reply: m.reply,
+            deadline: timeout.map(|t| Instant::now() + t),
+            retry_safe: m.options.retry_safe,
+            attempts: 0,
+        });
+        self.dispatch().await;
+    }
+}
+
+/// Message: pool statistics.
+#[derive(Debug)]
+pub struct Stats;
+
+impl Handler<Stats> for Function {
+    type Reply = FunctionStats;
+    async fn handle(&mut self, _: Stats, _ctx: &mut Ctx<'_, Self>) -> FunctionStats {
+        FunctionStats {
+            workers: self.workers.len(),
+            pids: self.workers.iter().map(|w| w.pid).collect(),
+            queued: self.queue.len(),
+            ..self.stats.clone()
+        }
+    }
+}
+
+/// Calls on a pool's handle.
+pub trait FunctionRef {
+    /// Calls the entry with `args`; resolves with its result.
+    fn call<A, R>(&self, args: &A) -> impl Future<Output = Result<R>> + Send
+    where
+        A: Serialize + Sync,
+        R: DeserializeOwned + Send;
+
+    /// [`FunctionRef::call`] with options (timeout, retry-safe).
+    fn call_with<A, R>(
+        &self,
+        args: &A,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<R>> + Send
+    where
+        A: Serialize + Sync,
+        R: DeserializeOwned + Send;
+
+    /// Pool statistics.
+    fn stats(&self) -> impl Future<Output = Result<FunctionStats>> + Send;
+}
+
+impl FunctionRef for NotifierRef<Function> {
+    async fn call<A, R>(&self, args: &A) -> Result<R>
+    where
+        A: Serialize + Sync,
+        R: DeserializeOwned + Send,
+    {
+        self.call_with(args, CallOptions::default()).await
+    }
+
+    async fn call_with<A, R>(&self, args: &A, options: CallOptions) -> Result<R>
+    where
+        A: Serialize + Sync,
+        R: DeserializeOwned + Send,
+    {
+        let payload = frame::encode(args)?;
+        let (tx, rx) = oneshot::channel();
+        self.tell(CallRaw {
+            payload,
+            options,
+            reply: tx,
+        })
+        .await?;
+        let bytes = rx
+            .await
+            .map_err(|_| Error::closed("call", "the function pool stopped"))??;
+        frame::decode(&bytes)
+    }
+
+    async fn stats(&self) -> Result<FunctionStats> {
+        self.ask(Stats).await
+    }
+}

@@ -1,0 +1,30 @@
+//! ioasync-worker: Rust code in worker processes. Users depend on the
+//! `ioasync` facade, which re-exports everything here.
+//!
+//! - [`Entry`] and [`run_if_worker`]: named entry points; the program
+//!   re-executes itself as a worker (no `fork` of a process that runs
+//!   tokio threads);
+//! - [`channel`]: typed, bounded mailboxes, local or bridged over a
+//!   socket as length-prefixed MessagePack frames with a size cap;
+//! - [`Function`]: a fault-tolerant pool of worker processes.
+//!
+//! # Implementation
+//!
+//! A worker is the program's own binary started with an environment
+//! variable naming the entry and its end of a socketpair on fd 3; it
+//! serves calls with blocking reads and writes on that socket until the
+//! parent closes it. In the parent, one task per worker reads its replies
+//! and reaps it; the pool itself is one notifier.
+
+#![doc(test(attr(deny(warnings))))]
+
+pub mod channel;
+mod entry;
+mod frame;
+mod function;
+
+pub use entry::{ENTRY_ENV, Entry, WORKER_FD, run_if_worker};
+pub use frame::{DEFAULT_MAX_FRAME, decode, encode};
+pub use function::{
+    CallOptions, CallRaw, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats, Stats,
+};

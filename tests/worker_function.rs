@@ -1,0 +1,158 @@
+//! Function pools of real worker processes: calls, panics, timeouts,
+//! idle shrinking, recycling.
+
+mod support;
+
+use std::time::Duration;
+
+use ioasync::{CallOptions, Entry, Function, FunctionRef, FunctionSpec};
+use serde::{Deserialize, Serialize};
+use support::{bounded, test_loop};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Shape {
+    name: String,
+    sides: Vec<u32>,
+    tag: Option<(i64, bool)>,
+}
+
+fn entries() -> Vec<Entry> {
+    vec![
+        Entry::function("square", |n: u64| n * n),
+        Entry::function("perimeter", |s: Shape| {
+            (s.name.to_uppercase(), s.sides.iter().sum::<u32>(), s.tag)
+        }),
+        Entry::function("panic", |msg: String| -> u32 { panic!("{msg}") }),
+        Entry::function("pid", |_: ()| std::process::id()),
+        Entry::function("sleep_ms", |ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            ms
+        }),
+    ]
+}
+
+/// When this binary runs as a worker, this test is the entry point.
+#[test]
+fn ioasync_worker() {
+    ioasync::run_if_worker(entries());
+}
+
+fn pool(name: &str, entry: &str) -> FunctionSpec {
+    Function::spec(name, entry).exec_args(["--exact", "ioasync_worker", "--nocapture"])
+}
+
+#[tokio::test]
+async fn calls_run_in_workers_with_serde_arguments_and_results() {
+    let lp = test_loop();
+    let sq = lp.add(pool("sq", "square").max_workers(2)).await.unwrap();
+    let mut calls = Vec::new();
+    for n in 0..200u64 {
+        let sq = sq.clone();
+        calls.push(tokio::spawn(
+            async move { (n, sq.call::<u64, u64>(&n).await) },
+        ));
+    }
+    for c in calls {
+        let (n, r) = bounded("call", c).await.unwrap();
+        assert_eq!(r.unwrap(), n * n);
+    }
+    let stats = sq.stats().await.unwrap();
+    assert!(stats.workers <= 2 && stats.started <= 2, "{stats:?}");
+    assert_eq!(stats.completed, 200);
+    let shapes = lp.add(pool("shapes", "perimeter")).await.unwrap();
+    let s = Shape {
+        name: "tri".into(),
+        sides: vec![3, 4, 5],
+        tag: Some((-7, true)),
+    };
+    let r: (String, u32, Option<(i64, bool)>) = shapes.call(&s).await.unwrap();
+    assert_eq!(r, ("TRI".into(), 12, Some((-7, true))));
+}
+
+#[tokio::test]
+async fn a_panicking_call_fails_with_the_message_and_the_worker_lives_on() {
+    let lp = test_loop();
+    let f = lp.add(pool("p", "panic").max_workers(1)).await.unwrap();
+    let err = f
+        .call::<String, u32>(&"bad input".into())
+        .await
+        .unwrap_err();
+    assert_eq!(err.op(), "call");
+    assert!(err.to_string().contains("bad input"), "{err}");
+    let again = f.call::<String, u32>(&"again".into()).await.unwrap_err();
+    assert!(again.to_string().contains("again"));
+    let stats = f.stats().await.unwrap();
+    assert_eq!((stats.started, stats.died), (1, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_call_past_its_timeout_fails_and_its_worker_is_replaced() {
+    let lp = test_loop();
+    let f = lp.add(pool("t", "sleep_ms").max_workers(1)).await.unwrap();
+    let opts = CallOptions {
+        timeout: Some(Duration::from_millis(100)),
+        retry_safe: false,
+    };
+    let err = bounded("timeout", f.call_with::<u64, u64>(&60_000, opts))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(f.call::<u64, u64>(&1).await.unwrap(), 1);
+    assert_eq!(f.stats().await.unwrap().started, 2);
+}
+
+#[tokio::test]
+async fn idle_timeout_shrinks_the_pool_to_min_workers() {
+    let lp = test_loop();
+    let f = lp
+        .add(
+            pool("idle", "sleep_ms")
+                .min_workers(1)
+                .max_workers(3)
+                .idle_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    // Three concurrent calls need three workers.
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let f = f.clone();
+            tokio::spawn(async move { f.call::<u64, u64>(&50).await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(f.stats().await.unwrap().started, 3);
+    // Idleness is measured in time: wait it out, then see the pool shrink.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shrunk = bounded("shrink", async {
+        loop {
+            let s = f.stats().await.unwrap();
+            if s.workers == 1 {
+                return s;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(shrunk.died, 0, "idle workers are retired, not crashed");
+}
+
+#[tokio::test]
+async fn max_worker_calls_recycles_workers() {
+    let lp = test_loop();
+    let f = lp
+        .add(pool("recycle", "pid").max_workers(1).max_worker_calls(3))
+        .await
+        .unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..9 {
+        pids.push(f.call::<(), u32>(&()).await.unwrap());
+    }
+    let distinct: std::collections::BTreeSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 3, "{pids:?}");
+    for chunk in pids.chunks(3) {
+        assert!(chunk.iter().all(|p| *p == chunk[0]), "{pids:?}");
+    }
+}
