@@ -125,6 +125,16 @@ struct Worker {
     busy: Option<Call>,
     calls: u32,
     idle_since: Instant,
+    /// We ended it (idle, recycled, timed out, pool stopping).
+    retiring: bool,
+}
+
+impl Worker {
+    /// Closes its socket: it exits after its current call.
+    fn retire(&mut self) {
+        self.retiring = true;
+        self.writer = None;
+    }
 }
 
 enum FromWorker {
@@ -255,6 +265,7 @@ impl Function {
             busy: None,
             calls: 0,
             idle_since: Instant::now(),
+            retiring: false,
         });
         self.stats.started += 1;
         Ok(())
@@ -315,7 +326,7 @@ impl Function {
         w.calls += 1;
         w.idle_since = Instant::now();
         if self.args.max_worker_calls.is_some_and(|m| w.calls >= m) {
-            w.writer = None; // EOF: the worker exits; a new one replaces it
+            w.retire(); // a new one replaces it
         }
     }
 
@@ -324,7 +335,7 @@ impl Function {
             return;
         };
         let w = self.workers.remove(i);
-        let asked = w.writer.is_none();
+        let asked = w.retiring;
         let how = match &status {
             Ok(st) => st.to_string(),
             Err(e) => e.to_string(),
@@ -367,8 +378,8 @@ impl Function {
                 let call = w.busy.take().expect("checked");
                 let _ = call.reply.send(Err(Error::timeout("call")));
                 // The call cannot be stopped inside the worker: replace it.
+                w.retire();
                 let _ = nix_kill(w.pid);
-                w.writer = None;
             }
         }
         if let Some(idle) = self.args.idle_timeout {
@@ -379,7 +390,7 @@ impl Function {
                     && w.writer.is_some()
                     && now.duration_since(w.idle_since) >= idle
                 {
-                    w.writer = None;
+                    w.retire();
                     alive -= 1;
                 }
             }
@@ -474,7 +485,7 @@ impl Notifier for Function {
                 .send(Err(Error::closed("call", "the function pool stopped")));
         }
         for w in &mut self.workers {
-            w.writer = None; // EOF: workers exit after their current call
+            w.retire(); // EOF: workers exit after their current call
             if let Some(call) = w.busy.take() {
                 let _ = call
                     .reply
