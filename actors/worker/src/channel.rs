@@ -140,7 +140,9 @@ where
     let (rd, wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(capacity.max(1));
     let (in_tx, in_rx) = mpsc::channel::<Result<In>>(capacity.max(1));
-    let err_tx = in_tx.clone();
+    // Weak: once the reader is done, the receiver must see the end even
+    // while our sender lives.
+    let err_tx = in_tx.downgrade();
     tokio::spawn(async move {
         let mut sink = FramedWrite::new(wr, codec(max_frame));
         while let Some(v) = out_rx.recv().await {
@@ -149,7 +151,9 @@ where
                 Err(e) => Err(e),
             };
             if let Err(e) = res {
-                let _ = err_tx.send(Err(e)).await;
+                if let Some(tx) = err_tx.upgrade() {
+                    let _ = tx.send(Err(e)).await;
+                }
                 return;
             }
         }
