@@ -34,7 +34,9 @@ async fn nested_serde_types_round_trip_both_ways_ten_thousand_in_order() {
             };
             assert_eq!(tags.len() as u64, id % 3);
             assert_eq!(meta.get("k").map(|v| v.0), Some(id as i32));
-            to_a.send(Msg::Done(id, Ok(id.to_be_bytes().to_vec()))).await.unwrap();
+            to_a.send(Msg::Done(id, Ok(id.to_be_bytes().to_vec())))
+                .await
+                .unwrap();
         }
     });
     let sender = tokio::spawn(async move {
@@ -55,7 +57,13 @@ async fn nested_serde_types_round_trip_both_ways_ten_thousand_in_order() {
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+    statm
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 4096
 }
 
 /// Writes `bytes` raw into one end; returns what the channel on the other

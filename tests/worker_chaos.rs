@@ -105,7 +105,11 @@ fn ten_thousand_calls_while_a_worker_is_sigkilled_every_few_hundred() {
         assert_eq!(ok + died, 10_000);
         assert!(killed >= 40, "killed only {killed} workers");
         let stats = f.stats().await.unwrap();
-        assert_eq!(stats.died, u64::from(killed), "every kill seen as a death: {stats:?}");
+        assert_eq!(
+            stats.died,
+            u64::from(killed),
+            "every kill seen as a death: {stats:?}"
+        );
         eprintln!("chaos: {ok} ok, {died} failed with worker death, {killed} kills, {stats:?}");
         f.stop().await;
         lp.shutdown(None).await;

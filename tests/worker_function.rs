@@ -25,6 +25,8 @@ fn entries() -> Vec<Entry> {
         Entry::function("panic", |msg: String| -> u32 { panic!("{msg}") }),
         Entry::function("pid", |_: ()| std::process::id()),
         Entry::function("sleep_ms", |ms: u64| {
+            // A worker process runs no runtime: blocking is its job.
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(ms));
             ms
         }),

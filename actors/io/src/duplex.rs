@@ -306,8 +306,11 @@ impl Duplex {
         self.ready_w |= ready_w;
     }
 
+    /// No more writes: closed, or the write side is (being) shut down. A
+    /// pending `close_when_empty` still takes writes; it closes once the
+    /// queue is empty.
     fn closed_for_writing(&self) -> bool {
-        self.is_closed() || self.write_shut || self.shutdown_when_empty || self.close_when_empty
+        self.is_closed() || self.write_shut || self.shutdown_when_empty
     }
 
     fn has_pending(&self) -> bool {

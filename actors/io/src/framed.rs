@@ -15,6 +15,8 @@
 
 use std::{fmt, marker::PhantomData, sync::Mutex};
 
+use futures_util::{StreamExt, future::BoxFuture, stream::FuturesOrdered};
+
 use bytes::BytesMut;
 use ioasync_core::{
     Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result,
@@ -84,6 +86,8 @@ impl<C, O> fmt::Debug for FramedIo<'_, C, O> {
     }
 }
 
+type ServeFn<C, O> = Box<dyn FnMut(<C as Decoder>::Item) -> BoxFuture<'static, Option<O>> + Send>;
+
 type OnFrame<C, O> = Box<dyn FnMut(&mut FramedIo<'_, C, O>, <C as Decoder>::Item) + Send>;
 
 /// How to start a [`Framed`].
@@ -92,6 +96,7 @@ pub struct FramedArgs<C: Decoder, O> {
     codec: Option<C>,
     limits: Limits,
     on_frame: Option<OnFrame<C, O>>,
+    serve: Option<(ServeFn<C, O>, usize)>,
     subs: Vec<Subscription<FramedEvent<C::Item>>>,
     close_on_read_eof: bool,
 }
@@ -131,6 +136,22 @@ where
         f: impl FnMut(&mut FramedIo<'_, C, O>, C::Item) + Send + 'static,
     ) -> Self {
         self.args.on_frame = Some(Box::new(f));
+        self
+    }
+
+    /// Serves each frame with an async handler: up to `max_in_flight`
+    /// run at once, and their replies (`Some`) are written in the order
+    /// the frames came, whatever order the handlers finish in. While
+    /// `max_in_flight` are running, reading pauses (backpressure).
+    pub fn serve<F, Fut>(mut self, max_in_flight: usize, mut f: F) -> Self
+    where
+        F: FnMut(C::Item) -> Fut + Send + 'static,
+        Fut: Future<Output = Option<O>> + Send + 'static,
+    {
+        self.args.serve = Some((
+            Box::new(move |item| Box::pin(f(item))),
+            max_in_flight.max(1),
+        ));
         self
     }
 
@@ -193,6 +214,7 @@ impl<C: Decoder, O> FramedArgs<C, O> {
             codec: None,
             limits: Limits::default(),
             on_frame: None,
+            serve: None,
             subs: Vec::new(),
             close_on_read_eof: true,
         }
@@ -204,6 +226,9 @@ pub struct Framed<C: Decoder, O> {
     duplex: Duplex,
     codec: C,
     on_frame: Option<OnFrame<C, O>>,
+    serve: Option<(ServeFn<C, O>, usize)>,
+    inflight: FuturesOrdered<BoxFuture<'static, Option<O>>>,
+    finished: Vec<Option<O>>,
     close_on_read_eof: bool,
     events: Events<FramedEvent<C::Item>>,
 }
@@ -229,6 +254,7 @@ where
                 codec: Some(codec),
                 limits: Limits::default(),
                 on_frame: None,
+                serve: None,
                 subs: Vec::new(),
                 close_on_read_eof: true,
             },
@@ -236,6 +262,10 @@ where
     }
 
     async fn frame(&mut self, item: C::Item) {
+        if let Some((serve, _)) = self.serve.as_mut() {
+            self.inflight.push_back(serve(item));
+            return;
+        }
         match self.on_frame.as_mut() {
             Some(f) => {
                 let mut io = FramedIo {
@@ -302,7 +332,7 @@ where
             self.events.emit(FramedEvent::ReadError(e)).await;
             return self.close(ctx).await;
         }
-        if self.duplex.close_when_empty && self.duplex.queued() == 0 {
+        if self.duplex.close_when_empty && self.duplex.queued() == 0 && self.inflight.is_empty() {
             self.close(ctx).await;
         }
     }
@@ -345,18 +375,47 @@ where
             duplex: Duplex::new(source, args.limits),
             codec,
             on_frame: args.on_frame,
+            serve: args.serve,
+            inflight: FuturesOrdered::new(),
+            finished: Vec::new(),
             close_on_read_eof: args.close_on_read_eof,
             events,
         })
     }
 
     async fn ready(&mut self) {
-        self.duplex.ready().await
+        if let Some((_, max)) = &self.serve {
+            // Backpressure: no more frames while the handlers are busy.
+            self.duplex.read_off = self.inflight.len() >= *max;
+        }
+        let busy = !self.inflight.is_empty();
+        tokio::select! {
+            () = self.duplex.ready() => {}
+            Some(out) = self.inflight.next(), if busy => self.finished.push(out),
+        }
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        // Replies of finished handlers, in frame order.
+        for out in std::mem::take(&mut self.finished).into_iter().flatten() {
+            let codec = &mut self.codec;
+            let res = self
+                .duplex
+                .append_with(|buf| codec.encode(out, buf))
+                .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()));
+            if let Err(e) = res {
+                self.events.emit(FramedEvent::WriteError(e)).await;
+            }
+        }
         let p = self.duplex.progress();
         self.after_progress(p, ctx).await;
+        if self.serve.is_some()
+            && self.duplex.close_when_empty
+            && self.duplex.queued() == 0
+            && self.inflight.is_empty()
+        {
+            self.close(ctx).await;
+        }
     }
 
     fn accepting(&self) -> bool {

@@ -75,7 +75,7 @@ pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
         return;
     };
     let name: OsString = name;
-    let entry = entries.into_iter().find(|e| OsString::from(e.name) == name);
+    let entry = entries.into_iter().find(|e| name == *e.name);
     let code = match entry {
         Some(e) => serve(e),
         None => {

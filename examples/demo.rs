@@ -1,0 +1,336 @@
+//! The flagship demo: a supervised line-protocol TCP service whose
+//! requests are computed by a Function pool of worker processes.
+//!
+//! ```text
+//! cargo run --release --example demo                      # self-driving run, exits 0 if all is well
+//! cargo run --release --example demo -- --serve ADDR      # just the service
+//! cargo run --release --example demo -- --seconds 5 --clients 8
+//! ```
+//!
+//! Protocol: a request is a line holding an integer n (0 ≤ n ≤ 10,000,000);
+//! the reply is the line `n count`, count being the number of primes ≤ n,
+//! computed in a worker, or `n ERR <message>` when that call failed. A
+//! malformed line gets `ERR <message>` and the connection stays open.
+//! Replies on one connection come in request order.
+//!
+//! Without `--serve`, it drives itself with a built-in client for a few
+//! seconds, SIGKILLs one worker mid-run to show the recovery, prints
+//! throughput, the tree and the pool's restarts, shuts down gracefully, and
+//! exits 0 only if every request was answered correctly. With `--serve
+//! ADDR` the first line on stdout is `listening on <addr>`; SIGINT or
+//! SIGTERM stop it gracefully.
+
+use std::{
+    collections::VecDeque,
+    io::Write as _,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use ioasync::{
+    Address, CallOptions, Entry, Framed, Function, FunctionRef, Listen, LocalAddr, Loop,
+    NotifierRef, codec::LinesCodec,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+
+const MAX_N: u64 = 10_000_000;
+
+/// Runs in a worker process: the number of primes ≤ n (a sieve).
+fn count_primes(n: u64) -> u64 {
+    if n < 2 {
+        return 0;
+    }
+    let n = n as usize;
+    let mut composite = vec![false; n + 1];
+    let mut count = 0;
+    for i in 2..=n {
+        if !composite[i] {
+            count += 1;
+            let mut j = i * i;
+            while j <= n {
+                composite[j] = true;
+                j += i;
+            }
+        }
+    }
+    count
+}
+
+/// One request line to one reply line.
+async fn answer(line: String, pool: NotifierRef<Function>) -> String {
+    let n = match line.trim().parse::<u64>() {
+        Ok(n) if n <= MAX_N => n,
+        Ok(n) => return format!("ERR {n} is above {MAX_N}"),
+        Err(_) => return format!("ERR not an integer: {:?}", line.trim()),
+    };
+    // Counting primes is pure: a call whose worker died may run again.
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(30)),
+        retry_safe: true,
+    };
+    match pool.call_with::<u64, u64>(&n, opts).await {
+        Ok(count) => format!("{n} {count}"),
+        Err(e) => format!("{n} ERR {e}"),
+    }
+}
+
+async fn start_service(
+    lp: &Loop,
+    addr: Address,
+) -> ioasync::Result<(NotifierRef<Function>, String)> {
+    let pool = lp
+        .add(
+            Function::spec("primes", "primes")
+                .min_workers(2)
+                .max_workers(2),
+        )
+        .await?;
+    let p = pool.clone();
+    let next = AtomicU64::new(1);
+    let listener = lp
+        .listen("demo", Listen::new(addr), move |conn, _peer| {
+            let p = p.clone();
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            Framed::spec(
+                format!("conn-{n}"),
+                conn,
+                LinesCodec::new_with_max_length(64),
+            )
+            .serve(64, move |line: String| {
+                let p = p.clone();
+                async move { Some(answer(line, p).await) }
+            })
+        })
+        .await?;
+    let local = listener.ask(LocalAddr).await?;
+    Ok((pool, local.to_string()))
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: demo [--serve ADDR] [--seconds N] [--clients N]");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    // First thing: when re-executed as a worker, this runs the entry.
+    ioasync::run_if_worker([Entry::function("primes", count_primes)]);
+
+    let mut args = std::env::args().skip(1);
+    let (mut serve, mut seconds, mut clients) = (None, 3.0f64, 4usize);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--serve", Some(v)) => serve = Some(v),
+            ("--seconds", Some(v)) => match v.parse() {
+                Ok(s) if s > 0.0 => seconds = s,
+                _ => return usage(),
+            },
+            ("--clients", Some(v)) => match v.parse() {
+                Ok(c) if c > 0 => clients = c,
+                _ => return usage(),
+            },
+            _ => return usage(),
+        }
+    }
+    let lp = match Loop::builder()
+        .shutdown_on_signals(Duration::from_secs(5))
+        .build()
+    {
+        Ok(lp) => lp,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let l = lp.clone();
+    let result = lp.block_on(async move {
+        match serve {
+            Some(addr) => serve_only(l, &addr).await,
+            None => self_drive(l, seconds, clients).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_only(lp: Loop, addr: &str) -> ioasync::Result<()> {
+    let (_pool, local) = start_service(&lp, addr.parse()?).await?;
+    println!("listening on {local}");
+    let _ = std::io::stdout().flush();
+    match lp.run::<()>().await {
+        Err(e) if e.is_cancelled() => Ok(()),
+        other => other,
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    correct: AtomicU64,
+    wrong: AtomicU64,
+}
+
+/// One client connection: pipelines requests, checks every reply.
+async fn client(
+    addr: String,
+    until: tokio::time::Instant,
+    seed: u64,
+    sieve: Arc<Vec<u64>>,
+    tally: Arc<Tally>,
+) {
+    let Ok(stream) = TcpStream::connect(&addr).await else {
+        tally.wrong.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd).lines();
+    let mut expect: VecDeque<Option<u64>> = VecDeque::new();
+    let mut x = seed;
+    let check = |expect: &mut VecDeque<Option<u64>>, line: String| {
+        let want = expect.pop_front().flatten();
+        let ok = match want {
+            Some(n) => line == format!("{n} {}", sieve[n as usize]),
+            None => line.starts_with("ERR "),
+        };
+        if ok {
+            tally.correct.fetch_add(1, Ordering::Relaxed);
+        } else {
+            eprintln!("demo: wrong reply {line:?} (wanted n = {want:?})");
+            tally.wrong.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    while tokio::time::Instant::now() < until {
+        // Keep 16 requests in flight; one in 50 is malformed on purpose.
+        while expect.len() < 16 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (line, want) = if x.is_multiple_of(50) {
+                ("not-a-number\n".to_string(), None)
+            } else {
+                let n = (x >> 33) % (sieve.len() as u64);
+                (format!("{n}\n"), Some(n))
+            };
+            if wr.write_all(line.as_bytes()).await.is_err() {
+                tally.wrong.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            tally.sent.fetch_add(1, Ordering::Relaxed);
+            expect.push_back(want);
+        }
+        match lines.next_line().await {
+            Ok(Some(line)) => check(&mut expect, line),
+            _ => {
+                tally.wrong.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    while !expect.is_empty() {
+        match lines.next_line().await {
+            Ok(Some(line)) => check(&mut expect, line),
+            _ => {
+                tally
+                    .wrong
+                    .fetch_add(expect.len() as u64, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<()> {
+    let (pool, addr) = start_service(&lp, "127.0.0.1:0".parse()?).await?;
+    println!("listening on {addr}");
+    // The client checks answers against its own sieve (n up to 200,000).
+    let limit = 200_000usize;
+    let mut counts = vec![0u64; limit];
+    let mut composite = vec![false; limit];
+    let mut c = 0;
+    for i in 2..limit {
+        if !composite[i] {
+            c += 1;
+            let mut j = i * i;
+            while j < limit {
+                composite[j] = true;
+                j += i;
+            }
+        }
+        counts[i] = c;
+    }
+    let sieve = Arc::new(counts);
+    let tally = Arc::new(Tally::default());
+    let start = tokio::time::Instant::now();
+    let until = start + Duration::from_secs_f64(seconds);
+    println!("driving {clients} connections for {seconds} s");
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        tasks.push(tokio::spawn(client(
+            addr.clone(),
+            until,
+            i as u64 + 1,
+            sieve.clone(),
+            tally.clone(),
+        )));
+    }
+    // A third of the way in, SIGKILL a worker: the pool must recover.
+    tokio::time::sleep(Duration::from_secs_f64(seconds / 3.0)).await;
+    let victim = pool.stats().await?.pids.first().copied();
+    if let Some(pid) = victim {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        println!(
+            "killed worker {pid} with SIGKILL at {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (sent, correct, wrong) = (
+        tally.sent.load(Ordering::Relaxed),
+        tally.correct.load(Ordering::Relaxed),
+        tally.wrong.load(Ordering::Relaxed),
+    );
+    println!(
+        "requests: {sent} sent, {correct} answered correctly, {wrong} wrong or lost; {:.0} requests/s",
+        correct as f64 / elapsed
+    );
+    let stats = pool.stats().await?;
+    println!(
+        "pool: {} workers started, {} died and were replaced, {} calls completed",
+        stats.started, stats.died, stats.completed
+    );
+    println!("tree:\n{}", lp.tree());
+    let report = lp.shutdown(Some(Duration::from_secs(5))).await;
+    println!("shut down, leaves first: {}", report.stopped.join(", "));
+    let recovered = victim.is_none() || stats.died >= 1;
+    if wrong == 0 && correct == sent && sent > 0 && recovered && report.is_clean() {
+        println!("ok: every request was answered correctly");
+        Ok(())
+    } else {
+        Err(ioasync::Error::invalid_input(
+            "self-check",
+            format!(
+                "sent {sent}, correct {correct}, wrong {wrong}, worker deaths seen {}, clean shutdown {}",
+                stats.died,
+                report.is_clean()
+            ),
+        ))
+    }
+}
