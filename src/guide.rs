@@ -53,7 +53,17 @@
 //! | `$loop->spawn_child`, `$loop->run_process` / `run_child`, `$loop->open_process` | [`Loop::spawn_child`](crate::Loop::spawn_child), [`Loop::run_child`](crate::Loop::run_child), [`Loop::open_process`](crate::Loop::open_process) |
 //! | `$exitcode` (a wait status) | [`ExitStatus`](crate::ExitStatus): a code, or a signal and a core flag |
 //!
+//! # Workers
+//!
+//! | IO::Async | ioasync |
+//! |---|---|
+//! | `IO::Async::Function->new(code => sub {...}, min_workers, max_workers, idle_timeout, max_worker_calls)` | [`Function::spec`](crate::Function::spec)`(name, entry)` with the same options; the code is an [`Entry`](crate::Entry) registered with [`run_if_worker`](crate::run_if_worker) at the top of `main` |
+//! | `$function->call(args => [...])` (a Future) | [`FunctionRef::call`](crate::FunctionRef::call) (serde arguments and results), [`call_with`](crate::FunctionRef::call_with) for a timeout or retry-safety |
+//! | `IO::Async::Channel` | [`channel::channel`](crate::channel::channel) (local) and [`channel::bridge`](crate::channel::bridge) (over a socket to another process) |
+//!
+//! Workers are the program's own binary re-executed with an entry name,
+//! never a `fork` of a process running tokio threads.
+//!
 //! # Still to come
 //!
-//! `Routine`, `Function`, `Channel`, `File` and `FileStream` arrive with
-//! their layer crates.
+//! `Routine`, `File` and `FileStream`.

@@ -92,6 +92,13 @@
 //! [`open_process`](Loop::open_process). Children are always reaped, lead
 //! their own process group, and die with this process.
 //!
+//! ### Worker processes
+//!
+//! [`Function`] pools run a registered [`Entry`] in worker processes (the
+//! program re-executes itself; call [`run_if_worker`] first thing in
+//! `main`); [`channel`]s carry typed messages within a process or across
+//! one.
+//!
 //! Coming from Perl? See the [`guide`].
 //!
 //! ## Implementation
