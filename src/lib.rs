@@ -151,7 +151,8 @@ pub use ioasync_time::{
 };
 pub use ioasync_worker::{
     CallOptions, CallRaw, Entry, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats,
-    Stats, channel, run_if_worker,
+    Routine, RoutineArgs, RoutineIo, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec,
+    Stats, WorkerPid, channel, run_if_worker,
 };
 pub use ioloop::{Loop, LoopBuilder, TimerId, When};
 

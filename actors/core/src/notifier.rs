@@ -171,7 +171,11 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// Ends this incarnation abnormally once the current handler returns;
     /// the parent applies its restart policy.
     pub fn fail(&mut self, err: Error) {
-        self.exit = Some(ExitReason::Failed(err));
+        self.exit = Some(if err.is_panic() {
+            ExitReason::Panicked(err.message().to_owned())
+        } else {
+            ExitReason::Failed(err)
+        });
     }
 
     /// How many times this notifier has been restarted.

@@ -52,6 +52,10 @@ impl<T> fmt::Display for SendError<T> {
 impl<T: fmt::Debug> std::error::Error for SendError<T> {}
 
 impl<T> Sender<T> {
+    pub(crate) fn from_mpsc(tx: mpsc::Sender<T>) -> Self {
+        Sender { tx }
+    }
+
     /// Sends, waiting while the channel is full (backpressure).
     pub async fn send(&self, value: T) -> std::result::Result<(), SendError<T>> {
         self.tx.send(value).await.map_err(|e| SendError(e.0))
@@ -87,6 +91,10 @@ pub struct Receiver<T> {
 }
 
 impl<T> Receiver<T> {
+    pub(crate) fn from_mpsc(rx: mpsc::Receiver<Result<T>>) -> Self {
+        Receiver { rx }
+    }
+
     /// The next message.
     pub async fn recv(&mut self) -> Option<Result<T>> {
         self.rx.recv().await

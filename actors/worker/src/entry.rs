@@ -14,7 +14,7 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::frame::{self, CALL, REPLY_ERR, REPLY_OK};
+use crate::frame::{self, CALL, MSG, PANIC, REPLY_ERR, REPLY_OK, RESULT};
 
 /// Environment variable naming the entry a worker runs.
 pub const ENTRY_ENV: &str = "IOASYNC_WORKER_ENTRY";
@@ -22,12 +22,19 @@ pub const ENTRY_ENV: &str = "IOASYNC_WORKER_ENTRY";
 pub const WORKER_FD: i32 = 3;
 
 type Erased = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
+type RoutineFn = Arc<dyn Fn(UnixStream) -> i32 + Send + Sync>;
+
+#[derive(Clone)]
+enum Kind {
+    Function(Erased),
+    Routine(RoutineFn),
+}
 
 /// A named function a worker can run.
 #[derive(Clone)]
 pub struct Entry {
     name: &'static str,
-    run: Erased,
+    kind: Kind,
 }
 
 impl std::fmt::Debug for Entry {
@@ -57,7 +64,54 @@ impl Entry {
                 .map(|b| b.to_vec())
                 .map_err(|e| e.to_string())
         });
-        Entry { name, run }
+        Entry {
+            name,
+            kind: Kind::Function(run),
+        }
+    }
+
+    /// A routine entry: `f` runs once in its own worker process, reading
+    /// `In` messages and sending `Out` messages through its
+    /// [`RoutineIo`], and its return value becomes the routine's result.
+    /// A panic ends the process; the parent sees the panic message.
+    pub fn routine<In, Out, R>(name: &'static str, f: fn(&mut RoutineIo<In, Out>) -> R) -> Entry
+    where
+        In: DeserializeOwned + 'static,
+        Out: Serialize + 'static,
+        R: Serialize + 'static,
+    {
+        let run: RoutineFn = Arc::new(move |sock: UnixStream| {
+            let mut io = RoutineIo {
+                sock,
+                buf: Vec::new(),
+                _types: std::marker::PhantomData,
+            };
+            match std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut io))) {
+                Ok(r) => match frame::encode(&r) {
+                    Ok(b) => {
+                        io.write(RESULT, &b);
+                        0
+                    }
+                    Err(e) => {
+                        io.write(PANIC, e.to_string().as_bytes());
+                        70
+                    }
+                },
+                Err(p) => {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".to_owned());
+                    io.write(PANIC, msg.as_bytes());
+                    101
+                }
+            }
+        });
+        Entry {
+            name,
+            kind: Kind::Routine(run),
+        }
     }
 
     /// The entry's name.
@@ -77,7 +131,21 @@ pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
     let name: OsString = name;
     let entry = entries.into_iter().find(|e| name == *e.name);
     let code = match entry {
-        Some(e) => serve(e),
+        Some(Entry {
+            kind: Kind::Routine(run),
+            ..
+        }) => {
+            quiet_panics();
+            #[allow(unsafe_code)]
+            // SAFETY: the parent set up fd 3 as our end of the socketpair
+            // and nothing else in this process owns it.
+            let sock = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
+            run(sock)
+        }
+        Some(Entry {
+            kind: Kind::Function(run),
+            ..
+        }) => serve(run),
         None => {
             eprintln!("ioasync worker: no entry point named {name:?}");
             70
@@ -88,11 +156,15 @@ pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
 
 /// The worker loop: read a call, run it, write the reply, until the
 /// parent closes the socket.
-fn serve(entry: Entry) -> i32 {
-    // A panicking call is reported to the caller; one line here is enough.
+fn quiet_panics() {
+    // A panic is reported to the parent; one line here is enough.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("ioasync worker {}: {info}", std::process::id());
     }));
+}
+
+fn serve(run: Erased) -> i32 {
+    quiet_panics();
     #[allow(unsafe_code)]
     // SAFETY: the parent set up fd 3 as our end of the socketpair and
     // nothing else in this process owns it.
@@ -118,7 +190,7 @@ fn serve(entry: Entry) -> i32 {
         if kind != CALL {
             return 65;
         }
-        let reply = match (entry.run)(payload) {
+        let reply = match run(payload) {
             Ok(out) => frame::worker_frame(REPLY_OK, id, &out),
             Err(msg) => frame::worker_frame(REPLY_ERR, id, msg.as_bytes()),
         };
@@ -128,5 +200,57 @@ fn serve(entry: Entry) -> i32 {
         if sock.write_all(&out).is_err() {
             return 0;
         }
+    }
+}
+
+/// A routine's side of its channels to the parent: blocking `recv` and
+/// `send` of MessagePack frames over its socket.
+pub struct RoutineIo<In, Out> {
+    sock: UnixStream,
+    buf: Vec<u8>,
+    _types: std::marker::PhantomData<fn(In) -> Out>,
+}
+
+impl<In: DeserializeOwned, Out: Serialize> RoutineIo<In, Out> {
+    /// The next message from the parent; `None` once the parent closed its
+    /// sending side (or sent something that is not an `In`).
+    pub fn recv(&mut self) -> Option<In> {
+        let mut len = [0u8; 4];
+        self.sock.read_exact(&mut len).ok()?;
+        let n = u32::from_be_bytes(len) as usize;
+        if n > frame::DEFAULT_MAX_FRAME {
+            return None;
+        }
+        self.buf.resize(n, 0);
+        self.sock.read_exact(&mut self.buf).ok()?;
+        let (kind, _, payload) = frame::parse_worker_frame(&self.buf).ok()?;
+        if kind != MSG {
+            return None;
+        }
+        frame::decode(payload).ok()
+    }
+
+    /// Sends a message to the parent; false once the parent is gone.
+    pub fn send(&mut self, value: &Out) -> bool {
+        match frame::encode(value) {
+            Ok(b) => self.write(MSG, &b),
+            Err(_) => false,
+        }
+    }
+}
+
+impl<In, Out> RoutineIo<In, Out> {
+    fn write(&mut self, kind: u8, payload: &[u8]) -> bool {
+        let f = frame::worker_frame(kind, 0, payload);
+        let mut out = Vec::with_capacity(4 + f.len());
+        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        out.extend_from_slice(&f);
+        self.sock.write_all(&out).is_ok()
+    }
+}
+
+impl<In, Out> std::fmt::Debug for RoutineIo<In, Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutineIo").finish()
     }
 }

@@ -50,6 +50,9 @@ pub(crate) const HEADER: usize = 9;
 pub(crate) const CALL: u8 = 1;
 pub(crate) const REPLY_OK: u8 = 2;
 pub(crate) const REPLY_ERR: u8 = 3;
+pub(crate) const MSG: u8 = 4;
+pub(crate) const RESULT: u8 = 5;
+pub(crate) const PANIC: u8 = 6;
 
 pub(crate) fn worker_frame(kind: u8, id: u64, payload: &[u8]) -> BytesMut {
     let mut b = BytesMut::with_capacity(HEADER + payload.len());

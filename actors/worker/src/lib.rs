@@ -6,7 +6,9 @@
 //!   tokio threads);
 //! - [`channel`]: typed, bounded mailboxes, local or bridged over a
 //!   socket as length-prefixed MessagePack frames with a size cap;
-//! - [`Function`]: a fault-tolerant pool of worker processes.
+//! - [`Function`]: a fault-tolerant pool of worker processes;
+//! - [`Routine`]: one worker process with a channel in and a channel out,
+//!   supervised like any notifier.
 //!
 //! # Implementation
 //!
@@ -22,9 +24,13 @@ pub mod channel;
 mod entry;
 mod frame;
 mod function;
+mod routine;
 
-pub use entry::{ENTRY_ENV, Entry, WORKER_FD, run_if_worker};
+pub use entry::{ENTRY_ENV, Entry, RoutineIo, WORKER_FD, run_if_worker};
 pub use frame::{DEFAULT_MAX_FRAME, decode, encode};
 pub use function::{
     CallOptions, CallRaw, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats, Stats,
+};
+pub use routine::{
+    Routine, RoutineArgs, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, WorkerPid,
 };

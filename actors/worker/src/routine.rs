@@ -1,0 +1,398 @@
+//! [`Routine`]: a worker process running one routine entry, with a
+//! channel in and a channel out, as a supervised notifier
+//! (IO::Async::Routine).
+
+use std::{
+    ffi::OsString,
+    fmt,
+    marker::PhantomData,
+    os::fd::OwnedFd,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use ioasync_core::{Ctx, Error, ErrorKind, Notifier, NotifierRef, Restart, Result, Spec};
+use ioasync_process::{Command, ExitStatus, SpawnedChild, Stdio};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::{
+    net::{
+        UnixStream,
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+    },
+    sync::{mpsc, watch},
+};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use crate::{
+    channel,
+    entry::{ENTRY_ENV, WORKER_FD},
+    frame::{self, MSG, PANIC, RESULT},
+};
+
+type ResultSlot<R> = Option<std::result::Result<R, Error>>;
+
+struct Shared<In, Out, R> {
+    input: Mutex<Option<mpsc::Receiver<In>>>,
+    output: mpsc::Sender<Result<Out>>,
+    result: watch::Sender<ResultSlot<R>>,
+}
+
+/// How to start a [`Routine`]; cheap to clone (a restart reuses it, and
+/// the same channels).
+pub struct RoutineArgs<In, Out, R> {
+    entry: String,
+    exec_args: Vec<OsString>,
+    shared: Arc<Shared<In, Out, R>>,
+}
+
+impl<In, Out, R> Clone for RoutineArgs<In, Out, R> {
+    fn clone(&self) -> Self {
+        RoutineArgs {
+            entry: self.entry.clone(),
+            exec_args: self.exec_args.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<In, Out, R> fmt::Debug for RoutineArgs<In, Out, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutineArgs")
+            .field("entry", &self.entry)
+            .finish()
+    }
+}
+
+/// The caller's side of a routine: its input, its output, its result.
+pub struct RoutineIoHandle<In, Out, R> {
+    /// Messages to the routine (`RoutineIo::recv` in the worker).
+    pub input: channel::Sender<In>,
+    /// Messages from the routine (`RoutineIo::send` in the worker).
+    pub output: channel::Receiver<Out>,
+    /// The routine's outcome.
+    pub result: RoutineResult<R>,
+}
+
+/// A routine's outcome, awaitable any number of times.
+#[derive(Debug, Clone)]
+pub struct RoutineResult<R>(watch::Receiver<ResultSlot<R>>);
+
+impl<R: Clone> RoutineResult<R> {
+    /// Resolves with the routine's return value, or with its failure (the
+    /// panic message, or the exit status of a worker that died). A
+    /// restarted routine resolves with its last incarnation's outcome.
+    pub async fn wait(&mut self) -> Result<R> {
+        let slot = self
+            .0
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::closed("routine", "the routine is gone"))?;
+        slot.clone().expect("waited for Some")
+    }
+}
+
+impl<In, Out, R> fmt::Debug for RoutineIoHandle<In, Out, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutineIoHandle").finish()
+    }
+}
+
+/// A routine spec under construction.
+pub struct RoutineSpec<In, Out, R> {
+    name: String,
+    args: RoutineArgs<In, Out, R>,
+    restart: Restart,
+}
+
+impl<In, Out, R> fmt::Debug for RoutineSpec<In, Out, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutineSpec")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl<In, Out, R> RoutineSpec<In, Out, R> {
+    /// Arguments for the re-executed binary (see
+    /// [`FunctionSpec::exec_args`](crate::FunctionSpec::exec_args)).
+    pub fn exec_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.exec_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The restart type (default transient: restarted after a panic or a
+    /// death, not after it returned).
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+}
+
+impl<In, Out, R> From<RoutineSpec<In, Out, R>> for Spec<Routine<In, Out, R>>
+where
+    In: Serialize + Send + Sync + 'static,
+    Out: DeserializeOwned + Send + Sync + 'static,
+    R: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn from(s: RoutineSpec<In, Out, R>) -> Self {
+        Spec::new(s.name, s.args).restart(s.restart)
+    }
+}
+
+/// A worker process running a routine entry, supervised like any
+/// notifier: its panic or death is a failure with the panic message or
+/// the exit status, and a permanent or transient routine is restarted
+/// (a new process, the same channels).
+pub struct Routine<In, Out, R> {
+    child: SpawnedChild,
+    frames: Option<FramedRead<OwnedReadHalf, LengthDelimitedCodec>>,
+    sink: Option<FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>>,
+    input: Option<mpsc::Receiver<In>>,
+    shared: Arc<Shared<In, Out, R>>,
+    pending: Option<Event<In>>,
+    outcome: Option<std::result::Result<Bytes, String>>,
+    _types: PhantomData<fn() -> R>,
+}
+
+enum Event<In> {
+    In(Option<In>),
+    Frame(Option<std::result::Result<bytes::BytesMut, std::io::Error>>),
+    Exit(Result<ExitStatus>),
+}
+
+impl<In, Out, R> Routine<In, Out, R>
+where
+    In: Serialize + Send + Sync + 'static,
+    Out: DeserializeOwned + Send + Sync + 'static,
+    R: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// A routine running `entry` (registered with
+    /// [`Entry::routine`](crate::Entry::routine)), with `capacity`-message
+    /// channels; returns the spec and the caller's side of the channels.
+    pub fn spec(
+        name: impl Into<String>,
+        entry: impl Into<String>,
+        capacity: usize,
+    ) -> (RoutineSpec<In, Out, R>, RoutineIoHandle<In, Out, R>) {
+        let (in_tx, in_rx) = mpsc::channel(capacity.max(1));
+        let (out_tx, out_rx) = mpsc::channel(capacity.max(1));
+        let (res_tx, res_rx) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            input: Mutex::new(Some(in_rx)),
+            output: out_tx,
+            result: res_tx,
+        });
+        (
+            RoutineSpec {
+                name: name.into(),
+                args: RoutineArgs {
+                    entry: entry.into(),
+                    exec_args: Vec::new(),
+                    shared,
+                },
+                restart: Restart::Transient,
+            },
+            RoutineIoHandle {
+                input: channel::Sender::from_mpsc(in_tx),
+                output: channel::Receiver::from_mpsc(out_rx),
+                result: RoutineResult(res_rx),
+            },
+        )
+    }
+
+    async fn on_frame(&mut self, f: &[u8]) {
+        match frame::parse_worker_frame(f) {
+            Ok((MSG, _, payload)) => {
+                let v = frame::decode::<Out>(payload);
+                let _ = self.shared.output.send(v).await;
+            }
+            Ok((RESULT, _, payload)) => {
+                self.outcome = Some(Ok(Bytes::copy_from_slice(payload)));
+            }
+            Ok((PANIC, _, payload)) => {
+                self.outcome = Some(Err(String::from_utf8_lossy(payload).into_owned()));
+            }
+            Ok((k, _, _)) => {
+                let e = Error::new("decode", ErrorKind::InvalidInput, format!("frame kind {k}"));
+                let _ = self.shared.output.send(Err(e)).await;
+            }
+            Err(e) => {
+                let _ = self.shared.output.send(Err(e)).await;
+            }
+        }
+    }
+
+    fn fail(&mut self, ctx: &mut Ctx<'_, Self>, err: Error) {
+        self.shared.result.send_replace(Some(Err(err.clone())));
+        ctx.fail(err);
+    }
+}
+
+impl<In, Out, R> Notifier for Routine<In, Out, R>
+where
+    In: Serialize + Send + Sync + 'static,
+    Out: DeserializeOwned + Send + Sync + 'static,
+    R: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    type Args = RoutineArgs<In, Out, R>;
+
+    fn kind() -> &'static str {
+        "routine"
+    }
+
+    async fn init(args: Self::Args, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let exe = std::env::current_exe().map_err(|e| Error::io("spawn", e))?;
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(&args.exec_args)
+            .env(ENTRY_ENV, &args.entry)
+            .stdin(Stdio::Null)
+            .stdout(Stdio::Null)
+            .fd_to_child(WORKER_FD, Stdio::Fd(OwnedFd::from(theirs)));
+        let child = ioasync_process::spawn_child(cmd)?;
+        ours.set_nonblocking(true)
+            .map_err(|e| Error::io("fcntl", e))?;
+        let sock = UnixStream::from_std(ours).map_err(|e| Error::io("socket", e))?;
+        let (rd, wr) = sock.into_split();
+        let input = args
+            .shared
+            .input
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        Ok(Routine {
+            child,
+            frames: Some(FramedRead::new(rd, frame::codec(frame::DEFAULT_MAX_FRAME))),
+            sink: Some(FramedWrite::new(wr, frame::codec(frame::DEFAULT_MAX_FRAME))),
+            input,
+            shared: args.shared,
+            pending: None,
+            outcome: None,
+            _types: PhantomData,
+        })
+    }
+
+    async fn ready(&mut self) {
+        if self.pending.is_some() {
+            return;
+        }
+        let want_input = self.input.is_some() && self.sink.is_some();
+        let reading = self.frames.is_some();
+        self.pending = Some(tokio::select! {
+            v = async { self.input.as_mut().expect("checked").recv().await }, if want_input => Event::In(v),
+            f = async { self.frames.as_mut().expect("checked").next().await }, if reading => Event::Frame(f),
+            st = self.child.wait() => Event::Exit(st),
+        });
+    }
+
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        match self.pending.take() {
+            Some(Event::In(Some(v))) => {
+                let sent = match frame::encode(&v) {
+                    Ok(b) => match self.sink.as_mut() {
+                        Some(sink) => sink
+                            .send(frame::worker_frame(MSG, 0, &b).freeze())
+                            .await
+                            .is_ok(),
+                        None => false,
+                    },
+                    Err(e) => {
+                        let _ = self.shared.output.send(Err(e)).await;
+                        true
+                    }
+                };
+                if !sent {
+                    self.sink = None;
+                }
+            }
+            Some(Event::In(None)) => {
+                // The caller closed its sender: the routine's recv ends.
+                self.sink = None;
+                self.input = None;
+            }
+            Some(Event::Frame(Some(Ok(f)))) => self.on_frame(&f).await,
+            Some(Event::Frame(Some(Err(e)))) => {
+                let e = frame::frame_error(e);
+                let _ = self.shared.output.send(Err(e)).await;
+            }
+            Some(Event::Frame(None)) => {
+                // The worker closed its side; its exit follows.
+                self.frames = None;
+            }
+            Some(Event::Exit(st)) => {
+                // Whatever the worker wrote before it exited comes first.
+                while let Some(frames) = self.frames.as_mut() {
+                    match frames.next().await {
+                        Some(Ok(f)) => self.on_frame(&f).await,
+                        _ => self.frames = None,
+                    }
+                }
+                let status = st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                match self.outcome.take() {
+                    Some(Ok(bytes)) => match frame::decode::<R>(&bytes) {
+                        Ok(r) => {
+                            self.shared.result.send_replace(Some(Ok(r)));
+                            ctx.stop();
+                        }
+                        Err(e) => self.fail(ctx, e),
+                    },
+                    Some(Err(msg)) => {
+                        self.fail(ctx, Error::new("routine", ErrorKind::Panicked, msg));
+                    }
+                    None => self.fail(
+                        ctx,
+                        Error::new(
+                            "routine",
+                            ErrorKind::PeerDied,
+                            format!("routine worker {} {status}", self.child.pid()),
+                        ),
+                    ),
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+impl<In, Out, R> Drop for Routine<In, Out, R> {
+    fn drop(&mut self) {
+        // Hand the input back for the next incarnation.
+        if let Some(rx) = self.input.take() {
+            *self.shared.input.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+impl<In, Out, R> fmt::Debug for Routine<In, Out, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Routine")
+            .field("pid", &self.child.pid())
+            .finish()
+    }
+}
+
+/// Routine handles.
+pub type RoutineRef<In, Out, R> = NotifierRef<Routine<In, Out, R>>;
+
+/// Message: the pid of the routine's current worker process.
+#[derive(Debug)]
+pub struct WorkerPid;
+
+impl<In, Out, R> ioasync_core::Handler<WorkerPid> for Routine<In, Out, R>
+where
+    In: Serialize + Send + Sync + 'static,
+    Out: DeserializeOwned + Send + Sync + 'static,
+    R: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    type Reply = u32;
+    async fn handle(&mut self, _: WorkerPid, _ctx: &mut Ctx<'_, Self>) -> u32 {
+        self.child.pid()
+    }
+}

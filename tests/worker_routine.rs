@@ -1,0 +1,108 @@
+//! Routines: a worker process with a channel in and a channel out,
+//! supervised like any notifier.
+
+mod support;
+
+use ioasync::{Entry, ExitReason, Restart, Routine, RoutineIo, SupervisionEventKind, WorkerPid};
+use support::{bounded, test_loop, wait_event};
+
+/// Doubles numbers until it reads 0, which makes it panic, or until its
+/// input ends; returns how many it doubled.
+fn doubler(io: &mut RoutineIo<u32, u64>) -> u32 {
+    let mut n = 0;
+    while let Some(x) = io.recv() {
+        if x == 0 {
+            panic!("boom on zero after {n}");
+        }
+        io.send(&(u64::from(x) * 2));
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn ioasync_worker() {
+    ioasync::run_if_worker([Entry::routine("doubler", doubler)]);
+}
+
+fn args() -> [&'static str; 3] {
+    ["--exact", "ioasync_worker", "--nocapture"]
+}
+
+#[tokio::test]
+async fn a_routine_talks_over_its_channels_and_returns_a_result() {
+    let lp = test_loop();
+    let (spec, mut io) = Routine::<u32, u64, u32>::spec("d", "doubler", 16);
+    lp.add(spec.exec_args(args())).await.unwrap();
+    for x in 1..=100u32 {
+        io.input.send(x).await.unwrap();
+        assert_eq!(
+            bounded("reply", io.output.recv()).await.unwrap().unwrap(),
+            u64::from(x) * 2
+        );
+    }
+    drop(io.input); // its recv() ends: it returns
+    assert_eq!(bounded("result", io.result.wait()).await.unwrap(), 100);
+}
+
+#[tokio::test]
+async fn a_panicking_permanent_routine_is_restarted_and_its_supervisor_sees_the_message() {
+    let lp = test_loop();
+    let mut events = lp.supervision_events();
+    let (spec, mut io) = Routine::<u32, u64, u32>::spec("r", "doubler", 16);
+    let r = lp
+        .add(spec.exec_args(args()).restart(Restart::Permanent))
+        .await
+        .unwrap();
+    io.input.send(21).await.unwrap();
+    assert_eq!(
+        bounded("reply", io.output.recv()).await.unwrap().unwrap(),
+        42
+    );
+    io.input.send(0).await.unwrap();
+    let ev = wait_event(&mut events, |e| {
+        e.path == "/r" && matches!(e.what, SupervisionEventKind::Exited(_))
+    })
+    .await;
+    let SupervisionEventKind::Exited(ExitReason::Panicked(msg)) = ev.what else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(msg, "boom on zero after 1");
+    wait_event(&mut events, |e| {
+        e.path == "/r" && matches!(e.what, SupervisionEventKind::Restarted { .. })
+    })
+    .await;
+    // The new incarnation (a new process) serves the same channels.
+    io.input.send(5).await.unwrap();
+    assert_eq!(
+        bounded("reply", io.output.recv()).await.unwrap().unwrap(),
+        10
+    );
+    assert_eq!(r.restarts(), 1);
+}
+
+#[tokio::test]
+async fn a_routine_whose_process_is_sigkilled_fails_with_the_exit_status() {
+    let lp = test_loop();
+    let mut events = lp.supervision_events();
+    let (spec, mut io) = Routine::<u32, u64, u32>::spec("k", "doubler", 16);
+    let r = lp
+        .add(spec.exec_args(args()).restart(Restart::Temporary))
+        .await
+        .unwrap();
+    io.input.send(1).await.unwrap();
+    bounded("reply", io.output.recv()).await.unwrap().unwrap();
+    let pid = r.ask(WorkerPid).await.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let err = bounded("result", io.result.wait()).await.unwrap_err();
+    assert!(err.is_peer_died(), "{err}");
+    assert!(err.to_string().contains("SIGKILL"), "{err}");
+    wait_event(&mut events, |e| {
+        e.path == "/k" && matches!(e.what, SupervisionEventKind::Stopped)
+    })
+    .await;
+}
