@@ -60,10 +60,11 @@
 //! | `IO::Async::Function->new(code => sub {...}, min_workers, max_workers, idle_timeout, max_worker_calls)` | [`Function::spec`](crate::Function::spec)`(name, entry)` with the same options; the code is an [`Entry`](crate::Entry) registered with [`run_if_worker`](crate::run_if_worker) at the top of `main` |
 //! | `$function->call(args => [...])` (a Future) | [`FunctionRef::call`](crate::FunctionRef::call) (serde arguments and results), [`call_with`](crate::FunctionRef::call_with) for a timeout or retry-safety |
 //! | `IO::Async::Channel` | [`channel::channel`](crate::channel::channel) (local) and [`channel::bridge`](crate::channel::bridge) (over a socket to another process) |
+//! | `IO::Async::Routine->new(code =>, channels_in =>, channels_out =>, on_finish, on_die)` | [`Routine::spec`](crate::Routine::spec)`(name, entry, capacity)` with an [`Entry::routine`](crate::Entry::routine); its [`RoutineIoHandle`](crate::RoutineIoHandle) holds the input, the output and the result; a panic arrives as [`ExitReason::Panicked`](crate::ExitReason::Panicked) |
 //!
 //! Workers are the program's own binary re-executed with an entry name,
 //! never a `fork` of a process running tokio threads.
 //!
 //! # Still to come
 //!
-//! `Routine`, `File` and `FileStream`.
+//! `File` and `FileStream`.
