@@ -168,6 +168,7 @@ impl LoopBuilder {
             later: later_tx,
             stop: Mutex::new(None),
             stopped: Notify::new(),
+            next_watch: std::sync::atomic::AtomicU64::new(1),
         });
         let lp = Loop { inner };
         if let Some(deadline) = self.signals {
@@ -229,6 +230,7 @@ struct Inner {
     later: mpsc::UnboundedSender<Later>,
     stop: Mutex<StopSlot>,
     stopped: Notify,
+    next_watch: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -443,6 +445,41 @@ impl Loop {
         spec: ioasync_process::ProcessSpec,
     ) -> Result<ioasync_process::ProcessHandle> {
         ioasync_process::ProcessHandle::start(spec, |s| self.add(s)).await
+    }
+
+    /// Watches `path`'s `stat` every `interval`, calling `f` for each
+    /// [`FileEvent`](ioasync_io::FileEvent) (IO::Async's `watch_file`);
+    /// returns the watch's id for [`Loop::unwatch_file`].
+    pub async fn watch_file(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        interval: Duration,
+        f: impl FnMut(ioasync_io::FileEvent) + Send + 'static,
+    ) -> Result<u64> {
+        let name = format!(
+            "watch-file-{}",
+            self.inner
+                .next_watch
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let w = self
+            .add(ioasync_io::File::spec(name, path, interval))
+            .await?;
+        w.on_event(f).await?;
+        Ok(w.id())
+    }
+
+    /// Stops a [`Loop::watch_file`] watch; false when there is none.
+    pub async fn unwatch_file(&self, id: u64) -> bool {
+        let Some(child) = self
+            .tree()
+            .children
+            .into_iter()
+            .find(|c| c.id == id && c.kind == "file")
+        else {
+            return false;
+        };
+        self.remove(&child.path).await.is_some()
     }
 
     /// Runs `f` on the loop soon, after every `later` queued before it.

@@ -131,13 +131,14 @@ pub use ioasync_core::{
 };
 pub use ioasync_io::{
     ACCEPT_BACKOFF, Accepted, Address, CloseNow, CloseWhenEmpty, Connect, Connection,
-    DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, Dest, Family, Framed, FramedArgs,
+    DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, Dest, Family, File, FileArgs, FileEvent,
+    FileStat, FileStream, FileStreamArgs, FileStreamEvent, FileStreamSpec, Framed, FramedArgs,
     FramedEvent, FramedIo, FramedRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo,
     HandleSpec, Info, Limits, Listen, ListenSocket, Listener, ListenerArgs, ListenerEvent,
-    LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, ReadAction, SendFrame, SendTo, ShutdownWrite,
-    SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, Stream,
-    StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, WantReady,
-    Write, codec, name_of, open_fd_count, resolve,
+    LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, OnTruncate, ReadAction, SendFrame, SendTo,
+    ShutdownWrite, SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
+    StartAt, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec,
+    WantRead, WantReady, Write, codec, name_of, open_fd_count, resolve,
 };
 pub use ioasync_process::{
     ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,

@@ -6,6 +6,8 @@
 //! - [`Framed`]: the same with a `tokio_util` codec: typed frames in, typed
 //!   frames out (IO::Async's Protocol::Stream / LineStream);
 //! - [`Socket`]: datagrams (UDP, Unix);
+//! - [`File`] and [`FileStream`]: a path's `stat` changes, and a file
+//!   followed as it grows (`tail -F`);
 //! - [`Handle`]: readiness of one fd or a read fd and a write fd, for
 //!   programs that do their own reads and writes;
 //! - [`Listener`]: accepts and starts a supervised child per connection;
@@ -25,6 +27,8 @@ mod addr;
 mod connect;
 mod connection;
 mod duplex;
+mod file;
+mod file_stream;
 mod framed;
 mod handle;
 mod listen;
@@ -38,12 +42,16 @@ pub use addr::{Address, SockAddr};
 pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
 pub use connection::Connection;
 pub use duplex::Limits;
+pub use file::{File, FileArgs, FileEvent, FileStat};
+pub use file_stream::{
+    FileStream, FileStreamArgs, FileStreamEvent, FileStreamSpec, OnTruncate, StartAt,
+};
 pub use framed::{Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame};
 pub use handle::{Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, WantReady};
 pub use listen::{Listen, ListenSocket};
 pub use listener::{
-    ACCEPT_BACKOFF, Accepted, Listener, ListenerArgs, ListenerEvent, LocalAddr, MAX_ACCEPT_BACKOFF,
-    OnStream,
+    ACCEPT_BACKOFF, Accepted, Listener, ListenerArgs, ListenerEvent, ListenerRef, LocalAddr,
+    MAX_ACCEPT_BACKOFF, OnStream,
 };
 pub use resolve::{Family, SockType, name_of, resolve};
 pub use socket::{

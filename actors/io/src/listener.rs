@@ -197,3 +197,28 @@ impl Handler<Accepted> for Listener {
         self.accepted
     }
 }
+
+/// Listener operations on its handle.
+pub trait ListenerRef {
+    /// The bound address.
+    fn local_addr(&self) -> impl Future<Output = Result<SockAddr>> + Send;
+    /// Resolves at the next accepted connection: its peer and the path of
+    /// the child started for it.
+    fn next_accept(&self) -> impl Future<Output = Result<(SockAddr, String)>> + Send;
+}
+
+impl ListenerRef for ioasync_core::NotifierRef<Listener> {
+    async fn local_addr(&self) -> Result<SockAddr> {
+        self.ask(LocalAddr).await
+    }
+
+    async fn next_accept(&self) -> Result<(SockAddr, String)> {
+        let mut s = self.events::<ListenerEvent>(8).await?;
+        while let Some(ev) = s.recv().await {
+            if let ListenerEvent::Accepted { peer, path } = ev {
+                return Ok((peer, path));
+            }
+        }
+        Err(Error::closed("accept", "the listener stopped"))
+    }
+}

@@ -544,6 +544,9 @@ pub trait StreamRef {
 
     /// Addresses and buffer sizes.
     fn info(&self) -> impl Future<Output = Result<StreamInfo>> + Send;
+
+    /// Resolves once the stream has closed (its fds are closed).
+    fn closed(&self) -> impl Future<Output = ()> + Send;
 }
 
 impl StreamRef for NotifierRef<Stream> {
@@ -568,5 +571,9 @@ impl StreamRef for NotifierRef<Stream> {
 
     async fn info(&self) -> Result<StreamInfo> {
         self.ask(Info).await
+    }
+
+    async fn closed(&self) {
+        self.wait_stopped().await
     }
 }

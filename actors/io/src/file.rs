@@ -1,0 +1,292 @@
+//! [`File`]: watches a path's `stat(2)` properties (IO::Async::File).
+//!
+//! It polls at an interval (default 1 s): Linux's inotify would wake it
+//! sooner, but polling sees every kind of change on every file system
+//! (NFS, bind mounts, a path whose directories come and go), which is what
+//! IO::Async::File does too.
+
+use std::{
+    fmt,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use ioasync_core::{Ctx, Error, Events, HasEvents, Notifier, Restart, Result, Spec};
+use tokio::time::Instant;
+
+/// The `stat(2)` properties of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Hard links.
+    pub nlink: u64,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification.
+    pub mtime: SystemTime,
+    /// Last status change.
+    pub ctime: SystemTime,
+}
+
+impl FileStat {
+    /// `stat(2)` of `path` (following symlinks).
+    pub fn of(path: &Path) -> std::io::Result<FileStat> {
+        std::fs::metadata(path).map(|m| FileStat::from(&m))
+    }
+}
+
+impl From<&std::fs::Metadata> for FileStat {
+    fn from(m: &std::fs::Metadata) -> FileStat {
+        let at = |secs: i64, nanos: i64| {
+            let d = Duration::new(secs.unsigned_abs(), nanos.clamp(0, 999_999_999) as u32);
+            if secs >= 0 {
+                SystemTime::UNIX_EPOCH + d
+            } else {
+                SystemTime::UNIX_EPOCH - d
+            }
+        };
+        FileStat {
+            dev: m.dev(),
+            ino: m.ino(),
+            mode: m.mode(),
+            nlink: m.nlink(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            mtime: at(m.mtime(), m.mtime_nsec()),
+            ctime: at(m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// A change seen on a watched path.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum FileEvent {
+    /// The path exists now (also the first event when it exists at start).
+    Appeared(FileStat),
+    /// The path is gone.
+    Vanished(FileStat),
+    /// Any property changed (emitted after the per-property events).
+    Changed {
+        /// Before.
+        old: FileStat,
+        /// After.
+        new: FileStat,
+    },
+    /// Size changed.
+    Size {
+        /// Before.
+        old: u64,
+        /// After.
+        new: u64,
+    },
+    /// Modification time changed.
+    Mtime {
+        /// Before.
+        old: SystemTime,
+        /// After.
+        new: SystemTime,
+    },
+    /// Mode (type or permission bits) changed.
+    Mode {
+        /// Before.
+        old: u32,
+        /// After.
+        new: u32,
+    },
+    /// The path now names another file (device or inode changed).
+    Inode {
+        /// Before.
+        old: (u64, u64),
+        /// After.
+        new: (u64, u64),
+    },
+    /// Link count changed.
+    Nlink {
+        /// Before.
+        old: u64,
+        /// After.
+        new: u64,
+    },
+    /// Owner or group changed.
+    Owner {
+        /// Before (uid, gid).
+        old: (u32, u32),
+        /// After.
+        new: (u32, u32),
+    },
+    /// `stat` failed for a reason other than absence (op `stat`, errno
+    /// kept); reported once until it changes.
+    Error(Error),
+}
+
+/// How to start a [`File`] watcher.
+#[derive(Debug, Clone)]
+pub struct FileArgs {
+    path: PathBuf,
+    interval: Duration,
+}
+
+/// Watches a path's `stat` properties at an interval and emits
+/// [`FileEvent`]s: one per changed property, then `Changed`; `Appeared`
+/// and `Vanished` as the path comes and goes.
+pub struct File {
+    args: FileArgs,
+    last: Option<FileStat>,
+    last_err: Option<i32>,
+    next: Instant,
+    started: bool,
+    events: Events<FileEvent>,
+}
+
+impl File {
+    /// Watch `path` every `interval`.
+    pub fn spec(name: impl Into<String>, path: impl AsRef<Path>, interval: Duration) -> Spec<File> {
+        Spec::new(
+            name,
+            FileArgs {
+                path: path.as_ref().to_owned(),
+                interval: interval.max(Duration::from_millis(1)),
+            },
+        )
+        .restart(Restart::Permanent)
+    }
+
+    async fn poll(&mut self) {
+        let now = match FileStat::of(&self.args.path) {
+            Ok(st) => Ok(Some(st)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        match now {
+            Err(e) => {
+                let errno = e.raw_os_error();
+                if self.last_err != errno || self.last_err.is_none() {
+                    self.last_err = errno;
+                    let e = Error::io_at("stat", self.args.path.display(), e);
+                    self.events.emit(FileEvent::Error(e)).await;
+                }
+            }
+            Ok(new) => {
+                self.last_err = None;
+                let old = self.last;
+                self.last = new;
+                match (old, new) {
+                    (None, Some(n)) => self.events.emit(FileEvent::Appeared(n)).await,
+                    (Some(o), None) => self.events.emit(FileEvent::Vanished(o)).await,
+                    (Some(o), Some(n)) if o != n => self.changed(o, n).await,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    async fn changed(&mut self, o: FileStat, n: FileStat) {
+        if (o.dev, o.ino) != (n.dev, n.ino) {
+            let ev = FileEvent::Inode {
+                old: (o.dev, o.ino),
+                new: (n.dev, n.ino),
+            };
+            self.events.emit(ev).await;
+        }
+        if o.size != n.size {
+            let ev = FileEvent::Size {
+                old: o.size,
+                new: n.size,
+            };
+            self.events.emit(ev).await;
+        }
+        if o.mtime != n.mtime {
+            let ev = FileEvent::Mtime {
+                old: o.mtime,
+                new: n.mtime,
+            };
+            self.events.emit(ev).await;
+        }
+        if o.mode != n.mode {
+            let ev = FileEvent::Mode {
+                old: o.mode,
+                new: n.mode,
+            };
+            self.events.emit(ev).await;
+        }
+        if o.nlink != n.nlink {
+            let ev = FileEvent::Nlink {
+                old: o.nlink,
+                new: n.nlink,
+            };
+            self.events.emit(ev).await;
+        }
+        if (o.uid, o.gid) != (n.uid, n.gid) {
+            let ev = FileEvent::Owner {
+                old: (o.uid, o.gid),
+                new: (n.uid, n.gid),
+            };
+            self.events.emit(ev).await;
+        }
+        self.events
+            .emit(FileEvent::Changed { old: o, new: n })
+            .await;
+    }
+}
+
+impl Notifier for File {
+    type Args = FileArgs;
+
+    fn kind() -> &'static str {
+        "file"
+    }
+
+    async fn init(args: FileArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        Ok(File {
+            args,
+            last: None,
+            last_err: None,
+            next: Instant::now(),
+            started: false,
+            events: Events::new(),
+        })
+    }
+
+    async fn ready(&mut self) {
+        tokio::time::sleep_until(self.next).await;
+    }
+
+    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        // The first look waits for a subscriber, so the first one sees
+        // `Appeared` for a path that exists from the start.
+        if !self.started && self.events.is_empty() {
+            self.next = Instant::now() + self.args.interval;
+            return;
+        }
+        self.started = true;
+        self.poll().await;
+        self.next = Instant::now() + self.args.interval;
+    }
+}
+
+impl HasEvents<FileEvent> for File {
+    fn events(&mut self) -> &mut Events<FileEvent> {
+        &mut self.events
+    }
+}
+
+impl fmt::Debug for File {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("File")
+            .field("path", &self.args.path)
+            .field("last", &self.last)
+            .finish()
+    }
+}
