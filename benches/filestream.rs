@@ -110,7 +110,10 @@ fn main() {
             let (o, r) = (best(o), best(r));
             println!("filestream benchmark: {lines} lines of 47 bytes written at full speed");
             println!("raw tokio read loop   {r:>12.0} lines/s");
-            println!("FileStream            {o:>12.0} lines/s   ratio {:.2}x", o / r);
+            println!(
+                "FileStream            {o:>12.0} lines/s   ratio {:.2}x",
+                o / r
+            );
         })
         .await
         .unwrap()

@@ -65,6 +65,21 @@
 //! Workers are the program's own binary re-executed with an entry name,
 //! never a `fork` of a process running tokio threads.
 //!
-//! # Still to come
+//! # Files
 //!
-//! `File` and `FileStream`.
+//! | IO::Async | ioasync |
+//! |---|---|
+//! | `IO::Async::File` (`filename`, `interval`, `on_size_changed`, `on_mtime_changed`, `on_stat_changed`, `on_devino_changed`, ...) | [`File::spec`](crate::File::spec), events [`FileEvent`](crate::FileEvent) (`Size`, `Mtime`, `Mode`, `Inode`, `Nlink`, `Owner`, `Changed`, `Appeared`, `Vanished`) |
+//! | `IO::Async::FileStream` (`on_read`, `on_truncated`, `on_initial`, `seek_to_last`) | [`FileStream::spec`](crate::FileStream::spec) with [`StartAt`](crate::StartAt) and [`OnTruncate`](crate::OnTruncate); events [`FileStreamEvent`](crate::FileStreamEvent) |
+//! | `$loop->watch_file` / `unwatch_file` (IO::Async's TODO) | [`Loop::watch_file`](crate::Loop::watch_file) / [`Loop::unwatch_file`](crate::Loop::unwatch_file) |
+//! | `IO::Async::Protocol` over a `Socket` | [`FramedSocket`](crate::FramedSocket) with a [`codec`](crate::codec) |
+//!
+//! # Futures of things that complete once
+//!
+//! A process's exit: [`ProcessHandle::wait`](crate::ProcessHandle::wait);
+//! a Pid's: its [`ExitStatus`](crate::ExitStatus) event; a stream's close:
+//! [`StreamRef::closed`](crate::StreamRef::closed); a listener's next
+//! accept: [`ListenerRef::next_accept`](crate::ListenerRef::next_accept); a
+//! countdown's expiry: [`CountdownRef::expired`](crate::CountdownRef::expired);
+//! a signal's next delivery: [`SignalRef::next_delivery`](crate::SignalRef::next_delivery);
+//! any notifier's end: [`NotifierRef::wait_stopped`](crate::NotifierRef::wait_stopped).

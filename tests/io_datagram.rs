@@ -88,3 +88,55 @@ async fn connect_datagram_resolves_and_sends_to_its_peer() {
     assert_eq!(&buf[..n], b"via peer");
     assert_eq!(SockAddr::Inet(from), sock.local_addr().await.unwrap());
 }
+
+#[tokio::test]
+async fn typed_datagram_frames_through_a_codec() {
+    use ioasync::{DatagramEvent, FramedSocket, FramedSocketRef, codec::LinesCodec};
+    let lp = test_loop();
+    let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let fa = lp
+        .add(FramedSocket::<LinesCodec, String>::udp(
+            "a",
+            a,
+            LinesCodec::new(),
+        ))
+        .await
+        .unwrap();
+    let fb = lp
+        .add(FramedSocket::<LinesCodec, String>::udp(
+            "b",
+            b,
+            LinesCodec::new(),
+        ))
+        .await
+        .unwrap();
+    let (rec, sub) = Recorder::new();
+    fb.subscribe(sub).await.unwrap();
+    for w in ["one", "two", "three"] {
+        fa.send_frame(w.to_string(), Dest::Inet(b_addr))
+            .await
+            .unwrap();
+    }
+    let evs = bounded("frames", rec.wait_len(3)).await;
+    let got: Vec<(String, SockAddr)> = evs
+        .into_iter()
+        .map(|e| match e {
+            DatagramEvent::Frame(s, from) => (s, from),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        ["one", "two", "three"].map(|w| (w.to_string(), SockAddr::Inet(a_addr)))
+    );
+    // A datagram that does not decode is reported, and the socket goes on.
+    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    raw.send_to(&[0xff, 0xfe, b'\n'], b_addr).await.unwrap();
+    let evs = bounded("decode error", rec.wait_len(4)).await;
+    assert!(
+        matches!(&evs[3], DatagramEvent::DecodeError(e, _) if e.op() == "decode"),
+        "{evs:?}"
+    );
+}

@@ -200,3 +200,33 @@ async fn length_delimited_frames_round_trip() {
     bounded("frame", c.read_exact(&mut back)).await.unwrap();
     assert_eq!(back, [0, 0, 0, 3, b'c', b'b', b'a']);
 }
+
+#[tokio::test]
+async fn future_forms_next_accept_and_stream_closed() {
+    use ioasync::{ListenerRef, StreamRef};
+    let lp = test_loop();
+    let listener = lp
+        .listen("f", local(), |conn, _| {
+            Stream::spec("conn", conn).on_read(|io, buf, _| {
+                io.write_slice(buf);
+                buf.clear();
+                ReadAction::Wait
+            })
+        })
+        .await
+        .unwrap();
+    let addr = listener.local_addr().await.unwrap().as_inet().unwrap();
+    let accept = {
+        let l = listener.clone();
+        tokio::spawn(async move { l.next_accept().await })
+    };
+    tokio::task::yield_now().await;
+    let conn = lp.connect(addr).await.unwrap();
+    let (peer, path) = bounded("accept", accept).await.unwrap().unwrap();
+    assert_eq!(path, "/f/conn");
+    assert!(peer.as_inet().is_some());
+    let s = lp.add(Stream::spec("client", conn)).await.unwrap();
+    s.close_now().await.unwrap();
+    bounded("closed", s.closed()).await;
+    assert!(!s.is_alive());
+}

@@ -30,6 +30,7 @@ mod duplex;
 mod file;
 mod file_stream;
 mod framed;
+mod framed_socket;
 mod handle;
 mod listen;
 mod listener;
@@ -47,6 +48,9 @@ pub use file_stream::{
     FileStream, FileStreamArgs, FileStreamEvent, FileStreamSpec, OnTruncate, StartAt,
 };
 pub use framed::{Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame};
+pub use framed_socket::{
+    DatagramEvent, FramedSocket, FramedSocketArgs, FramedSocketRef, SendDatagram,
+};
 pub use handle::{Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, WantReady};
 pub use listen::{Listen, ListenSocket};
 pub use listener::{

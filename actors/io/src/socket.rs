@@ -34,7 +34,7 @@ pub enum SocketEvent {
     SendError(Error),
 }
 
-enum Sock {
+pub(crate) enum Sock {
     Udp(UdpSocket),
     Unix(UnixDatagram),
 }
@@ -107,6 +107,14 @@ impl Socket {
         Self::spec(name, Sock::Udp(sock), vec![sub])
     }
 
+    pub(crate) fn args(sock: Sock, subs: Vec<Subscription<SocketEvent>>) -> SocketArgs {
+        SocketArgs {
+            sock: Some(sock),
+            subs,
+            max_queue: 1024,
+        }
+    }
+
     fn spec(
         name: impl Into<String>,
         sock: Sock,
@@ -128,6 +136,76 @@ impl Socket {
                 })
         })
         .restart(Restart::Temporary)
+    }
+
+    pub(crate) fn from_args(args: SocketArgs, path: &str) -> Result<Socket> {
+        let sock = args.sock.ok_or_else(|| {
+            Error::closed(
+                "init",
+                format!("{path} cannot be restarted: its socket is gone"),
+            )
+        })?;
+        let mut events = Events::new();
+        for s in args.subs {
+            events.subscribe(s);
+        }
+        Ok(Socket {
+            sock,
+            queue: VecDeque::new(),
+            max_queue: args.max_queue,
+            buf: BytesMut::new(),
+            events,
+        })
+    }
+
+    /// Waits until the socket can receive, or send what is queued.
+    pub(crate) async fn wait(&mut self) {
+        let w = !self.queue.is_empty();
+        match &self.sock {
+            Sock::Udp(s) => {
+                tokio::select! {
+                    _ = s.readable() => {}
+                    _ = s.writable(), if w => {}
+                }
+            }
+            Sock::Unix(s) => {
+                tokio::select! {
+                    _ = s.readable() => {}
+                    _ = s.writable(), if w => {}
+                }
+            }
+        }
+    }
+
+    /// Sends what the socket takes, then emits what arrived.
+    pub(crate) async fn pump(&mut self) {
+        self.flush().await;
+        for _ in 0..64 {
+            match self.try_recv() {
+                Ok(d) => self.events.emit(SocketEvent::Recv(d)).await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.events
+                        .emit(SocketEvent::RecvError(Error::io("recv", e)))
+                        .await;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Queues a datagram and sends what the socket takes.
+    pub(crate) async fn push(&mut self, data: Bytes, dest: Dest) {
+        self.queue.push_back((data, dest));
+        self.flush().await;
+    }
+
+    pub(crate) fn subscribe(&mut self, sub: Subscription<SocketEvent>) {
+        self.events.subscribe(sub);
+    }
+
+    pub(crate) fn has_room(&self) -> bool {
+        self.queue.len() < self.max_queue
     }
 
     fn try_send(&self, data: &[u8], dest: &Dest) -> io::Result<usize> {
@@ -183,61 +261,19 @@ impl Notifier for Socket {
     }
 
     async fn init(args: SocketArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        let sock = args.sock.ok_or_else(|| {
-            Error::closed(
-                "init",
-                format!("{} cannot be restarted: its socket is gone", ctx.path()),
-            )
-        })?;
-        let mut events = Events::new();
-        for s in args.subs {
-            events.subscribe(s);
-        }
-        Ok(Socket {
-            sock,
-            queue: VecDeque::new(),
-            max_queue: args.max_queue,
-            buf: BytesMut::new(),
-            events,
-        })
+        Socket::from_args(args, ctx.path())
     }
 
     async fn ready(&mut self) {
-        let w = !self.queue.is_empty();
-        match &self.sock {
-            Sock::Udp(s) => {
-                tokio::select! {
-                    _ = s.readable() => {}
-                    _ = s.writable(), if w => {}
-                }
-            }
-            Sock::Unix(s) => {
-                tokio::select! {
-                    _ = s.readable() => {}
-                    _ = s.writable(), if w => {}
-                }
-            }
-        }
+        self.wait().await
     }
 
     async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
-        self.flush().await;
-        for _ in 0..64 {
-            match self.try_recv() {
-                Ok(d) => self.events.emit(SocketEvent::Recv(d)).await,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    self.events
-                        .emit(SocketEvent::RecvError(Error::io("recv", e)))
-                        .await;
-                    break;
-                }
-            }
-        }
+        self.pump().await
     }
 
     fn accepting(&self) -> bool {
-        self.queue.len() < self.max_queue
+        self.has_room()
     }
 }
 
@@ -262,8 +298,7 @@ pub struct SendTo(pub Bytes, pub Dest);
 impl Handler<SendTo> for Socket {
     type Reply = ();
     async fn handle(&mut self, SendTo(data, dest): SendTo, _ctx: &mut Ctx<'_, Self>) {
-        self.queue.push_back((data, dest));
-        self.flush().await;
+        self.push(data, dest).await;
     }
 }
 

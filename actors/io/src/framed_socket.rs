@@ -1,0 +1,230 @@
+//! [`FramedSocket`]: typed datagrams through a codec (IO::Async's
+//! Protocol over a Socket): each datagram decodes to one frame, each frame
+//! encodes to one datagram.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    sync::{Arc, Mutex},
+};
+
+use bytes::BytesMut;
+use ioasync_core::{
+    Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result,
+    Spec, Subscription,
+};
+use tokio::net::{UdpSocket, UnixDatagram};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::{
+    addr::SockAddr,
+    socket::{Dest, Sock, Socket, SocketArgs, SocketEvent},
+};
+
+/// A decoded datagram, or why one could not be decoded.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DatagramEvent<T> {
+    /// A frame and its sender.
+    Frame(T, SockAddr),
+    /// A datagram that did not decode (op `decode`); the socket goes on.
+    DecodeError(Error, SockAddr),
+    /// Receiving or sending failed (errno kept).
+    Error(Error),
+}
+
+/// How to start a [`FramedSocket`].
+pub struct FramedSocketArgs<C> {
+    socket: Mutex<Option<(SocketArgs, C)>>,
+}
+
+impl<C> fmt::Debug for FramedSocketArgs<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FramedSocketArgs").finish()
+    }
+}
+
+/// A datagram socket speaking typed frames through a codec.
+pub struct FramedSocket<C: Decoder, O> {
+    socket: Socket,
+    codec: C,
+    inbox: Arc<Mutex<VecDeque<SocketEvent>>>,
+    events: Events<DatagramEvent<C::Item>>,
+    _o: std::marker::PhantomData<fn(O)>,
+}
+
+impl<C, O> FramedSocket<C, O>
+where
+    C: Decoder + Encoder<O> + Send + 'static,
+    C::Item: Clone + Send + 'static,
+    <C as Decoder>::Error: fmt::Display,
+    <C as Encoder<O>>::Error: fmt::Display,
+    O: Send + 'static,
+{
+    /// Typed frames over a bound UDP socket.
+    pub fn udp(name: impl Into<String>, sock: UdpSocket, codec: C) -> Spec<Self> {
+        Self::spec(name, Sock::Udp(sock), codec)
+    }
+
+    /// Typed frames over a bound Unix datagram socket.
+    pub fn unix(name: impl Into<String>, sock: UnixDatagram, codec: C) -> Spec<Self> {
+        Self::spec(name, Sock::Unix(sock), codec)
+    }
+
+    fn spec(name: impl Into<String>, sock: Sock, codec: C) -> Spec<Self> {
+        let args = Arc::new(FramedSocketArgs {
+            socket: Mutex::new(Some((Socket::args(sock, Vec::new()), codec))),
+        });
+        Spec::with(name, move || FramedSocketArgs {
+            socket: Mutex::new(args.socket.lock().unwrap_or_else(|e| e.into_inner()).take()),
+        })
+        .restart(Restart::Temporary)
+    }
+
+    async fn drain(&mut self) {
+        let arrived: Vec<SocketEvent> = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for ev in arrived {
+            let out = match ev {
+                SocketEvent::Recv(d) => {
+                    let mut buf = BytesMut::from(&d.data[..]);
+                    let decoded = self
+                        .codec
+                        .decode_eof(&mut buf)
+                        .map_err(|e| Error::new("decode", ErrorKind::InvalidInput, e.to_string()));
+                    match decoded {
+                        Ok(Some(item)) => DatagramEvent::Frame(item, d.from),
+                        Ok(None) => DatagramEvent::DecodeError(
+                            Error::new("decode", ErrorKind::InvalidInput, "an incomplete frame"),
+                            d.from,
+                        ),
+                        Err(e) => DatagramEvent::DecodeError(e, d.from),
+                    }
+                }
+                SocketEvent::RecvError(e) | SocketEvent::SendError(e) => DatagramEvent::Error(e),
+            };
+            self.events.emit(out).await;
+        }
+    }
+}
+
+impl<C, O> Notifier for FramedSocket<C, O>
+where
+    C: Decoder + Encoder<O> + Send + 'static,
+    C::Item: Clone + Send + 'static,
+    <C as Decoder>::Error: fmt::Display,
+    <C as Encoder<O>>::Error: fmt::Display,
+    O: Send + 'static,
+{
+    type Args = FramedSocketArgs<C>;
+
+    fn kind() -> &'static str {
+        "framed-socket"
+    }
+
+    async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let taken = args.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some((sargs, codec)) = taken else {
+            return Err(Error::closed(
+                "init",
+                format!("{} cannot be restarted: its socket is gone", ctx.path()),
+            ));
+        };
+        let mut socket = Socket::from_args(sargs, ctx.path())?;
+        let inbox = Arc::new(Mutex::new(VecDeque::new()));
+        let feed = inbox.clone();
+        socket.subscribe(Subscription::closure(move |e| {
+            feed.lock().unwrap_or_else(|e| e.into_inner()).push_back(e)
+        }));
+        Ok(FramedSocket {
+            socket,
+            codec,
+            inbox,
+            events: Events::new(),
+            _o: std::marker::PhantomData,
+        })
+    }
+
+    async fn ready(&mut self) {
+        self.socket.wait().await
+    }
+
+    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        self.socket.pump().await;
+        self.drain().await;
+    }
+
+    fn accepting(&self) -> bool {
+        self.socket.has_room()
+    }
+}
+
+impl<C, O> HasEvents<DatagramEvent<C::Item>> for FramedSocket<C, O>
+where
+    C: Decoder + Encoder<O> + Send + 'static,
+    C::Item: Clone + Send + 'static,
+    <C as Decoder>::Error: fmt::Display,
+    <C as Encoder<O>>::Error: fmt::Display,
+    O: Send + 'static,
+{
+    fn events(&mut self) -> &mut Events<DatagramEvent<C::Item>> {
+        &mut self.events
+    }
+}
+
+impl<C: Decoder, O> fmt::Debug for FramedSocket<C, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FramedSocket").finish()
+    }
+}
+
+/// Message: encode a frame into one datagram for `dest`.
+#[derive(Debug)]
+pub struct SendDatagram<O>(pub O, pub Dest);
+
+impl<C, O> Handler<SendDatagram<O>> for FramedSocket<C, O>
+where
+    C: Decoder + Encoder<O> + Send + 'static,
+    C::Item: Clone + Send + 'static,
+    <C as Decoder>::Error: fmt::Display,
+    <C as Encoder<O>>::Error: fmt::Display,
+    O: Send + 'static,
+{
+    type Reply = Result<()>;
+    async fn handle(
+        &mut self,
+        SendDatagram(item, dest): SendDatagram<O>,
+        _ctx: &mut Ctx<'_, Self>,
+    ) -> Result<()> {
+        let mut buf = BytesMut::new();
+        self.codec
+            .encode(item, &mut buf)
+            .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
+        self.socket.push(buf.freeze(), dest).await;
+        self.drain().await;
+        Ok(())
+    }
+}
+
+/// Typed datagram operations on a framed socket's handle.
+pub trait FramedSocketRef<O> {
+    /// Encodes `item` as one datagram to `dest`.
+    fn send_frame(&self, item: O, dest: Dest) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl<C, O> FramedSocketRef<O> for NotifierRef<FramedSocket<C, O>>
+where
+    C: Decoder + Encoder<O> + Send + 'static,
+    C::Item: Clone + Send + 'static,
+    <C as Decoder>::Error: fmt::Display,
+    <C as Encoder<O>>::Error: fmt::Display,
+    O: Send + 'static,
+{
+    async fn send_frame(&self, item: O, dest: Dest) -> Result<()> {
+        self.ask(SendDatagram(item, dest)).await
+    }
+}
