@@ -125,8 +125,8 @@ mod timer_queue;
 
 pub use ioasync_core::{
     AnySpec, Backoff, Ctx, Error, ErrorKind, EventStream, Events, ExitReason, Handler, HasEvents,
-    NodeSnapshot, NodeState, Notifier, NotifierActor, NotifierRef, Policy, Restart, Result, Root,
-    ShutdownReport, Spec, Strategy, Subscribe, Subscription, SupervisionEvent,
+    NodeSnapshot, NodeState, Notifier, NotifierActor, NotifierRef, Once, Policy, Restart, Result,
+    Root, ShutdownReport, Spec, Strategy, Subscribe, Subscription, SupervisionEvent,
     SupervisionEventKind, Tree,
 };
 pub use ioasync_io::{

@@ -6,24 +6,8 @@ mod support;
 use std::time::Duration;
 
 use ioasync::{Command, open_fd_count};
-use support::{bounded, example};
+use support::{bounded, example, zombie_children};
 use tokio::io::AsyncBufReadExt;
-
-/// Children of this process that are zombies.
-fn zombies() -> usize {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-        .filter(|stat| {
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            f.len() > 2 && f[0] == "Z" && f[1] == me
-        })
-        .count()
-}
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -55,7 +39,7 @@ fn two_hundred_concurrent_run_child_calls_finish_with_no_zombie_and_no_leaked_fd
             let out = bounded("run_child", t).await.unwrap().unwrap();
             assert!(out.status.success());
         }
-        assert_eq!(zombies(), 0);
+        assert_eq!(zombie_children(), 0);
         assert_eq!(open_fd_count().unwrap(), before);
     })
 }

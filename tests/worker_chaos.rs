@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use ioasync::{CallOptions, Entry, Function, FunctionRef, open_fd_count};
-use support::bounded_for;
+use support::{bounded_for, zombie_children};
 
 fn entries() -> Vec<Entry> {
     vec![Entry::function("triple", |n: u64| n * 3)]
@@ -17,21 +17,6 @@ fn entries() -> Vec<Entry> {
 #[test]
 fn ioasync_worker() {
     ioasync::run_if_worker(entries());
-}
-
-fn zombies() -> usize {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-        .filter(|stat| {
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            f.len() > 2 && f[0] == "Z" && f[1] == me
-        })
-        .count()
 }
 
 #[test]
@@ -115,7 +100,7 @@ fn ten_thousand_calls_while_a_worker_is_sigkilled_every_few_hundred() {
         lp.shutdown(None).await;
         // Let the reaper tasks finish, then check.
         bounded_for(Duration::from_secs(10), "reaping", async {
-            while zombies() > 0 || open_fd_count().unwrap() != before {
+            while zombie_children() > 0 || open_fd_count().unwrap() != before {
                 tokio::task::yield_now().await;
             }
         })

@@ -132,3 +132,19 @@ pub fn perl_script(name: &str) -> std::path::PathBuf {
         .join("tests/support/perl")
         .join(name)
 }
+
+/// Children of this process that are zombies (exited, not reaped).
+pub fn zombie_children() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.len() > 2 && f[0] == "Z" && f[1] == me
+        })
+        .count()
+}

@@ -68,5 +68,5 @@ pub use event::{
 pub use node::ShutdownReport;
 pub use notifier::{Ctx, Handler, Notifier, NotifierRef};
 pub use snapshot::{NodeSnapshot, NodeState};
-pub use spec::{AnySpec, Backoff, Policy, Restart, Spec, Strategy};
+pub use spec::{AnySpec, Backoff, Once, Policy, Restart, Spec, Strategy};
 pub use tree::{Root, Tree};

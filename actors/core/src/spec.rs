@@ -290,3 +290,54 @@ impl fmt::Debug for AnySpec {
         f.debug_tuple("AnySpec").field(&self.0.name()).finish()
     }
 }
+
+/// Arguments usable once, for notifiers over something that cannot be
+/// made again (a connection, an open file, a child process): the first
+/// start takes them; a restart finds them gone and fails with a clear
+/// error. Cheap to clone (shared).
+///
+/// ```
+/// use ioasync::Once;
+///
+/// let args = Once::new(7);
+/// let copy = args.clone();
+/// assert_eq!(copy.take(), Some(7));
+/// assert_eq!(args.take(), None);
+/// ```
+pub struct Once<T>(Arc<std::sync::Mutex<Option<T>>>);
+
+impl<T> Once<T> {
+    /// Arguments for one start.
+    pub fn new(value: T) -> Self {
+        Once(Arc::new(std::sync::Mutex::new(Some(value))))
+    }
+
+    /// Takes the arguments; `None` once taken.
+    pub fn take(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Takes the arguments, or fails for a restart of the notifier at
+    /// `path`: what it was started over is gone.
+    pub fn take_for(&self, path: &str) -> crate::Result<T> {
+        self.take().ok_or_else(|| {
+            crate::Error::closed(
+                "init",
+                format!("{path} cannot be restarted: what it was started over is gone"),
+            )
+        })
+    }
+}
+
+impl<T> Clone for Once<T> {
+    fn clone(&self) -> Self {
+        Once(self.0.clone())
+    }
+}
+
+impl<T> fmt::Debug for Once<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let taken = self.0.lock().map(|g| g.is_none()).unwrap_or(true);
+        f.debug_struct("Once").field("taken", &taken).finish()
+    }
+}

@@ -12,12 +12,13 @@ use std::{
     fs::File as StdFile,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::Mutex,
     time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
-use ioasync_core::{Ctx, Error, Events, HasEvents, Notifier, Restart, Result, Spec, Subscription};
+use ioasync_core::{
+    Ctx, Error, Events, HasEvents, Notifier, Once, Restart, Result, Spec, Subscription,
+};
 use tokio::time::Instant;
 
 use crate::{file::FileStat, stream::ReadAction};
@@ -136,21 +137,7 @@ impl FileStreamSpec {
 
 impl From<FileStreamSpec> for Spec<FileStream> {
     fn from(s: FileStreamSpec) -> Self {
-        let once = Mutex::new(Some(s.args));
-        Spec::with(s.name, move || {
-            once.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .unwrap_or_else(|| FileStreamArgs {
-                    path: PathBuf::new(),
-                    start: StartAt::End,
-                    truncate: OnTruncate::FromStart,
-                    interval: Duration::from_millis(100),
-                    on_read: None,
-                    subs: Vec::new(),
-                })
-        })
-        .restart(Restart::Temporary)
+        Spec::new(s.name, Once::new(s.args)).restart(Restart::Temporary)
     }
 }
 
@@ -363,13 +350,14 @@ fn last_lines_offset(f: &StdFile, size: u64, n: usize) -> u64 {
 }
 
 impl Notifier for FileStream {
-    type Args = FileStreamArgs;
+    type Args = Once<FileStreamArgs>;
 
     fn kind() -> &'static str {
         "filestream"
     }
 
-    async fn init(args: FileStreamArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+    async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let args = args.take_for(ctx.path())?;
         let mut events = Events::new();
         for s in args.subs {
             events.subscribe(s);

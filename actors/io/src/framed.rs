@@ -13,14 +13,14 @@
 //! # Ok(()) }
 //! ```
 
-use std::{fmt, marker::PhantomData, sync::Mutex};
+use std::{fmt, marker::PhantomData};
 
 use futures_util::{StreamExt, future::BoxFuture, stream::FuturesOrdered};
 
 use bytes::BytesMut;
 use ioasync_core::{
-    Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result,
-    Spec, Subscription,
+    Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Once, Restart,
+    Result, Spec, Subscription,
 };
 use tokio::sync::oneshot;
 use tokio_util::codec::{Decoder, Encoder};
@@ -30,6 +30,26 @@ use crate::{
     duplex::{Duplex, Limits, Progress, Source},
     stream::{CloseNow, CloseWhenEmpty},
 };
+
+/// A codec [`Framed`] and [`FramedSocket`](crate::FramedSocket) can speak:
+/// decodes frames of `Self::Item`, encodes `O`. Any tokio-util codec with
+/// printable errors and cloneable frames is one.
+pub trait FrameCodec<O>:
+    Decoder<Item: Clone + Send + 'static, Error: fmt::Display>
+    + Encoder<O, Error: fmt::Display>
+    + Send
+    + 'static
+{
+}
+
+impl<C, O> FrameCodec<O> for C
+where
+    C: Decoder + Encoder<O> + Send + 'static,
+    C::Item: Clone + Send + 'static,
+    <C as Decoder>::Error: fmt::Display,
+    <C as Encoder<O>>::Error: fmt::Display,
+{
+}
 
 /// Something that happened to a framed stream.
 #[derive(Debug, Clone)]
@@ -92,8 +112,8 @@ type OnFrame<C, O> = Box<dyn FnMut(&mut FramedIo<'_, C, O>, <C as Decoder>::Item
 
 /// How to start a [`Framed`].
 pub struct FramedArgs<C: Decoder, O> {
-    source: Option<Source>,
-    codec: Option<C>,
+    source: Source,
+    codec: C,
     limits: Limits,
     on_frame: Option<OnFrame<C, O>>,
     serve: Option<(ServeFn<C, O>, usize)>,
@@ -176,30 +196,17 @@ where
 
 impl<C, O> From<FramedSpec<C, O>> for Spec<Framed<C, O>>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     fn from(s: FramedSpec<C, O>) -> Self {
-        let once = Mutex::new(Some(s.args));
-        Spec::with(s.name, move || {
-            once.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .unwrap_or_else(FramedArgs::spent)
-        })
-        .restart(Restart::Temporary)
+        Spec::new(s.name, Once::new(s.args)).restart(Restart::Temporary)
     }
 }
 
 impl<C, O> From<FramedSpec<C, O>> for ioasync_core::AnySpec
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     fn from(s: FramedSpec<C, O>) -> Self {
@@ -207,19 +214,7 @@ where
     }
 }
 
-impl<C: Decoder, O> FramedArgs<C, O> {
-    fn spent() -> Self {
-        FramedArgs {
-            source: None,
-            codec: None,
-            limits: Limits::default(),
-            on_frame: None,
-            serve: None,
-            subs: Vec::new(),
-            close_on_read_eof: true,
-        }
-    }
-}
+impl<C: Decoder, O> FramedArgs<C, O> {}
 
 /// A byte stream decoded into frames of `C::Item` and encoding `O`.
 pub struct Framed<C: Decoder, O> {
@@ -235,10 +230,7 @@ pub struct Framed<C: Decoder, O> {
 
 impl<C, O> Framed<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     /// A framed stream over a connected socket.
@@ -250,8 +242,8 @@ where
         FramedSpec {
             name: name.into(),
             args: FramedArgs {
-                source: Some(Source::from_connection(conn.into())),
-                codec: Some(codec),
+                source: Source::from_connection(conn.into()),
+                codec,
                 limits: Limits::default(),
                 on_frame: None,
                 serve: None,
@@ -348,25 +340,18 @@ where
 
 impl<C, O> Notifier for Framed<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
-    type Args = FramedArgs<C, O>;
+    type Args = Once<FramedArgs<C, O>>;
 
     fn kind() -> &'static str {
         "framed"
     }
 
-    async fn init(args: FramedArgs<C, O>, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        let (Some(source), Some(codec)) = (args.source, args.codec) else {
-            return Err(Error::closed(
-                "init",
-                format!("{} cannot be restarted: its connection is gone", ctx.path()),
-            ));
-        };
+    async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let args = args.take_for(ctx.path())?;
+        let (source, codec) = (args.source, args.codec);
         let mut events = Events::new();
         for sub in args.subs {
             events.subscribe(sub);
@@ -435,10 +420,7 @@ where
 
 impl<C, O> HasEvents<FramedEvent<C::Item>> for Framed<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     fn events(&mut self) -> &mut Events<FramedEvent<C::Item>> {
@@ -460,10 +442,7 @@ pub struct SendFrame<O>(pub O, pub Option<oneshot::Sender<Result<()>>>);
 
 impl<C, O> Handler<SendFrame<O>> for Framed<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     type Reply = ();
@@ -489,10 +468,7 @@ where
 
 impl<C, O> Handler<CloseWhenEmpty> for Framed<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     type Reply = ();
@@ -505,10 +481,7 @@ where
 
 impl<C, O> Handler<CloseNow> for Framed<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     type Reply = ();
@@ -527,10 +500,7 @@ pub trait FramedRef<O> {
 
 impl<C, O> FramedRef<O> for NotifierRef<Framed<C, O>>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     async fn send(&self, item: O) -> Result<()> {

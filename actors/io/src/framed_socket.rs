@@ -10,14 +10,15 @@ use std::{
 
 use bytes::BytesMut;
 use ioasync_core::{
-    Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result,
-    Spec, Subscription,
+    Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Once, Restart,
+    Result, Spec, Subscription,
 };
 use tokio::net::{UdpSocket, UnixDatagram};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 use crate::{
     addr::SockAddr,
+    framed::FrameCodec,
     socket::{Dest, Sock, Socket, SocketArgs, SocketEvent},
 };
 
@@ -35,7 +36,8 @@ pub enum DatagramEvent<T> {
 
 /// How to start a [`FramedSocket`].
 pub struct FramedSocketArgs<C> {
-    socket: Mutex<Option<(SocketArgs, C)>>,
+    socket: SocketArgs,
+    codec: C,
 }
 
 impl<C> fmt::Debug for FramedSocketArgs<C> {
@@ -55,10 +57,7 @@ pub struct FramedSocket<C: Decoder, O> {
 
 impl<C, O> FramedSocket<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     /// Typed frames over a bound UDP socket.
@@ -72,13 +71,11 @@ where
     }
 
     fn spec(name: impl Into<String>, sock: Sock, codec: C) -> Spec<Self> {
-        let args = Arc::new(FramedSocketArgs {
-            socket: Mutex::new(Some((Socket::args(sock, Vec::new()), codec))),
-        });
-        Spec::with(name, move || FramedSocketArgs {
-            socket: Mutex::new(args.socket.lock().unwrap_or_else(|e| e.into_inner()).take()),
-        })
-        .restart(Restart::Temporary)
+        let args = FramedSocketArgs {
+            socket: Socket::args(sock, Vec::new()),
+            codec,
+        };
+        Spec::new(name, Once::new(args)).restart(Restart::Temporary)
     }
 
     async fn drain(&mut self) {
@@ -114,27 +111,18 @@ where
 
 impl<C, O> Notifier for FramedSocket<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
-    type Args = FramedSocketArgs<C>;
+    type Args = Once<FramedSocketArgs<C>>;
 
     fn kind() -> &'static str {
         "framed-socket"
     }
 
     async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        let taken = args.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some((sargs, codec)) = taken else {
-            return Err(Error::closed(
-                "init",
-                format!("{} cannot be restarted: its socket is gone", ctx.path()),
-            ));
-        };
-        let mut socket = Socket::from_args(sargs, ctx.path())?;
+        let FramedSocketArgs { socket, codec } = args.take_for(ctx.path())?;
+        let mut socket = Socket::from_args(socket)?;
         let inbox = Arc::new(Mutex::new(VecDeque::new()));
         let feed = inbox.clone();
         socket.subscribe(Subscription::closure(move |e| {
@@ -165,10 +153,7 @@ where
 
 impl<C, O> HasEvents<DatagramEvent<C::Item>> for FramedSocket<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     fn events(&mut self) -> &mut Events<DatagramEvent<C::Item>> {
@@ -188,10 +173,7 @@ pub struct SendDatagram<O>(pub O, pub Dest);
 
 impl<C, O> Handler<SendDatagram<O>> for FramedSocket<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     type Reply = Result<()>;
@@ -218,10 +200,7 @@ pub trait FramedSocketRef<O> {
 
 impl<C, O> FramedSocketRef<O> for NotifierRef<FramedSocket<C, O>>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
-    <C as Decoder>::Error: fmt::Display,
-    <C as Encoder<O>>::Error: fmt::Display,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     async fn send_frame(&self, item: O, dest: Dest) -> Result<()> {

@@ -32,11 +32,10 @@
 use std::{
     fmt, io,
     os::fd::{AsRawFd, OwnedFd},
-    sync::Mutex,
 };
 
 use ioasync_core::{
-    Ctx, Error, Events, Handler, HasEvents, Notifier, Restart, Result, Spec, Subscription,
+    Ctx, Error, Events, Handler, HasEvents, Notifier, Once, Restart, Result, Spec, Subscription,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -119,7 +118,7 @@ type Ready = Box<dyn FnMut(&mut HandleIo<'_>) + Send>;
 
 /// How to start a [`Handle`].
 pub struct HandleArgs {
-    fds: Option<(Option<OwnedFd>, Option<OwnedFd>)>,
+    fds: (Option<OwnedFd>, Option<OwnedFd>),
     on_read: Option<Ready>,
     on_write: Option<Ready>,
     want_write: bool,
@@ -171,20 +170,7 @@ impl HandleSpec {
 
 impl From<HandleSpec> for Spec<Handle> {
     fn from(s: HandleSpec) -> Self {
-        let once = Mutex::new(Some(s.args));
-        Spec::with(s.name, move || {
-            once.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .unwrap_or(HandleArgs {
-                    fds: None,
-                    on_read: None,
-                    on_write: None,
-                    want_write: false,
-                    subs: Vec::new(),
-                })
-        })
-        .restart(Restart::Temporary)
+        Spec::new(s.name, Once::new(s.args)).restart(Restart::Temporary)
     }
 }
 
@@ -228,7 +214,7 @@ impl Handle {
         Ok(HandleSpec {
             name: name.into(),
             args: HandleArgs {
-                fds: Some((read, write)),
+                fds: (read, write),
                 on_read: None,
                 on_write: None,
                 want_write: false,
@@ -247,19 +233,15 @@ impl Handle {
 }
 
 impl Notifier for Handle {
-    type Args = HandleArgs;
+    type Args = Once<HandleArgs>;
 
     fn kind() -> &'static str {
         "handle"
     }
 
-    async fn init(args: HandleArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        let (read, write) = args.fds.ok_or_else(|| {
-            Error::closed(
-                "init",
-                format!("{} cannot be restarted: its fds are closed", ctx.path()),
-            )
-        })?;
+    async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let args = args.take_for(ctx.path())?;
+        let (read, write) = args.fds;
         let wrap = |fd: OwnedFd, interest| {
             let raw = fd.as_raw_fd();
             crate::sys::async_fd(fd, interest).map_err(|e| Error::io_at("epoll_ctl", raw, e))

@@ -47,7 +47,9 @@ pub use file::{File, FileArgs, FileEvent, FileStat};
 pub use file_stream::{
     FileStream, FileStreamArgs, FileStreamEvent, FileStreamSpec, OnTruncate, StartAt,
 };
-pub use framed::{Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame};
+pub use framed::{
+    FrameCodec, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame,
+};
 pub use framed_socket::{
     DatagramEvent, FramedSocket, FramedSocketArgs, FramedSocketRef, SendDatagram,
 };

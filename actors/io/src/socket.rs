@@ -2,11 +2,11 @@
 //! datagram socket: a send queue, and received packets with their source
 //! address as events.
 
-use std::{collections::VecDeque, fmt, io, net::SocketAddr, path::PathBuf, sync::Mutex};
+use std::{collections::VecDeque, fmt, io, net::SocketAddr, path::PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use ioasync_core::{
-    Ctx, Error, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result, Spec,
+    Ctx, Error, Events, Handler, HasEvents, Notifier, NotifierRef, Once, Restart, Result, Spec,
     Subscription,
 };
 use tokio::net::{UdpSocket, UnixDatagram};
@@ -52,7 +52,7 @@ pub enum Dest {
 
 /// How to start a [`Socket`].
 pub struct SocketArgs {
-    sock: Option<Sock>,
+    sock: Sock,
     subs: Vec<Subscription<SocketEvent>>,
     max_queue: usize,
 }
@@ -109,7 +109,7 @@ impl Socket {
 
     pub(crate) fn args(sock: Sock, subs: Vec<Subscription<SocketEvent>>) -> SocketArgs {
         SocketArgs {
-            sock: Some(sock),
+            sock,
             subs,
             max_queue: 1024,
         }
@@ -120,31 +120,11 @@ impl Socket {
         sock: Sock,
         subs: Vec<Subscription<SocketEvent>>,
     ) -> Spec<Socket> {
-        let once = Mutex::new(Some(SocketArgs {
-            sock: Some(sock),
-            subs,
-            max_queue: 1024,
-        }));
-        Spec::with(name, move || {
-            once.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .unwrap_or(SocketArgs {
-                    sock: None,
-                    subs: Vec::new(),
-                    max_queue: 0,
-                })
-        })
-        .restart(Restart::Temporary)
+        Spec::new(name, Once::new(Self::args(sock, subs))).restart(Restart::Temporary)
     }
 
-    pub(crate) fn from_args(args: SocketArgs, path: &str) -> Result<Socket> {
-        let sock = args.sock.ok_or_else(|| {
-            Error::closed(
-                "init",
-                format!("{path} cannot be restarted: its socket is gone"),
-            )
-        })?;
+    pub(crate) fn from_args(args: SocketArgs) -> Result<Socket> {
+        let sock = args.sock;
         let mut events = Events::new();
         for s in args.subs {
             events.subscribe(s);
@@ -254,14 +234,14 @@ impl Socket {
 }
 
 impl Notifier for Socket {
-    type Args = SocketArgs;
+    type Args = Once<SocketArgs>;
 
     fn kind() -> &'static str {
         "socket"
     }
 
-    async fn init(args: SocketArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        Socket::from_args(args, ctx.path())
+    async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        Socket::from_args(args.take_for(ctx.path())?)
     }
 
     async fn ready(&mut self) {

@@ -28,11 +28,11 @@
 //! # Ok(()) }
 //! ```
 
-use std::{fmt, os::fd::OwnedFd, sync::Mutex};
+use std::{fmt, os::fd::OwnedFd};
 
 use bytes::{Bytes, BytesMut};
 use ioasync_core::{
-    Ctx, Error, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result, Spec,
+    Ctx, Error, Events, Handler, HasEvents, Notifier, NotifierRef, Once, Restart, Result, Spec,
     Subscription,
 };
 use tokio::sync::oneshot;
@@ -120,7 +120,7 @@ pub enum StreamEvent {
 /// [`Stream::spec`] or [`Stream::from_fds`], finished with `.into()` or
 /// added directly with `Loop::add`.
 pub struct StreamArgs {
-    source: Option<Source>,
+    source: Source,
     limits: Limits,
     on_read: Option<OnRead>,
     close_on_read_eof: bool,
@@ -190,14 +190,7 @@ impl From<StreamSpec> for Spec<Stream> {
     fn from(s: StreamSpec) -> Spec<Stream> {
         // A stream's connection cannot be made again: it starts once and is
         // temporary; a restart attempt fails with a clear error.
-        let once = Mutex::new(Some(s.args));
-        Spec::with(s.name, move || {
-            once.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .unwrap_or_else(StreamArgs::spent)
-        })
-        .restart(Restart::Temporary)
+        Spec::new(s.name, Once::new(s.args)).restart(Restart::Temporary)
     }
 }
 
@@ -210,17 +203,7 @@ impl From<StreamSpec> for ioasync_core::AnySpec {
 impl StreamArgs {
     fn new(source: Source) -> StreamArgs {
         StreamArgs {
-            source: Some(source),
-            limits: Limits::default(),
-            on_read: None,
-            close_on_read_eof: true,
-            subs: Vec::new(),
-        }
-    }
-
-    fn spent() -> StreamArgs {
-        StreamArgs {
-            source: None,
+            source,
             limits: Limits::default(),
             on_read: None,
             close_on_read_eof: true,
@@ -358,22 +341,15 @@ impl Stream {
 }
 
 impl Notifier for Stream {
-    type Args = StreamArgs;
+    type Args = Once<StreamArgs>;
 
     fn kind() -> &'static str {
         "stream"
     }
 
-    async fn init(args: StreamArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        let source = args.source.ok_or_else(|| {
-            Error::closed(
-                "init",
-                format!(
-                    "stream {} cannot be restarted: its connection is gone",
-                    ctx.path()
-                ),
-            )
-        })?;
+    async fn init(args: Once<StreamArgs>, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let args = args.take_for(ctx.path())?;
+        let source = args.source;
         let mut events = Events::new();
         for sub in args.subs {
             events.subscribe(sub);

@@ -9,8 +9,8 @@ use std::{
 };
 
 use ioasync_core::{
-    Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result,
-    Spec, Subscription,
+    Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Once, Restart,
+    Result, Spec, Subscription,
 };
 use ioasync_io::Stream;
 use ioasync_signal::SignalKind;
@@ -74,7 +74,7 @@ pub(crate) struct Shared {
 
 /// How to start a [`Process`].
 pub struct ProcessArgs {
-    cmd: Option<Command>,
+    cmd: Command,
     subs: Vec<Subscription<ProcessEvent>>,
     kill: KillPolicy,
     shared: Arc<Shared>,
@@ -133,20 +133,9 @@ impl ProcessSpec {
 impl From<ProcessSpec> for Spec<Process> {
     fn from(s: ProcessSpec) -> Self {
         let grace = s.args.kill.grace;
-        let once = Mutex::new(Some(s.args));
-        Spec::with(s.name, move || {
-            once.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .unwrap_or_else(|| ProcessArgs {
-                    cmd: None,
-                    subs: Vec::new(),
-                    kill: KillPolicy::default(),
-                    shared: Arc::new(Shared::new()),
-                })
-        })
-        .restart(Restart::Temporary)
-        .stop_timeout(grace + Duration::from_secs(2))
+        Spec::new(s.name, Once::new(s.args))
+            .restart(Restart::Temporary)
+            .stop_timeout(grace + Duration::from_secs(2))
     }
 }
 
@@ -197,7 +186,7 @@ impl Process {
         ProcessSpec {
             name: name.into(),
             args: ProcessArgs {
-                cmd: Some(cmd),
+                cmd,
                 subs: Vec::new(),
                 kill: KillPolicy::default(),
                 shared: Arc::new(Shared::new()),
@@ -238,23 +227,19 @@ impl Process {
 }
 
 impl Notifier for Process {
-    type Args = ProcessArgs;
+    type Args = Once<ProcessArgs>;
 
     fn kind() -> &'static str {
         "process"
     }
 
-    async fn init(args: ProcessArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+    async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let args = args.take_for(ctx.path())?;
         let mut events = Events::new();
         for s in args.subs {
             events.subscribe(s);
         }
-        let cmd = args.cmd.ok_or_else(|| {
-            Error::closed(
-                "init",
-                format!("process {} has exited and cannot be restarted", ctx.path()),
-            )
-        })?;
+        let cmd = args.cmd;
         let own_group = true;
         let spawned = cmd.prepare().and_then(|p| p.spawn());
         let (child, ends) = match spawned {
