@@ -102,3 +102,22 @@ async fn garbage_truncated_and_oversized_frames_end_the_channel_with_a_clear_err
     let grown = rss_bytes().saturating_sub(rss0);
     assert!(grown < 64 << 20, "memory grew by {grown} bytes");
 }
+
+#[tokio::test]
+async fn an_ended_channel_reads_none_and_a_dead_peer_reads_an_error() {
+    // Ended: the peer drops its sender; the bridge sends the end marker.
+    let (a, b) = UnixStream::pair().unwrap();
+    let (tx, _rx_a) = channel::bridge::<Msg, Msg>(a, 8, DEFAULT_MAX_FRAME);
+    let (_tx_b, mut rx) = channel::bridge::<Msg, Msg>(b, 8, DEFAULT_MAX_FRAME);
+    tx.send(Msg::Done(1, Err("x".into()))).await.unwrap();
+    drop(tx);
+    assert!(bounded("msg", rx.recv()).await.unwrap().is_ok());
+    assert!(bounded("end", rx.recv()).await.is_none());
+    // Died: the peer's socket just closes.
+    let (raw, ours) = UnixStream::pair().unwrap();
+    let (_tx, mut rx) = channel::bridge::<Msg, Msg>(ours, 8, DEFAULT_MAX_FRAME);
+    drop(raw);
+    let err = bounded("death", rx.recv()).await.unwrap().unwrap_err();
+    assert!(err.is_peer_died(), "{err}");
+    assert!(err.to_string().contains("died"), "{err}");
+}

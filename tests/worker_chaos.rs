@@ -29,6 +29,7 @@ fn ten_thousand_calls_while_a_worker_is_sigkilled_every_few_hundred() {
     rt.block_on(async {
         let before = open_fd_count().unwrap();
         let lp = ioasync::Loop::current().unwrap();
+        let mut events = lp.supervision_events();
         let f = lp
             .add(
                 Function::spec("chaos", "triple")

@@ -94,6 +94,14 @@ impl Shared {
         }
     }
 
+    /// Publishes an event about something a notifier runs that is not a
+    /// notifier itself (a worker process of a pool).
+    pub(crate) fn publish_at(&self, path: String, kind: &'static str, what: SupervisionEventKind) {
+        if self.observed.load(Ordering::Acquire) && self.events.receiver_count() > 0 {
+            let _ = self.events.send(SupervisionEvent { path, kind, what });
+        }
+    }
+
     pub(crate) fn lookup_path(&self, path: &str) -> Option<Arc<Node>> {
         self.by_path.get(path)?.upgrade()
     }

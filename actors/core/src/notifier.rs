@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use crate::{
     actor::{NotifierActor, spawn_child},
     error::{Error, ErrorKind, Result},
-    event::{EventStream, ExitReason, HasEvents, Subscribe, Subscription},
+    event::{EventStream, ExitReason, HasEvents, Subscribe, Subscription, SupervisionEventKind},
     node::{Node, ShutdownReport},
     snapshot::{NodeSnapshot, NodeState},
     spec::{AnySpec, Spec},
@@ -181,6 +181,14 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// How many times this notifier has been restarted.
     pub fn restarts(&self) -> u32 {
         self.node.restarts()
+    }
+
+    /// Publishes a supervision event for a part of this notifier that is
+    /// no notifier itself, at `<path>/<name>` (a pool's worker process
+    /// dying is an `Exited` event there, like any child's).
+    pub fn report(&self, name: &str, kind: &'static str, what: SupervisionEventKind) {
+        let path = format!("{}/{name}", self.node.path.trim_end_matches('/'));
+        self.node.shared.publish_at(path, kind, what);
     }
 
     /// Reports how many bytes this notifier holds in its buffers; shown in

@@ -18,7 +18,7 @@
 use std::fmt;
 
 use futures_util::{SinkExt, StreamExt};
-use ioasync_core::{Error, Result};
+use ioasync_core::{Error, ErrorKind, Result};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{net::UnixStream, sync::mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -84,8 +84,10 @@ impl<T> fmt::Debug for Sender<T> {
 }
 
 /// The receiving end: messages in order, then `None` when the channel
-/// closed cleanly, or one `Some(Err(..))` when it closed with an error (a
-/// malformed frame, the peer's death).
+/// ended (every sender dropped), or one `Some(Err(..))` when it closed
+/// with an error: a malformed frame, or the peer's death (`PeerDied`: the
+/// connection closed without the end marker a bridge sends when its
+/// senders are all dropped).
 pub struct Receiver<T> {
     rx: mpsc::Receiver<Result<T>>,
 }
@@ -165,12 +167,21 @@ where
                 return;
             }
         }
+        // Every sender is gone: say so with an empty frame (no encoded
+        // value is empty), so the peer can tell an end from a death.
+        let _ = sink.send(bytes::Bytes::new()).await;
     });
     tokio::spawn(async move {
         let mut frames = FramedRead::new(rd, codec(max_frame));
         loop {
             let item = match frames.next().await {
-                None => return, // clean EOF: the receiver sees None
+                // The peer ended the channel: the receiver sees None.
+                Some(Ok(f)) if f.is_empty() => return,
+                None => Err(Error::new(
+                    "recv",
+                    ErrorKind::PeerDied,
+                    "the peer went away without ending the channel (it died or was killed)",
+                )),
                 Some(Err(e)) => Err(frame_error(e)),
                 Some(Ok(f)) => decode::<In>(&f),
             };

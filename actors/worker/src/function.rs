@@ -5,7 +5,10 @@ use std::{collections::VecDeque, ffi::OsString, fmt, os::fd::OwnedFd, time::Dura
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use ioasync_core::{Ctx, Error, ErrorKind, Handler, Notifier, NotifierRef, Restart, Result, Spec};
+use ioasync_core::{
+    Ctx, Error, ErrorKind, ExitReason, Handler, Notifier, NotifierRef, Restart, Result, Spec,
+    SupervisionEventKind,
+};
 use ioasync_process::{Command, ExitStatus, Stdio};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
@@ -330,7 +333,12 @@ impl Function {
         }
     }
 
-    fn on_exit(&mut self, worker: u64, status: std::result::Result<ExitStatus, Error>) {
+    fn on_exit(
+        &mut self,
+        ctx: &Ctx<'_, Self>,
+        worker: u64,
+        status: std::result::Result<ExitStatus, Error>,
+    ) {
         let Some(i) = self.workers.iter().position(|w| w.id == worker) else {
             return;
         };
@@ -340,9 +348,22 @@ impl Function {
             Ok(st) => st.to_string(),
             Err(e) => e.to_string(),
         };
-        if !asked {
+        let name = format!("worker-{}", w.pid);
+        if asked {
+            ctx.report(&name, "worker", SupervisionEventKind::Stopped);
+        } else {
             self.stats.died += 1;
             tracing::warn!(pid = w.pid, status = %how, "worker died");
+            let err = Error::new(
+                "worker",
+                ErrorKind::PeerDied,
+                format!("worker {} {how}", w.pid),
+            );
+            ctx.report(
+                &name,
+                "worker",
+                SupervisionEventKind::Exited(ExitReason::Failed(err)),
+            );
         }
         if let Some(mut call) = w.busy {
             call.attempts += 1;
@@ -461,17 +482,17 @@ impl Notifier for Function {
         }
     }
 
-    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         match self.pending.take() {
             Some(FromWorker::Reply { worker, id, result }) => self.on_reply(worker, id, result),
-            Some(FromWorker::Exited { worker, status }) => self.on_exit(worker, status),
+            Some(FromWorker::Exited { worker, status }) => self.on_exit(ctx, worker, status),
             None => {}
         }
         // Drain whatever else arrived without another trip.
         while let Ok(m) = self.rx.try_recv() {
             match m {
                 FromWorker::Reply { worker, id, result } => self.on_reply(worker, id, result),
-                FromWorker::Exited { worker, status } => self.on_exit(worker, status),
+                FromWorker::Exited { worker, status } => self.on_exit(ctx, worker, status),
             }
         }
         self.on_timers();
