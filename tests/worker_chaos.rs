@@ -96,6 +96,18 @@ fn ten_thousand_calls_while_a_worker_is_sigkilled_every_few_hundred() {
             u64::from(killed),
             "every kill seen as a death: {stats:?}"
         );
+        // Each death was also a supervision event, with its exit status.
+        let mut deaths = 0;
+        while let Ok(ev) = events.try_recv() {
+            if let ioasync::SupervisionEventKind::Exited(reason) = &ev.what
+                && ev.kind == "worker"
+            {
+                assert!(ev.path.starts_with("/chaos/worker-"), "{ev:?}");
+                assert!(reason.to_string().contains("SIGKILL"), "{reason}");
+                deaths += 1;
+            }
+        }
+        assert_eq!(deaths, killed);
         eprintln!("chaos: {ok} ok, {died} failed with worker death, {killed} kills, {stats:?}");
         f.stop().await;
         lp.shutdown(None).await;
