@@ -12,7 +12,9 @@
 //! - [`Events`], [`Subscription`], [`EventStream`], [`HasEvents`]: the one
 //!   event path (closure, typed actor message, or stream);
 //! - [`NodeSnapshot`]: the tree as plain data, `Display`ed indented;
-//! - [`Error`]: message, operation, errno, source.
+//! - [`Error`]: message, operation, errno, source;
+//! - [`channel`]: typed, bounded mailboxes (bridged across processes by
+//!   the worker layer).
 //!
 //! # Supervision rules
 //!
@@ -48,6 +50,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod actor;
+pub mod channel;
 mod error;
 mod event;
 mod node;

@@ -15,8 +15,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
-
 use futures_util::{SinkExt, StreamExt};
 use ioasync_core::{Error, ErrorKind, Result};
 use serde::{Serialize, de::DeserializeOwned};
@@ -25,114 +23,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 pub use crate::frame::DEFAULT_MAX_FRAME;
 use crate::frame::{codec, decode, encode, frame_error};
-
-/// The sending end of a channel. Cheap to clone.
-pub struct Sender<T> {
-    tx: mpsc::Sender<T>,
-}
-
-impl<T> Clone for Sender<T> {
-    fn clone(&self) -> Self {
-        Sender {
-            tx: self.tx.clone(),
-        }
-    }
-}
-
-/// A message the channel could not take, handed back.
-#[derive(Debug)]
-pub struct SendError<T>(pub T);
-
-impl<T> fmt::Display for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("send: the channel is closed")
-    }
-}
-
-impl<T: fmt::Debug> std::error::Error for SendError<T> {}
-
-impl<T> Sender<T> {
-    pub(crate) fn from_mpsc(tx: mpsc::Sender<T>) -> Self {
-        Sender { tx }
-    }
-
-    /// Sends, waiting while the channel is full (backpressure).
-    pub async fn send(&self, value: T) -> std::result::Result<(), SendError<T>> {
-        self.tx.send(value).await.map_err(|e| SendError(e.0))
-    }
-
-    /// Sends now, or hands the value back when the channel is full or
-    /// closed.
-    pub fn try_send(&self, value: T) -> std::result::Result<(), SendError<T>> {
-        self.tx.try_send(value).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(v) | mpsc::error::TrySendError::Closed(v) => {
-                SendError(v)
-            }
-        })
-    }
-
-    /// The receiving end is gone.
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-}
-
-impl<T> fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("channel::Sender").finish()
-    }
-}
-
-/// The receiving end: messages in order, then `None` when the channel
-/// ended (every sender dropped), or one `Some(Err(..))` when it closed
-/// with an error: a malformed frame, or the peer's death (`PeerDied`: the
-/// connection closed without the end marker a bridge sends when its
-/// senders are all dropped).
-pub struct Receiver<T> {
-    rx: mpsc::Receiver<Result<T>>,
-}
-
-impl<T> Receiver<T> {
-    pub(crate) fn from_mpsc(rx: mpsc::Receiver<Result<T>>) -> Self {
-        Receiver { rx }
-    }
-
-    /// The next message.
-    pub async fn recv(&mut self) -> Option<Result<T>> {
-        self.rx.recv().await
-    }
-}
-
-impl<T> tokio_stream::Stream for Receiver<T> {
-    type Item = Result<T>;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<T>>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl<T> fmt::Debug for Receiver<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("channel::Receiver").finish()
-    }
-}
-
-/// A local channel of `capacity` messages.
-pub fn channel<T: Send + 'static>(capacity: usize) -> (Sender<T>, Receiver<T>) {
-    let (tx, rx) = mpsc::channel::<T>(capacity.max(1));
-    let (out_tx, out_rx) = mpsc::channel::<Result<T>>(1);
-    tokio::spawn(async move {
-        let mut rx = rx;
-        while let Some(v) = rx.recv().await {
-            if out_tx.send(Ok(v)).await.is_err() {
-                return;
-            }
-        }
-    });
-    (Sender { tx }, Receiver { rx: out_rx })
-}
+pub use ioasync_core::channel::{Receiver, SendError, Sender, channel};
 
 /// A bridged channel pair over `stream`: what is sent on the returned
 /// sender arrives at the peer's receiver, and the other way round. Frames
@@ -191,5 +82,5 @@ where
             }
         }
     });
-    (Sender { tx: out_tx }, Receiver { rx: in_rx })
+    (Sender::from_mpsc(out_tx), Receiver::from_results(in_rx))
 }

@@ -199,7 +199,7 @@ where
             },
             RoutineIoHandle {
                 input: channel::Sender::from_mpsc(in_tx),
-                output: channel::Receiver::from_mpsc(out_rx),
+                output: channel::Receiver::from_results(out_rx),
                 result: RoutineResult(res_rx),
             },
         )
