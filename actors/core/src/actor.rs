@@ -303,18 +303,16 @@ impl<N: Notifier> NotifierActor<N> {
             return;
         };
         let mut ctx = Ctx::new(&self.node, me);
-        let span = self.node.span.clone();
-        let res = AssertUnwindSafe(state.on_ready(&mut ctx).instrument(span))
-            .catch_unwind()
-            .await;
-        let exit = ctx.exit.take();
-        match res {
-            Err(panic) => self.fail(ExitReason::Panicked(panic_text(panic))),
-            Ok(()) => {
-                if let Some(reason) = exit {
-                    self.fail(reason);
-                }
-            }
+        // A panic here unwinds out of `next`: kameo catches it and calls
+        // `on_panic`, which fails this incarnation like a handler's panic.
+        if self.node.span.is_disabled() {
+            state.on_ready(&mut ctx).await;
+        } else {
+            let span = self.node.span.clone();
+            state.on_ready(&mut ctx).instrument(span).await;
+        }
+        if let Some(reason) = ctx.exit.take() {
+            self.fail(reason);
         }
     }
 
@@ -529,10 +527,14 @@ where
             .as_mut()
             .expect("invariant: the mailbox is read only while an incarnation runs");
         let mut ctx = Ctx::new(node, kctx.actor_ref());
-        let reply = state
-            .handle(msg, &mut ctx)
-            .instrument(node.span.clone())
-            .await;
+        let reply = if node.span.is_disabled() {
+            state.handle(msg, &mut ctx).await
+        } else {
+            state
+                .handle(msg, &mut ctx)
+                .instrument(node.span.clone())
+                .await
+        };
         let exit = ctx.exit.take();
         if let Some(reason) = exit {
             self.fail(reason);
