@@ -254,3 +254,21 @@ impl<In, Out> std::fmt::Debug for RoutineIo<In, Out> {
         f.debug_struct("RoutineIo").finish()
     }
 }
+
+/// Fails when this process is itself a worker that was not diverted by
+/// [`run_if_worker`]: starting workers from there would re-execute the
+/// same binary again and again (a test binary without the right
+/// `exec_args` runs its whole suite in every worker).
+pub(crate) fn check_not_in_worker(op: &'static str) -> ioasync_core::Result<()> {
+    match std::env::var_os(ENTRY_ENV) {
+        None => Ok(()),
+        Some(name) => Err(ioasync_core::Error::invalid_input(
+            op,
+            format!(
+                "this process was started as worker {name:?} but did not run it: call \
+                 run_if_worker first thing in main (in a test binary, pass exec_args naming \
+                 the #[test] that calls it)"
+            ),
+        )),
+    }
+}

@@ -207,6 +207,7 @@ impl Function {
     }
 
     fn start_worker(&mut self) -> Result<()> {
+        crate::entry::check_not_in_worker("spawn")?;
         let exe = std::env::current_exe().map_err(|e| Error::io("spawn", e))?;
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;

@@ -246,6 +246,7 @@ where
     }
 
     async fn init(args: Self::Args, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        crate::entry::check_not_in_worker("spawn")?;
         let exe = std::env::current_exe().map_err(|e| Error::io("spawn", e))?;
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
