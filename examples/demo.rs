@@ -298,6 +298,7 @@ async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<(
             start.elapsed().as_secs_f64()
         );
     }
+    println!("tree while serving:\n{}", lp.tree());
     for t in tasks {
         let _ = t.await;
     }
@@ -316,7 +317,6 @@ async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<(
         "pool: {} workers started, {} died and were replaced, {} calls completed",
         stats.started, stats.died, stats.completed
     );
-    println!("tree:\n{}", lp.tree());
     let report = lp.shutdown(Some(Duration::from_secs(5))).await;
     println!("shut down, leaves first: {}", report.stopped.join(", "));
     let recovered = victim.is_none() || stats.died >= 1;
