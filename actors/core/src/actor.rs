@@ -153,9 +153,13 @@ impl<N: Notifier> Actor for NotifierActor<N> {
     }
 
     async fn on_start(start: Start<N>, actor_ref: ActorRef<Self>) -> Result<Self> {
-        let span = start.node.span.clone();
         let mut ctx = Ctx::new(&start.node, &actor_ref);
-        let state = N::init((start.args)(), &mut ctx).instrument(span).await?;
+        let init = N::init((start.args)(), &mut ctx);
+        let state = if start.node.span.is_disabled() {
+            init.await?
+        } else {
+            init.instrument(start.node.span.clone()).await?
+        };
         start.node.set_state(NodeState::Running);
         Ok(NotifierActor {
             node: start.node,

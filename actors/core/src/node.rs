@@ -56,6 +56,10 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
+thread_local! {
+    static PATH_BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// Loop-wide state shared by every node of one tree.
 pub(crate) struct Shared {
     next_id: AtomicU64,
@@ -229,7 +233,14 @@ impl Node {
         let path: Arc<str> = match (parent, name.is_empty()) {
             (None, _) => Arc::from("/"),
             (Some(_), true) => format!("{prefix}/{kind}-{id}").into(),
-            (Some(_), false) => format!("{prefix}/{name}").into(),
+            (Some(_), false) => PATH_BUF.with_borrow_mut(|p| {
+                // Built in a reused buffer: the Arc is the one allocation.
+                p.clear();
+                p.push_str(prefix);
+                p.push('/');
+                p.push_str(name);
+                Arc::from(p.as_str())
+            }),
         };
         let span = tracing::info_span!("notifier", path = %path, kind);
         let node = Arc::new(Node {
