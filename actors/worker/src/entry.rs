@@ -147,7 +147,7 @@ pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
             ..
         }) => serve(run),
         None => {
-            eprintln!("ioasync worker: no entry point named {name:?}");
+            tracing::error!(entry = ?name, "ioasync worker: no entry point of that name");
             70
         }
     };
@@ -157,9 +157,11 @@ pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
 /// The worker loop: read a call, run it, write the reply, until the
 /// parent closes the socket.
 fn quiet_panics() {
-    // A panic is reported to the parent; one line here is enough.
+    // A panic is reported to the parent with its message; here it is only
+    // traced (the default hook would print a backtrace into the parent's
+    // stderr).
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("ioasync worker {}: {info}", std::process::id());
+        tracing::error!(pid = std::process::id(), "ioasync worker: {info}");
     }));
 }
 
@@ -177,7 +179,10 @@ fn serve(run: Erased) -> i32 {
         }
         let n = u32::from_be_bytes(len) as usize;
         if n > frame::DEFAULT_MAX_FRAME {
-            eprintln!("ioasync worker: frame of {n} bytes refused");
+            tracing::error!(
+                bytes = n,
+                "ioasync worker: frame refused: over the size cap"
+            );
             return 65;
         }
         buf.resize(n, 0);
