@@ -32,7 +32,8 @@
 //! | `close_when_empty`, `close_now` | [`StreamRef::close_when_empty`](crate::StreamRef::close_when_empty), [`StreamRef::close_now`](crate::StreamRef::close_now) |
 //! | `on_read_eof`, `on_write_eof`, `on_read_error`, `on_write_error`, `on_outgoing_empty`, `on_closed` | [`StreamEvent`](crate::StreamEvent): `ReadEof`, `WriteEof`, `ReadError`, `WriteError`, `Flushed`, `Closed` |
 //! | `close_on_read_eof` | [`StreamSpec::close_on_read_eof`](crate::StreamSpec::close_on_read_eof) |
-//! | `read_high_watermark`, `read_low_watermark`, `write_high_watermark` | [`Limits`](crate::Limits) (writers wait above the write high watermark) |
+//! | `read_high_watermark`, `read_low_watermark`, `write_high_watermark` | [`Limits`](crate::Limits) (writers wait above the write high watermark); events `ReadHighWatermark` / `ReadLowWatermark` |
+//! | `read_atmost`, `read_exactly`, `read_until`, `read_until_eof` (Futures) | [`StreamRef::read`](crate::StreamRef::read) with [`ReadFor`](crate::ReadFor) |
 //! | `IO::Async::Protocol::Stream`, `Protocol::LineStream` | [`Framed`](crate::Framed) with a [`codec`](crate::codec) (`LinesCodec`, `LengthDelimitedCodec`, yours) |
 //! | `IO::Async::Socket` (`on_recv`, `send`) | [`Socket`](crate::Socket): [`SocketEvent::Recv`](crate::SocketEvent::Recv), [`SocketRef::send_to`](crate::SocketRef::send_to) |
 //! | `IO::Async::Listener` (`on_stream`, `on_accept_error`) | [`Listener::spec`](crate::Listener::spec)`(name, listen, \|conn, peer\| spec)`, [`ListenerEvent::AcceptError`](crate::ListenerEvent::AcceptError) |

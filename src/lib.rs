@@ -136,10 +136,10 @@ pub use ioasync_io::{
     Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSocket, FramedSocketArgs,
     FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, Info,
     Limits, Listen, ListenSocket, Listener, ListenerArgs, ListenerEvent, ListenerRef, LocalAddr,
-    MAX_ACCEPT_BACKOFF, OnStream, OnTruncate, ReadAction, SendDatagram, SendFrame, SendTo,
-    ShutdownWrite, SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
-    StartAt, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec,
-    WantRead, WantReady, Write, codec, name_of, open_fd_count, resolve,
+    MAX_ACCEPT_BACKOFF, OnStream, OnTruncate, Read, ReadAction, ReadFor, ReadResult, SendDatagram,
+    SendFrame, SendTo, ShutdownWrite, SockAddr, SockType, Socket, SocketAddrOf, SocketArgs,
+    SocketEvent, SocketRef, StartAt, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo,
+    StreamRef, StreamSpec, WantRead, WantReady, Write, codec, name_of, open_fd_count, resolve,
 };
 pub use ioasync_process::{
     ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,

@@ -399,9 +399,15 @@ async fn reading_pauses_at_the_read_high_watermark_and_resumes_below_the_low_one
     // The already-buffered data is delivered with the next read.
     let mut peer = None;
     let mut writer = Some(writer);
+    let mut resumed = false;
     while total < 64 * (64 << 10) {
         match bounded("data", reads.recv()).await {
             Some(StreamEvent::Read(b)) => total += b.len(),
+            Some(StreamEvent::ReadLowWatermark(n)) => {
+                assert!(n <= limits.read_low, "{n}");
+                resumed = true;
+            }
+            Some(StreamEvent::ReadHighWatermark(n)) => assert!(n >= limits.read_high),
             Some(other) => panic!("{other:?}"),
             None => panic!("closed early"),
         }
@@ -412,5 +418,36 @@ async fn reading_pauses_at_the_read_high_watermark_and_resumes_below_the_low_one
         }
     }
     assert_eq!(total, 64 * (64 << 10));
+    assert!(resumed, "the low-watermark event was emitted");
     drop(peer);
+}
+
+#[tokio::test]
+async fn future_returning_reads_take_exactly_what_they_ask_for_in_order() {
+    use ioasync::ReadFor;
+    let lp = test_loop();
+    let (stream, mut peer) = pair_with(&lp, |s| s).await;
+    peer.write_all(b"HEAD12345line one\nline two\nrest")
+        .await
+        .unwrap();
+    let (head, eof) = stream.read(ReadFor::Exactly(4)).await.unwrap();
+    assert_eq!((&head[..], eof), (&b"HEAD"[..], false));
+    let (n, _) = stream.read(ReadFor::Exactly(5)).await.unwrap();
+    assert_eq!(&n[..], b"12345");
+    let (l1, _) = stream.read(ReadFor::Until(b"\n".to_vec())).await.unwrap();
+    assert_eq!(&l1[..], b"line one\n");
+    let (l2, _) = stream.read(ReadFor::Until(b"\n".to_vec())).await.unwrap();
+    assert_eq!(&l2[..], b"line two\n");
+    let (some, _) = stream.read(ReadFor::AtMost(2)).await.unwrap();
+    assert_eq!(&some[..], b"re");
+    // A read asked before the data arrives waits for it.
+    let waiting = {
+        let s = stream.clone();
+        tokio::spawn(async move { s.read(ReadFor::Eof).await })
+    };
+    tokio::task::yield_now().await;
+    peer.write_all(b" and the end").await.unwrap();
+    peer.shutdown().await.unwrap();
+    let (tail, eof) = bounded("eof", waiting).await.unwrap().unwrap();
+    assert_eq!((&tail[..], eof), (&b"st and the end"[..], true));
 }

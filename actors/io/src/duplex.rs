@@ -224,6 +224,7 @@ pub(crate) struct Duplex {
     pub(crate) limits: Limits,
     pub(crate) read_eof: bool,
     read_paused: bool,
+    watermark: Option<(bool, usize)>,
     /// Reading stopped by the user (`want_read` off).
     pub(crate) read_off: bool,
     write_full: bool,
@@ -248,6 +249,7 @@ impl Duplex {
             limits,
             read_eof: false,
             read_paused: false,
+            watermark: None,
             read_off: false,
             write_full: false,
             shutdown_when_empty: false,
@@ -460,11 +462,20 @@ impl Duplex {
     }
 
     pub(crate) fn update_read_pause(&mut self) {
-        if self.rbuf.len() >= self.limits.read_high {
+        let len = self.rbuf.len();
+        if !self.read_paused && len >= self.limits.read_high {
             self.read_paused = true;
-        } else if self.rbuf.len() <= self.limits.read_low {
+            self.watermark = Some((true, len));
+        } else if self.read_paused && len <= self.limits.read_low {
             self.read_paused = false;
+            self.watermark = Some((false, len));
         }
+    }
+
+    /// The read-watermark edge crossed since the last call: (above high?,
+    /// buffered bytes).
+    pub(crate) fn take_watermark(&mut self) -> Option<(bool, usize)> {
+        self.watermark.take()
     }
 
     fn flush_some(&mut self, p: &mut Progress) {

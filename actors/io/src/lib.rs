@@ -64,8 +64,8 @@ pub use socket::{
     Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
 };
 pub use stream::{
-    CloseNow, CloseWhenEmpty, Info, ReadAction, ShutdownWrite, Stream, StreamArgs, StreamEvent,
-    StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, Write,
+    CloseNow, CloseWhenEmpty, Info, Read, ReadAction, ReadFor, ReadResult, ShutdownWrite, Stream,
+    StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, Write,
 };
 pub use sys::open_fd_count;
 

@@ -112,6 +112,12 @@ pub enum StreamEvent {
     WriteError(Error),
     /// The write queue became empty (IO::Async's `on_outgoing_empty`).
     Flushed,
+    /// Unconsumed input reached the read high watermark: reading pauses
+    /// (IO::Async's `on_read_high_watermark`); bytes buffered.
+    ReadHighWatermark(usize),
+    /// Unconsumed input fell to the read low watermark: reading resumes;
+    /// bytes buffered.
+    ReadLowWatermark(usize),
     /// The stream closed; its fds are closed.
     Closed,
 }
@@ -218,7 +224,51 @@ pub struct Stream {
     on_read: Option<OnRead>,
     close_on_read_eof: bool,
     eof_delivered: bool,
+    reads: std::collections::VecDeque<PendingRead>,
     events: Events<StreamEvent>,
+}
+
+/// What a future-returning read waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFor {
+    /// At most this many bytes: whatever is there, once something is.
+    AtMost(usize),
+    /// Exactly this many bytes (fewer only at EOF).
+    Exactly(usize),
+    /// Up to and including this delimiter (or what is left at EOF).
+    Until(Vec<u8>),
+    /// Everything until EOF.
+    Eof,
+}
+
+/// The result of a future-returning read: the bytes, and whether EOF was
+/// reached.
+pub type ReadResult = Result<(Bytes, bool)>;
+
+struct PendingRead {
+    want: ReadFor,
+    reply: oneshot::Sender<ReadResult>,
+}
+
+impl PendingRead {
+    /// Takes what this read wants from `buf`, if it is there (or `eof`).
+    fn take(&self, buf: &mut BytesMut, eof: bool) -> Option<Bytes> {
+        let n = match &self.want {
+            ReadFor::AtMost(n) if !buf.is_empty() => (*n).min(buf.len()),
+            ReadFor::Exactly(n) if buf.len() >= *n => *n,
+            ReadFor::Until(d) if !d.is_empty() => {
+                match buf.windows(d.len()).position(|w| w == d.as_slice()) {
+                    Some(i) => i + d.len(),
+                    None if eof => buf.len(),
+                    None => return None,
+                }
+            }
+            ReadFor::Eof if eof => buf.len(),
+            _ if eof => buf.len(),
+            _ => return None,
+        };
+        Some(buf.split_to(n).freeze())
+    }
 }
 
 impl Stream {
@@ -259,6 +309,24 @@ impl Stream {
     /// Hands buffered data to `on_read` (IO::Async's contract) or emits it.
     async fn deliver(&mut self) {
         let eof = self.duplex.read_eof;
+        // Future-returning reads come first, in the order they were asked.
+        while let Some(r) = self.reads.front() {
+            if r.reply.is_closed() {
+                self.reads.pop_front(); // cancelled: consumes nothing
+                continue;
+            }
+            match r.take(&mut self.duplex.rbuf, eof) {
+                Some(data) => {
+                    if let Some(r) = self.reads.pop_front() {
+                        let _ = r.reply.send(Ok((data, eof)));
+                    }
+                }
+                None => break,
+            }
+        }
+        if !self.reads.is_empty() {
+            return self.duplex.update_read_pause();
+        }
         match self.on_read.as_mut() {
             Some(f) => {
                 let mut buf = std::mem::take(&mut self.duplex.rbuf);
@@ -294,6 +362,14 @@ impl Stream {
     async fn after_progress(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
         let read = p.read;
         self.apply(p, ctx).await;
+        if let Some((high, len)) = self.duplex.take_watermark() {
+            let ev = if high {
+                StreamEvent::ReadHighWatermark(len)
+            } else {
+                StreamEvent::ReadLowWatermark(len)
+            };
+            self.events.emit(ev).await;
+        }
         if read && self.duplex.queued() > 0 && !self.duplex.is_closed() {
             // The reader queued replies: write them now.
             let p = self.duplex.flush_now();
@@ -332,6 +408,12 @@ impl Stream {
     }
 
     async fn close(&mut self, ctx: &mut Ctx<'_, Self>) {
+        for r in self.reads.drain(..) {
+            let _ = r.reply.send(Err(Error::closed(
+                "read",
+                "the stream closed before the read completed",
+            )));
+        }
         if !self.duplex.is_closed() {
             self.duplex.close();
             self.events.emit(StreamEvent::Closed).await;
@@ -359,6 +441,7 @@ impl Notifier for Stream {
             on_read: args.on_read,
             close_on_read_eof: args.close_on_read_eof,
             eof_delivered: false,
+            reads: std::collections::VecDeque::new(),
             events,
         })
     }
@@ -413,6 +496,27 @@ impl fmt::Debug for Stream {
 /// Message: queue bytes; the sender resolves once they are written.
 #[derive(Debug)]
 pub struct Write(pub Bytes, pub Option<oneshot::Sender<Result<()>>>);
+
+/// Message: a future-returning read (IO::Async's `read_atmost`,
+/// `read_exactly`, `read_until`, `read_until_eof`). Pending reads are
+/// served before `on_read`, in order.
+#[derive(Debug)]
+pub struct Read(pub ReadFor, pub oneshot::Sender<ReadResult>);
+
+impl Handler<Read> for Stream {
+    type Reply = ();
+    async fn handle(&mut self, Read(want, reply): Read, ctx: &mut Ctx<'_, Self>) {
+        if self.duplex.is_closed() {
+            let _ = reply.send(Err(Error::closed("read", "the stream is closed")));
+            return;
+        }
+        self.reads.push_back(PendingRead { want, reply });
+        // Data may already be buffered.
+        self.deliver().await;
+        let p = self.duplex.progress();
+        self.after_progress(p, ctx).await;
+    }
+}
 
 /// Message: close once the write queue is empty.
 #[derive(Debug)]
@@ -523,6 +627,11 @@ pub trait StreamRef {
 
     /// Resolves once the stream has closed (its fds are closed).
     fn closed(&self) -> impl Future<Output = ()> + Send;
+
+    /// Reads what `want` asks for; resolves with the bytes and whether EOF
+    /// was reached. Dropping the future cancels the read before it
+    /// consumes anything.
+    fn read(&self, want: ReadFor) -> impl Future<Output = ReadResult> + Send;
 }
 
 impl StreamRef for NotifierRef<Stream> {
@@ -551,5 +660,12 @@ impl StreamRef for NotifierRef<Stream> {
 
     async fn closed(&self) {
         self.wait_stopped().await
+    }
+
+    async fn read(&self, want: ReadFor) -> ReadResult {
+        let (tx, rx) = oneshot::channel();
+        self.tell(Read(want, tx)).await?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::closed("read", "the stream stopped")))
     }
 }
