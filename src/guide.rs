@@ -10,6 +10,8 @@
 //! | `$loop->add($n)` / `$loop->remove($n)` | [`Loop::add`](crate::Loop::add) / [`Loop::remove`](crate::Loop::remove) (stops the subtree, leaves first) |
 //! | `$loop->later(sub)` | [`Loop::later`](crate::Loop::later) |
 //! | `$loop->watch_time(after =>, code =>)` / `unwatch_time` | [`Loop::watch_time`](crate::Loop::watch_time) / [`Loop::unwatch_time`](crate::Loop::unwatch_time) |
+//! | `$loop->attach_signal(NAME, code)` / `detach_signal` | [`Loop::attach_signal`](crate::Loop::attach_signal) / [`Loop::detach_signal`](crate::Loop::detach_signal) |
+//! | `$loop->watch_process(pid, code)` / `unwatch_process` | [`Loop::watch_process`](crate::Loop::watch_process) / [`Loop::unwatch_process`](crate::Loop::unwatch_process) |
 //! | `$loop->delay_future(after =>)` / `timeout_future` | [`Loop::delay_future`](crate::Loop::delay_future) / [`Loop::timeout_future`](crate::Loop::timeout_future) |
 //! | `IO::Async::Notifier` | a type implementing [`Notifier`](crate::Notifier), run as a supervised kameo actor |
 //! | `$notifier->add_child` / `remove_child` | [`Ctx::add_child`](crate::Ctx::add_child), [`NotifierRef::add_child`](crate::NotifierRef::add_child) / [`NotifierRef::stop`](crate::NotifierRef::stop) |

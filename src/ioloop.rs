@@ -469,17 +469,68 @@ impl Loop {
         Ok(w.id())
     }
 
-    /// Stops a [`Loop::watch_file`] watch; false when there is none.
-    pub async fn unwatch_file(&self, id: u64) -> bool {
+    /// Calls `f` for each delivery of `signal` (IO::Async's
+    /// `attach_signal`; several per signal are fine); returns an id for
+    /// [`Loop::detach_signal`].
+    pub async fn attach_signal(
+        &self,
+        signal: ioasync_signal::SignalKind,
+        f: impl FnMut(ioasync_signal::SignalEvent) + Send + 'static,
+    ) -> Result<u64> {
+        let name = format!("signal-{}-{}", signal.name(), self.next_watch_id());
+        let w = self.add(ioasync_signal::Signal::spec(name, signal)).await?;
+        w.on_event(f).await?;
+        Ok(w.id())
+    }
+
+    /// Removes an [`Loop::attach_signal`] watcher; the last one of a signal
+    /// gives it back its default disposition.
+    pub async fn detach_signal(&self, id: u64) -> bool {
+        self.remove_top_level(id, "signal").await
+    }
+
+    /// Calls `f` once with the exit status of child `pid` (one started by
+    /// other means than ioasync; IO::Async's `watch_process`); returns an
+    /// id for [`Loop::unwatch_process`].
+    pub async fn watch_process(
+        &self,
+        pid: u32,
+        f: impl FnMut(ioasync_process::ExitStatus) + Send + 'static,
+    ) -> Result<u64> {
+        let name = format!("pid-{pid}-{}", self.next_watch_id());
+        let sub = ioasync_core::Subscription::closure(f);
+        let w = self
+            .add(ioasync_process::Pid::spec_with(name, pid, sub))
+            .await?;
+        Ok(w.id())
+    }
+
+    /// Stops a [`Loop::watch_process`] watch; false when there is none.
+    pub async fn unwatch_process(&self, id: u64) -> bool {
+        self.remove_top_level(id, "pid").await
+    }
+
+    fn next_watch_id(&self) -> u64 {
+        self.inner
+            .next_watch
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn remove_top_level(&self, id: u64, kind: &str) -> bool {
         let Some(child) = self
             .tree()
             .children
             .into_iter()
-            .find(|c| c.id == id && c.kind == "file")
+            .find(|c| c.id == id && c.kind == kind)
         else {
             return false;
         };
         self.remove(&child.path).await.is_some()
+    }
+
+    /// Stops a [`Loop::watch_file`] watch; false when there is none.
+    pub async fn unwatch_file(&self, id: u64) -> bool {
+        self.remove_top_level(id, "file").await
     }
 
     /// Runs `f` on the loop soon, after every `later` queued before it.

@@ -222,3 +222,23 @@ async fn spawn_child_gives_the_pid_and_the_exit() {
         ExitStatus::Code(5)
     );
 }
+
+#[tokio::test]
+#[allow(clippy::zombie_processes)] // the watcher reaps it
+async fn loop_watch_process_reports_the_exit_once() {
+    let lp = test_loop();
+    let child = std::process::Command::new("sh")
+        .args(["-c", "exit 9"])
+        .spawn()
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    lp.watch_process(child.id(), move |st| {
+        if let Some(tx) = tx.lock().unwrap().take() {
+            let _ = tx.send(st);
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(bounded("exit", rx).await.unwrap(), ExitStatus::Code(9));
+}

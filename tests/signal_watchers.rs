@@ -80,3 +80,24 @@ async fn sigkill_cannot_be_watched_and_says_so() {
     assert_eq!(err.op(), "signal");
     assert!(err.to_string().contains("SIGKILL"), "{err}");
 }
+
+#[tokio::test]
+async fn loop_attach_and_detach_signal() {
+    let lp = test_loop();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (s, n) = (seen.clone(), notify.clone());
+    let id = lp
+        .attach_signal(SignalKind::hangup(), move |e| {
+            assert_eq!(e.signal, SignalKind::hangup());
+            s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            n.notify_one();
+        })
+        .await
+        .unwrap();
+    raise(SignalKind::hangup());
+    bounded("delivery", notify.notified()).await;
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(lp.detach_signal(id).await);
+    assert!(!lp.detach_signal(id).await);
+}

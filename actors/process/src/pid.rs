@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use ioasync_core::{Ctx, Error, Events, HasEvents, Notifier, Restart, Result, Spec};
+use ioasync_core::{
+    Ctx, Error, Events, HasEvents, Notifier, Once, Restart, Result, Spec, Subscription,
+};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use std::os::fd::{AsFd, OwnedFd};
 use tokio::io::unix::AsyncFd;
@@ -12,9 +14,10 @@ use tokio::io::unix::AsyncFd;
 use crate::{ExitStatus, sys};
 
 /// How to start a [`Pid`] watcher.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct PidArgs {
     pid: u32,
+    subs: Vec<Subscription<ExitStatus>>,
 }
 
 /// Watches a child process of this program (one not started through
@@ -30,7 +33,25 @@ pub struct Pid {
 impl Pid {
     /// Watch child `pid`.
     pub fn spec(name: impl Into<String>, pid: u32) -> Spec<Pid> {
-        Spec::new(name, PidArgs { pid }).restart(Restart::Temporary)
+        let args = PidArgs {
+            pid,
+            subs: Vec::new(),
+        };
+        Spec::new(name, Once::new(args)).restart(Restart::Temporary)
+    }
+
+    /// Watch child `pid`, its exit going to `sub` (subscribed before the
+    /// watch starts, so even an exit that already happened is seen).
+    pub fn spec_with(
+        name: impl Into<String>,
+        pid: u32,
+        sub: Subscription<ExitStatus>,
+    ) -> Spec<Pid> {
+        let args = PidArgs {
+            pid,
+            subs: vec![sub],
+        };
+        Spec::new(name, Once::new(args)).restart(Restart::Temporary)
     }
 
     fn reap(fd: &AsyncFd<OwnedFd>) -> Option<ExitStatus> {
@@ -47,21 +68,26 @@ impl Pid {
 }
 
 impl Notifier for Pid {
-    type Args = PidArgs;
+    type Args = Once<PidArgs>;
 
     fn kind() -> &'static str {
         "pid"
     }
 
-    async fn init(args: PidArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+    async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let args = args.take_for(ctx.path())?;
         let fd = sys::pidfd_open(args.pid as i32)
             .and_then(sys::async_fd)
             .map_err(|e| Error::io_at("pidfd_open", args.pid, e))?;
+        let mut events = Events::new();
+        for s in args.subs {
+            events.subscribe(s);
+        }
         Ok(Pid {
             pid: args.pid,
             fd,
             status: None,
-            events: Events::new(),
+            events,
         })
     }
 
