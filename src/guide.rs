@@ -33,6 +33,7 @@
 //! | `$stream->write($data)` and its future | [`StreamRef::write`](crate::StreamRef::write) resolves when written; inside `on_read`: [`StreamIo::write`](crate::StreamIo::write) / [`write_slice`](crate::StreamIo::write_slice) |
 //! | `close_when_empty`, `close_now` | [`StreamRef::close_when_empty`](crate::StreamRef::close_when_empty), [`StreamRef::close_now`](crate::StreamRef::close_now) |
 //! | `on_read_eof`, `on_write_eof`, `on_read_error`, `on_write_error`, `on_outgoing_empty`, `on_closed` | [`StreamEvent`](crate::StreamEvent): `ReadEof`, `WriteEof`, `ReadError`, `WriteError`, `Flushed`, `Closed` |
+//! | `IO::Async::Stream->new_for_stdio` / `new_for_stdin` / `new_for_stdout` | [`Stream::stdio`](crate::Stream::stdio) / [`Stream::stdin`](crate::Stream::stdin) / [`Stream::stdout`](crate::Stream::stdout) |
 //! | `close_on_read_eof` | [`StreamSpec::close_on_read_eof`](crate::StreamSpec::close_on_read_eof) |
 //! | `read_high_watermark`, `read_low_watermark`, `write_high_watermark` | [`Limits`](crate::Limits) (writers wait above the write high watermark); events `ReadHighWatermark` / `ReadLowWatermark` |
 //! | `read_atmost`, `read_exactly`, `read_until`, `read_until_eof` (Futures) | [`StreamRef::read`](crate::StreamRef::read) with [`ReadFor`](crate::ReadFor) |

@@ -16,6 +16,7 @@ use std::{
 use bytes::{Buf, Bytes, BytesMut};
 use ioasync_core::{Error, Result};
 use tokio::{
+    io::{Interest, unix::AsyncFd},
     net::{TcpStream, UnixStream, unix::pipe},
     sync::oneshot,
 };
@@ -57,7 +58,25 @@ pub(crate) enum Source {
         rd: Option<pipe::Receiver>,
         wr: Option<pipe::Sender>,
     },
+    /// Any other pollable fd (a tty, a socket given as an fd).
+    Fds {
+        rd: Option<AsyncFd<OwnedFd>>,
+        wr: Option<AsyncFd<OwnedFd>>,
+    },
     Closed,
+}
+
+fn is_fifo(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd)
+        .map(|st| (st.st_mode & libc::S_IFMT) == libc::S_IFIFO)
+        .unwrap_or(false)
+}
+
+fn async_fd(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    crate::sys::async_fd(fd, interest)
 }
 
 impl Source {
@@ -72,15 +91,29 @@ impl Source {
     /// stdout). The fds are set non-blocking and closed exactly once, when
     /// the stream closes.
     pub(crate) fn from_fds(rd: Option<OwnedFd>, wr: Option<OwnedFd>) -> Result<Source> {
+        let pipes = rd.as_ref().is_none_or(is_fifo) && wr.as_ref().is_none_or(is_fifo);
+        if pipes {
+            let rd = rd
+                .map(pipe::Receiver::from_owned_fd)
+                .transpose()
+                .map_err(|e| Error::io("open", e))?;
+            let wr = wr
+                .map(pipe::Sender::from_owned_fd)
+                .transpose()
+                .map_err(|e| Error::io("open", e))?;
+            return Ok(Source::Pipes { rd, wr });
+        }
+        // A regular file cannot be polled (epoll says EPERM): use a
+        // FileStream for files.
         let rd = rd
-            .map(pipe::Receiver::from_owned_fd)
+            .map(|fd| async_fd(fd, Interest::READABLE))
             .transpose()
-            .map_err(|e| Error::io("open", e))?;
+            .map_err(|e| Error::io("epoll_ctl", e))?;
         let wr = wr
-            .map(pipe::Sender::from_owned_fd)
+            .map(|fd| async_fd(fd, Interest::WRITABLE))
             .transpose()
-            .map_err(|e| Error::io("open", e))?;
-        Ok(Source::Pipes { rd, wr })
+            .map_err(|e| Error::io("epoll_ctl", e))?;
+        Ok(Source::Fds { rd, wr })
     }
 
     // poll_*_ready keep one waker slot per direction (no waiter list to
@@ -90,6 +123,7 @@ impl Source {
             Source::Tcp(s) => s.poll_read_ready(cx),
             Source::Unix(s) => s.poll_read_ready(cx),
             Source::Pipes { rd: Some(r), .. } => r.poll_read_ready(cx),
+            Source::Fds { rd: Some(r), .. } => r.poll_read_ready(cx).map_ok(|_| ()),
             _ => Poll::Pending,
         }
     }
@@ -99,6 +133,7 @@ impl Source {
             Source::Tcp(s) => s.poll_write_ready(cx),
             Source::Unix(s) => s.poll_write_ready(cx),
             Source::Pipes { wr: Some(w), .. } => w.poll_write_ready(cx),
+            Source::Fds { wr: Some(w), .. } => w.poll_write_ready(cx).map_ok(|_| ()),
             _ => Poll::Pending,
         }
     }
@@ -112,6 +147,12 @@ impl Source {
             Source::Tcp(s) => s.try_read_buf(buf),
             Source::Unix(s) => s.try_read_buf(buf),
             Source::Pipes { rd: Some(r), .. } => r.try_read_buf(buf),
+            Source::Fds { rd: Some(_), .. } => {
+                let mut chunk = [0u8; 8192];
+                let n = self.try_read(&mut chunk)?;
+                buf.extend_from_slice(&chunk[..n]);
+                Ok(n)
+            }
             _ => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -121,6 +162,9 @@ impl Source {
             Source::Tcp(s) => s.try_read(buf),
             Source::Unix(s) => s.try_read(buf),
             Source::Pipes { rd: Some(r), .. } => r.try_read(buf),
+            Source::Fds { rd: Some(r), .. } => r.try_io(Interest::READABLE, |fd| {
+                nix::unistd::read(fd, buf).map_err(io::Error::from)
+            }),
             _ => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -130,6 +174,10 @@ impl Source {
             Source::Tcp(s) => s.try_write_vectored(bufs),
             Source::Unix(s) => s.try_write_vectored(bufs),
             Source::Pipes { wr: Some(w), .. } => w.try_write_vectored(bufs),
+            Source::Fds { wr: Some(_), .. } => match bufs.first() {
+                Some(b) => self.try_write(b),
+                None => Ok(0),
+            },
             _ => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -139,6 +187,9 @@ impl Source {
             Source::Tcp(s) => s.try_write(buf),
             Source::Unix(s) => s.try_write(buf),
             Source::Pipes { wr: Some(w), .. } => w.try_write(buf),
+            Source::Fds { wr: Some(w), .. } => w.try_io(Interest::WRITABLE, |fd| {
+                nix::unistd::write(fd, buf).map_err(io::Error::from)
+            }),
             _ => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -147,6 +198,7 @@ impl Source {
         match self {
             Source::Tcp(_) | Source::Unix(_) => true,
             Source::Pipes { rd, .. } => rd.is_some(),
+            Source::Fds { rd, .. } => rd.is_some(),
             Source::Closed => false,
         }
     }
@@ -155,6 +207,7 @@ impl Source {
         match self {
             Source::Tcp(_) | Source::Unix(_) => true,
             Source::Pipes { wr, .. } => wr.is_some(),
+            Source::Fds { wr, .. } => wr.is_some(),
             Source::Closed => false,
         }
     }
@@ -164,6 +217,10 @@ impl Source {
             Source::Tcp(s) => socket2::SockRef::from(&*s).shutdown(std::net::Shutdown::Write),
             Source::Unix(s) => socket2::SockRef::from(&*s).shutdown(std::net::Shutdown::Write),
             Source::Pipes { wr, .. } => {
+                wr.take();
+                Ok(())
+            }
+            Source::Fds { wr, .. } => {
                 wr.take();
                 Ok(())
             }

@@ -300,6 +300,32 @@ impl Stream {
         self.on_read.is_none() && !self.events.is_empty() && !self.duplex.rbuf.is_empty()
     }
 
+    /// A stream over this program's stdin and stdout (IO::Async's
+    /// `new_for_stdio`). The fds are duplicated, so closing the stream
+    /// leaves fds 0 and 1 open; a terminal is made non-blocking, which its
+    /// other users share.
+    pub fn stdio(name: impl Into<String>) -> Result<StreamSpec> {
+        let rd =
+            nix::unistd::dup(std::io::stdin()).map_err(|e| Error::io_at("dup", 0, e.into()))?;
+        let wr =
+            nix::unistd::dup(std::io::stdout()).map_err(|e| Error::io_at("dup", 1, e.into()))?;
+        Stream::from_fds(name, Some(rd), Some(wr))
+    }
+
+    /// A read-only stream over this program's stdin (`new_for_stdin`).
+    pub fn stdin(name: impl Into<String>) -> Result<StreamSpec> {
+        let fd =
+            nix::unistd::dup(std::io::stdin()).map_err(|e| Error::io_at("dup", 0, e.into()))?;
+        Stream::from_fds(name, Some(fd), None)
+    }
+
+    /// A write-only stream over this program's stdout (`new_for_stdout`).
+    pub fn stdout(name: impl Into<String>) -> Result<StreamSpec> {
+        let fd =
+            nix::unistd::dup(std::io::stdout()).map_err(|e| Error::io_at("dup", 1, e.into()))?;
+        Stream::from_fds(name, None, Some(fd))
+    }
+
     fn io(&mut self) -> StreamIo<'_> {
         StreamIo {
             duplex: &mut self.duplex,
