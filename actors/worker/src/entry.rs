@@ -277,3 +277,28 @@ pub(crate) fn check_not_in_worker(op: &'static str) -> ioasync_core::Result<()> 
         )),
     }
 }
+
+/// Starts this program again as a worker running `entry`, with `args`
+/// before it and its end of a socketpair on fd 3; returns the child and
+/// our end of the socket.
+pub(crate) fn spawn_worker(
+    entry: &str,
+    args: &[std::ffi::OsString],
+) -> ioasync_core::Result<(ioasync_process::SpawnedChild, tokio::net::UnixStream)> {
+    use ioasync_core::Error;
+    use ioasync_process::{Command, Stdio};
+    check_not_in_worker("spawn")?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("spawn", e))?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env(ENTRY_ENV, entry)
+        .stdin(Stdio::Null)
+        .stdout(Stdio::Null)
+        .fd_to_child(WORKER_FD, Stdio::Fd(std::os::fd::OwnedFd::from(theirs)));
+    let child = ioasync_process::spawn_child(cmd)?;
+    ours.set_nonblocking(true)
+        .map_err(|e| Error::io("fcntl", e))?;
+    let sock = tokio::net::UnixStream::from_std(ours).map_err(|e| Error::io("socket", e))?;
+    Ok((child, sock))
+}

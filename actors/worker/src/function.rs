@@ -1,7 +1,7 @@
 //! [`Function`]: a pool of worker processes running one entry point
 //! (IO::Async::Function).
 
-use std::{collections::VecDeque, ffi::OsString, fmt, os::fd::OwnedFd, time::Duration};
+use std::{collections::VecDeque, ffi::OsString, fmt, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -9,19 +9,16 @@ use ioasync_core::{
     Ctx, Error, ErrorKind, ExitReason, Handler, Notifier, NotifierRef, Restart, Result, Spec,
     SupervisionEventKind,
 };
-use ioasync_process::{Command, ExitStatus, Stdio};
+use ioasync_process::ExitStatus;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
-    net::{UnixStream, unix::OwnedWriteHalf},
+    net::unix::OwnedWriteHalf,
     sync::{mpsc, oneshot},
     time::Instant,
 };
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use crate::{
-    entry::{ENTRY_ENV, WORKER_FD},
-    frame::{self, CALL, REPLY_ERR, REPLY_OK},
-};
+use crate::frame::{self, CALL, REPLY_ERR, REPLY_OK};
 
 /// How to start a [`Function`] pool.
 #[derive(Debug, Clone)]
@@ -207,20 +204,7 @@ impl Function {
     }
 
     fn start_worker(&mut self) -> Result<()> {
-        crate::entry::check_not_in_worker("spawn")?;
-        let exe = std::env::current_exe().map_err(|e| Error::io("spawn", e))?;
-        let (ours, theirs) =
-            std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(&self.args.exec_args)
-            .env(ENTRY_ENV, &self.args.entry)
-            .stdin(Stdio::Null)
-            .stdout(Stdio::Null)
-            .fd_to_child(WORKER_FD, Stdio::Fd(OwnedFd::from(theirs)));
-        let mut child = ioasync_process::spawn_child(cmd)?;
-        ours.set_nonblocking(true)
-            .map_err(|e| Error::io("fcntl", e))?;
-        let sock = UnixStream::from_std(ours).map_err(|e| Error::io("socket", e))?;
+        let (mut child, sock) = crate::entry::spawn_worker(&self.args.entry, &self.args.exec_args)?;
         let (rd, wr) = sock.into_split();
         let id = self.next_worker;
         self.next_worker += 1;

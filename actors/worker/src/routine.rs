@@ -6,27 +6,22 @@ use std::{
     ffi::OsString,
     fmt,
     marker::PhantomData,
-    os::fd::OwnedFd,
     sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use ioasync_core::{Ctx, Error, ErrorKind, Notifier, NotifierRef, Restart, Result, Spec};
-use ioasync_process::{Command, ExitStatus, SpawnedChild, Stdio};
+use ioasync_process::{ExitStatus, SpawnedChild};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
-    net::{
-        UnixStream,
-        unix::{OwnedReadHalf, OwnedWriteHalf},
-    },
+    net::unix::{OwnedReadHalf, OwnedWriteHalf},
     sync::{mpsc, watch},
 };
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::{
     channel,
-    entry::{ENTRY_ENV, WORKER_FD},
     frame::{self, MSG, PANIC, RESULT},
 };
 
@@ -246,20 +241,7 @@ where
     }
 
     async fn init(args: Self::Args, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        crate::entry::check_not_in_worker("spawn")?;
-        let exe = std::env::current_exe().map_err(|e| Error::io("spawn", e))?;
-        let (ours, theirs) =
-            std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(&args.exec_args)
-            .env(ENTRY_ENV, &args.entry)
-            .stdin(Stdio::Null)
-            .stdout(Stdio::Null)
-            .fd_to_child(WORKER_FD, Stdio::Fd(OwnedFd::from(theirs)));
-        let child = ioasync_process::spawn_child(cmd)?;
-        ours.set_nonblocking(true)
-            .map_err(|e| Error::io("fcntl", e))?;
-        let sock = UnixStream::from_std(ours).map_err(|e| Error::io("socket", e))?;
+        let (child, sock) = crate::entry::spawn_worker(&args.entry, &args.exec_args)?;
         let (rd, wr) = sock.into_split();
         let input = args
             .shared
