@@ -14,28 +14,12 @@ use ioasync::{
     Address, Handle, Listen, LocalAddr, ReadAction, Stream, StreamEvent, StreamRef, Subscription,
     open_fd_count,
 };
-use support::{bounded, test_loop};
+use support::{bounded, serial, test_loop};
 use tokio::sync::Notify;
-
-/// The fd count is process-wide: the tests here take turns, each on its
-/// own runtime built and dropped while it holds the turn (a runtime opens
-/// fds of its own).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial<F: std::future::Future>(f: F) -> F::Output {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let out = rt.block_on(f);
-    drop(rt);
-    out
-}
 
 #[test]
 fn a_thousand_connect_close_cycles_leave_the_fd_count_where_it_started() {
-    serial(async {
+    serial(0, async {
         let lp = test_loop();
         let closed_server_side = Arc::new(AtomicUsize::new(0));
         let notify = Arc::new(Notify::new());
@@ -90,7 +74,7 @@ fn a_thousand_connect_close_cycles_leave_the_fd_count_where_it_started() {
 }
 #[test]
 fn a_stream_over_two_pipe_ends_echoes_and_closes_each_fd_once() {
-    serial(async {
+    serial(0, async {
         let lp = test_loop();
         let before = open_fd_count().unwrap();
         let (in_rd, mut in_wr) = std::io::pipe().unwrap();
@@ -120,7 +104,7 @@ fn a_stream_over_two_pipe_ends_echoes_and_closes_each_fd_once() {
 }
 #[test]
 fn a_handle_over_a_read_fd_and_a_write_fd_reports_readiness_and_closes_each_once() {
-    serial(async {
+    serial(0, async {
         let lp = test_loop();
         let before = open_fd_count().unwrap();
         let (in_rd, mut in_wr) = std::io::pipe().unwrap();

@@ -3,7 +3,6 @@
 mod support;
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -13,7 +12,7 @@ use ioasync::{
     File, FileEvent, FileStream, FileStreamEvent, OnTruncate, ReadAction, StartAt, Subscription,
     test_util::Recorder,
 };
-use support::{bounded, bounded_for, test_loop};
+use support::{append, bounded, bounded_for, test_loop};
 use tokio::sync::Notify;
 
 fn dir(name: &str) -> PathBuf {
@@ -21,15 +20,6 @@ fn dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// A FileStream collecting whole lines; `notify` fires on each batch.

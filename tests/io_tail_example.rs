@@ -2,19 +2,10 @@
 
 mod support;
 
-use std::{io::Write, process::Stdio};
+use std::process::Stdio;
 
-use support::{bounded, example, signal};
+use support::{append, bounded, example, signal};
 use tokio::{io::AsyncBufReadExt, process::Command};
-
-fn append(path: &std::path::Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
 
 #[tokio::test]
 async fn tail_prints_the_last_lines_then_follows_truncation_and_rotation() {

@@ -6,26 +6,12 @@ mod support;
 use std::time::Duration;
 
 use ioasync::{Command, open_fd_count};
-use support::{bounded, example, zombie_children};
+use support::{bounded, example, serial, zombie_children};
 use tokio::io::AsyncBufReadExt;
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial<F: std::future::Future>(f: F) -> F::Output {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let out = rt.block_on(f);
-    drop(rt);
-    out
-}
 
 #[test]
 fn two_hundred_concurrent_run_child_calls_finish_with_no_zombie_and_no_leaked_fd() {
-    serial(async {
+    serial(2, async {
         let lp = ioasync::Loop::current().unwrap();
         let before = open_fd_count().unwrap();
         let mut tasks = Vec::new();
@@ -46,7 +32,7 @@ fn two_hundred_concurrent_run_child_calls_finish_with_no_zombie_and_no_leaked_fd
 
 #[test]
 fn a_sigkilled_parent_takes_its_child_with_it() {
-    serial(async {
+    serial(2, async {
         // The parent: examples/timeout running a child that prints its pid.
         let mut parent = tokio::process::Command::new(example("timeout"))
             .args(["100", "sh", "-c", "echo $$; exec sleep 1000"])

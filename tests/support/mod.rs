@@ -148,3 +148,39 @@ pub fn zombie_children() -> usize {
         })
         .count()
 }
+
+/// The fd count and the child list are process-wide: tests that count
+/// them take turns, each on its own runtime (a runtime opens fds of its
+/// own), built and dropped while it holds the turn.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` alone (see `SERIAL`) on a fresh runtime of `workers` threads
+/// (0: current-thread).
+pub fn serial<F: std::future::Future>(workers: usize, f: F) -> F::Output {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+    .unwrap();
+    let out = rt.block_on(f);
+    drop(rt);
+    out
+}
+
+/// Appends `text` to the file at `path`, creating it.
+pub fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
