@@ -18,8 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ioasync::Overflow;
 use ioasync::{
-    Ctx, Events, Handler, Loop, Notifier, Result, Spec, Subscription,
+    Ctx, Emits, Handler, Loop, Notifier, Result, Spec, Subscription,
     kameo::{
         Actor,
         actor::{ActorRef, Spawn},
@@ -57,24 +58,16 @@ impl Message<Get> for Plain {
 
 struct Emitter {
     n: u64,
-    events: Events<Inc>,
 }
 
 impl Notifier for Emitter {
     type Args = ();
     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> {
-        Ok(Emitter {
-            n: 0,
-            events: Events::new(),
-        })
+        Ok(Emitter { n: 0 })
     }
 }
 
-impl ioasync::HasEvents<Inc> for Emitter {
-    fn events(&mut self) -> &mut Events<Inc> {
-        &mut self.events
-    }
-}
+impl Emits<Inc> for Emitter {}
 
 impl Handler<Inc> for Emitter {
     type Reply = ();
@@ -95,9 +88,9 @@ struct Burst(u64);
 
 impl Handler<Burst> for Emitter {
     type Reply = ();
-    async fn handle(&mut self, Burst(n): Burst, _: &mut Ctx<'_, Self>) {
+    async fn handle(&mut self, Burst(n): Burst, ctx: &mut Ctx<'_, Self>) {
         for _ in 0..n {
-            self.events.emit(Inc).await;
+            ctx.emit(Inc).await;
         }
     }
 }
@@ -147,7 +140,6 @@ async fn via_closure(lp: &Loop, n: u64) -> Duration {
     e.subscribe(Subscription::closure(move |_: Inc| {
         c.fetch_add(1, Ordering::Relaxed);
     }))
-    .await
     .unwrap();
     let t = Instant::now();
     e.ask(Burst(n)).await.unwrap();
@@ -160,7 +152,7 @@ async fn via_closure(lp: &Loop, n: u64) -> Duration {
 async fn via_actor(lp: &Loop, n: u64) -> Duration {
     let e = lp.add(Spec::<Emitter>::new("actor", ())).await.unwrap();
     let sink: ActorRef<Plain> = Plain::spawn(Plain::default());
-    e.subscribe(Subscription::actor(&sink)).await.unwrap();
+    e.subscribe(Subscription::actor(&sink)).unwrap();
     let t = Instant::now();
     e.ask(Burst(n)).await.unwrap();
     assert_eq!(sink.ask(Get).await.unwrap(), n);
@@ -172,7 +164,7 @@ async fn via_actor(lp: &Loop, n: u64) -> Duration {
 
 async fn via_stream(lp: &Loop, n: u64) -> Duration {
     let e = lp.add(Spec::<Emitter>::new("stream", ())).await.unwrap();
-    let mut stream = e.events::<Inc>(64).await.unwrap();
+    let mut stream = e.events_with::<Inc>(64, Overflow::Wait).unwrap();
     let t = Instant::now();
     let reader = tokio::spawn(async move {
         let mut got = 0u64;

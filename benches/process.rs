@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use ioasync::Overflow;
 use ioasync::{Command, Loop, Periodic, Reschedule, Stop, Tick};
 
 fn true_cmd(pdeath: bool) -> Command {
@@ -89,7 +90,7 @@ async fn ours_drift(lp: &Loop, ticks: u64) -> (Duration, Duration, Duration) {
         .add(Periodic::spec("drift", period).map_args(|a| a.reschedule(Reschedule::Hard)))
         .await
         .unwrap();
-    let mut s = t.events::<Tick>(1024).await.unwrap();
+    let mut s = t.events_with::<Tick>(1024, Overflow::Wait).unwrap();
     let start = tokio::time::Instant::now();
     let mut worst = Duration::ZERO;
     let mut last = None;

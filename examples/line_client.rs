@@ -11,7 +11,7 @@
 
 use std::process::ExitCode;
 
-use ioasync::{Address, Loop, ReadAction, Stream, StreamEvent, StreamRef, Subscription};
+use ioasync::{Address, IntoSpec, Loop, ReadAction, Stream, StreamEvent, StreamRef, Subscription};
 
 fn usage() -> ExitCode {
     eprintln!("usage: line_client --connect HOST:PORT [--line TEXT]");

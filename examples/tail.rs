@@ -10,7 +10,7 @@
 
 use std::{io::Write as _, process::ExitCode, time::Duration};
 
-use ioasync::{FileStream, FileStreamEvent, Loop, ReadAction, StartAt, Subscription};
+use ioasync::{FileStream, FileStreamEvent, IntoSpec, Loop, ReadAction, StartAt, Subscription};
 
 fn usage() -> ExitCode {
     eprintln!("usage: tail [-n N] PATH");

@@ -14,6 +14,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
+use ioasync::Overflow;
 use ioasync::{
     Command, Countdown, ExitStatus, Expired, Loop, Process, Signal, SignalEvent, SignalKind,
 };
@@ -128,8 +129,8 @@ async fn run(args: Args) -> ioasync::Result<u8> {
     let term = lp
         .add(Signal::spec("sigterm", SignalKind::terminate()))
         .await?;
-    let mut ints = int.events::<SignalEvent>(4).await?;
-    let mut terms = term.events::<SignalEvent>(4).await?;
+    let mut ints = int.events_with::<SignalEvent>(4, Overflow::Wait)?;
+    let mut terms = term.events_with::<SignalEvent>(4, Overflow::Wait)?;
 
     let mut cmd = Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
@@ -151,7 +152,7 @@ async fn run(args: Args) -> ioasync::Result<u8> {
     };
 
     let timer = lp.add(Countdown::spec("deadline", args.duration)).await?;
-    let mut expired = timer.events::<Expired>(1).await?;
+    let mut expired = timer.events_with::<Expired>(1, Overflow::Wait)?;
     // Held so the kill-after countdown lives until the end.
     let mut _killer = None;
     let mut kill_fired: Option<ioasync::EventStream<Expired>> = None;
@@ -169,7 +170,7 @@ async fn run(args: Args) -> ioasync::Result<u8> {
                 let _ = child.kill(args.signal).await;
                 if let Some(after) = args.kill_after {
                     let k = lp.add(Countdown::spec("kill-after", after)).await?;
-                    kill_fired = Some(k.events::<Expired>(1).await?);
+                    kill_fired = Some(k.events_with::<Expired>(1, Overflow::Wait)?);
                     _killer = Some(k);
                 }
             }

@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use ioasync::{Loop, ReadAction, Stream, StreamEvent, Subscription};
+use ioasync::{IntoSpec, Loop, ReadAction, Stream, StreamEvent, Subscription};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

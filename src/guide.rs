@@ -15,7 +15,7 @@
 //! | `$loop->delay_future(after =>)` / `timeout_future` | [`Loop::delay_future`](crate::Loop::delay_future) / [`Loop::timeout_future`](crate::Loop::timeout_future) |
 //! | `IO::Async::Notifier` | a type implementing [`Notifier`](crate::Notifier), run as a supervised kameo actor |
 //! | `$notifier->add_child` / `remove_child` | [`Ctx::add_child`](crate::Ctx::add_child), [`NotifierRef::add_child`](crate::NotifierRef::add_child) / [`NotifierRef::stop`](crate::NotifierRef::stop) |
-//! | `$notifier->invoke_event(on_foo => ...)` | [`Events::emit`](crate::Events::emit) |
+//! | `$notifier->invoke_event(on_foo => ...)` | [`Ctx::emit`](crate::Ctx::emit) |
 //! | `on_foo => sub {...}` configured events | [`Subscription::closure`](crate::Subscription::closure), or a typed message to an actor, or a stream |
 //! | a failure as `($message, $operation, @args)` | [`Error`](crate::Error): `message()`, `op()`, `errno()` |
 //!

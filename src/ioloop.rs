@@ -462,10 +462,11 @@ impl Loop {
                 .next_watch
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let w = self
-            .add(ioasync_io::File::spec(name, path, interval))
-            .await?;
-        w.on_event(f).await?;
+        // Subscribed at spec time: the callback belongs to the watcher's
+        // runtime and keeps firing across its restarts.
+        let spec = ioasync_io::File::spec(name, path, interval)
+            .subscribe(ioasync_core::Subscription::closure(f));
+        let w = self.add(spec).await?;
         Ok(w.id())
     }
 
@@ -478,8 +479,9 @@ impl Loop {
         f: impl FnMut(ioasync_signal::SignalEvent) + Send + 'static,
     ) -> Result<u64> {
         let name = format!("signal-{}-{}", signal.name(), self.next_watch_id());
-        let w = self.add(ioasync_signal::Signal::spec(name, signal)).await?;
-        w.on_event(f).await?;
+        let spec = ioasync_signal::Signal::spec(name, signal)
+            .subscribe(ioasync_core::Subscription::closure(f));
+        let w = self.add(spec).await?;
         Ok(w.id())
     }
 
@@ -498,10 +500,11 @@ impl Loop {
         f: impl FnMut(ioasync_process::ExitStatus) + Send + 'static,
     ) -> Result<u64> {
         let name = format!("pid-{pid}-{}", self.next_watch_id());
-        let sub = ioasync_core::Subscription::closure(f);
-        let w = self
-            .add(ioasync_process::Pid::spec_with(name, pid, sub))
-            .await?;
+        // Subscribed before the watch starts: even an exit that already
+        // happened is seen.
+        let spec =
+            ioasync_process::Pid::spec(name, pid).subscribe(ioasync_core::Subscription::closure(f));
+        let w = self.add(spec).await?;
         Ok(w.id())
     }
 

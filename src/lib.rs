@@ -65,7 +65,9 @@
 //!
 //! A notifier's events reach a closure run inside the notifier, a typed
 //! message to any kameo actor, or a [`tokio_stream::Stream`]: see
-//! [`Events`] and [`Subscription`].
+//! [`Subscription`], [`NotifierRef::events`] and [`Emits`]. Subscriber
+//! lists belong to each notifier's runtime, so they outlive restarts; every
+//! notifier emits [`Exit`] when an incarnation ends, however it ended.
 //!
 //! ### The Loop
 //!
@@ -124,9 +126,9 @@ mod ioloop;
 mod timer_queue;
 
 pub use ioasync_core::{
-    AnySpec, Backoff, Ctx, Error, ErrorKind, EventStream, Events, ExitReason, Handler, HasEvents,
-    NodeSnapshot, NodeState, Notifier, NotifierActor, NotifierRef, Once, Policy, Restart, Result,
-    Root, ShutdownReport, Spec, Strategy, Subscribe, Subscription, SupervisionEvent,
+    AnySpec, Backoff, Ctx, Emits, Error, ErrorKind, EventStream, Exit, ExitReason, Handler,
+    IntoSpec, NodeSnapshot, NodeState, Notifier, NotifierActor, NotifierRef, Once, Overflow,
+    Policy, Restart, Result, Root, ShutdownReport, Spec, Strategy, Subscription, SupervisionEvent,
     SupervisionEventKind, Tree,
 };
 pub use ioasync_io::{
@@ -168,8 +170,8 @@ pub use kameo;
 /// The names most programs need.
 pub mod prelude {
     pub use crate::{
-        Address, Backoff, Connect, Ctx, Error, Events, FramedRef, Handler, Listen, Listener, Loop,
-        Notifier, NotifierRef, ReadAction, Restart, Result, SocketRef, Spec, Strategy, Stream,
-        StreamRef, Subscription,
+        Address, Backoff, Connect, Ctx, Emits, Error, Exit, FramedRef, Handler, IntoSpec, Listen,
+        Listener, Loop, Notifier, NotifierRef, ReadAction, Restart, Result, SocketRef, Spec,
+        Strategy, Stream, StreamRef, Subscription,
     };
 }

@@ -4,8 +4,9 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
+use ioasync::Overflow;
 use ioasync::{
-    Ctx, Events, Handler, HasEvents, Notifier, Result, Spec, Subscription,
+    Ctx, Emits, Handler, Notifier, Result, Spec, Subscription,
     kameo::{self, Actor, message::Context},
     test_util::Recorder,
 };
@@ -13,9 +14,7 @@ use support::{bounded, test_loop};
 use tokio_stream::StreamExt;
 
 /// Emits `Tick(n)` for each `Fire(n)` it is told.
-struct Ticker {
-    ticks: Events<Tick>,
-}
+struct Ticker;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Tick(u32);
@@ -25,22 +24,16 @@ struct Fire(u32);
 impl Notifier for Ticker {
     type Args = ();
     async fn init(_: (), _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        Ok(Ticker {
-            ticks: Events::new(),
-        })
+        Ok(Ticker)
     }
 }
 
-impl HasEvents<Tick> for Ticker {
-    fn events(&mut self) -> &mut Events<Tick> {
-        &mut self.ticks
-    }
-}
+impl Emits<Tick> for Ticker {}
 
 impl Handler<Fire> for Ticker {
     type Reply = ();
-    async fn handle(&mut self, Fire(n): Fire, _ctx: &mut Ctx<'_, Self>) {
-        self.ticks.emit(Tick(n)).await;
+    async fn handle(&mut self, Fire(n): Fire, ctx: &mut Ctx<'_, Self>) {
+        ctx.emit(Tick(n)).await;
     }
 }
 
@@ -71,7 +64,7 @@ async fn one_emit_reaches_a_closure_an_actor_and_a_stream_in_order() {
     let ticker = lp.add(Spec::<Ticker>::new("ticker", ())).await.unwrap();
 
     let (recorder, sub) = Recorder::new();
-    ticker.subscribe(sub).await.unwrap();
+    ticker.subscribe(sub).unwrap();
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -80,12 +73,9 @@ async fn one_emit_reaches_a_closure_an_actor_and_a_stream_in_order() {
         done: Some(done_tx),
         want: 100,
     });
-    ticker
-        .subscribe(Subscription::actor(&collector))
-        .await
-        .unwrap();
+    ticker.subscribe(Subscription::actor(&collector)).unwrap();
 
-    let mut stream = ticker.events::<Tick>(4).await.unwrap();
+    let mut stream = ticker.events_with::<Tick>(4, Overflow::Wait).unwrap();
 
     let firing = {
         let ticker = ticker.clone();
@@ -115,14 +105,11 @@ async fn one_emit_reaches_a_closure_an_actor_and_a_stream_in_order() {
 async fn a_dropped_stream_or_dead_actor_is_unsubscribed_and_the_rest_still_receive() {
     let lp = test_loop();
     let ticker = lp.add(Spec::<Ticker>::new("ticker", ())).await.unwrap();
-    let stream = ticker.events::<Tick>(1).await.unwrap();
+    let stream = ticker.events_with::<Tick>(1, Overflow::Wait).unwrap();
     let collector = <Collector as kameo::actor::Spawn>::spawn(Collector::default());
-    ticker
-        .subscribe(Subscription::actor(&collector))
-        .await
-        .unwrap();
+    ticker.subscribe(Subscription::actor(&collector)).unwrap();
     let (recorder, sub) = Recorder::new();
-    ticker.subscribe(sub).await.unwrap();
+    ticker.subscribe(sub).unwrap();
     drop(stream);
     collector.kill();
     collector.wait_for_shutdown().await;
@@ -139,7 +126,7 @@ async fn a_slow_stream_subscriber_applies_backpressure_instead_of_buffering() {
         .add(Spec::<Ticker>::new("ticker", ()).mailbox(1))
         .await
         .unwrap();
-    let mut stream = ticker.events::<Tick>(2).await.unwrap();
+    let mut stream = ticker.events_with::<Tick>(2, Overflow::Wait).unwrap();
     for n in 0..3 {
         ticker.tell(Fire(n)).await.unwrap();
     }

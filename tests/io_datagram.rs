@@ -12,11 +12,7 @@ async fn udp_packets_arrive_with_their_source_and_replies_go_back() {
     let lp = test_loop();
     let (rec, sub) = Recorder::new();
     let server = lp
-        .add(Socket::udp_with(
-            "udp",
-            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            sub,
-        ))
+        .add(Socket::udp("udp", UdpSocket::bind("127.0.0.1:0").await.unwrap()).subscribe(sub))
         .await
         .unwrap();
     let SockAddr::Inet(server_addr) = server.local_addr().await.unwrap() else {
@@ -56,7 +52,7 @@ async fn unix_datagrams_arrive_with_their_source_path() {
         .add(Socket::unix("unix", UnixDatagram::bind(&spath).unwrap()))
         .await
         .unwrap();
-    server.subscribe(sub).await.unwrap();
+    server.subscribe(sub).unwrap();
     let client = UnixDatagram::bind(&cpath).unwrap();
     client.send_to(b"hi", &spath).await.unwrap();
     let evs = bounded("packet", rec.wait_len(1)).await;
@@ -113,7 +109,7 @@ async fn typed_datagram_frames_through_a_codec() {
         .await
         .unwrap();
     let (rec, sub) = Recorder::new();
-    fb.subscribe(sub).await.unwrap();
+    fb.subscribe(sub).unwrap();
     for w in ["one", "two", "three"] {
         fa.send_frame(w.to_string(), Dest::Inet(b_addr))
             .await

@@ -34,7 +34,6 @@ async fn on_emfile_the_listener_backs_off_and_recovers_instead_of_spinning() {
             e.lock().unwrap().push(ev);
             c.notify_one();
         })
-        .await
         .unwrap();
     let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
     // Client sockets are made before the limit drops; connecting needs no fd.

@@ -11,8 +11,8 @@ use std::sync::{
 use std::{io::Read as _, io::Write as _, os::fd::OwnedFd};
 
 use ioasync::{
-    Address, Handle, Listen, LocalAddr, ReadAction, Stream, StreamEvent, StreamRef, Subscription,
-    open_fd_count,
+    Address, Handle, IntoSpec, Listen, LocalAddr, ReadAction, Stream, StreamEvent, StreamRef,
+    Subscription, open_fd_count,
 };
 use support::{bounded, serial, test_loop};
 use tokio::sync::Notify;

@@ -9,8 +9,8 @@ use std::{
 };
 
 use ioasync::{
-    File, FileEvent, FileStream, FileStreamEvent, OnTruncate, ReadAction, StartAt, Subscription,
-    test_util::Recorder,
+    File, FileEvent, FileStream, FileStreamEvent, IntoSpec, OnTruncate, ReadAction, StartAt,
+    Subscription, test_util::Recorder,
 };
 use support::{append, bounded, bounded_for, test_loop};
 use tokio::sync::Notify;
@@ -161,7 +161,7 @@ async fn file_events_fire_once_per_change_and_report_removal_and_recreation() {
         .add(File::spec("w", &path, Duration::from_millis(5)))
         .await
         .unwrap();
-    w.subscribe(sub).await.unwrap();
+    w.subscribe(sub).unwrap();
     let wait = |pred: fn(&FileEvent) -> bool, n: usize| {
         let rec = &rec;
         async move {
@@ -210,7 +210,6 @@ async fn an_unreadable_path_gives_a_clear_error_with_errno() {
     .await
     .unwrap()
     .subscribe(sub)
-    .await
     .unwrap();
     let evs = bounded("error", rec.wait_len(1)).await;
     let FileEvent::Error(e) = &evs[0] else {

@@ -12,8 +12,8 @@ use std::{
 };
 
 use ioasync::{
-    Address, Backoff, ExitReason, Framed, FramedRef, Listen, Listener, LocalAddr, ReadAction,
-    Restart, Stream, SupervisionEventKind, codec::LinesCodec,
+    Address, Backoff, ExitReason, Framed, FramedRef, IntoSpec, Listen, Listener, LocalAddr,
+    ReadAction, Restart, Stream, SupervisionEventKind, codec::LinesCodec,
 };
 use support::{bounded, test_loop, wait_event};
 use tokio::{
@@ -50,7 +50,7 @@ async fn a_crashing_connection_handler_never_takes_the_listener_down() {
         e.path == "/srv/conn-0" && matches!(e.what, SupervisionEventKind::Exited(_))
     })
     .await;
-    let SupervisionEventKind::Exited(ExitReason::Panicked(msg)) = ev.what else {
+    let SupervisionEventKind::Exited(ExitReason::Panicked { message: msg, .. }) = ev.what else {
         panic!("{ev:?}")
     };
     assert_eq!(msg, "handler crashed on purpose");
@@ -157,7 +157,8 @@ async fn an_oversized_frame_closes_that_stream_with_a_decode_error() {
                 "conn",
                 conn,
                 LinesCodec::new_with_max_length(16),
-            );
+            )
+            .into_spec();
             if let Some(s) = sub.lock().unwrap().take() {
                 spec = spec.subscribe(s);
             }

@@ -11,8 +11,9 @@ use std::{
     time::Duration,
 };
 
+use ioasync::Overflow;
 use ioasync::{
-    Address, Limits, Listen, LocalAddr, Loop, NotifierRef, ReadAction, SockAddr, Stream,
+    Address, IntoSpec, Limits, Listen, LocalAddr, Loop, NotifierRef, ReadAction, SockAddr, Stream,
     StreamEvent, StreamRef, WantRead, Write, test_util::Recorder,
 };
 use support::{bounded, test_loop};
@@ -24,10 +25,13 @@ use tokio::{
 
 /// A raw tokio listener on loopback and a stream notifier over the
 /// connection our Loop makes to it.
-async fn pair_with(
+async fn pair_with<S>(
     lp: &Loop,
-    build: impl FnOnce(ioasync::StreamSpec) -> ioasync::StreamSpec,
-) -> (NotifierRef<Stream>, TcpStream) {
+    build: impl FnOnce(ioasync::StreamSpec) -> S,
+) -> (NotifierRef<Stream>, TcpStream)
+where
+    S: Into<ioasync::Spec<Stream>>,
+{
     let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = raw.local_addr().unwrap();
     let (conn, accepted) = tokio::join!(lp.connect(addr), raw.accept());
@@ -324,11 +328,11 @@ async fn half_close_shuts_our_write_side_and_keeps_reading() {
     let g = got.clone();
     let (stream, mut peer) = pair_with(&lp, |s| {
         s.close_on_read_eof(true)
-            .subscribe(sub)
             .on_read(move |_io, buf, _eof| {
                 g.lock().unwrap().extend_from_slice(&buf.split());
                 ReadAction::Wait
             })
+            .subscribe(sub)
     })
     .await;
     stream.write("last words").await.unwrap();
@@ -394,7 +398,9 @@ async fn reading_pauses_at_the_read_high_watermark_and_resumes_below_the_low_one
         "the peer is held back by TCP flow control"
     );
     // A subscriber consumes: reading resumes and all 4 MiB arrive.
-    let mut reads = stream.events::<StreamEvent>(64).await.unwrap();
+    let mut reads = stream
+        .events_with::<StreamEvent>(64, Overflow::Wait)
+        .unwrap();
     let mut total = 0usize;
     // The already-buffered data is delivered with the next read.
     let mut peer = None;

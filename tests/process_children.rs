@@ -13,8 +13,8 @@ use std::{
 };
 
 use ioasync::{
-    Command, ExitStatus, KillPolicy, Pid, Process, ProcessEvent, ProcessException, ReadAction,
-    SignalKind, Stdio, test_util::Recorder,
+    Command, ExitStatus, IntoSpec, KillPolicy, Pid, Process, ProcessEvent, ProcessException,
+    ReadAction, SignalKind, Stdio, test_util::Recorder,
 };
 use support::{bounded, test_loop};
 
@@ -205,7 +205,7 @@ async fn a_pid_watcher_fires_once_with_the_exit_status() {
         .unwrap();
     let (rec, sub) = Recorder::new();
     let w = lp.add(Pid::spec("pid", child.id())).await.unwrap();
-    w.subscribe(sub).await.unwrap();
+    w.subscribe(sub).unwrap();
     drop(child.stdin.unwrap()); // EOF: the child exits
     let evs = bounded("exit", rec.wait_len(1)).await;
     assert_eq!(evs, vec![ExitStatus::Code(7)]);

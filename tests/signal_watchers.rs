@@ -22,7 +22,7 @@ async fn a_real_sigusr1_reaches_every_watcher_exactly_once() {
             ))
             .await
             .unwrap();
-        w.subscribe(sub).await.unwrap();
+        w.subscribe(sub).unwrap();
         recs.push((w, rec));
     }
     raise(SignalKind::user_defined1());
@@ -65,7 +65,7 @@ async fn removing_the_last_watcher_restores_the_default_disposition() {
         .await
         .unwrap();
     let (rec, sub) = Recorder::<SignalEvent>::new();
-    w.subscribe(sub).await.unwrap();
+    w.subscribe(sub).unwrap();
     raise(SignalKind::user_defined2());
     assert_eq!(bounded("delivery", rec.wait_len(1)).await.len(), 1);
 }

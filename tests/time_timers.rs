@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use ioasync::Overflow;
 use ioasync::{
     Absolute, Countdown, CountdownRef, Expired, NodeState, Periodic, Reschedule, Stop, Tick,
     test_util::Recorder,
@@ -25,7 +26,7 @@ async fn a_countdown_stopped_before_expiry_never_fires() {
     let lp = test_loop();
     let (rec, sub) = Recorder::new();
     let t = lp.add(Countdown::spec("c", 10 * S)).await.unwrap();
-    t.subscribe(sub).await.unwrap();
+    t.subscribe(sub).unwrap();
     tokio::time::advance(5 * S).await;
     t.stop_timer().await.unwrap();
     tokio::time::advance(60 * S).await;
@@ -39,7 +40,7 @@ async fn reset_pushes_the_expiry_and_expiry_fires_once() {
     let lp = test_loop();
     let t0 = Instant::now();
     let t = lp.add(Countdown::spec("c", 10 * S)).await.unwrap();
-    let mut fired = t.events::<Expired>(4).await.unwrap();
+    let mut fired = t.events_with::<Expired>(4, Overflow::Wait).unwrap();
     tokio::time::advance(7 * S).await;
     t.reset().await.unwrap(); // now due at 17 s
     let ev = bounded("expiry", fired.recv()).await.unwrap();
@@ -82,7 +83,7 @@ async fn an_absolute_timer_fires_at_its_instant_and_leaves() {
     let lp = test_loop();
     let at = Instant::now() + 42 * S;
     let t = lp.add(Absolute::spec("alarm", at)).await.unwrap();
-    let mut fired = t.events::<Expired>(1).await.unwrap();
+    let mut fired = t.events_with::<Expired>(1, Overflow::Wait).unwrap();
     let ev = bounded("fire", fired.recv()).await.unwrap();
     assert_eq!((ev.deadline, ev.fired), (at, at));
     bounded("gone", t.wait_stopped()).await;
@@ -100,7 +101,7 @@ async fn ticks_with_slow_handler(
         .add(Periodic::spec("p", S).map_args(|a| a.reschedule(policy)))
         .await
         .unwrap();
-    let mut ticks = t.events::<Tick>(1).await.unwrap();
+    let mut ticks = t.events_with::<Tick>(1, Overflow::Wait).unwrap();
     let mut out = Vec::new();
     while out.len() < n {
         let tick = bounded("tick", ticks.recv()).await.unwrap();

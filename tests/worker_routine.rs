@@ -64,7 +64,7 @@ async fn a_panicking_permanent_routine_is_restarted_and_its_supervisor_sees_the_
         e.path == "/r" && matches!(e.what, SupervisionEventKind::Exited(_))
     })
     .await;
-    let SupervisionEventKind::Exited(ExitReason::Panicked(msg)) = ev.what else {
+    let SupervisionEventKind::Exited(ExitReason::Panicked { message: msg, .. }) = ev.what else {
         panic!("{ev:?}")
     };
     assert_eq!(msg, "boom on zero after 1");

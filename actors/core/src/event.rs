@@ -1,7 +1,9 @@
-//! Events: the three ways to receive them, and supervision events.
+//! Events: the three ways to receive them, and the subscriber lists the
+//! runtime keeps for each notifier.
 //!
-//! A notifier keeps one [`Events<E>`] per event type it emits. Each
-//! subscriber chose one of three ways, and `emit` serves all of them:
+//! A notifier declares the event types it emits with [`Emits`] and emits
+//! them with [`Ctx::emit`](crate::Ctx::emit). Each subscriber chose one of
+//! three ways, and one emit serves all of them:
 //!
 //! 1. a closure, run inside the notifier's own actor (IO::Async's
 //!    `on_read => sub {...}` style);
@@ -10,141 +12,81 @@
 //! 3. a [`tokio_stream::Stream`] ([`EventStream`]) for
 //!    `while let Some(e) = events.next().await`.
 //!
-//! Delivery to an actor or a stream waits while the receiver is full
-//! (backpressure): a slow subscriber slows the notifier, it never makes the
-//! process grow without bound. A subscriber that is gone is dropped from
-//! the list at the next `emit`.
+//! The subscriber lists belong to the notifier's runtime, not to its
+//! state: they outlive restarts, so a subscriber hears every incarnation.
+//! Delivery to an actor, or to a stream with the [`Overflow::Wait`] policy
+//! (the default), waits while the receiver is full (backpressure): a slow
+//! subscriber slows the notifier, it never makes the process grow without
+//! bound. A subscriber that is gone is dropped at the next emit.
 
 use std::{
+    any::{Any, TypeId},
+    collections::VecDeque,
     fmt,
-    pin::Pin,
+    pin::{Pin, pin},
+    sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
 };
 
-use futures_util::future::BoxFuture;
+use futures_util::{future::BoxFuture, task::AtomicWaker};
 use kameo::{
     actor::{ActorRef, WeakRecipient},
     message::Message,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::Notify;
 
-use crate::{
-    error::Error,
-    notifier::{Ctx, Handler, Notifier},
-};
+/// Marks `E` as an event type notifier `N` emits: subscribers of `E` are
+/// accepted on its handle and spec, and `ctx.emit(e)` compiles in it.
+/// Every notifier also emits [`Exit`](crate::Exit), subscribed apart
+/// (`subscribe_exit`, `exits`) so that a notifier's own event type is
+/// inferred at `subscribe`.
+///
+/// ```
+/// use ioasync::{Ctx, Emits, Loop, Notifier, Result, Spec, Subscription};
+///
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct Beep(u32);
+///
+/// struct Beeper;
+/// impl Notifier for Beeper {
+///     type Args = ();
+///     async fn init(_: (), ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+///         ctx.emit(Beep(1)).await;
+///         Ok(Beeper)
+///     }
+/// }
+/// impl Emits<Beep> for Beeper {}
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// let lp = Loop::current()?;
+/// let (sub, mut beeps) = Subscription::stream(8);
+/// let _b = lp.add(Spec::<Beeper>::new("beeper", ()).subscribe(sub)).await?;
+/// assert_eq!(beeps.recv().await, Some(Beep(1)));
+/// # Ok(()) }
+/// ```
+pub trait Emits<E: Clone + Send + 'static> {}
 
-/// Why a notifier's incarnation ended.
-#[derive(Debug, Clone)]
+/// What a bounded queue does when a producer meets it full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum ExitReason {
-    /// It asked to stop (`ctx.stop()`), or was stopped gracefully.
-    Normal,
-    /// A handler panicked; the panic message.
-    Panicked(String),
-    /// A handler failed with an error (`ctx.fail(..)`, a failed restart).
-    Failed(Error),
-    /// One of its children exceeded its restart limit.
-    Escalated {
-        /// Path of the child that gave up.
-        child: String,
-        /// Why that child last failed.
-        cause: Box<ExitReason>,
-    },
-    /// It was killed (at a stop deadline, or by its handle).
-    Killed,
-}
-
-impl ExitReason {
-    /// A normal exit: transient children are not restarted after it.
-    pub fn is_normal(&self) -> bool {
-        matches!(self, ExitReason::Normal)
-    }
-
-    /// The panic message, when a handler panicked.
-    pub fn panic_message(&self) -> Option<&str> {
-        match self {
-            ExitReason::Panicked(m) => Some(m),
-            _ => None,
-        }
-    }
-
-    /// This reason as an [`Error`] for `op`.
-    pub fn to_error(&self, op: &'static str) -> Error {
-        use crate::error::ErrorKind;
-        match self {
-            ExitReason::Failed(e) => e.clone(),
-            ExitReason::Panicked(m) => Error::new(op, ErrorKind::Panicked, m.clone()),
-            ExitReason::Escalated { .. } => Error::new(op, ErrorKind::Escalated, self.to_string()),
-            _ => Error::closed(op, self.to_string()),
-        }
-    }
-}
-
-impl fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitReason::Normal => f.write_str("exited normally"),
-            ExitReason::Panicked(m) => write!(f, "panicked: {m}"),
-            ExitReason::Failed(e) => write!(f, "failed: {e}"),
-            ExitReason::Escalated { child, cause } => {
-                write!(f, "child {child} exceeded its restart limit ({cause})")
-            }
-            ExitReason::Killed => f.write_str("killed"),
-        }
-    }
-}
-
-/// Something the supervision tree did, as its parents and the loop see it.
-#[derive(Debug, Clone)]
-pub struct SupervisionEvent {
-    /// Path of the notifier concerned.
-    pub path: String,
-    /// Its kind.
-    pub kind: &'static str,
-    /// What happened.
-    pub what: SupervisionEventKind,
-}
-
-/// What happened to a notifier.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum SupervisionEventKind {
-    /// Its incarnation ended (abnormally, or by its own choice); the
-    /// parent decides next.
-    Exited(ExitReason),
-    /// The parent will restart it after `delay`; `attempt` is its count of
-    /// failures within the restart window.
-    Restarting {
-        /// Failures within the window, this one included.
-        attempt: u32,
-        /// Backoff delay before the restart.
-        delay: Duration,
-    },
-    /// A new incarnation started; `restarts` in all.
-    Restarted {
-        /// Restarts since it was added.
-        restarts: u32,
-    },
-    /// It exceeded its restart limit; its parent fails with `Escalated`.
-    GaveUp(ExitReason),
-    /// It stopped for good and left the tree.
-    Stopped,
-    /// A graceful stop overran its deadline; it was killed.
-    Overran,
-    /// Messages were still queued when it stopped for good; each ask among
-    /// them got an error, the tells are counted here.
-    Undelivered {
-        /// Tells that no incarnation handled.
-        count: usize,
-    },
+pub enum Overflow {
+    /// The producer waits for room: backpressure, nothing lost.
+    #[default]
+    Wait,
+    /// The oldest queued item is dropped to make room.
+    DropOldest,
+    /// The new item is dropped.
+    DropNewest,
+    /// The producer is refused: for a subscriber stream, the subscriber is
+    /// cut off (its stream ends after what it holds).
+    Fail,
 }
 
 enum Target<E> {
     Closure(Box<dyn FnMut(E) + Send>),
     Actor(Box<dyn ActorTarget<E>>),
-    Stream(mpsc::Sender<E>),
+    Stream(QueueTx<E>),
 }
 
 trait ActorTarget<E>: Send + Sync {
@@ -165,13 +107,18 @@ impl<E: Send + 'static> ActorTarget<E> for WeakRecipient<E> {
 /// A way to receive events of type `E`, handed to a notifier.
 pub struct Subscription<E>(Target<E>);
 
-impl<E: Send + 'static> Subscription<E> {
+/// A subscription on its way to a notifier's runtime, its type erased.
+pub(crate) type PendingSub = Box<dyn FnOnce(&mut Subscribers) + Send>;
+
+impl<E: Clone + Send + 'static> Subscription<E> {
     /// Run `f` inside the notifier for each event.
     pub fn closure(f: impl FnMut(E) + Send + 'static) -> Self {
         Subscription(Target::Closure(Box::new(f)))
     }
 
-    /// Tell each event to `actor` (held weakly).
+    /// Tell each event to `actor` (held weakly). To have a notifier hear
+    /// another's events as messages, pass its
+    /// [`actor_ref`](crate::NotifierRef::actor_ref).
     pub fn actor<A>(actor: &ActorRef<A>) -> Self
     where
         A: kameo::Actor + Message<E>,
@@ -181,13 +128,24 @@ impl<E: Send + 'static> Subscription<E> {
         )))
     }
 
-    /// A stream of events buffering at most `capacity` of them.
+    /// A stream of events buffering at most `capacity` of them; a full
+    /// stream makes the notifier wait ([`Overflow::Wait`]).
     pub fn stream(capacity: usize) -> (Self, EventStream<E>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        Subscription::stream_with(capacity, Overflow::Wait)
+    }
+
+    /// A stream of events buffering at most `capacity` of them, with what
+    /// to do when it is full.
+    pub fn stream_with(capacity: usize, overflow: Overflow) -> (Self, EventStream<E>) {
+        let q = Arc::new(Queue::new(capacity.max(1), overflow));
         (
-            Subscription(Target::Stream(tx)),
-            EventStream(ReceiverStream::new(rx)),
+            Subscription(Target::Stream(QueueTx(q.clone()))),
+            EventStream(q),
         )
+    }
+
+    pub(crate) fn into_pending(self) -> PendingSub {
+        Box::new(move |subs: &mut Subscribers| subs.add(self))
     }
 }
 
@@ -202,58 +160,56 @@ impl<E> fmt::Debug for Subscription<E> {
     }
 }
 
-/// The subscribers of one event type of one notifier.
-///
-/// ```
-/// use ioasync::{Events, Subscription};
-/// use tokio_stream::StreamExt;
-///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let mut events = Events::<u32>::new();
-/// let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-/// let s = seen.clone();
-/// events.subscribe(Subscription::closure(move |n| { s.fetch_add(n, std::sync::atomic::Ordering::Relaxed); }));
-/// let (sub, mut stream) = Subscription::stream(8);
-/// events.subscribe(sub);
-/// events.emit(5).await;
-/// assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 5);
-/// assert_eq!(stream.next().await, Some(5));
-/// # });
-/// ```
-pub struct Events<E> {
-    targets: Vec<Target<E>>,
+/// The subscriber lists of one notifier, one per event type, owned by its
+/// runtime (they outlive incarnations).
+#[derive(Default)]
+pub(crate) struct Subscribers {
+    lists: Vec<(TypeId, Box<dyn Any + Send>)>,
 }
 
-impl<E: Clone + Send + 'static> Events<E> {
-    /// No subscribers yet.
-    pub fn new() -> Self {
-        Events {
-            targets: Vec::new(),
+impl Subscribers {
+    pub(crate) fn add<E: Clone + Send + 'static>(&mut self, sub: Subscription<E>) {
+        let id = TypeId::of::<E>();
+        let list = match self.lists.iter().position(|(t, _)| *t == id) {
+            Some(i) => &mut self.lists[i].1,
+            None => {
+                self.lists
+                    .push((id, Box::new(Vec::<Target<E>>::new()) as Box<dyn Any + Send>));
+                &mut self.lists.last_mut().expect("just pushed").1
+            }
+        };
+        list.downcast_mut::<Vec<Target<E>>>()
+            .expect("keyed by its TypeId")
+            .push(sub.0);
+    }
+
+    /// Subscribers of `E`.
+    pub(crate) fn count<E: 'static>(&self) -> usize {
+        let id = TypeId::of::<E>();
+        self.lists
+            .iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, l)| l.downcast_ref::<Vec<Target<E>>>())
+            .map_or(0, Vec::len)
+    }
+
+    /// Delivers `event` to every subscriber of `E`, in subscription order,
+    /// per each one's overflow policy; drops subscribers that are gone.
+    pub(crate) async fn emit<E: Clone + Send + 'static>(&mut self, event: E) {
+        if self.lists.is_empty() {
+            return;
         }
-    }
-
-    /// Adds a subscriber.
-    pub fn subscribe(&mut self, sub: Subscription<E>) {
-        self.targets.push(sub.0);
-    }
-
-    /// How many subscribers are registered.
-    pub fn len(&self) -> usize {
-        self.targets.len()
-    }
-
-    /// No subscriber is registered: emitting costs nothing.
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
-    }
-
-    /// Delivers `event` to every subscriber, in subscription order, waiting
-    /// for room at full receivers; drops subscribers that are gone.
-    pub async fn emit(&mut self, event: E) {
-        let last = self.targets.len();
+        let id = TypeId::of::<E>();
+        let Some((_, list)) = self.lists.iter_mut().find(|(t, _)| *t == id) else {
+            return;
+        };
+        let targets = list
+            .downcast_mut::<Vec<Target<E>>>()
+            .expect("keyed by its TypeId");
+        let last = targets.len();
         let mut event = Some(event);
         let mut gone = Vec::new();
-        for (i, target) in self.targets.iter_mut().enumerate() {
+        for (i, target) in targets.iter_mut().enumerate() {
             let ev = if i + 1 == last {
                 event.take()
             } else {
@@ -266,75 +222,171 @@ impl<E: Clone + Send + 'static> Events<E> {
                     true
                 }
                 Target::Actor(a) => a.deliver(ev).await,
-                Target::Stream(tx) => tx.send(ev).await.is_ok(),
+                Target::Stream(tx) => tx.0.push(ev).await,
             };
             if !alive {
                 gone.push(i);
             }
         }
         for i in gone.into_iter().rev() {
-            self.targets.remove(i);
+            targets.remove(i);
         }
     }
 }
 
-impl<E: Clone + Send + 'static> Default for Events<E> {
-    fn default() -> Self {
-        Events::new()
-    }
-}
-
-impl<E> fmt::Debug for Events<E> {
+impl fmt::Debug for Subscribers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Events")
-            .field("subscribers", &self.targets.len())
+        f.debug_struct("Subscribers")
+            .field("event_types", &self.lists.len())
             .finish()
     }
 }
 
-/// A stream of a notifier's events; ends when the notifier stops.
-pub struct EventStream<E>(ReceiverStream<E>);
+/// A bounded queue behind one stream subscriber.
+struct Queue<E> {
+    state: Mutex<QueueState<E>>,
+    capacity: usize,
+    overflow: Overflow,
+    reader: AtomicWaker,
+    room: Notify,
+}
+
+struct QueueState<E> {
+    items: VecDeque<E>,
+    reader_gone: bool,
+    writer_gone: bool,
+}
+
+impl<E> Queue<E> {
+    fn new(capacity: usize, overflow: Overflow) -> Self {
+        Queue {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                reader_gone: false,
+                writer_gone: false,
+            }),
+            capacity,
+            overflow,
+            reader: AtomicWaker::new(),
+            room: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<E>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `item` per the overflow policy; false once the reader is gone
+    /// (or cut off).
+    async fn push(&self, item: E) -> bool {
+        let mut item = Some(item);
+        loop {
+            let mut room = pin!(self.room.notified());
+            room.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if s.reader_gone {
+                    return false;
+                }
+                if s.items.len() >= self.capacity {
+                    match self.overflow {
+                        Overflow::Wait => {}
+                        Overflow::DropOldest => {
+                            s.items.pop_front();
+                        }
+                        Overflow::DropNewest => return true,
+                        Overflow::Fail => {
+                            tracing::warn!(
+                                capacity = self.capacity,
+                                "an event stream subscriber fell behind; cut off"
+                            );
+                            s.writer_gone = true;
+                            drop(s);
+                            self.reader.wake();
+                            return false;
+                        }
+                    }
+                }
+                if s.items.len() < self.capacity {
+                    s.items.push_back(item.take().expect("pushed once"));
+                    drop(s);
+                    self.reader.wake();
+                    return true;
+                }
+            }
+            room.await;
+        }
+    }
+
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<E>> {
+        self.reader.register(cx.waker());
+        let mut s = self.lock();
+        if let Some(item) = s.items.pop_front() {
+            drop(s);
+            self.room.notify_one();
+            return Poll::Ready(Some(item));
+        }
+        if s.writer_gone {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+}
+
+/// The notifier's end of a stream subscription.
+struct QueueTx<E>(Arc<Queue<E>>);
+
+impl<E> Drop for QueueTx<E> {
+    fn drop(&mut self) {
+        self.0.lock().writer_gone = true;
+        self.0.reader.wake();
+    }
+}
+
+/// A stream of a notifier's events; ends when the notifier leaves the
+/// tree (after the events it holds).
+pub struct EventStream<E>(Arc<Queue<E>>);
 
 impl<E> EventStream<E> {
     /// The next event, or `None` once the notifier is gone.
     pub async fn recv(&mut self) -> Option<E> {
-        self.0.as_mut().recv().await
+        std::future::poll_fn(|cx| self.0.poll_pop(cx)).await
+    }
+
+    /// Events buffered and not yet taken.
+    pub fn len(&self) -> usize {
+        self.0.lock().items.len()
+    }
+
+    /// No event is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<E> Drop for EventStream<E> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.reader_gone = true;
+        s.items.clear();
+        drop(s);
+        self.0.room.notify_waiters();
     }
 }
 
 impl<E> tokio_stream::Stream for EventStream<E> {
     type Item = E;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<E>> {
-        Pin::new(&mut self.0).poll_next(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<E>> {
+        self.0.poll_pop(cx)
     }
 }
 
 impl<E> fmt::Debug for EventStream<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("EventStream")
-    }
-}
-
-/// A notifier that emits events of type `E` declares where it keeps their
-/// subscribers; it then accepts [`Subscribe<E>`] from its handle
-/// ([`NotifierRef::subscribe`](crate::NotifierRef::subscribe) and friends).
-pub trait HasEvents<E: Clone + Send + 'static>: Notifier {
-    /// The subscribers of `E`.
-    fn events(&mut self) -> &mut Events<E>;
-}
-
-/// Message: add a subscriber to a notifier's events of type `E`.
-#[derive(Debug)]
-pub struct Subscribe<E>(pub Subscription<E>);
-
-impl<N, E> Handler<Subscribe<E>> for N
-where
-    N: HasEvents<E>,
-    E: Clone + Send + 'static,
-{
-    type Reply = ();
-
-    async fn handle(&mut self, msg: Subscribe<E>, _ctx: &mut Ctx<'_, Self>) {
-        self.events().subscribe(msg.0);
+        f.debug_struct("EventStream")
+            .field("buffered", &self.len())
+            .field("capacity", &self.0.capacity)
+            .field("overflow", &self.0.overflow)
+            .finish()
     }
 }

@@ -7,10 +7,13 @@
 //!   behaviour, its messages, and its handle;
 //! - [`Spec`], [`Restart`], [`Strategy`], [`Backoff`], [`Policy`]: how it
 //!   is started and supervised (Erlang/OTP semantics);
+//! - [`NodeState`]: the one lifecycle every notifier goes through (its
+//!   page has the table of states and transitions);
 //! - [`Tree`]: a root, a registry by id and path, supervision events, and
 //!   ordered [`shutdown`](Tree::shutdown) with deadlines;
-//! - [`Events`], [`Subscription`], [`EventStream`], [`HasEvents`]: the one
-//!   event path (closure, typed actor message, or stream);
+//! - [`Emits`], [`Subscription`], [`EventStream`], [`Overflow`], [`Exit`]:
+//!   the one event path (closure, typed actor message, or stream), owned by
+//!   each notifier's runtime so that it outlives restarts;
 //! - [`NodeSnapshot`]: the tree as plain data, `Display`ed indented;
 //! - [`Error`]: message, operation, errno, source;
 //! - [`channel`]: typed, bounded mailboxes (bridged across processes by
@@ -18,16 +21,24 @@
 //!
 //! # Supervision rules
 //!
-//! - A failure is a panic in `init`, `on_ready` or a handler, a handler
-//!   calling [`Ctx::fail`], or (for permanent children) [`Ctx::stop`].
-//!   It is contained to the notifier: its children are stopped, its state
-//!   dropped, and its parent decides.
-//! - The parent restarts it (and the siblings its [`Strategy`] names) in
-//!   place, after the [`Backoff`] delay. Past `max_restarts` failures
-//!   within `window`, the parent gives up on it and fails itself with
-//!   [`ExitReason::Escalated`]: the grandparent decides, once.
+//! - A failure is a panic in `init`, `on_ready`, a handler or `on_stop`, a
+//!   handler calling [`Ctx::fail`], an `init` past its init timeout, or
+//!   (for permanent children) [`Ctx::stop`]. It is contained to the
+//!   notifier: its children are stopped, its `on_stop` runs, [`Exit`] is
+//!   emitted with the reason, its state is dropped.
+//! - The decision is a pure function of the child's [`Restart`] type, its
+//!   restart limit, its parent's [`Strategy`], the reason and the restart
+//!   history. One-for-one restarts happen in the child's own runtime after
+//!   its [`Backoff`]; group restarts (one-for-all, rest-for-one) run in a
+//!   short task that takes turns per parent. The parent never waits for a
+//!   child inside a handler, and every wait is bounded: a child that does
+//!   not finish `init` or a stop in time is killed and reported.
+//! - Past `max_restarts` failures within `window`, the child leaves the
+//!   tree and its parent fails with [`ExitReason::Escalated`]: the
+//!   grandparent decides, once.
 //! - A notifier stopped through its handle ([`NotifierRef::stop`]) or
 //!   killed is stopped on purpose: it leaves the tree and is not restarted.
+//! - A first start that fails is not restarted: the `add` gets the error.
 //!
 //! # Messages and failures
 //!
@@ -39,37 +50,55 @@
 //! if its incarnation had failed, each queued ask gets a `Closed` error and
 //! the queued tells are reported as [`SupervisionEventKind::Undelivered`].
 //!
+//! # Panics
+//!
+//! A contained panic is one error line (message and location) from the
+//! notifier's span, not the default hook's report: the hook installed when
+//! the first notifier starts records the location and stays quiet for
+//! panics inside notifiers (`IOASYNC_BACKTRACE=1` brings the default
+//! report and backtrace back). Panics elsewhere are reported as usual.
+//!
 //! # Implementation
 //!
 //! Each notifier is one kameo actor (one tokio task). Its `next` override
-//! selects over a control queue (a mutex-guarded deque and a `Notify`, no
-//! task of its own), the kameo mailbox and the notifier's own source
-//! ([`Notifier::ready`]). Supervision decisions run in the parent's actor.
-//! Backoff delays are a short-lived task per delayed restart.
+//! drives the lifecycle and selects over a control queue (a mutex-guarded
+//! deque and a single waker, no task of its own), the kameo mailbox and the
+//! notifier's own source ([`Notifier::ready`]).
+//!
+//! The modules are layered, imports pointing down only: leaf data
+//! (`error`, `policy`, `exit`, `state`, `snapshot`, `event`, `panic`,
+//! `channel`), then the tree (`registry`, `node`, `shutdown`), then
+//! notifiers (`notifier`, `spec`, `supervisor`, `runtime`, `tree`).
 
 #![doc(test(attr(deny(warnings))))]
 
-mod actor;
 pub mod channel;
 mod error;
 mod event;
+mod exit;
 mod node;
 mod notifier;
+mod panic;
+mod policy;
+mod registry;
+mod runtime;
+mod shutdown;
 mod snapshot;
 mod spec;
+mod state;
+mod supervisor;
 mod tree;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
-pub use actor::{NotifierActor, Start};
 pub use error::{Error, ErrorKind, Result};
-pub use event::{
-    EventStream, Events, ExitReason, HasEvents, Subscribe, Subscription, SupervisionEvent,
-    SupervisionEventKind,
-};
-pub use node::ShutdownReport;
-pub use notifier::{Ctx, Handler, Notifier, NotifierRef};
-pub use snapshot::{NodeSnapshot, NodeState};
-pub use spec::{AnySpec, Backoff, Once, Policy, Restart, Spec, Strategy};
+pub use event::{Emits, EventStream, Overflow, Subscription};
+pub use exit::{Exit, ExitReason, SupervisionEvent, SupervisionEventKind};
+pub use notifier::{Ctx, Handler, Notifier, NotifierActor, NotifierRef, Start};
+pub use policy::{Backoff, Policy, Restart, Strategy};
+pub use shutdown::ShutdownReport;
+pub use snapshot::NodeSnapshot;
+pub use spec::{AnySpec, IntoSpec, Once, Spec};
+pub use state::NodeState;
 pub use tree::{Root, Tree};

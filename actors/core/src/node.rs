@@ -1,11 +1,13 @@
-//! The tree's shared data: one [`Node`] per notifier, and the loop-wide
-//! [`Shared`] state (registry, supervision event bus, fatal failure).
+//! One [`Node`] per notifier: its place in the tree (path, parent,
+//! children), its supervision data (policy, state, restart history), its
+//! control queue, and the [`Shared`] registry of its tree.
 //!
 //! Contract: a `Node` is plain data plus a control queue. The notifier's own
-//! actor is the only reader of its queue; anyone may push to it. Locks here
-//! are never held across an `.await`.
+//! runtime is the only reader of its queue; anyone may push to it. Locks
+//! here are never held across an `.await`.
 
 use std::{
+    any::{Any, TypeId},
     collections::VecDeque,
     fmt,
     future::Future,
@@ -18,56 +20,28 @@ use std::{
 
 use dashmap::{DashMap, mapref::entry::Entry};
 use futures_util::{future::BoxFuture, task::AtomicWaker};
-use tokio::{
-    sync::{Notify, broadcast, oneshot},
-    time::Instant,
-};
+use tokio::{sync::oneshot, time::Instant};
 
 use crate::{
     error::{Error, Result},
-    event::{ExitReason, SupervisionEvent, SupervisionEventKind},
-    snapshot::NodeState,
-    spec::Policy,
+    event::{PendingSub, Subscribers},
+    exit::{ExitReason, SupervisionEventKind},
+    policy::Policy,
+    registry::{Bus, Fatal, PathHash},
+    snapshot::NodeSnapshot,
+    state::NodeState,
 };
-
-/// FNV-1a for the path registry: paths are short, trusted (they come from
-/// the program's own specs) and hashed on every add and stop.
-#[derive(Clone, Default)]
-pub(crate) struct PathHash;
-
-impl std::hash::BuildHasher for PathHash {
-    type Hasher = Fnv;
-    fn build_hasher(&self) -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-pub(crate) struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        // Mix the high bits down: DashMap picks its shard from them.
-        self.0 ^ (self.0 >> 29) ^ (self.0 << 35)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
 
 thread_local! {
     static PATH_BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
-/// Loop-wide state shared by every node of one tree.
+/// What every node of one tree shares.
 pub(crate) struct Shared {
     next_id: AtomicU64,
     by_path: DashMap<Arc<str>, Weak<Node>, PathHash>,
-    observed: AtomicBool,
-    events: broadcast::Sender<SupervisionEvent>,
-    fatal: Mutex<Option<ExitReason>>,
-    fatal_notify: Notify,
+    pub(crate) bus: Bus,
+    pub(crate) fatal: Fatal,
 }
 
 impl Shared {
@@ -75,35 +49,13 @@ impl Shared {
         Arc::new(Shared {
             next_id: AtomicU64::new(1),
             by_path: DashMap::with_hasher(PathHash),
-            observed: AtomicBool::new(false),
-            events: broadcast::channel(1024).0,
-            fatal: Mutex::new(None),
-            fatal_notify: Notify::new(),
+            bus: Bus::new(),
+            fatal: Fatal::new(),
         })
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<SupervisionEvent> {
-        self.observed.store(true, Ordering::Release);
-        self.events.subscribe()
-    }
-
     pub(crate) fn publish(&self, node: &Node, what: SupervisionEventKind) {
-        // Until someone subscribes, publishing costs one atomic load.
-        if self.observed.load(Ordering::Acquire) && self.events.receiver_count() > 0 {
-            let _ = self.events.send(SupervisionEvent {
-                path: node.path.to_string(),
-                kind: node.kind,
-                what,
-            });
-        }
-    }
-
-    /// Publishes an event about something a notifier runs that is not a
-    /// notifier itself (a worker process of a pool).
-    pub(crate) fn publish_at(&self, path: String, kind: &'static str, what: SupervisionEventKind) {
-        if self.observed.load(Ordering::Acquire) && self.events.receiver_count() > 0 {
-            let _ = self.events.send(SupervisionEvent { path, kind, what });
-        }
+        self.bus.publish(&node.path, node.kind, what);
     }
 
     pub(crate) fn lookup_path(&self, path: &str) -> Option<Arc<Node>> {
@@ -118,40 +70,21 @@ impl Shared {
         self.by_path
             .remove_if(&*node.path, |_, w| std::ptr::eq(w.as_ptr(), node));
     }
-
-    /// The root failed: record it for the loop, once.
-    pub(crate) fn set_fatal(&self, reason: ExitReason) {
-        let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
-        if fatal.is_none() {
-            *fatal = Some(reason);
-            self.fatal_notify.notify_waiters();
-            self.fatal_notify.notify_one();
-        }
-    }
-
-    pub(crate) async fn wait_fatal(&self) -> ExitReason {
-        loop {
-            if let Some(r) = self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-                return r;
-            }
-            self.fatal_notify.notified().await;
-        }
-    }
 }
 
-/// Control messages, outside the user mailbox so a failed or suspended
-/// notifier still hears its parent.
+/// Control messages, outside the user mailbox so a failed or restarting
+/// notifier still hears its parent and its tree.
 pub(crate) enum Ctl {
-    /// Stop for good: children first, then drain the mailbox, then on_stop.
+    /// Stop for good: children first, then drain the mailbox, then
+    /// `on_stop`. A torn-down incarnation just leaves.
     Stop,
-    /// Stop this incarnation for a group restart; acked when done.
+    /// Tear this incarnation down for a group restart; acked when done.
     Suspend(oneshot::Sender<()>),
-    /// Start a new incarnation; acked when init has run.
+    /// Start a new incarnation (of a torn-down notifier); acked when its
+    /// `init` has run, however it went.
     Resume(oneshot::Sender<()>),
-    /// (to a parent) A child failed and waits for a decision.
-    ChildFailed(Arc<Node>, ExitReason),
-    /// (to a parent) The backoff of a restart has passed.
-    RestartGroup(Vec<Arc<Node>>),
+    /// A child gave up: end this incarnation with this reason.
+    Fail(ExitReason),
 }
 
 /// What a node needs of its actor, with the actor type erased.
@@ -186,6 +119,16 @@ impl<A: kameo::Actor> ErasedActor for kameo::actor::ActorRef<A> {
     }
 }
 
+/// What few nodes need, allocated on first use: subscriptions made from
+/// outside the runtime, the event taps of `next_event`, and the lock that
+/// runs its children's group restarts one at a time.
+#[derive(Default)]
+struct Extras {
+    subs: Mutex<Vec<PendingSub>>,
+    taps: Mutex<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
+    group: tokio::sync::Mutex<()>,
+}
+
 /// One notifier's place in the tree.
 pub(crate) struct Node {
     pub(crate) id: u64,
@@ -195,18 +138,31 @@ pub(crate) struct Node {
     pub(crate) shared: Arc<Shared>,
     pub(crate) span: tracing::Span,
     parent: Option<Weak<Node>>,
-    children: Mutex<Vec<Arc<Node>>>,
+    pub(crate) children: Mutex<Vec<Arc<Node>>>,
     ctl: Mutex<VecDeque<Ctl>>,
     ctl_waker: AtomicWaker,
     state: AtomicU8,
+    /// Restarts since it was added (successful or not).
     restarts: AtomicU32,
+    /// Incarnations begun, the first start included: tells a stale failure
+    /// report (one a group restart already handled) from a current one.
+    incarnation: AtomicU32,
+    /// Failure times within the restart window.
     history: Mutex<VecDeque<Instant>>,
+    /// Set once it is stopping for good: nobody restarts it any more.
     stopping: AtomicBool,
+    /// Set once it has left the registry and its parent (once only).
     retired: AtomicBool,
+    /// Control messages (or a stop request) wait in the queue.
     ctl_pending: AtomicBool,
+    /// A stop was requested (kept out of the queue: the common message).
     stop_requested: AtomicBool,
+    /// Subscriptions wait in `extras.subs` for the runtime to take them.
+    subs_pending: AtomicBool,
+    /// Bytes the notifier reports buffering (`u64::MAX`: it does not say).
     buffered: AtomicU64,
-    actor: OnceLock<Box<dyn ErasedActor>>,
+    pub(crate) actor: OnceLock<Box<dyn ErasedActor>>,
+    extras: OnceLock<Box<Extras>>,
 }
 
 impl Node {
@@ -256,13 +212,16 @@ impl Node {
             ctl_waker: AtomicWaker::new(),
             state: AtomicU8::new(NodeState::Starting as u8),
             restarts: AtomicU32::new(0),
+            incarnation: AtomicU32::new(0),
             history: Mutex::new(VecDeque::new()),
             stopping: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             ctl_pending: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
+            subs_pending: AtomicBool::new(false),
             buffered: AtomicU64::new(u64::MAX),
             actor: OnceLock::new(),
+            extras: OnceLock::new(),
         });
         match shared.by_path.entry(path) {
             Entry::Occupied(e) => {
@@ -377,6 +336,73 @@ impl Node {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Begins an incarnation; returns its number (1 for the first start).
+    pub(crate) fn begin_incarnation(&self) -> u32 {
+        self.incarnation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The number of the current (or last) incarnation.
+    pub(crate) fn incarnation(&self) -> u32 {
+        self.incarnation.load(Ordering::Acquire)
+    }
+
+    fn extras(&self) -> &Extras {
+        self.extras.get_or_init(Box::default)
+    }
+
+    /// Queues a subscription for the runtime, which takes it before its
+    /// next emit. Fails once the notifier has left the tree.
+    pub(crate) fn add_subscription(&self, op: &'static str, sub: PendingSub) -> Result<()> {
+        if self.is_retired() {
+            return Err(Error::closed(
+                op,
+                format!("notifier {} is not running", self.path),
+            ));
+        }
+        lock(&self.extras().subs).push(sub);
+        self.subs_pending.store(true, Ordering::Release);
+        // Wake the runtime: it takes the subscription and tells the
+        // notifier (`Notifier::on_subscribe`).
+        self.ctl_pending.store(true, Ordering::Release);
+        self.ctl_waker.wake();
+        Ok(())
+    }
+
+    /// Hands queued subscriptions to the runtime's lists (one atomic load
+    /// when there are none); true when it took some.
+    pub(crate) fn take_subscriptions(&self, into: &mut Subscribers) -> bool {
+        if !self.subs_pending.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(extras) = self.extras.get() else {
+            return false;
+        };
+        let subs = std::mem::take(&mut *lock(&extras.subs));
+        self.subs_pending.store(false, Ordering::Release);
+        let took = !subs.is_empty();
+        for sub in subs {
+            sub(into);
+        }
+        took
+    }
+
+    /// The tap of event type `T` (made by `make` on first use).
+    pub(crate) fn tap<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        let mut taps = lock(&self.extras().taps);
+        let id = TypeId::of::<T>();
+        if let Some((_, t)) = taps.iter().find(|(k, _)| *k == id) {
+            return t.clone().downcast::<T>().expect("keyed by its TypeId");
+        }
+        let t = Arc::new(make());
+        taps.push((id, t.clone()));
+        t
+    }
+
+    /// The lock a parent's group restarts take turns on.
+    pub(crate) fn group_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.extras().group
+    }
+
     /// Records a failure now; returns how many fall within the window.
     pub(crate) fn record_failure(&self, now: Instant) -> u32 {
         let mut h = lock(&self.history);
@@ -415,6 +441,25 @@ impl Node {
         self.actor.get()?.queue_depth()
     }
 
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of this node and its subtree.
+    pub(crate) fn snapshot(&self) -> NodeSnapshot {
+        NodeSnapshot {
+            id: self.id,
+            kind: self.kind,
+            name: self.name().to_owned(),
+            path: self.path.to_string(),
+            state: self.state(),
+            restarts: self.restarts(),
+            queue: self.queue_depth(),
+            buffered: self.buffered(),
+            children: self.children().iter().map(|c| c.snapshot()).collect(),
+        }
+    }
+
     /// The actor has ended for good: leave the registry and the parent.
     pub(crate) fn retire(&self) {
         if self.retired.swap(true, Ordering::AcqRel) {
@@ -425,75 +470,6 @@ impl Node {
         if let Some(p) = self.parent() {
             p.remove_child(self.id);
         }
-    }
-
-    /// Stops this node's whole subtree, leaves first in reverse start
-    /// order, each within its stop timeout (and `deadline`), killing what
-    /// overruns.
-    pub(crate) fn shutdown(
-        self: Arc<Self>,
-        deadline: Option<Instant>,
-        report: &mut ShutdownReport,
-    ) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.mark_stopping();
-            self.shutdown_children(deadline, report).await;
-            self.stop_self(deadline, report).await;
-        })
-    }
-
-    /// Stops every child subtree, in reverse start order.
-    pub(crate) async fn shutdown_children(
-        &self,
-        deadline: Option<Instant>,
-        report: &mut ShutdownReport,
-    ) {
-        loop {
-            let last = lock(&self.children).last().cloned();
-            let Some(child) = last else { break };
-            let id = child.id;
-            if lock(&child.children).is_empty() {
-                // A leaf: no recursion, so no boxed future.
-                child.mark_stopping();
-                child.stop_self(deadline, report).await;
-            } else {
-                child.shutdown(deadline, report).await;
-            }
-            // The child left the list when it retired; make sure of it
-            // without scanning the list.
-            let mut children = lock(&self.children);
-            if children.last().is_some_and(|c| c.id == id) {
-                children.pop();
-            }
-        }
-    }
-
-    /// Asks this node's actor to stop and waits for it, within its stop
-    /// timeout and `deadline`; kills it past them.
-    async fn stop_self(&self, deadline: Option<Instant>, report: &mut ShutdownReport) {
-        self.push_ctl(Ctl::Stop);
-        self.await_stop(deadline, report).await;
-    }
-
-    async fn await_stop(&self, deadline: Option<Instant>, report: &mut ShutdownReport) {
-        if let Some(actor) = self.actor.get().filter(|a| !a.is_stopped()) {
-            let mut until = Instant::now() + self.policy.stop_timeout;
-            if let Some(d) = deadline {
-                until = until.min(d);
-            }
-            if tokio::time::timeout_at(until, actor.wait_stopped())
-                .await
-                .is_err()
-            {
-                tracing::warn!(parent: &self.span, "graceful stop overran; killing");
-                actor.kill();
-                actor.wait_stopped().await;
-                report.overran.push(self.path.to_string());
-                self.shared.publish(self, SupervisionEventKind::Overran);
-            }
-        }
-        report.stopped.push(self.path.to_string());
-        self.retire();
     }
 }
 
@@ -510,21 +486,4 @@ impl fmt::Debug for Node {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// What a `shutdown` stopped, in the order it stopped them, and which of
-/// them overran their graceful-stop deadline and were killed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// Paths of every notifier stopped, leaves first.
-    pub stopped: Vec<String>,
-    /// Paths of the notifiers killed at their deadline.
-    pub overran: Vec<String>,
-}
-
-impl ShutdownReport {
-    /// Every notifier stopped within its deadline.
-    pub fn is_clean(&self) -> bool {
-        self.overran.is_empty()
-    }
 }

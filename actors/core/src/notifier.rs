@@ -34,26 +34,27 @@
 //! # }
 //! ```
 
-use std::{fmt, future::Future, time::Duration};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use kameo::{actor::ActorRef, reply::Reply};
-use std::sync::Arc;
-use tokio::time::Instant;
+use tokio::{sync::oneshot, time::Instant};
 
 use crate::{
-    actor::{NotifierActor, spawn_child},
     error::{Error, ErrorKind, Result},
-    event::{EventStream, ExitReason, HasEvents, Subscribe, Subscription, SupervisionEventKind},
-    node::{Node, ShutdownReport},
-    snapshot::{NodeSnapshot, NodeState},
-    spec::{AnySpec, Spec},
+    event::{Emits, EventStream, Overflow, Subscribers, Subscription},
+    exit::{ExitReason, SupervisionEventKind},
+    node::Node,
+    shutdown::ShutdownReport,
+    snapshot::NodeSnapshot,
+    state::NodeState,
 };
 
 /// The behaviour of a notifier: how it starts, what OS source it waits on,
 /// how it stops. Messages are handled through [`Handler`].
 ///
 /// The notifier runs inside its own kameo actor. `init` runs at the first
-/// start and at every restart, with fresh arguments from the [`Spec`].
+/// start and at every restart, with fresh arguments from the
+/// [`Spec`](crate::Spec).
 pub trait Notifier: Sized + Send + 'static {
     /// What `init` is given.
     type Args: Send + 'static;
@@ -92,9 +93,20 @@ pub trait Notifier: Sized + Send + 'static {
         true
     }
 
-    /// Called when this incarnation stops: gracefully (after the mailbox
-    /// was drained), or before a restart of an incarnation that exited by
-    /// its own choice. Not called after a panic or a kill. Flush here.
+    /// Called when subscribers were added through a handle while it runs
+    /// (a stream delivers what it held for them here). The default does
+    /// nothing.
+    fn on_subscribe(&mut self, ctx: &mut Ctx<'_, Self>) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
+    /// Called at the end of every incarnation however it ended: a graceful
+    /// stop (after the mailbox was drained), an exit by its own choice, an
+    /// error, a restart of its group, or a panic (the state is then as the
+    /// panic left it). Not called after a kill. Flush and emit terminal
+    /// events here; the runtime emits [`Exit`](crate::Exit) after it. A
+    /// panic here is contained and reported like any other.
     fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) -> impl Future<Output = ()> + Send {
         let _ = ctx;
         async {}
@@ -121,16 +133,49 @@ pub trait Handler<M: Send + 'static>: Notifier {
 pub struct Ctx<'a, N: Notifier> {
     pub(crate) node: &'a Arc<Node>,
     pub(crate) actor: &'a ActorRef<NotifierActor<N>>,
+    /// Only `emit` (through `&mut self`) reaches it, with `get_mut`: the
+    /// mutex is never locked; it makes `Ctx` `Sync`, so `&Ctx` may be held
+    /// across an `.await`.
+    subs: std::sync::Mutex<&'a mut Subscribers>,
     pub(crate) exit: Option<ExitReason>,
 }
 
 impl<'a, N: Notifier> Ctx<'a, N> {
-    pub(crate) fn new(node: &'a Arc<Node>, actor: &'a ActorRef<NotifierActor<N>>) -> Self {
+    pub(crate) fn new(
+        node: &'a Arc<Node>,
+        actor: &'a ActorRef<NotifierActor<N>>,
+        subs: &'a mut Subscribers,
+    ) -> Self {
         Ctx {
             node,
             actor,
+            subs: std::sync::Mutex::new(subs),
             exit: None,
         }
+    }
+
+    /// Delivers `event` to this notifier's subscribers of `E` (closures
+    /// run here; actors and streams per their backpressure).
+    pub async fn emit<E>(&mut self, event: E)
+    where
+        N: Emits<E>,
+        E: Clone + Send + 'static,
+    {
+        let subs = self.subs.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.node.take_subscriptions(subs);
+        subs.emit(event).await;
+    }
+
+    /// Whether anybody subscribes to this notifier's events of type `E`
+    /// (a notifier may hold what it would emit until somebody listens).
+    pub fn has_subscribers<E>(&mut self) -> bool
+    where
+        N: Emits<E>,
+        E: Clone + Send + 'static,
+    {
+        let subs = self.subs.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.node.take_subscriptions(subs);
+        subs.count::<E>() > 0
     }
 
     /// This notifier's path (`/server/conn-17`).
@@ -151,17 +196,6 @@ impl<'a, N: Notifier> Ctx<'a, N> {
         }
     }
 
-    /// Adds and starts a child under this notifier.
-    pub async fn add_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
-        spawn_child(self.node, spec.into()).await
-    }
-
-    /// Adds and starts a child of a type known only at run time; returns
-    /// its id.
-    pub async fn add_any(&self, spec: AnySpec) -> Result<u64> {
-        spec.0.spawn(self.node).await
-    }
-
     /// Ends this incarnation normally once the current handler returns. A
     /// permanent notifier is restarted; others stop for good.
     pub fn stop(&mut self) {
@@ -172,7 +206,7 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// the parent applies its restart policy.
     pub fn fail(&mut self, err: Error) {
         self.exit = Some(if err.is_panic() {
-            ExitReason::Panicked(err.message().to_owned())
+            ExitReason::panicked(err.message(), None)
         } else {
             ExitReason::Failed(err)
         });
@@ -188,7 +222,7 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// dying is an `Exited` event there, like any child's).
     pub fn report(&self, name: &str, kind: &'static str, what: SupervisionEventKind) {
         let path = format!("{}/{name}", self.node.path.trim_end_matches('/'));
-        self.node.shared.publish_at(path, kind, what);
+        self.node.shared.bus.publish(&path, kind, what);
     }
 
     /// Reports how many bytes this notifier holds in its buffers; shown in
@@ -307,38 +341,95 @@ impl<N: Notifier> NotifierRef<N> {
         })
     }
 
-    /// Adds and starts a child under this notifier.
-    pub async fn add_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
-        spawn_child(&self.node, spec.into()).await
-    }
-
-    /// Subscribes `sub` to this notifier's events of type `E`.
-    pub async fn subscribe<E>(&self, sub: Subscription<E>) -> Result<()>
+    /// Subscribes `sub` to this notifier's events of type `E`, from now
+    /// on. The subscription belongs to the notifier's runtime: it outlives
+    /// restarts. Fails once the notifier has left the tree.
+    pub fn subscribe<E>(&self, sub: Subscription<E>) -> Result<()>
     where
-        N: HasEvents<E>,
+        N: Emits<E>,
         E: Clone + Send + 'static,
     {
-        self.ask(Subscribe(sub)).await
+        self.node.add_subscription("subscribe", sub.into_pending())
+    }
+
+    /// Subscribes `sub` to this notifier's [`Exit`](crate::Exit) events:
+    /// one per ended incarnation, however it ended (a panic too), after
+    /// its `on_stop`, with the reason and whether a restart follows.
+    pub fn subscribe_exit(&self, sub: Subscription<crate::exit::Exit>) -> Result<()> {
+        self.node.add_subscription("subscribe", sub.into_pending())
+    }
+
+    /// A stream of this notifier's [`Exit`](crate::Exit) events from now
+    /// on (it waits for the reader when 64 are unread).
+    pub fn exits(&self) -> Result<EventStream<crate::exit::Exit>> {
+        let (sub, stream) = Subscription::stream(64);
+        self.subscribe_exit(sub)?;
+        Ok(stream)
     }
 
     /// Runs `f` inside the notifier for each event of type `E`.
-    pub async fn on_event<E>(&self, f: impl FnMut(E) + Send + 'static) -> Result<()>
+    pub fn on_event<E>(&self, f: impl FnMut(E) + Send + 'static) -> Result<()>
     where
-        N: HasEvents<E>,
+        N: Emits<E>,
         E: Clone + Send + 'static,
     {
-        self.subscribe(Subscription::closure(f)).await
+        self.subscribe(Subscription::closure(f))
     }
 
-    /// A stream of this notifier's events of type `E`.
-    pub async fn events<E>(&self, capacity: usize) -> Result<EventStream<E>>
+    /// A stream of this notifier's events of type `E` from now on,
+    /// buffering up to 64 (a full stream makes the notifier wait; see
+    /// [`Subscription::stream_with`] for other bounds and policies). It
+    /// misses nothing between two reads and ends when the notifier leaves
+    /// the tree.
+    pub fn events<E>(&self) -> Result<EventStream<E>>
     where
-        N: HasEvents<E>,
+        N: Emits<E>,
         E: Clone + Send + 'static,
     {
-        let (sub, stream) = Subscription::stream(capacity);
-        self.subscribe(sub).await?;
+        let (sub, stream) = Subscription::stream(64);
+        self.subscribe(sub)?;
         Ok(stream)
+    }
+
+    /// A stream of this notifier's events of type `E` from now on,
+    /// buffering up to `capacity` with the `overflow` policy when full.
+    pub fn events_with<E>(&self, capacity: usize, overflow: Overflow) -> Result<EventStream<E>>
+    where
+        N: Emits<E>,
+        E: Clone + Send + 'static,
+    {
+        let (sub, stream) = Subscription::stream_with(capacity, overflow);
+        self.subscribe(sub)?;
+        Ok(stream)
+    }
+
+    /// The next event of type `E`. The first call subscribes a tap that
+    /// this handle and its clones share, so events between two calls are
+    /// kept (the 1,024 most recent; older ones are dropped), and each
+    /// event is returned to one caller. Fails once the notifier has left
+    /// the tree and every kept event was taken.
+    pub async fn next_event<E>(&self) -> Result<E>
+    where
+        N: Emits<E>,
+        E: Clone + Send + 'static,
+    {
+        let tap = self.node.tap(|| {
+            let (sub, stream) = Subscription::stream_with(1024, Overflow::DropOldest);
+            let added = self.node.add_subscription("next_event", sub.into_pending());
+            Tap(added.map(|()| tokio::sync::Mutex::new(stream)))
+        });
+        let Ok(stream) = &tap.0 else {
+            return Err(Error::closed(
+                "next_event",
+                format!("notifier {} is not running", self.node.path),
+            ));
+        };
+        stream.lock().await.recv().await.ok_or_else(|| {
+            Error::closed(
+                "next_event",
+                format!("notifier {} left the tree", self.node.path),
+            )
+        })
     }
 
     /// Stops this notifier and its subtree (leaves first, reverse start
@@ -368,14 +459,16 @@ impl<N: Notifier> NotifierRef<N> {
         self.actor.wait_for_shutdown().await;
     }
 
-    /// Waits until the notifier's actor has ended.
+    /// Waits until the notifier has stopped for good. When it returns the
+    /// notifier has left the tree: `lookup` no longer finds it and
+    /// snapshots no longer show it.
     pub async fn wait_stopped(&self) {
         self.actor.wait_for_shutdown().await
     }
 
     /// A snapshot of this notifier and its subtree.
     pub fn tree(&self) -> NodeSnapshot {
-        NodeSnapshot::of(&self.node)
+        self.node.snapshot()
     }
 }
 
@@ -416,4 +509,69 @@ fn send_error<M, E: fmt::Debug>(
             format!("handler of {path} failed: {e:?}"),
         ),
     }
+}
+
+/// The shared subscription behind [`NotifierRef::next_event`].
+struct Tap<E>(Result<tokio::sync::Mutex<EventStream<E>>>);
+
+/// Makes the arguments of each start.
+pub(crate) type ArgsFactory<A> = Arc<dyn Fn() -> A + Send + Sync>;
+
+/// The kameo actor that runs a notifier `N`. Users meet it only in kameo
+/// types (`ActorRef<NotifierActor<N>>`); everything else goes through
+/// [`NotifierRef`].
+pub struct NotifierActor<N: Notifier> {
+    pub(crate) node: Arc<Node>,
+    pub(crate) me: ActorRef<Self>,
+    pub(crate) state: Option<N>,
+    pub(crate) args: ArgsFactory<N::Args>,
+    pub(crate) phase: Phase,
+    pub(crate) subs: Subscribers,
+    /// The first start's result, for an `add` that waits for it.
+    pub(crate) started: Option<oneshot::Sender<Result<()>>>,
+    pub(crate) burst: u32,
+}
+
+/// Messages taken from the mailbox in a row before the notifier's source
+/// gets a fair chance.
+pub(crate) const FAIR_BURST: u32 = 32;
+
+/// Where the runtime is in the lifecycle (finer than [`NodeState`]).
+pub(crate) enum Phase {
+    /// `init` is due; the ack answers the group restart that asked.
+    Starting(Option<oneshot::Sender<()>>),
+    /// Handling messages, the source and control.
+    Running,
+    /// The incarnation ended: tear it down, then decide.
+    Exiting(ExitReason),
+    /// Torn down: waits for its group's `Resume`, or a `Stop`.
+    Waiting,
+    /// Torn down: starts again at this instant (one-for-one backoff).
+    Backoff(Instant),
+    /// Stopping for good: drain the mailbox, then `on_stop`.
+    Draining,
+    /// Finished: the actor ends.
+    Done,
+}
+
+impl Phase {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Phase::Starting(_) => "starting",
+            Phase::Running => "running",
+            Phase::Exiting(_) => "exiting",
+            Phase::Waiting => "waiting",
+            Phase::Backoff(_) => "backoff",
+            Phase::Draining => "draining",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// What a notifier's actor starts from.
+pub struct Start<N: Notifier> {
+    pub(crate) node: Arc<Node>,
+    pub(crate) args: ArgsFactory<N::Args>,
+    pub(crate) subs: Subscribers,
+    pub(crate) started: Option<oneshot::Sender<Result<()>>>,
 }

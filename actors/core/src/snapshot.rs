@@ -9,55 +9,7 @@
 
 use std::fmt;
 
-use crate::node::Node;
-
-/// Where a notifier is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum NodeState {
-    /// `init` is running.
-    Starting = 0,
-    /// Handling messages and its source.
-    Running = 1,
-    /// Its incarnation failed; its parent is deciding.
-    Failed = 2,
-    /// Stopped for a restart, waiting out a backoff or its group.
-    Restarting = 3,
-    /// Stopping for good.
-    Stopping = 4,
-    /// Gone.
-    Stopped = 5,
-}
-
-impl NodeState {
-    pub(crate) fn from_u8(v: u8) -> NodeState {
-        match v {
-            0 => NodeState::Starting,
-            1 => NodeState::Running,
-            2 => NodeState::Failed,
-            3 => NodeState::Restarting,
-            4 => NodeState::Stopping,
-            _ => NodeState::Stopped,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            NodeState::Starting => "starting",
-            NodeState::Running => "running",
-            NodeState::Failed => "failed",
-            NodeState::Restarting => "restarting",
-            NodeState::Stopping => "stopping",
-            NodeState::Stopped => "stopped",
-        }
-    }
-}
-
-impl fmt::Display for NodeState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::state::NodeState;
 
 /// One notifier and its subtree, as plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,24 +35,6 @@ pub struct NodeSnapshot {
 }
 
 impl NodeSnapshot {
-    pub(crate) fn of(node: &Node) -> NodeSnapshot {
-        NodeSnapshot {
-            id: node.id,
-            kind: node.kind,
-            name: node.name().to_owned(),
-            path: node.path.to_string(),
-            state: node.state(),
-            restarts: node.restarts(),
-            queue: node.queue_depth(),
-            buffered: node.buffered(),
-            children: node
-                .children()
-                .iter()
-                .map(|c| NodeSnapshot::of(c))
-                .collect(),
-        }
-    }
-
     /// Finds a notifier in this subtree by path.
     pub fn find(&self, path: &str) -> Option<&NodeSnapshot> {
         if self.path == path {

@@ -1,139 +1,17 @@
-//! How a notifier is started and supervised: [`Spec`], [`Restart`],
-//! [`Strategy`], [`Backoff`].
-//!
-//! The semantics are Erlang/OTP's, which users already trust:
-//!
-//! - a child's [`Restart`] type says which exits restart it;
-//! - its parent's [`Strategy`] says which siblings restart with it;
-//! - past `max_restarts` within `window` the parent gives up on the child
-//!   and fails itself: the failure *escalates* to the grandparent, once;
-//! - a [`Backoff`] delays each restart, growing while failures keep coming
-//!   within the window.
+//! How a notifier is started and supervised: [`Spec`], [`AnySpec`] and
+//! [`Once`] arguments.
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use crate::notifier::Notifier;
+use futures_util::future::BoxFuture;
 
-/// Which exits of a child make its parent restart it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Restart {
-    /// Always restarted: after a panic, an error or a normal exit.
-    #[default]
-    Permanent,
-    /// Restarted only after an abnormal exit (panic, error).
-    Transient,
-    /// Never restarted; removed from the tree when it exits.
-    Temporary,
-}
-
-/// Which siblings a parent restarts when one child fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    /// Only the failed child.
-    #[default]
-    OneForOne,
-    /// Every child: all are stopped (reverse start order), then all started
-    /// again (start order).
-    OneForAll,
-    /// The failed child and every child started after it.
-    RestForOne,
-}
-
-/// Delay before a restart: `initial × factor^(n-1)` for the n-th restart
-/// within the restart window, capped at `max`.
-///
-/// ```
-/// use std::time::Duration;
-/// use ioasync::Backoff;
-///
-/// let b = Backoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(1));
-/// assert_eq!(b.delay(1), Duration::from_millis(100));
-/// assert_eq!(b.delay(3), Duration::from_millis(400));
-/// assert_eq!(b.delay(10), Duration::from_secs(1));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    /// Delay before the first restart.
-    pub initial: Duration,
-    /// Growth factor per further restart within the window.
-    pub factor: f64,
-    /// Upper bound.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// No delay at all (the default).
-    pub const NONE: Backoff = Backoff {
-        initial: Duration::ZERO,
-        factor: 1.0,
-        max: Duration::ZERO,
-    };
-
-    /// A backoff curve.
-    pub fn new(initial: Duration, factor: f64, max: Duration) -> Self {
-        Backoff {
-            initial,
-            factor: if factor.is_finite() && factor >= 1.0 {
-                factor
-            } else {
-                1.0
-            },
-            max,
-        }
-    }
-
-    /// The delay before the `n`-th restart within the window (1-based).
-    pub fn delay(&self, n: u32) -> Duration {
-        if self.initial.is_zero() {
-            return Duration::ZERO;
-        }
-        let exp = n.saturating_sub(1).min(64) as i32;
-        let secs = self.initial.as_secs_f64() * self.factor.powi(exp);
-        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
-            self.max.max(self.initial)
-        } else {
-            Duration::from_secs_f64(secs)
-        }
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::NONE
-    }
-}
-
-/// The supervision settings of one notifier, as seen by its parent.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Policy {
-    /// Which exits restart it.
-    pub restart: Restart,
-    /// At most this many restarts within `window`...
-    pub max_restarts: u32,
-    /// ...or the failure escalates.
-    pub window: Duration,
-    /// Delay before each restart.
-    pub backoff: Backoff,
-    /// How long a graceful stop may take before the notifier is killed.
-    pub stop_timeout: Duration,
-    /// Which siblings restart together when one of *its own* children fails.
-    pub strategy: Strategy,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            restart: Restart::Permanent,
-            max_restarts: 3,
-            window: Duration::from_secs(5),
-            backoff: Backoff::NONE,
-            stop_timeout: Duration::from_secs(5),
-            strategy: Strategy::OneForOne,
-        }
-    }
-}
-
-pub(crate) type ArgsFactory<A> = Arc<dyn Fn() -> A + Send + Sync>;
+use crate::{
+    error::Result,
+    event::{Emits, PendingSub, Subscription},
+    node::Node,
+    notifier::{ArgsFactory, Notifier},
+    policy::{Backoff, Policy, Restart, Strategy},
+};
 
 /// How to start (and restart) one notifier of type `N`: its name, the
 /// arguments for [`Notifier::init`], and its supervision [`Policy`].
@@ -161,6 +39,8 @@ pub struct Spec<N: Notifier> {
     pub(crate) args: ArgsFactory<N::Args>,
     pub(crate) policy: Policy,
     pub(crate) mailbox: usize,
+    /// In a mutex only so that a `&Spec` is `Sync` (it is never contended).
+    pub(crate) subs: std::sync::Mutex<Vec<PendingSub>>,
 }
 
 impl<N: Notifier> Spec<N> {
@@ -182,6 +62,7 @@ impl<N: Notifier> Spec<N> {
             args: Arc::new(factory),
             policy: Policy::default(),
             mailbox: 64,
+            subs: Default::default(),
         }
     }
 
@@ -223,6 +104,40 @@ impl<N: Notifier> Spec<N> {
         self
     }
 
+    /// How long `init` may take, at the first start and at each restart
+    /// (default 10 s). Past it the start fails with a timeout error (the
+    /// `add` returns it; a restart counts it as a failure).
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.init_timeout = timeout;
+        self
+    }
+
+    /// Subscribes `sub` to the notifier's events of type `E` before it
+    /// starts, so even events emitted by its first `init` reach it. The
+    /// subscription belongs to the notifier's runtime: it outlives
+    /// restarts. Subscriptions stay with this spec, not with its clones.
+    pub fn subscribe<E>(mut self, sub: Subscription<E>) -> Self
+    where
+        N: Emits<E>,
+        E: Clone + Send + 'static,
+    {
+        self.subs
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sub.into_pending());
+        self
+    }
+
+    /// Subscribes `sub` to the notifier's [`Exit`](crate::Exit) events
+    /// (one per ended incarnation, however it ended), before it starts.
+    pub fn subscribe_exit(mut self, sub: Subscription<crate::exit::Exit>) -> Self {
+        self.subs
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sub.into_pending());
+        self
+    }
+
     /// Mailbox capacity (default 64). Senders wait when it is full.
     pub fn mailbox(mut self, capacity: usize) -> Self {
         self.mailbox = capacity.max(1);
@@ -242,6 +157,7 @@ impl<N: Notifier> Clone for Spec<N> {
             args: self.args.clone(),
             policy: self.policy,
             mailbox: self.mailbox,
+            subs: Default::default(),
         }
     }
 }
@@ -253,7 +169,45 @@ impl<N: Notifier> fmt::Debug for Spec<N> {
             .field("name", &self.name)
             .field("policy", &self.policy)
             .field("mailbox", &self.mailbox)
+            .field("subscriptions", &self.subs.lock().map_or(0, |s| s.len()))
             .finish()
+    }
+}
+
+/// A builder that becomes a [`Spec`] (a stream's, a framed stream's...):
+/// subscribing through it subscribes the spec it becomes, with
+/// [`Spec::subscribe`].
+///
+/// ```
+/// use ioasync::{IntoSpec, ReadAction, Stream, StreamEvent, Subscription};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+/// let spec = Stream::spec("conn", a)
+///     .on_read(|_io, buf, _eof| {
+///         buf.clear();
+///         ReadAction::Wait
+///     })
+///     .subscribe(Subscription::closure(|e: StreamEvent| println!("{e:?}")));
+/// assert_eq!(spec.name(), "conn");
+/// # Ok(()) }
+/// ```
+pub trait IntoSpec: Into<Spec<Self::Notifier>> {
+    /// The notifier the spec starts.
+    type Notifier: Notifier;
+
+    /// The spec.
+    fn into_spec(self) -> Spec<Self::Notifier> {
+        self.into()
+    }
+
+    /// The spec, subscribed to `sub` (see [`Spec::subscribe`]).
+    fn subscribe<E>(self, sub: Subscription<E>) -> Spec<Self::Notifier>
+    where
+        Self::Notifier: Emits<E>,
+        E: Clone + Send + 'static,
+    {
+        self.into_spec().subscribe(sub)
     }
 }
 
@@ -270,7 +224,16 @@ impl<N: Notifier> fmt::Debug for Spec<N> {
 /// let any: AnySpec = Spec::<Conn>::new("conn-1", ()).into();
 /// assert_eq!(any.name(), "conn-1");
 /// ```
-pub struct AnySpec(pub(crate) Box<dyn crate::actor::ErasedSpec>);
+pub struct AnySpec(pub(crate) Box<dyn ErasedSpec>);
+
+/// A spec with its notifier type erased (implemented by the runtime).
+pub(crate) trait ErasedSpec: Send {
+    fn name(&self) -> &str;
+    /// Starts it under `parent` and waits for its `init`; its id.
+    fn spawn<'a>(self: Box<Self>, parent: &'a Arc<Node>) -> BoxFuture<'a, Result<u64>>;
+    /// Starts it under `parent` without waiting for its `init`; its id.
+    fn start(self: Box<Self>, parent: &Arc<Node>) -> Result<u64>;
+}
 
 impl AnySpec {
     /// The name the child will have.
@@ -319,9 +282,9 @@ impl<T> Once<T> {
 
     /// Takes the arguments, or fails for a restart of the notifier at
     /// `path`: what it was started over is gone.
-    pub fn take_for(&self, path: &str) -> crate::Result<T> {
+    pub fn take_for(&self, path: &str) -> Result<T> {
         self.take().ok_or_else(|| {
-            crate::Error::closed(
+            crate::error::Error::closed(
                 "init",
                 format!("{path} cannot be restarted: what it was started over is gone"),
             )

@@ -6,13 +6,16 @@ use std::{fmt, sync::Arc, time::Duration};
 use tokio::{sync::broadcast, time::Instant};
 
 use crate::{
-    actor::{NotifierActor, start_actor},
     error::Result,
-    event::{ExitReason, SupervisionEvent},
-    node::{Node, Shared, ShutdownReport},
-    notifier::{Ctx, Notifier, NotifierRef},
+    event::Subscribers,
+    exit::{ExitReason, SupervisionEvent},
+    node::{Node, Shared},
+    notifier::{Ctx, Notifier, NotifierActor, NotifierRef},
+    policy::{Policy, Strategy},
+    runtime::start_actor,
+    shutdown::ShutdownReport,
     snapshot::NodeSnapshot,
-    spec::{Policy, Spec, Strategy},
+    spec::Spec,
 };
 
 /// The root notifier of a tree: it only supervises.
@@ -48,7 +51,7 @@ impl Tree {
             ..Policy::default()
         };
         let node = Node::new(&shared, None, "", "root", policy)?;
-        let actor = start_actor::<Root>(&node, Arc::new(|| ()), 64);
+        let actor = start_actor::<Root>(&node, Arc::new(|| ()), 64, Subscribers::default(), None);
         let root = NotifierRef { actor, node };
         Ok(Tree { root, shared })
     }
@@ -93,12 +96,12 @@ impl Tree {
     /// Supervision events from now on (a bounded broadcast: a subscriber
     /// that lags far behind loses the oldest and is told how many).
     pub fn supervision_events(&self) -> broadcast::Receiver<SupervisionEvent> {
-        self.shared.subscribe()
+        self.shared.bus.subscribe()
     }
 
     /// Resolves when a failure escalates past the root.
     pub async fn escalated(&self) -> ExitReason {
-        self.shared.wait_fatal().await
+        self.shared.fatal.wait().await
     }
 
     /// Notifiers registered (running, failed or restarting), root included.

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use ioasync_core::{Ctx, Error, Events, HasEvents, Notifier, Restart, Result, Spec};
+use ioasync_core::{Ctx, Emits, Error, Notifier, Restart, Result, Spec};
 use tokio::time::Instant;
 
 /// The `stat(2)` properties of a path.
@@ -147,7 +147,6 @@ pub struct File {
     last_err: Option<i32>,
     next: Instant,
     started: bool,
-    events: Events<FileEvent>,
 }
 
 impl File {
@@ -163,7 +162,7 @@ impl File {
         .restart(Restart::Permanent)
     }
 
-    async fn poll(&mut self) {
+    async fn poll(&mut self, ctx: &mut Ctx<'_, Self>) {
         let now = match FileStat::of(&self.args.path) {
             Ok(st) => Ok(Some(st)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -175,7 +174,7 @@ impl File {
                 if self.last_err != errno || self.last_err.is_none() {
                     self.last_err = errno;
                     let e = Error::io_at("stat", self.args.path.display(), e);
-                    self.events.emit(FileEvent::Error(e)).await;
+                    ctx.emit(FileEvent::Error(e)).await;
                 }
             }
             Ok(new) => {
@@ -183,61 +182,59 @@ impl File {
                 let old = self.last;
                 self.last = new;
                 match (old, new) {
-                    (None, Some(n)) => self.events.emit(FileEvent::Appeared(n)).await,
-                    (Some(o), None) => self.events.emit(FileEvent::Vanished(o)).await,
-                    (Some(o), Some(n)) if o != n => self.changed(o, n).await,
+                    (None, Some(n)) => ctx.emit(FileEvent::Appeared(n)).await,
+                    (Some(o), None) => ctx.emit(FileEvent::Vanished(o)).await,
+                    (Some(o), Some(n)) if o != n => self.changed(o, n, ctx).await,
                     _ => {}
                 }
             }
         }
     }
 
-    async fn changed(&mut self, o: FileStat, n: FileStat) {
+    async fn changed(&mut self, o: FileStat, n: FileStat, ctx: &mut Ctx<'_, Self>) {
         if (o.dev, o.ino) != (n.dev, n.ino) {
             let ev = FileEvent::Inode {
                 old: (o.dev, o.ino),
                 new: (n.dev, n.ino),
             };
-            self.events.emit(ev).await;
+            ctx.emit(ev).await;
         }
         if o.size != n.size {
             let ev = FileEvent::Size {
                 old: o.size,
                 new: n.size,
             };
-            self.events.emit(ev).await;
+            ctx.emit(ev).await;
         }
         if o.mtime != n.mtime {
             let ev = FileEvent::Mtime {
                 old: o.mtime,
                 new: n.mtime,
             };
-            self.events.emit(ev).await;
+            ctx.emit(ev).await;
         }
         if o.mode != n.mode {
             let ev = FileEvent::Mode {
                 old: o.mode,
                 new: n.mode,
             };
-            self.events.emit(ev).await;
+            ctx.emit(ev).await;
         }
         if o.nlink != n.nlink {
             let ev = FileEvent::Nlink {
                 old: o.nlink,
                 new: n.nlink,
             };
-            self.events.emit(ev).await;
+            ctx.emit(ev).await;
         }
         if (o.uid, o.gid) != (n.uid, n.gid) {
             let ev = FileEvent::Owner {
                 old: (o.uid, o.gid),
                 new: (n.uid, n.gid),
             };
-            self.events.emit(ev).await;
+            ctx.emit(ev).await;
         }
-        self.events
-            .emit(FileEvent::Changed { old: o, new: n })
-            .await;
+        ctx.emit(FileEvent::Changed { old: o, new: n }).await;
     }
 }
 
@@ -255,7 +252,6 @@ impl Notifier for File {
             last_err: None,
             next: Instant::now(),
             started: false,
-            events: Events::new(),
         })
     }
 
@@ -263,24 +259,20 @@ impl Notifier for File {
         tokio::time::sleep_until(self.next).await;
     }
 
-    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         // The first look waits for a subscriber, so the first one sees
         // `Appeared` for a path that exists from the start.
-        if !self.started && self.events.is_empty() {
+        if !self.started && !ctx.has_subscribers::<FileEvent>() {
             self.next = Instant::now() + self.args.interval;
             return;
         }
         self.started = true;
-        self.poll().await;
+        self.poll(ctx).await;
         self.next = Instant::now() + self.args.interval;
     }
 }
 
-impl HasEvents<FileEvent> for File {
-    fn events(&mut self) -> &mut Events<FileEvent> {
-        &mut self.events
-    }
-}
+impl Emits<FileEvent> for File {}
 
 impl fmt::Debug for File {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

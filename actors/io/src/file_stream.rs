@@ -16,9 +16,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use ioasync_core::{
-    Ctx, Error, Events, HasEvents, Notifier, Once, Restart, Result, Spec, Subscription,
-};
+use ioasync_core::{Ctx, Emits, Error, IntoSpec, Notifier, Once, Restart, Result, Spec};
 use tokio::time::Instant;
 
 use crate::{file::FileStat, stream::ReadAction};
@@ -71,7 +69,6 @@ pub struct FileStreamArgs {
     truncate: OnTruncate,
     interval: Duration,
     on_read: Option<OnRead>,
-    subs: Vec<Subscription<FileStreamEvent>>,
 }
 
 impl fmt::Debug for FileStreamArgs {
@@ -127,12 +124,10 @@ impl FileStreamSpec {
         self.args.interval = d.max(Duration::from_millis(1));
         self
     }
+}
 
-    /// Subscribes to events from the start.
-    pub fn subscribe(mut self, sub: Subscription<FileStreamEvent>) -> Self {
-        self.args.subs.push(sub);
-        self
-    }
+impl IntoSpec for FileStreamSpec {
+    type Notifier = FileStream;
 }
 
 impl From<FileStreamSpec> for Spec<FileStream> {
@@ -158,7 +153,6 @@ pub struct FileStream {
     next: Instant,
     more: bool,
     failed: Option<i32>,
-    events: Events<FileStreamEvent>,
 }
 
 impl FileStream {
@@ -172,21 +166,20 @@ impl FileStream {
                 truncate: OnTruncate::FromStart,
                 interval: Duration::from_millis(100),
                 on_read: None,
-                subs: Vec::new(),
             },
         }
     }
 
-    async fn error(&mut self, op: &'static str, e: std::io::Error) {
+    async fn error(&mut self, ctx: &mut Ctx<'_, Self>, op: &'static str, e: std::io::Error) {
         if self.failed != e.raw_os_error() || self.failed.is_none() {
             self.failed = e.raw_os_error();
             let e = Error::io_at(op, self.path.display(), e);
-            self.events.emit(FileStreamEvent::Error(e)).await;
+            ctx.emit(FileStreamEvent::Error(e)).await;
         }
     }
 
     /// Opens the path if it is not open; true when a file is open.
-    async fn open(&mut self) -> bool {
+    async fn open(&mut self, ctx: &mut Ctx<'_, Self>) -> bool {
         if self.file.is_some() {
             return true;
         }
@@ -203,23 +196,23 @@ impl FileStream {
                 };
                 self.file = Some((f, st));
                 self.failed = None;
-                self.events.emit(FileStreamEvent::Opened).await;
+                ctx.emit(FileStreamEvent::Opened).await;
                 true
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
-                self.error("open", e).await;
+                self.error(ctx, "open", e).await;
                 false
             }
         }
     }
 
     /// Reads what the open file has past `pos`, up to a chunk.
-    async fn read_available(&mut self) -> std::io::Result<()> {
+    async fn read_available(&mut self, ctx: &mut Ctx<'_, Self>) -> std::io::Result<()> {
         let got = self.read_chunk()?;
         self.more = got >= CHUNK;
         if got > 0 {
-            self.deliver().await;
+            self.deliver(ctx).await;
         }
         Ok(())
     }
@@ -246,7 +239,7 @@ impl FileStream {
         Ok(got)
     }
 
-    async fn deliver(&mut self) {
+    async fn deliver(&mut self, ctx: &mut Ctx<'_, Self>) {
         match self.on_read.as_mut() {
             Some(f) => loop {
                 let before = self.rbuf.len();
@@ -257,14 +250,14 @@ impl FileStream {
             },
             None if !self.rbuf.is_empty() => {
                 let data = self.rbuf.split().freeze();
-                self.events.emit(FileStreamEvent::Read(data)).await;
+                ctx.emit(FileStreamEvent::Read(data)).await;
             }
             None => {}
         }
     }
 
-    async fn poll(&mut self) {
-        if !self.open().await {
+    async fn poll(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if !self.open(ctx).await {
             return;
         }
         // Truncated? (The open file shrank below what we read.)
@@ -275,14 +268,14 @@ impl FileStream {
                         OnTruncate::FromStart => 0,
                         OnTruncate::FromEnd => m.len(),
                     };
-                    self.events.emit(FileStreamEvent::Truncated).await;
+                    ctx.emit(FileStreamEvent::Truncated).await;
                 }
                 Ok(_) => {}
-                Err(e) => return self.error("read", e).await,
+                Err(e) => return self.error(ctx, "read", e).await,
             }
         }
-        if let Err(e) = self.read_available().await {
-            self.error("read", e).await;
+        if let Err(e) = self.read_available(ctx).await {
+            self.error(ctx, "read", e).await;
             return;
         }
         if self.more {
@@ -295,8 +288,8 @@ impl FileStream {
             && Some((st.dev, st.ino)) != current
         {
             while self.more || self.file.is_some() {
-                if let Err(e) = self.read_available().await {
-                    self.error("read", e).await;
+                if let Err(e) = self.read_available(ctx).await {
+                    self.error(ctx, "read", e).await;
                     break;
                 }
                 if !self.more {
@@ -305,11 +298,11 @@ impl FileStream {
             }
             self.file = None;
             self.start = Some(StartAt::Beginning);
-            self.events.emit(FileStreamEvent::Rotated).await;
-            if self.open().await
-                && let Err(e) = self.read_available().await
+            ctx.emit(FileStreamEvent::Rotated).await;
+            if self.open(ctx).await
+                && let Err(e) = self.read_available(ctx).await
             {
-                self.error("read", e).await;
+                self.error(ctx, "read", e).await;
             }
         }
     }
@@ -358,10 +351,6 @@ impl Notifier for FileStream {
 
     async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let args = args.take_for(ctx.path())?;
-        let mut events = Events::new();
-        for s in args.subs {
-            events.subscribe(s);
-        }
         let mut fs = FileStream {
             path: args.path,
             start: Some(args.start),
@@ -375,10 +364,9 @@ impl Notifier for FileStream {
             next: Instant::now(),
             more: false,
             failed: None,
-            events,
         };
         // Open now: "from the end" means the end as of when it was added.
-        fs.open().await;
+        fs.open(ctx).await;
         Ok(fs)
     }
 
@@ -389,17 +377,13 @@ impl Notifier for FileStream {
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
-        self.poll().await;
+        self.poll(ctx).await;
         ctx.set_buffered(self.rbuf.len());
         self.next = Instant::now() + self.interval;
     }
 }
 
-impl HasEvents<FileStreamEvent> for FileStream {
-    fn events(&mut self) -> &mut Events<FileStreamEvent> {
-        &mut self.events
-    }
-}
+impl Emits<FileStreamEvent> for FileStream {}
 
 impl fmt::Debug for FileStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

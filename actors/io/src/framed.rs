@@ -19,8 +19,8 @@ use futures_util::{StreamExt, future::BoxFuture, stream::FuturesOrdered};
 
 use bytes::BytesMut;
 use ioasync_core::{
-    Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Once, Restart,
-    Result, Spec, Subscription,
+    Ctx, Emits, Error, ErrorKind, Handler, IntoSpec, Notifier, NotifierRef, Once, Restart, Result,
+    Spec,
 };
 use tokio::sync::oneshot;
 use tokio_util::codec::{Decoder, Encoder};
@@ -117,7 +117,6 @@ pub struct FramedArgs<C: Decoder, O> {
     limits: Limits,
     on_frame: Option<OnFrame<C, O>>,
     serve: Option<(ServeFn<C, O>, usize)>,
-    subs: Vec<Subscription<FramedEvent<C::Item>>>,
     close_on_read_eof: bool,
 }
 
@@ -175,12 +174,6 @@ where
         self
     }
 
-    /// Subscribes to events from the start.
-    pub fn subscribe(mut self, sub: Subscription<FramedEvent<C::Item>>) -> Self {
-        self.args.subs.push(sub);
-        self
-    }
-
     /// Buffer limits (watermarks).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.args.limits = limits;
@@ -192,6 +185,14 @@ where
         self.args.close_on_read_eof = on;
         self
     }
+}
+
+impl<C, O> IntoSpec for FramedSpec<C, O>
+where
+    C: FrameCodec<O>,
+    O: Send + 'static,
+{
+    type Notifier = Framed<C, O>;
 }
 
 impl<C, O> From<FramedSpec<C, O>> for Spec<Framed<C, O>>
@@ -225,7 +226,6 @@ pub struct Framed<C: Decoder, O> {
     inflight: FuturesOrdered<BoxFuture<'static, Option<O>>>,
     finished: Vec<Option<O>>,
     close_on_read_eof: bool,
-    events: Events<FramedEvent<C::Item>>,
 }
 
 impl<C, O> Framed<C, O>
@@ -247,13 +247,12 @@ where
                 limits: Limits::default(),
                 on_frame: None,
                 serve: None,
-                subs: Vec::new(),
                 close_on_read_eof: true,
             },
         }
     }
 
-    async fn frame(&mut self, item: C::Item) {
+    async fn frame(&mut self, ctx: &mut Ctx<'_, Self>, item: C::Item) {
         if let Some((serve, _)) = self.serve.as_mut() {
             self.inflight.push_back(serve(item));
             return;
@@ -267,12 +266,12 @@ where
                 };
                 f(&mut io, item);
             }
-            None => self.events.emit(FramedEvent::Frame(item)).await,
+            None => ctx.emit(FramedEvent::Frame(item)).await,
         }
     }
 
     /// Decodes every whole frame buffered (and the last one at EOF).
-    async fn decode_all(&mut self) -> Result<()> {
+    async fn decode_all(&mut self, ctx: &mut Ctx<'_, Self>) -> Result<()> {
         let eof = self.duplex.read_eof;
         loop {
             let mut buf = std::mem::take(&mut self.duplex.rbuf);
@@ -284,7 +283,7 @@ where
             .map_err(|e| Error::new("decode", ErrorKind::InvalidInput, e.to_string()));
             self.duplex.rbuf = buf;
             match res? {
-                Some(item) => self.frame(item).await,
+                Some(item) => self.frame(ctx, item).await,
                 None => break,
             }
         }
@@ -305,23 +304,23 @@ where
 
     async fn apply(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
         if (p.read || p.read_eof)
-            && let Err(e) = self.decode_all().await
+            && let Err(e) = self.decode_all(ctx).await
         {
-            self.events.emit(FramedEvent::ReadError(e)).await;
+            ctx.emit(FramedEvent::ReadError(e)).await;
             return self.close(ctx).await;
         }
         if p.read_eof {
-            self.events.emit(FramedEvent::ReadEof).await;
+            ctx.emit(FramedEvent::ReadEof).await;
             if self.close_on_read_eof {
                 self.duplex.close_when_empty = true;
             }
         }
         if let Some(e) = p.write_error {
-            self.events.emit(FramedEvent::WriteError(e)).await;
+            ctx.emit(FramedEvent::WriteError(e)).await;
             return self.close(ctx).await;
         }
         if let Some(e) = p.read_error {
-            self.events.emit(FramedEvent::ReadError(e)).await;
+            ctx.emit(FramedEvent::ReadError(e)).await;
             return self.close(ctx).await;
         }
         if self.duplex.close_when_empty && self.duplex.queued() == 0 && self.inflight.is_empty() {
@@ -332,7 +331,7 @@ where
     async fn close(&mut self, ctx: &mut Ctx<'_, Self>) {
         if !self.duplex.is_closed() {
             self.duplex.close();
-            self.events.emit(FramedEvent::Closed).await;
+            ctx.emit(FramedEvent::Closed).await;
         }
         ctx.stop();
     }
@@ -352,10 +351,6 @@ where
     async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let args = args.take_for(ctx.path())?;
         let (source, codec) = (args.source, args.codec);
-        let mut events = Events::new();
-        for sub in args.subs {
-            events.subscribe(sub);
-        }
         Ok(Framed {
             duplex: Duplex::new(source, args.limits),
             codec,
@@ -364,7 +359,6 @@ where
             inflight: FuturesOrdered::new(),
             finished: Vec::new(),
             close_on_read_eof: args.close_on_read_eof,
-            events,
         })
     }
 
@@ -389,7 +383,7 @@ where
                 .append_with(|buf| codec.encode(out, buf))
                 .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()));
             if let Err(e) = res {
-                self.events.emit(FramedEvent::WriteError(e)).await;
+                ctx.emit(FramedEvent::WriteError(e)).await;
             }
         }
         let p = self.duplex.progress();
@@ -407,25 +401,22 @@ where
         self.duplex.accepting_writes()
     }
 
-    async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
+    async fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
         if !self.duplex.is_closed() {
             if let Err(e) = self.duplex.drain().await {
-                self.events.emit(FramedEvent::WriteError(e)).await;
+                ctx.emit(FramedEvent::WriteError(e)).await;
             }
             self.duplex.close();
-            self.events.emit(FramedEvent::Closed).await;
+            ctx.emit(FramedEvent::Closed).await;
         }
     }
 }
 
-impl<C, O> HasEvents<FramedEvent<C::Item>> for Framed<C, O>
+impl<C, O> Emits<FramedEvent<C::Item>> for Framed<C, O>
 where
     C: FrameCodec<O>,
     O: Send + 'static,
 {
-    fn events(&mut self) -> &mut Events<FramedEvent<C::Item>> {
-        &mut self.events
-    }
 }
 
 impl<C: Decoder, O> fmt::Debug for Framed<C, O> {

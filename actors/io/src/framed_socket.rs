@@ -2,16 +2,11 @@
 //! Protocol over a Socket): each datagram decodes to one frame, each frame
 //! encodes to one datagram.
 
-use std::{
-    collections::VecDeque,
-    fmt,
-    sync::{Arc, Mutex},
-};
+use std::fmt;
 
 use bytes::BytesMut;
 use ioasync_core::{
-    Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Once, Restart,
-    Result, Spec, Subscription,
+    Ctx, Emits, Error, ErrorKind, Handler, Notifier, NotifierRef, Once, Restart, Result, Spec,
 };
 use tokio::net::{UdpSocket, UnixDatagram};
 use tokio_util::codec::Decoder;
@@ -50,8 +45,6 @@ impl<C> fmt::Debug for FramedSocketArgs<C> {
 pub struct FramedSocket<C: Decoder, O> {
     socket: Socket,
     codec: C,
-    inbox: Arc<Mutex<VecDeque<SocketEvent>>>,
-    events: Events<DatagramEvent<C::Item>>,
     _o: std::marker::PhantomData<fn(O)>,
 }
 
@@ -72,19 +65,13 @@ where
 
     fn spec(name: impl Into<String>, sock: Sock, codec: C) -> Spec<Self> {
         let args = FramedSocketArgs {
-            socket: Socket::args(sock, Vec::new()),
+            socket: Socket::args(sock),
             codec,
         };
         Spec::new(name, Once::new(args)).restart(Restart::Temporary)
     }
 
-    async fn drain(&mut self) {
-        let arrived: Vec<SocketEvent> = self
-            .inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
+    async fn deliver(&mut self, arrived: Vec<SocketEvent>, ctx: &mut Ctx<'_, Self>) {
         for ev in arrived {
             let out = match ev {
                 SocketEvent::Recv(d) => {
@@ -104,7 +91,7 @@ where
                 }
                 SocketEvent::RecvError(e) | SocketEvent::SendError(e) => DatagramEvent::Error(e),
             };
-            self.events.emit(out).await;
+            ctx.emit(out).await;
         }
     }
 }
@@ -122,17 +109,10 @@ where
 
     async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let FramedSocketArgs { socket, codec } = args.take_for(ctx.path())?;
-        let mut socket = Socket::from_args(socket)?;
-        let inbox = Arc::new(Mutex::new(VecDeque::new()));
-        let feed = inbox.clone();
-        socket.subscribe(Subscription::closure(move |e| {
-            feed.lock().unwrap_or_else(|e| e.into_inner()).push_back(e)
-        }));
+        let socket = Socket::from_args(socket)?;
         Ok(FramedSocket {
             socket,
             codec,
-            inbox,
-            events: Events::new(),
             _o: std::marker::PhantomData,
         })
     }
@@ -141,9 +121,10 @@ where
         self.socket.wait().await
     }
 
-    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
-        self.socket.pump().await;
-        self.drain().await;
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let mut arrived = Vec::new();
+        self.socket.pump(&mut arrived);
+        self.deliver(arrived, ctx).await;
     }
 
     fn accepting(&self) -> bool {
@@ -151,14 +132,11 @@ where
     }
 }
 
-impl<C, O> HasEvents<DatagramEvent<C::Item>> for FramedSocket<C, O>
+impl<C, O> Emits<DatagramEvent<C::Item>> for FramedSocket<C, O>
 where
     C: FrameCodec<O>,
     O: Send + 'static,
 {
-    fn events(&mut self) -> &mut Events<DatagramEvent<C::Item>> {
-        &mut self.events
-    }
 }
 
 impl<C: Decoder, O> fmt::Debug for FramedSocket<C, O> {
@@ -180,14 +158,15 @@ where
     async fn handle(
         &mut self,
         SendDatagram(item, dest): SendDatagram<O>,
-        _ctx: &mut Ctx<'_, Self>,
+        ctx: &mut Ctx<'_, Self>,
     ) -> Result<()> {
         let mut buf = BytesMut::new();
         self.codec
             .encode(item, &mut buf)
             .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
-        self.socket.push(buf.freeze(), dest).await;
-        self.drain().await;
+        let mut arrived = Vec::new();
+        self.socket.push(buf.freeze(), dest, &mut arrived);
+        self.deliver(arrived, ctx).await;
         Ok(())
     }
 }

@@ -34,9 +34,7 @@ use std::{
     os::fd::{AsRawFd, OwnedFd},
 };
 
-use ioasync_core::{
-    Ctx, Error, Events, Handler, HasEvents, Notifier, Once, Restart, Result, Spec, Subscription,
-};
+use ioasync_core::{Ctx, Emits, Error, Handler, IntoSpec, Notifier, Once, Restart, Result, Spec};
 use tokio::io::{Interest, unix::AsyncFd};
 
 /// Something that happened to a handle.
@@ -122,7 +120,6 @@ pub struct HandleArgs {
     on_read: Option<Ready>,
     on_write: Option<Ready>,
     want_write: bool,
-    subs: Vec<Subscription<HandleEvent>>,
 }
 
 impl fmt::Debug for HandleArgs {
@@ -160,12 +157,10 @@ impl HandleSpec {
         self.args.want_write = on;
         self
     }
+}
 
-    /// Subscribe to events from the start.
-    pub fn subscribe(mut self, sub: Subscription<HandleEvent>) -> Self {
-        self.args.subs.push(sub);
-        self
-    }
+impl IntoSpec for HandleSpec {
+    type Notifier = Handle;
 }
 
 impl From<HandleSpec> for Spec<Handle> {
@@ -183,7 +178,6 @@ pub struct Handle {
     on_write: Option<Ready>,
     ready_r: bool,
     ready_w: bool,
-    events: Events<HandleEvent>,
 }
 
 fn nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -218,7 +212,6 @@ impl Handle {
                 on_read: None,
                 on_write: None,
                 want_write: false,
-                subs: Vec::new(),
             },
         })
     }
@@ -248,10 +241,6 @@ impl Notifier for Handle {
         };
         let rd = read.map(|fd| wrap(fd, Interest::READABLE)).transpose()?;
         let wr = write.map(|fd| wrap(fd, Interest::WRITABLE)).transpose()?;
-        let mut events = Events::new();
-        for s in args.subs {
-            events.subscribe(s);
-        }
         Ok(Handle {
             flags: Flags {
                 want_read: rd.is_some(),
@@ -264,7 +253,6 @@ impl Notifier for Handle {
             on_write: args.on_write,
             ready_r: false,
             ready_w: false,
-            events,
         })
     }
 
@@ -304,7 +292,7 @@ impl Notifier for Handle {
                     self.on_read = Some(f);
                 }
                 None => {
-                    self.events.emit(HandleEvent::ReadReady).await;
+                    ctx.emit(HandleEvent::ReadReady).await;
                     // Nobody reads: stop reporting until asked again.
                     self.flags.want_read = false;
                 }
@@ -317,7 +305,7 @@ impl Notifier for Handle {
                     self.on_write = Some(f);
                 }
                 None => {
-                    self.events.emit(HandleEvent::WriteReady).await;
+                    ctx.emit(HandleEvent::WriteReady).await;
                     self.flags.want_write = false;
                 }
             }
@@ -325,17 +313,13 @@ impl Notifier for Handle {
         if self.flags.close {
             self.rd = None;
             self.wr = None;
-            self.events.emit(HandleEvent::Closed).await;
+            ctx.emit(HandleEvent::Closed).await;
             ctx.stop();
         }
     }
 }
 
-impl HasEvents<HandleEvent> for Handle {
-    fn events(&mut self) -> &mut Events<HandleEvent> {
-        &mut self.events
-    }
-}
+impl Emits<HandleEvent> for Handle {}
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

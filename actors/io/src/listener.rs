@@ -3,7 +3,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use ioasync_core::{AnySpec, Ctx, Error, Events, Handler, HasEvents, Notifier, Result, Spec};
+use ioasync_core::{AnySpec, Ctx, Emits, Error, Handler, Notifier, Result, Spec};
 use tokio::time::Instant;
 
 use crate::{
@@ -29,7 +29,10 @@ pub enum ListenerEvent {
     /// `accept` failed (op `accept`, errno kept). On EMFILE/ENFILE the
     /// listener backs off before accepting again instead of spinning.
     AcceptError(Error),
-    /// The child for a connection failed to start.
+    /// The child for a connection could not be added (a name already
+    /// taken, the listener stopping). A child whose `init` fails exits
+    /// like any failed notifier: see its `Exit` event and the supervision
+    /// events.
     ChildError(Error),
 }
 
@@ -60,7 +63,6 @@ pub struct Listener {
     pending: Option<std::io::Result<(Connection, SockAddr)>>,
     backoff: Option<(Instant, Duration)>,
     accepted: u64,
-    events: Events<ListenerEvent>,
 }
 
 /// The pause after EMFILE/ENFILE, doubling to [`MAX_ACCEPT_BACKOFF`].
@@ -100,14 +102,14 @@ impl Listener {
                 self.accepted += 1;
                 let spec = (self.on_stream)(conn, peer.clone());
                 let name = spec.name().to_owned();
-                match ctx.add_any(spec).await {
+                // The child's init runs in its own actor: accepting goes on
+                // meanwhile. A failed init is the child's exit.
+                match ctx.start_any(spec) {
                     Ok(_) => {
                         let path = format!("{}/{name}", ctx.path().trim_end_matches('/'));
-                        self.events
-                            .emit(ListenerEvent::Accepted { peer, path })
-                            .await;
+                        ctx.emit(ListenerEvent::Accepted { peer, path }).await;
                     }
-                    Err(e) => self.events.emit(ListenerEvent::ChildError(e)).await,
+                    Err(e) => ctx.emit(ListenerEvent::ChildError(e)).await,
                 }
             }
             Some(Err(e)) => {
@@ -119,8 +121,7 @@ impl Listener {
                     tracing::warn!(pause = ?next, "accept: out of file descriptors; backing off");
                     self.backoff = Some((Instant::now() + next, next));
                 }
-                self.events
-                    .emit(ListenerEvent::AcceptError(Error::io("accept", e)))
+                ctx.emit(ListenerEvent::AcceptError(Error::io("accept", e)))
                     .await;
             }
             None => {}
@@ -143,7 +144,6 @@ impl Notifier for Listener {
             pending: None,
             backoff: None,
             accepted: 0,
-            events: Events::new(),
         })
     }
 
@@ -161,11 +161,7 @@ impl Notifier for Listener {
     }
 }
 
-impl HasEvents<ListenerEvent> for Listener {
-    fn events(&mut self) -> &mut Events<ListenerEvent> {
-        &mut self.events
-    }
-}
+impl Emits<ListenerEvent> for Listener {}
 
 impl fmt::Debug for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -203,7 +199,9 @@ pub trait ListenerRef {
     /// The bound address.
     fn local_addr(&self) -> impl Future<Output = Result<SockAddr>> + Send;
     /// Resolves at the next accepted connection: its peer and the path of
-    /// the child started for it.
+    /// the child started for it. Built on
+    /// [`NotifierRef::next_event`](ioasync_core::NotifierRef::next_event):
+    /// connections accepted between two calls are not missed.
     fn next_accept(&self) -> impl Future<Output = Result<(SockAddr, String)>> + Send;
 }
 
@@ -213,12 +211,10 @@ impl ListenerRef for ioasync_core::NotifierRef<Listener> {
     }
 
     async fn next_accept(&self) -> Result<(SockAddr, String)> {
-        let mut s = self.events::<ListenerEvent>(8).await?;
-        while let Some(ev) = s.recv().await {
-            if let ListenerEvent::Accepted { peer, path } = ev {
+        loop {
+            if let ListenerEvent::Accepted { peer, path } = self.next_event().await? {
                 return Ok((peer, path));
             }
         }
-        Err(Error::closed("accept", "the listener stopped"))
     }
 }

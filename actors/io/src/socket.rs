@@ -6,8 +6,7 @@ use std::{collections::VecDeque, fmt, io, net::SocketAddr, path::PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use ioasync_core::{
-    Ctx, Error, Events, Handler, HasEvents, Notifier, NotifierRef, Once, Restart, Result, Spec,
-    Subscription,
+    Ctx, Emits, Error, Handler, Notifier, NotifierRef, Once, Restart, Result, Spec,
 };
 use tokio::net::{UdpSocket, UnixDatagram};
 
@@ -53,7 +52,6 @@ pub enum Dest {
 /// How to start a [`Socket`].
 pub struct SocketArgs {
     sock: Sock,
-    subs: Vec<Subscription<SocketEvent>>,
     max_queue: usize,
 }
 
@@ -71,18 +69,17 @@ pub struct Socket {
     queue: VecDeque<(Bytes, Dest)>,
     max_queue: usize,
     buf: BytesMut,
-    events: Events<SocketEvent>,
 }
 
 impl Socket {
     /// A spec over a bound (and maybe connected) UDP socket.
     pub fn udp(name: impl Into<String>, sock: UdpSocket) -> Spec<Socket> {
-        Self::spec(name, Sock::Udp(sock), Vec::new())
+        Self::spec(name, Sock::Udp(sock))
     }
 
     /// A spec over a bound Unix datagram socket.
     pub fn unix(name: impl Into<String>, sock: UnixDatagram) -> Spec<Socket> {
-        Self::spec(name, Sock::Unix(sock), Vec::new())
+        Self::spec(name, Sock::Unix(sock))
     }
 
     /// A spec over a connected datagram socket (see
@@ -98,43 +95,24 @@ impl Socket {
         }
     }
 
-    /// A UDP spec whose events go to `sub` from the start.
-    pub fn udp_with(
-        name: impl Into<String>,
-        sock: UdpSocket,
-        sub: Subscription<SocketEvent>,
-    ) -> Spec<Socket> {
-        Self::spec(name, Sock::Udp(sock), vec![sub])
-    }
-
-    pub(crate) fn args(sock: Sock, subs: Vec<Subscription<SocketEvent>>) -> SocketArgs {
+    pub(crate) fn args(sock: Sock) -> SocketArgs {
         SocketArgs {
             sock,
-            subs,
             max_queue: 1024,
         }
     }
 
-    fn spec(
-        name: impl Into<String>,
-        sock: Sock,
-        subs: Vec<Subscription<SocketEvent>>,
-    ) -> Spec<Socket> {
-        Spec::new(name, Once::new(Self::args(sock, subs))).restart(Restart::Temporary)
+    fn spec(name: impl Into<String>, sock: Sock) -> Spec<Socket> {
+        Spec::new(name, Once::new(Self::args(sock))).restart(Restart::Temporary)
     }
 
     pub(crate) fn from_args(args: SocketArgs) -> Result<Socket> {
         let sock = args.sock;
-        let mut events = Events::new();
-        for s in args.subs {
-            events.subscribe(s);
-        }
         Ok(Socket {
             sock,
             queue: VecDeque::new(),
             max_queue: args.max_queue,
             buf: BytesMut::new(),
-            events,
         })
     }
 
@@ -157,17 +135,16 @@ impl Socket {
         }
     }
 
-    /// Sends what the socket takes, then emits what arrived.
-    pub(crate) async fn pump(&mut self) {
-        self.flush().await;
+    /// Sends what the socket takes, then receives what arrived; the events
+    /// go to `out`.
+    pub(crate) fn pump(&mut self, out: &mut Vec<SocketEvent>) {
+        self.flush(out);
         for _ in 0..64 {
             match self.try_recv() {
-                Ok(d) => self.events.emit(SocketEvent::Recv(d)).await,
+                Ok(d) => out.push(SocketEvent::Recv(d)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    self.events
-                        .emit(SocketEvent::RecvError(Error::io("recv", e)))
-                        .await;
+                    out.push(SocketEvent::RecvError(Error::io("recv", e)));
                     break;
                 }
             }
@@ -175,13 +152,9 @@ impl Socket {
     }
 
     /// Queues a datagram and sends what the socket takes.
-    pub(crate) async fn push(&mut self, data: Bytes, dest: Dest) {
+    pub(crate) fn push(&mut self, data: Bytes, dest: Dest, out: &mut Vec<SocketEvent>) {
         self.queue.push_back((data, dest));
-        self.flush().await;
-    }
-
-    pub(crate) fn subscribe(&mut self, sub: Subscription<SocketEvent>) {
-        self.events.subscribe(sub);
+        self.flush(out);
     }
 
     pub(crate) fn has_room(&self) -> bool {
@@ -214,7 +187,7 @@ impl Socket {
         })
     }
 
-    async fn flush(&mut self) {
+    fn flush(&mut self, out: &mut Vec<SocketEvent>) {
         while let Some((data, dest)) = self.queue.front() {
             match self.try_send(data, dest) {
                 Ok(_) => {
@@ -224,9 +197,7 @@ impl Socket {
                 Err(e) => {
                     let at = format!("{dest:?}");
                     self.queue.pop_front();
-                    self.events
-                        .emit(SocketEvent::SendError(Error::io_at("send", at, e)))
-                        .await;
+                    out.push(SocketEvent::SendError(Error::io_at("send", at, e)));
                 }
             }
         }
@@ -248,8 +219,12 @@ impl Notifier for Socket {
         self.wait().await
     }
 
-    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
-        self.pump().await
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let mut out = Vec::new();
+        self.pump(&mut out);
+        for ev in out {
+            ctx.emit(ev).await;
+        }
     }
 
     fn accepting(&self) -> bool {
@@ -257,11 +232,7 @@ impl Notifier for Socket {
     }
 }
 
-impl HasEvents<SocketEvent> for Socket {
-    fn events(&mut self) -> &mut Events<SocketEvent> {
-        &mut self.events
-    }
-}
+impl Emits<SocketEvent> for Socket {}
 
 impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -277,8 +248,12 @@ pub struct SendTo(pub Bytes, pub Dest);
 
 impl Handler<SendTo> for Socket {
     type Reply = ();
-    async fn handle(&mut self, SendTo(data, dest): SendTo, _ctx: &mut Ctx<'_, Self>) {
-        self.push(data, dest).await;
+    async fn handle(&mut self, SendTo(data, dest): SendTo, ctx: &mut Ctx<'_, Self>) {
+        let mut out = Vec::new();
+        self.push(data, dest, &mut out);
+        for ev in out {
+            ctx.emit(ev).await;
+        }
     }
 }
 

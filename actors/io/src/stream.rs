@@ -32,8 +32,7 @@ use std::{fmt, os::fd::OwnedFd};
 
 use bytes::{Bytes, BytesMut};
 use ioasync_core::{
-    Ctx, Error, Events, Handler, HasEvents, Notifier, NotifierRef, Once, Restart, Result, Spec,
-    Subscription,
+    Ctx, Emits, Error, Handler, IntoSpec, Notifier, NotifierRef, Once, Restart, Result, Spec,
 };
 use tokio::sync::oneshot;
 
@@ -130,7 +129,6 @@ pub struct StreamArgs {
     limits: Limits,
     on_read: Option<OnRead>,
     close_on_read_eof: bool,
-    subs: Vec<Subscription<StreamEvent>>,
 }
 
 impl fmt::Debug for StreamArgs {
@@ -172,12 +170,6 @@ impl StreamSpec {
         self
     }
 
-    /// Subscribes to the stream's events from its start.
-    pub fn subscribe(mut self, sub: Subscription<StreamEvent>) -> Self {
-        self.args.subs.push(sub);
-        self
-    }
-
     /// Buffer limits (watermarks).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.args.limits = limits;
@@ -190,6 +182,10 @@ impl StreamSpec {
         self.args.close_on_read_eof = on;
         self
     }
+}
+
+impl IntoSpec for StreamSpec {
+    type Notifier = Stream;
 }
 
 impl From<StreamSpec> for Spec<Stream> {
@@ -213,7 +209,6 @@ impl StreamArgs {
             limits: Limits::default(),
             on_read: None,
             close_on_read_eof: true,
-            subs: Vec::new(),
         }
     }
 }
@@ -225,7 +220,6 @@ pub struct Stream {
     close_on_read_eof: bool,
     eof_delivered: bool,
     reads: std::collections::VecDeque<PendingRead>,
-    events: Events<StreamEvent>,
 }
 
 /// What a future-returning read waits for.
@@ -294,12 +288,6 @@ impl Stream {
         })
     }
 
-    /// Read data waits in the buffer because nobody was there to take it,
-    /// and now somebody is.
-    fn held_for_subscriber(&self) -> bool {
-        self.on_read.is_none() && !self.events.is_empty() && !self.duplex.rbuf.is_empty()
-    }
-
     /// A stream over this program's stdin and stdout (IO::Async's
     /// `new_for_stdio`). The fds are duplicated, so closing the stream
     /// leaves fds 0 and 1 open; a terminal is made non-blocking, which its
@@ -333,7 +321,7 @@ impl Stream {
     }
 
     /// Hands buffered data to `on_read` (IO::Async's contract) or emits it.
-    async fn deliver(&mut self) {
+    async fn deliver(&mut self, ctx: &mut Ctx<'_, Self>) {
         let eof = self.duplex.read_eof;
         // Future-returning reads come first, in the order they were asked.
         while let Some(r) = self.reads.front() {
@@ -375,9 +363,9 @@ impl Stream {
                 }
                 self.duplex.rbuf = buf;
             }
-            None if !self.events.is_empty() && !self.duplex.rbuf.is_empty() => {
+            None if !self.duplex.rbuf.is_empty() && ctx.has_subscribers::<StreamEvent>() => {
                 let data = self.duplex.rbuf.split().freeze();
-                self.events.emit(StreamEvent::Read(data)).await;
+                ctx.emit(StreamEvent::Read(data)).await;
             }
             None => {}
         }
@@ -394,7 +382,7 @@ impl Stream {
             } else {
                 StreamEvent::ReadLowWatermark(len)
             };
-            self.events.emit(ev).await;
+            ctx.emit(ev).await;
         }
         if read && self.duplex.queued() > 0 && !self.duplex.is_closed() {
             // The reader queued replies: write them now.
@@ -406,26 +394,26 @@ impl Stream {
 
     async fn apply(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
         if p.read || p.read_eof {
-            self.deliver().await;
+            self.deliver(ctx).await;
         }
         if p.read_eof {
-            self.events.emit(StreamEvent::ReadEof).await;
+            ctx.emit(StreamEvent::ReadEof).await;
             if self.close_on_read_eof {
                 self.duplex.close_when_empty = true;
             }
         }
         if p.write_eof {
-            self.events.emit(StreamEvent::WriteEof).await;
+            ctx.emit(StreamEvent::WriteEof).await;
         }
         if p.flushed {
-            self.events.emit(StreamEvent::Flushed).await;
+            ctx.emit(StreamEvent::Flushed).await;
         }
         if let Some(e) = p.write_error {
-            self.events.emit(StreamEvent::WriteError(e)).await;
+            ctx.emit(StreamEvent::WriteError(e)).await;
             return self.close(ctx).await;
         }
         if let Some(e) = p.read_error {
-            self.events.emit(StreamEvent::ReadError(e)).await;
+            ctx.emit(StreamEvent::ReadError(e)).await;
             return self.close(ctx).await;
         }
         if self.duplex.close_when_empty && self.duplex.queued() == 0 {
@@ -442,7 +430,7 @@ impl Stream {
         }
         if !self.duplex.is_closed() {
             self.duplex.close();
-            self.events.emit(StreamEvent::Closed).await;
+            ctx.emit(StreamEvent::Closed).await;
         }
         ctx.stop();
     }
@@ -458,32 +446,27 @@ impl Notifier for Stream {
     async fn init(args: Once<StreamArgs>, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let args = args.take_for(ctx.path())?;
         let source = args.source;
-        let mut events = Events::new();
-        for sub in args.subs {
-            events.subscribe(sub);
-        }
         Ok(Stream {
             duplex: Duplex::new(source, args.limits),
             on_read: args.on_read,
             close_on_read_eof: args.close_on_read_eof,
             eof_delivered: false,
             reads: std::collections::VecDeque::new(),
-            events,
         })
     }
 
     async fn ready(&mut self) {
-        if self.held_for_subscriber() {
-            // Data read before anyone subscribed: deliver it now.
-            return;
-        }
         self.duplex.ready().await
     }
 
-    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
-        if self.held_for_subscriber() {
-            self.deliver().await;
+    async fn on_subscribe(&mut self, ctx: &mut Ctx<'_, Self>) {
+        // Data read before anyone subscribed goes to the newcomer now.
+        if self.on_read.is_none() && !self.duplex.rbuf.is_empty() {
+            self.deliver(ctx).await;
         }
+    }
+
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         let p = self.duplex.progress();
         self.after_progress(p, ctx).await;
     }
@@ -492,23 +475,19 @@ impl Notifier for Stream {
         self.duplex.accepting_writes()
     }
 
-    async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
+    async fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
         // A graceful stop flushes what was accepted.
         if !self.duplex.is_closed() {
             if let Err(e) = self.duplex.drain().await {
-                self.events.emit(StreamEvent::WriteError(e)).await;
+                ctx.emit(StreamEvent::WriteError(e)).await;
             }
             self.duplex.close();
-            self.events.emit(StreamEvent::Closed).await;
+            ctx.emit(StreamEvent::Closed).await;
         }
     }
 }
 
-impl HasEvents<StreamEvent> for Stream {
-    fn events(&mut self) -> &mut Events<StreamEvent> {
-        &mut self.events
-    }
-}
+impl Emits<StreamEvent> for Stream {}
 
 impl fmt::Debug for Stream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -538,7 +517,7 @@ impl Handler<Read> for Stream {
         }
         self.reads.push_back(PendingRead { want, reply });
         // Data may already be buffered.
-        self.deliver().await;
+        self.deliver(ctx).await;
         let p = self.duplex.progress();
         self.after_progress(p, ctx).await;
     }

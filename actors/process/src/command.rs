@@ -9,14 +9,14 @@ use std::{
     path::Path,
 };
 
-use ioasync_core::{Error, Result};
-use ioasync_io::StreamSpec;
+use ioasync_core::{Error, Result, Spec};
+use ioasync_io::{Stream, StreamSpec};
 use ioasync_signal::SignalKind;
 
 use crate::sys;
 
 /// Configures the [`Stream`](ioasync_io::Stream) made over a child's fd.
-pub type StreamSetup = Box<dyn FnOnce(StreamSpec) -> StreamSpec + Send>;
+pub type StreamSetup = Box<dyn FnOnce(StreamSpec) -> Spec<Stream> + Send>;
 
 /// How one of the child's fds is set up.
 pub enum Stdio {
@@ -38,10 +38,16 @@ pub enum Stdio {
 }
 
 impl Stdio {
-    /// A stream over a pipe, configured by `setup` (set `on_read`,
-    /// subscribe, limits).
-    pub fn stream(setup: impl FnOnce(StreamSpec) -> StreamSpec + Send + 'static) -> Self {
-        Stdio::Stream(Box::new(setup))
+    /// A stream over a pipe, configured by `setup` (set `on_read` and
+    /// limits on the [`StreamSpec`]; subscribe on the [`Spec`] it
+    /// becomes). The process reports its exit only after every stream over
+    /// an output pipe read to EOF; a stream over an input pipe (the
+    /// child's stdin) is not waited for.
+    pub fn stream<S>(setup: impl FnOnce(StreamSpec) -> S + Send + 'static) -> Self
+    where
+        S: Into<Spec<Stream>>,
+    {
+        Stdio::Stream(Box::new(move |s| setup(s).into()))
     }
 }
 

@@ -4,9 +4,7 @@
 
 use std::fmt;
 
-use ioasync_core::{
-    Ctx, Error, Events, HasEvents, Notifier, Once, Restart, Result, Spec, Subscription,
-};
+use ioasync_core::{Ctx, Emits, Error, Notifier, Once, Restart, Result, Spec};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use std::os::fd::{AsFd, OwnedFd};
 use tokio::io::unix::AsyncFd;
@@ -17,7 +15,6 @@ use crate::{ExitStatus, sys};
 #[derive(Debug)]
 pub struct PidArgs {
     pid: u32,
-    subs: Vec<Subscription<ExitStatus>>,
 }
 
 /// Watches a child process of this program (one not started through
@@ -27,30 +24,12 @@ pub struct Pid {
     pid: u32,
     fd: AsyncFd<OwnedFd>,
     status: Option<ExitStatus>,
-    events: Events<ExitStatus>,
 }
 
 impl Pid {
     /// Watch child `pid`.
     pub fn spec(name: impl Into<String>, pid: u32) -> Spec<Pid> {
-        let args = PidArgs {
-            pid,
-            subs: Vec::new(),
-        };
-        Spec::new(name, Once::new(args)).restart(Restart::Temporary)
-    }
-
-    /// Watch child `pid`, its exit going to `sub` (subscribed before the
-    /// watch starts, so even an exit that already happened is seen).
-    pub fn spec_with(
-        name: impl Into<String>,
-        pid: u32,
-        sub: Subscription<ExitStatus>,
-    ) -> Spec<Pid> {
-        let args = PidArgs {
-            pid,
-            subs: vec![sub],
-        };
+        let args = PidArgs { pid };
         Spec::new(name, Once::new(args)).restart(Restart::Temporary)
     }
 
@@ -79,15 +58,10 @@ impl Notifier for Pid {
         let fd = sys::pidfd_open(args.pid as i32)
             .and_then(sys::async_fd)
             .map_err(|e| Error::io_at("pidfd_open", args.pid, e))?;
-        let mut events = Events::new();
-        for s in args.subs {
-            events.subscribe(s);
-        }
         Ok(Pid {
             pid: args.pid,
             fd,
             status: None,
-            events,
         })
     }
 
@@ -110,17 +84,13 @@ impl Notifier for Pid {
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         if let Some(st) = self.status {
-            self.events.emit(st).await;
+            ctx.emit(st).await;
             ctx.stop();
         }
     }
 }
 
-impl HasEvents<ExitStatus> for Pid {
-    fn events(&mut self) -> &mut Events<ExitStatus> {
-        &mut self.events
-    }
-}
+impl Emits<ExitStatus> for Pid {}
 
 impl fmt::Debug for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -9,8 +9,8 @@ use std::{
 };
 
 use ioasync_core::{
-    Ctx, Error, ErrorKind, Events, Handler, HasEvents, Notifier, NotifierRef, Once, Restart,
-    Result, Spec, Subscription,
+    Ctx, Emits, Error, ErrorKind, Exit, Handler, Notifier, NotifierRef, Once, Restart, Result,
+    Spec, Subscription,
 };
 use ioasync_io::Stream;
 use ioasync_signal::SignalKind;
@@ -36,7 +36,7 @@ pub enum ProcessException {
 #[non_exhaustive]
 pub enum ProcessEvent {
     /// It exited with a code (IO::Async's `on_finish`). Emitted after every
-    /// stream over its fds read to EOF.
+    /// stream over its output fds read to EOF (and stopped).
     Finished(ExitStatus),
     /// It failed to start, or a signal killed it.
     Exception(ProcessException),
@@ -75,7 +75,6 @@ pub(crate) struct Shared {
 /// How to start a [`Process`].
 pub struct ProcessArgs {
     cmd: Command,
-    subs: Vec<Subscription<ProcessEvent>>,
     kill: KillPolicy,
     shared: Arc<Shared>,
 }
@@ -94,6 +93,7 @@ impl fmt::Debug for ProcessArgs {
 pub struct ProcessSpec {
     name: String,
     args: ProcessArgs,
+    subs: Vec<Subscription<ProcessEvent>>,
 }
 
 impl fmt::Debug for ProcessSpec {
@@ -106,10 +106,10 @@ impl fmt::Debug for ProcessSpec {
 }
 
 impl ProcessSpec {
-    /// Subscribes to events from the start (so even an exec failure is
-    /// seen as an event).
+    /// Subscribes to its events from the start (so even an exec failure is
+    /// seen as an event): [`Spec::subscribe`] on the spec it becomes.
     pub fn subscribe(mut self, sub: Subscription<ProcessEvent>) -> Self {
-        self.args.subs.push(sub);
+        self.subs.push(sub);
         self
     }
 
@@ -133,9 +133,10 @@ impl ProcessSpec {
 impl From<ProcessSpec> for Spec<Process> {
     fn from(s: ProcessSpec) -> Self {
         let grace = s.args.kill.grace;
-        Spec::new(s.name, Once::new(s.args))
+        let spec = Spec::new(s.name, Once::new(s.args))
             .restart(Restart::Temporary)
-            .stop_timeout(grace + Duration::from_secs(2))
+            .stop_timeout(grace + Duration::from_secs(2));
+        s.subs.into_iter().fold(spec, Spec::subscribe)
     }
 }
 
@@ -169,15 +170,22 @@ impl ExitWatch {
 
 /// A child process notifier: runs a [`Command`], reaps it, reports its
 /// exit. Removing it stops the child per its [`KillPolicy`].
+///
+/// Its exit, and the end of each stream over the child's output, reach it
+/// as events in any order (the streams are its children and tell it of
+/// their [`Exit`] by message); it reports the exit once it has the status
+/// and every output stream has stopped. It never waits for a child inside
+/// a handler.
 pub struct Process {
     child: tokio::process::Child,
     pid: u32,
     own_group: bool,
     status: Option<ExitStatus>,
-    streams: Vec<NotifierRef<Stream>>,
+    /// Paths of the output streams that have not stopped yet.
+    reading: Vec<Arc<str>>,
+    finished: bool,
     kill: KillPolicy,
     shared: Arc<Shared>,
-    events: Events<ProcessEvent>,
 }
 
 impl Process {
@@ -187,10 +195,10 @@ impl Process {
             name: name.into(),
             args: ProcessArgs {
                 cmd,
-                subs: Vec::new(),
                 kill: KillPolicy::default(),
                 shared: Arc::new(Shared::new()),
             },
+            subs: Vec::new(),
         }
     }
 
@@ -212,16 +220,29 @@ impl Process {
             .map_err(|e| Error::io_at("kill", self.pid, e.into()))
     }
 
-    async fn finish(&mut self, status: ExitStatus) {
-        // Output first: every stream over the child's fds reads to EOF.
-        for s in self.streams.drain(..) {
-            s.wait_stopped().await;
+    /// Reports the exit once the status is in and every output stream has
+    /// stopped; then the notifier ends.
+    async fn try_finish(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if self.status.is_some() && self.reading.is_empty() && !self.finished {
+            self.report(ctx).await;
+            ctx.stop();
         }
+    }
+
+    /// Emits the exit and fills the exit watch, once.
+    async fn report(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let Some(status) = self.status else {
+            return;
+        };
+        if self.finished {
+            return;
+        }
+        self.finished = true;
         let ev = match status {
             ExitStatus::Code(_) => ProcessEvent::Finished(status),
             ExitStatus::Signal { .. } => ProcessEvent::Exception(ProcessException::Signal(status)),
         };
-        self.events.emit(ev).await;
+        ctx.emit(ev).await;
         self.shared.exit.send_replace(Some(Ok(status)));
     }
 }
@@ -235,18 +256,13 @@ impl Notifier for Process {
 
     async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let args = args.take_for(ctx.path())?;
-        let mut events = Events::new();
-        for s in args.subs {
-            events.subscribe(s);
-        }
         let cmd = args.cmd;
         let own_group = true;
         let spawned = cmd.prepare().and_then(|p| p.spawn());
         let (child, ends) = match spawned {
             Ok(x) => x,
             Err(e) => {
-                events
-                    .emit(ProcessEvent::Exception(ProcessException::Exec(e.clone())))
+                ctx.emit(ProcessEvent::Exception(ProcessException::Exec(e.clone())))
                     .await;
                 args.shared.exit.send_replace(Some(Err(e.clone())));
                 return Err(e);
@@ -254,7 +270,7 @@ impl Notifier for Process {
         };
         let pid = child.id().unwrap_or(0);
         *args.shared.pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
-        let mut streams = Vec::new();
+        let mut reading = Vec::new();
         for end in ends {
             match end.setup {
                 None => {
@@ -269,14 +285,20 @@ impl Notifier for Process {
                         Dir::FromChild => (Some(end.fd), None),
                         Dir::ToChild => (None, Some(end.fd)),
                     };
-                    let spec = setup(Stream::from_fds(format!("fd{}", end.n), r, w)?);
+                    let mut spec = setup(Stream::from_fds(format!("fd{}", end.n), r, w)?);
+                    if end.dir == Dir::FromChild {
+                        // Its end reaches us as a message, whenever it comes.
+                        spec = spec.subscribe_exit(Subscription::actor(ctx.this().actor_ref()));
+                    }
                     let stream = ctx.add_child(spec).await?;
+                    if end.dir == Dir::FromChild {
+                        reading.push(Arc::from(stream.path()));
+                    }
                     args.shared
                         .streams
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(end.n, stream.clone());
-                    streams.push(stream);
+                        .insert(end.n, stream);
                 }
             }
         }
@@ -285,10 +307,10 @@ impl Notifier for Process {
             pid,
             own_group,
             status: None,
-            streams,
+            reading,
+            finished: false,
             kill: args.kill,
             shared: args.shared,
-            events,
         })
     }
 
@@ -306,15 +328,13 @@ impl Notifier for Process {
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
-        if let Some(st) = self.status {
-            self.finish(st).await;
-            ctx.stop();
-        }
+        self.try_finish(ctx).await;
     }
 
-    async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
+    async fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
         if self.status.is_some() {
-            return;
+            // Exited, its output streams stopped with us: report it now.
+            return self.report(ctx).await;
         }
         // Removed while running: TERM, a grace period, then KILL.
         let _ = self.signal(self.kill.signal);
@@ -333,9 +353,8 @@ impl Notifier for Process {
             }
         };
         self.status = Some(st);
-        self.streams.clear();
-        self.events
-            .emit(ProcessEvent::Exception(ProcessException::Signal(st)))
+        self.finished = true;
+        ctx.emit(ProcessEvent::Exception(ProcessException::Signal(st)))
             .await;
         self.shared.exit.send_replace(Some(Ok(st)));
     }
@@ -358,11 +377,7 @@ impl Drop for Process {
     }
 }
 
-impl HasEvents<ProcessEvent> for Process {
-    fn events(&mut self) -> &mut Events<ProcessEvent> {
-        &mut self.events
-    }
-}
+impl Emits<ProcessEvent> for Process {}
 
 impl fmt::Debug for Process {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -370,6 +385,18 @@ impl fmt::Debug for Process {
             .field("pid", &self.pid)
             .field("status", &self.status)
             .finish()
+    }
+}
+
+/// The end of one of its output streams (it subscribed to their `Exit`).
+impl Handler<Exit> for Process {
+    type Reply = ();
+    async fn handle(&mut self, exit: Exit, ctx: &mut Ctx<'_, Self>) {
+        if exit.restarting {
+            return;
+        }
+        self.reading.retain(|p| *p != exit.path);
+        self.try_finish(ctx).await;
     }
 }
 

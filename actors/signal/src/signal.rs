@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use ioasync_core::{Ctx, Error, Events, HasEvents, Notifier, NotifierRef, Result, Spec};
+use ioasync_core::{Ctx, Emits, Error, Notifier, NotifierRef, Result, Spec};
 
 use crate::{SignalKind, registry::Hold};
 
@@ -31,7 +31,7 @@ pub struct SignalArgs {
 /// # async fn main() -> ioasync::Result<()> {
 /// let lp = Loop::current()?;
 /// let hup = lp.add(Signal::spec("hup", SignalKind::hangup())).await?;
-/// hup.on_event(|e: SignalEvent| println!("reloading after {}", e.signal)).await?;
+/// hup.on_event(|e: SignalEvent| println!("reloading after {}", e.signal))?;
 /// # Ok(()) }
 /// ```
 pub struct Signal {
@@ -39,7 +39,6 @@ pub struct Signal {
     stream: tokio::signal::unix::Signal,
     count: u64,
     pending: bool,
-    events: Events<SignalEvent>,
     _hold: Hold,
 }
 
@@ -68,7 +67,6 @@ impl Notifier for Signal {
             stream,
             count: 0,
             pending: false,
-            events: Events::new(),
             _hold: hold,
         })
     }
@@ -80,24 +78,19 @@ impl Notifier for Signal {
         }
     }
 
-    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         if std::mem::take(&mut self.pending) {
             self.count += 1;
-            self.events
-                .emit(SignalEvent {
-                    signal: self.signal,
-                    count: self.count,
-                })
-                .await;
+            ctx.emit(SignalEvent {
+                signal: self.signal,
+                count: self.count,
+            })
+            .await;
         }
     }
 }
 
-impl HasEvents<SignalEvent> for Signal {
-    fn events(&mut self) -> &mut Events<SignalEvent> {
-        &mut self.events
-    }
-}
+impl Emits<SignalEvent> for Signal {}
 
 impl fmt::Debug for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -110,15 +103,13 @@ impl fmt::Debug for Signal {
 
 /// Signal operations on a watcher's handle.
 pub trait SignalRef {
-    /// Resolves at the next delivery.
+    /// Resolves at the next delivery. Built on
+    /// [`NotifierRef::next_event`]: deliveries between two calls are kept.
     fn next_delivery(&self) -> impl Future<Output = Result<SignalEvent>> + Send;
 }
 
 impl SignalRef for NotifierRef<Signal> {
     async fn next_delivery(&self) -> Result<SignalEvent> {
-        let mut s = self.events::<SignalEvent>(1).await?;
-        s.recv()
-            .await
-            .ok_or_else(|| Error::closed("signal", "the watcher stopped"))
+        self.next_event().await
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use ioasync_core::{Ctx, Events, HasEvents, Notifier, Restart, Result, Spec};
+use ioasync_core::{Ctx, Emits, Notifier, Restart, Result, Spec};
 use tokio::time::Instant;
 
 use crate::Expired;
@@ -34,14 +34,13 @@ impl fmt::Debug for AbsoluteArgs {
 /// let lp = Loop::current()?;
 /// let at = tokio::time::Instant::now() + Duration::from_secs(5);
 /// let t = lp.add(Absolute::spec("alarm", at)).await?;
-/// let mut fired = t.events::<Expired>(1).await?;
+/// let mut fired = t.events::<Expired>()?;
 /// assert_eq!(fired.recv().await.unwrap().deadline, at);
 /// # Ok(()) }
 /// ```
 pub struct Absolute {
     at: Option<Instant>,
     on_expire: Option<std::sync::Arc<dyn Fn(Expired) + Send + Sync>>,
-    events: Events<Expired>,
 }
 
 impl Absolute {
@@ -79,7 +78,6 @@ impl Notifier for Absolute {
         Ok(Absolute {
             at: Some(args.at),
             on_expire: args.on_expire,
-            events: Events::new(),
         })
     }
 
@@ -101,16 +99,12 @@ impl Notifier for Absolute {
         if let Some(f) = &self.on_expire {
             f(ev);
         }
-        self.events.emit(ev).await;
+        ctx.emit(ev).await;
         ctx.stop();
     }
 }
 
-impl HasEvents<Expired> for Absolute {
-    fn events(&mut self) -> &mut Events<Expired> {
-        &mut self.events
-    }
-}
+impl Emits<Expired> for Absolute {}
 
 impl fmt::Debug for Absolute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

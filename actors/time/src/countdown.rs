@@ -3,7 +3,7 @@
 
 use std::{fmt, time::Duration};
 
-use ioasync_core::{Ctx, Events, Handler, HasEvents, Notifier, NotifierRef, Restart, Result, Spec};
+use ioasync_core::{Ctx, Emits, Handler, Notifier, NotifierRef, Restart, Result, Spec};
 use tokio::time::Instant;
 
 use crate::Expired;
@@ -38,7 +38,6 @@ pub struct Countdown {
     deadline: Option<Instant>,
     expired: bool,
     remove_on_expire: bool,
-    events: Events<Expired>,
 }
 
 impl Countdown {
@@ -87,7 +86,6 @@ impl Notifier for Countdown {
             deadline: None,
             expired: false,
             remove_on_expire: args.remove_on_expire,
-            events: Events::new(),
         };
         if args.start {
             t.start();
@@ -107,23 +105,18 @@ impl Notifier for Countdown {
             return;
         };
         self.expired = true;
-        self.events
-            .emit(Expired {
-                deadline,
-                fired: Instant::now(),
-            })
-            .await;
+        ctx.emit(Expired {
+            deadline,
+            fired: Instant::now(),
+        })
+        .await;
         if self.remove_on_expire {
             ctx.stop();
         }
     }
 }
 
-impl HasEvents<Expired> for Countdown {
-    fn events(&mut self) -> &mut Events<Expired> {
-        &mut self.events
-    }
-}
+impl Emits<Expired> for Countdown {}
 
 impl fmt::Debug for Countdown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -206,7 +199,8 @@ pub trait CountdownRef {
     fn is_running(&self) -> impl Future<Output = Result<bool>> + Send;
     /// Has it expired since it was last started?
     fn is_expired(&self) -> impl Future<Output = Result<bool>> + Send;
-    /// Resolves at the next expiry.
+    /// Resolves at the next expiry. Built on
+    /// [`NotifierRef::next_event`]: expiries between two calls are kept.
     fn expired(&self) -> impl Future<Output = Result<Expired>> + Send;
 }
 
@@ -231,9 +225,6 @@ impl CountdownRef for NotifierRef<Countdown> {
         self.ask(IsExpired).await
     }
     async fn expired(&self) -> Result<Expired> {
-        let mut s = self.events::<Expired>(1).await?;
-        s.recv()
-            .await
-            .ok_or_else(|| ioasync_core::Error::closed("expired", "the timer stopped"))
+        self.next_event().await
     }
 }

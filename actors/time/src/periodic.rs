@@ -3,7 +3,7 @@
 
 use std::{fmt, time::Duration};
 
-use ioasync_core::{Ctx, Error, Events, Handler, HasEvents, Notifier, Restart, Result, Spec};
+use ioasync_core::{Ctx, Emits, Error, Handler, Notifier, Restart, Result, Spec};
 use tokio::time::Instant;
 
 /// How the next tick is scheduled when a tick fires late (a slow tick
@@ -55,7 +55,7 @@ pub struct PeriodicArgs {
 /// let spec = Periodic::spec("tick", Duration::from_millis(100))
 ///     .map_args(|a| a.reschedule(Reschedule::Hard));
 /// let t = lp.add(spec).await?;
-/// let mut ticks = t.events::<Tick>(8).await?;
+/// let mut ticks = t.events::<Tick>()?;
 /// let first = ticks.recv().await.unwrap();
 /// let second = ticks.recv().await.unwrap();
 /// assert_eq!(second.scheduled - first.scheduled, Duration::from_millis(100));
@@ -65,7 +65,6 @@ pub struct Periodic {
     args: PeriodicArgs,
     next: Option<Instant>,
     count: u64,
-    events: Events<Tick>,
 }
 
 impl PeriodicArgs {
@@ -155,7 +154,6 @@ impl Notifier for Periodic {
             args,
             next: None,
             count: 0,
-            events: Events::new(),
         };
         if start {
             t.start();
@@ -170,18 +168,17 @@ impl Notifier for Periodic {
         }
     }
 
-    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         let Some(scheduled) = self.next else {
             return;
         };
         self.count += 1;
-        self.events
-            .emit(Tick {
-                count: self.count,
-                scheduled,
-                fired: Instant::now(),
-            })
-            .await;
+        ctx.emit(Tick {
+            count: self.count,
+            scheduled,
+            fired: Instant::now(),
+        })
+        .await;
         if self.next.is_none() {
             return; // stopped from a handler
         }
@@ -200,11 +197,7 @@ impl Notifier for Periodic {
     }
 }
 
-impl HasEvents<Tick> for Periodic {
-    fn events(&mut self) -> &mut Events<Tick> {
-        &mut self.events
-    }
-}
+impl Emits<Tick> for Periodic {}
 
 impl fmt::Debug for Periodic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

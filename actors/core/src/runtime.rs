@@ -1,0 +1,702 @@
+//! [`NotifierActor`]: the kameo actor every notifier runs in, and the one
+//! lifecycle it drives (the table is in the `state` module's docs, shown
+//! on [`NodeState`]).
+//!
+//! The first start and every restart take the same path: the runtime runs
+//! `init` inside its own `next` loop (kameo's `on_start` only builds the
+//! shell), bounded by the init timeout, with panics caught and mapped the
+//! same way everywhere. Restarts happen in place: a failed incarnation's
+//! state is dropped and `init` runs again inside the same actor, on the
+//! same mailbox, so handles stay valid and queued messages reach the new
+//! incarnation. Subscriber lists live here, beside the state, so they
+//! outlive incarnations. While an incarnation is torn down, waiting for a
+//! restart or draining, the runtime reads only its control queue (or, when
+//! draining, its mailbox).
+//!
+//! kameo's own `supervise` is not used: in kameo 0.22.2 it restarts a
+//! gracefully stopped permanent child as a zombie, never tells the parent
+//! of restarts, never prunes dead children and can start a new instance
+//! while the old one is still in `on_stop` (see tests/core_supervision.rs).
+
+use std::{fmt, ops::ControlFlow, sync::Arc};
+
+use futures_util::future::BoxFuture;
+use kameo::{
+    actor::{Actor, ActorRef, PreparedActor, WeakActorRef},
+    error::{ActorStopReason, PanicError},
+    mailbox::{MailboxReceiver, Signal},
+    message::{BoxMessage, Context, Message},
+};
+use tokio::{sync::oneshot, time::Instant};
+
+use crate::{
+    error::{Error, ErrorKind, Result},
+    event::Subscribers,
+    exit::{Exit, ExitReason, SupervisionEventKind},
+    node::{Ctl, Node},
+    notifier::ArgsFactory,
+    notifier::{Ctx, FAIR_BURST, Handler, Notifier, NotifierActor, NotifierRef, Phase, Start},
+    panic::{self, Caught},
+    shutdown::ShutdownReport,
+    spec::{AnySpec, ErasedSpec, Spec},
+    state::NodeState,
+    supervisor::{self, Decision, Group},
+};
+
+fn check_parent(parent: &Node) -> Result<()> {
+    if parent.is_stopping() || !matches!(parent.state(), NodeState::Running | NodeState::Starting) {
+        return Err(Error::closed(
+            "add",
+            format!("parent {} is not running", parent.path),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the node for `spec` under `parent` and spawns its actor;
+/// `started` receives the first start's result.
+fn spawn<C: Notifier>(
+    parent: &Arc<Node>,
+    spec: Spec<C>,
+    started: Option<oneshot::Sender<Result<()>>>,
+) -> Result<NotifierRef<C>> {
+    check_parent(parent)?;
+    let node = Node::new(
+        &parent.shared,
+        Some(parent),
+        &spec.name,
+        C::kind(),
+        spec.policy,
+    )?;
+    parent.push_child(node.clone());
+    let mut subs = Subscribers::default();
+    for sub in spec.subs.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        sub(&mut subs);
+    }
+    let actor = start_actor(&node, spec.args, spec.mailbox, subs, started);
+    Ok(NotifierRef { actor, node })
+}
+
+/// Starts `spec` as a child of `parent` and waits for its `init` (bounded
+/// by its init timeout).
+pub(crate) async fn add_child<C: Notifier>(
+    parent: &Arc<Node>,
+    spec: Spec<C>,
+) -> Result<NotifierRef<C>> {
+    let (tx, rx) = oneshot::channel();
+    let child = spawn(parent, spec, Some(tx))?;
+    match rx.await {
+        Ok(Ok(())) => Ok(child),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::closed(
+            "add",
+            format!("{} was killed before it started", child.path()),
+        )),
+    }
+}
+
+/// Starts `spec` as a child of `parent` without waiting for its `init`;
+/// a failed first start is reported as its exit (supervision events and
+/// its `Exit` subscribers), and it leaves the tree.
+pub(crate) fn start_child<C: Notifier>(
+    parent: &Arc<Node>,
+    spec: Spec<C>,
+) -> Result<NotifierRef<C>> {
+    spawn(parent, spec, None)
+}
+
+impl<C: Notifier> ErasedSpec for Spec<C> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn spawn<'a>(self: Box<Self>, parent: &'a Arc<Node>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { add_child(parent, *self).await.map(|r| r.id()) })
+    }
+    fn start(self: Box<Self>, parent: &Arc<Node>) -> Result<u64> {
+        start_child(parent, *self).map(|r| r.id())
+    }
+}
+
+/// Spawns a node's actor; its first `init` runs inside it.
+pub(crate) fn start_actor<C: Notifier>(
+    node: &Arc<Node>,
+    args: ArgsFactory<C::Args>,
+    mailbox: usize,
+    subs: Subscribers,
+    started: Option<oneshot::Sender<Result<()>>>,
+) -> ActorRef<NotifierActor<C>> {
+    panic::install_hook();
+    let prepared = PreparedActor::<NotifierActor<C>>::new(kameo::mailbox::bounded(mailbox));
+    let actor = prepared.actor_ref().clone();
+    node.set_actor(Box::new(actor.clone()));
+    prepared.spawn(Start {
+        node: node.clone(),
+        args,
+        subs,
+        started,
+    });
+    actor
+}
+
+impl<N: Notifier> Ctx<'_, N> {
+    /// Adds and starts a child under this notifier; waits for its `init`
+    /// (bounded by the child's init timeout).
+    pub async fn add_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
+        add_child(self.node, spec.into()).await
+    }
+
+    /// Adds a child under this notifier and returns at once, without
+    /// waiting for its `init`: a failed first start is its exit (see
+    /// [`Exit`] and the supervision events), and it leaves the tree.
+    pub fn start_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
+        start_child(self.node, spec.into())
+    }
+
+    /// Adds and starts a child of a type known only at run time; waits for
+    /// its `init`; returns its id.
+    pub async fn add_any(&self, spec: AnySpec) -> Result<u64> {
+        spec.0.spawn(self.node).await
+    }
+
+    /// Like [`Ctx::add_any`] without waiting for the child's `init`.
+    pub fn start_any(&self, spec: AnySpec) -> Result<u64> {
+        spec.0.start(self.node)
+    }
+}
+
+impl<N: Notifier> NotifierRef<N> {
+    /// Adds and starts a child under this notifier; waits for its `init`.
+    pub async fn add_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
+        add_child(&self.node, spec.into()).await
+    }
+
+    /// Adds a child under this notifier without waiting for its `init`.
+    pub fn start_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
+        start_child(&self.node, spec.into())
+    }
+}
+
+impl<N: Notifier> Actor for NotifierActor<N> {
+    type Args = Start<N>;
+    type Error = Error;
+
+    fn name() -> &'static str {
+        N::kind()
+    }
+
+    async fn on_start(start: Start<N>, actor_ref: ActorRef<Self>) -> Result<Self> {
+        Ok(NotifierActor {
+            node: start.node,
+            me: actor_ref,
+            state: None,
+            args: start.args,
+            phase: Phase::Starting(None),
+            subs: start.subs,
+            started: start.started,
+            burst: 0,
+        })
+    }
+
+    async fn on_panic(
+        &mut self,
+        _actor_ref: WeakActorRef<Self>,
+        err: PanicError,
+    ) -> Result<ControlFlow<ActorStopReason>> {
+        // A handler panicked (kameo caught it around `handle`).
+        let message = err
+            .with_str(str::to_owned)
+            .or_else(|| err.with_downcast_ref(|e: &Error| e.to_string()))
+            .unwrap_or_else(|| err.to_string());
+        let caught = Caught {
+            message,
+            location: panic::take_location(),
+        };
+        self.end(panicked(caught));
+        Ok(ControlFlow::Continue(()))
+    }
+
+    async fn on_stop(
+        &mut self,
+        _actor_ref: WeakActorRef<Self>,
+        reason: ActorStopReason,
+    ) -> Result<()> {
+        if matches!(reason, ActorStopReason::Killed) {
+            // A kill: no teardown ran. Drop the state (its Drop impls
+            // release what it owns), report, and tell the subscribers.
+            self.state = None;
+            tracing::warn!(parent: &self.node.span, "notifier killed");
+            self.node
+                .shared
+                .publish(&self.node, SupervisionEventKind::Exited(ExitReason::Killed));
+            self.emit_exit(ExitReason::Killed, false).await;
+            if let Some(tx) = self.started.take() {
+                let _ = tx.send(Err(Error::closed(
+                    "add",
+                    format!("{} was killed during init", self.node.path),
+                )));
+            }
+        }
+        // Leave the tree first: whoever hears `Stopped` (or returns from
+        // `wait_stopped`) finds it gone.
+        self.node.retire();
+        self.node
+            .shared
+            .publish(&self.node, SupervisionEventKind::Stopped);
+        Ok(())
+    }
+
+    async fn on_undelivered(
+        &mut self,
+        _reason: ActorStopReason,
+        undelivered: Vec<BoxMessage<Self>>,
+    ) -> Result<()> {
+        let count = undelivered.len();
+        tracing::warn!(parent: &self.node.span, count, "messages undelivered at stop");
+        self.node
+            .shared
+            .publish(&self.node, SupervisionEventKind::Undelivered { count });
+        Ok(())
+    }
+
+    async fn next(
+        &mut self,
+        _actor_ref: WeakActorRef<Self>,
+        mailbox_rx: &mut MailboxReceiver<Self>,
+    ) -> Result<Option<Signal<Self>>> {
+        // Fast path: a queued message needs no waker registration. Every
+        // FAIR_BURST messages the select below runs anyway, so a busy
+        // mailbox cannot starve the notifier's source or its control.
+        if matches!(self.phase, Phase::Running)
+            && self.burst < FAIR_BURST
+            && !self.node.ctl_pending()
+            && self.state.as_ref().is_some_and(N::accepting)
+            && let Ok(signal) = mailbox_rx.try_recv()
+        {
+            self.burst += 1;
+            return Ok(Some(signal));
+        }
+        loop {
+            match &mut self.phase {
+                Phase::Running => {
+                    if self.node.ctl_pending() {
+                        self.run_ctl().await;
+                        continue;
+                    }
+                    self.burst = 0;
+                    let Some(state) = self.state.as_mut() else {
+                        self.phase = Phase::Waiting;
+                        continue;
+                    };
+                    // Control first, then the source, then the mailbox: the
+                    // fast path above already favours the mailbox.
+                    let accepting = state.accepting();
+                    let ready = tokio::select! {
+                        biased;
+                        _ = self.node.ctl_ready() => false,
+                        _ = state.ready() => true,
+                        signal = mailbox_rx.recv(), if accepting => return Ok(signal),
+                    };
+                    if ready {
+                        self.run_ready().await;
+                    } else {
+                        self.run_ctl().await;
+                    }
+                }
+                Phase::Starting(ack) => {
+                    let ack = ack.take();
+                    self.start_incarnation(ack).await;
+                }
+                Phase::Exiting(reason) => {
+                    let reason = std::mem::replace(reason, ExitReason::Normal);
+                    self.exit_incarnation(reason).await;
+                }
+                Phase::Waiting => {
+                    self.node.ctl_ready().await;
+                    self.run_ctl().await;
+                }
+                Phase::Backoff(until) => {
+                    let until = *until;
+                    tokio::select! {
+                        biased;
+                        _ = self.node.ctl_ready() => self.run_ctl().await,
+                        _ = tokio::time::sleep_until(until) => self.phase = Phase::Starting(None),
+                    }
+                }
+                Phase::Draining => {
+                    if self.state.is_some()
+                        && let Ok(signal) = mailbox_rx.try_recv()
+                    {
+                        return Ok(Some(signal));
+                    }
+                    let mut reason = ExitReason::Normal;
+                    self.teardown(&mut reason).await;
+                    self.emit_exit(reason, false).await;
+                    self.phase = Phase::Done;
+                }
+                Phase::Done => return Ok(None),
+            }
+        }
+    }
+}
+
+fn panicked(caught: Caught) -> ExitReason {
+    ExitReason::panicked(caught.message, caught.location)
+}
+
+impl<N: Notifier> NotifierActor<N> {
+    /// Ends the running incarnation with `reason` (at the next turn of the
+    /// loop); ignored in any other phase.
+    fn end(&mut self, reason: ExitReason) {
+        if matches!(self.phase, Phase::Running) {
+            self.phase = Phase::Exiting(reason);
+        }
+    }
+
+    /// Runs `init` (first start or restart), bounded by the init timeout.
+    async fn start_incarnation(&mut self, ack: Option<oneshot::Sender<()>>) {
+        let node = self.node.clone();
+        let first = node.begin_incarnation() == 1;
+        if !first {
+            node.count_restart();
+        }
+        node.set_state(NodeState::Starting);
+        node.take_subscriptions(&mut self.subs);
+        let bound = node.policy.init_timeout;
+        let mut ctx = Ctx::new(&node, &self.me, &mut self.subs);
+        let init = panic::catch(N::init((self.args)(), &mut ctx), &node.span);
+        let outcome = match tokio::time::timeout(bound, init).await {
+            Ok(Ok(Ok(state))) => Ok(state),
+            Ok(Ok(Err(e))) => Err(ExitReason::Failed(e)),
+            Ok(Err(caught)) => Err(panicked(caught)),
+            Err(_) => Err(ExitReason::Failed(Error::new(
+                "init",
+                ErrorKind::Timeout,
+                format!("{} did not finish init within {bound:?}", node.path),
+            ))),
+        };
+        let exit = ctx.exit.take();
+        match outcome {
+            Ok(state) => {
+                self.state = Some(state);
+                self.phase = Phase::Running;
+                node.set_state(NodeState::Running);
+                if !first {
+                    node.shared.publish(
+                        &node,
+                        SupervisionEventKind::Restarted {
+                            restarts: node.restarts(),
+                        },
+                    );
+                }
+                if let Some(tx) = self.started.take() {
+                    let _ = tx.send(Ok(()));
+                }
+                if let Some(reason) = exit {
+                    self.phase = Phase::Exiting(reason);
+                }
+            }
+            Err(reason) if first => {
+                // A first start that fails is not restarted: the `add`
+                // gets the error and the notifier leaves the tree.
+                log_exit(&node, &reason);
+                node.mark_stopping();
+                node.set_state(NodeState::Stopping);
+                let mut report = ShutdownReport::default();
+                node.shutdown_children(None, &mut report).await;
+                node.shared
+                    .publish(&node, SupervisionEventKind::Exited(reason.clone()));
+                if let Some(tx) = self.started.take() {
+                    let _ = tx.send(Err(start_error(&reason)));
+                }
+                self.emit_exit(reason, false).await;
+                self.phase = Phase::Done;
+            }
+            Err(reason) => self.phase = Phase::Exiting(reason),
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(());
+        }
+    }
+
+    /// Tears the ended incarnation down, decides, and applies the decision.
+    async fn exit_incarnation(&mut self, mut reason: ExitReason) {
+        let node = self.node.clone();
+        node.set_state(NodeState::Failed);
+        self.teardown(&mut reason).await;
+        log_exit(&node, &reason);
+        node.shared
+            .publish(&node, SupervisionEventKind::Exited(reason.clone()));
+        let Some(parent) = node.parent() else {
+            // The root: nobody above decides. The loop hears of it.
+            node.shared.fatal.set(reason.clone());
+            self.emit_exit(reason, false).await;
+            self.phase = Phase::Waiting;
+            return;
+        };
+        let stopping = node.is_stopping() || parent.is_stopping();
+        let failures = if !stopping && supervisor::wants_restart(node.policy.restart, &reason) {
+            node.record_failure(Instant::now())
+        } else {
+            0
+        };
+        let decision = supervisor::decide(
+            &node.policy,
+            parent.policy.strategy,
+            &reason,
+            failures,
+            stopping,
+        );
+        let restarting = matches!(decision, Decision::Restart { .. });
+        match decision {
+            Decision::Stop => {
+                node.mark_stopping();
+                self.emit_exit(reason, false).await;
+                self.phase = Phase::Done;
+            }
+            Decision::Escalate => {
+                node.shared
+                    .publish(&node, SupervisionEventKind::GaveUp(reason.clone()));
+                node.mark_stopping();
+                parent.push_ctl(Ctl::Fail(ExitReason::Escalated {
+                    child: node.path.to_string(),
+                    cause: Box::new(reason.clone()),
+                }));
+                self.emit_exit(reason, false).await;
+                self.phase = Phase::Done;
+            }
+            Decision::Restart { delay, group } => {
+                node.shared.publish(
+                    &node,
+                    SupervisionEventKind::Restarting {
+                        attempt: failures,
+                        delay,
+                    },
+                );
+                node.set_state(NodeState::Restarting);
+                self.emit_exit(reason, restarting).await;
+                self.phase = match group {
+                    Group::One if delay.is_zero() => Phase::Starting(None),
+                    Group::One => Phase::Backoff(Instant::now() + delay),
+                    _ => {
+                        supervisor::restart_group(
+                            parent,
+                            node.clone(),
+                            node.incarnation(),
+                            group,
+                            delay,
+                        );
+                        Phase::Waiting
+                    }
+                };
+            }
+        }
+    }
+
+    /// The teardown every way out of an incarnation shares: children stop,
+    /// then `on_stop` (a panic there is reported and, after a normal exit,
+    /// becomes the reason).
+    async fn teardown(&mut self, reason: &mut ExitReason) {
+        let mut report = ShutdownReport::default();
+        self.node.shutdown_children(None, &mut report).await;
+        self.teardown_state(reason).await;
+    }
+
+    async fn teardown_state(&mut self, reason: &mut ExitReason) {
+        let Some(mut state) = self.state.take() else {
+            return;
+        };
+        let node = self.node.clone();
+        let mut ctx = Ctx::new(&node, &self.me, &mut self.subs);
+        if let Err(caught) = panic::catch(state.on_stop(&mut ctx), &node.span).await {
+            tracing::error!(
+                parent: &node.span,
+                location = caught.location.as_deref().unwrap_or("?"),
+                "on_stop panicked: {}",
+                caught.message
+            );
+            if reason.is_normal() {
+                *reason = ExitReason::panicked(
+                    format!("in on_stop: {}", caught.message),
+                    caught.location,
+                );
+            }
+        }
+    }
+
+    /// Tells the `Exit` subscribers.
+    async fn emit_exit(&mut self, reason: ExitReason, restarting: bool) {
+        self.node.take_subscriptions(&mut self.subs);
+        self.subs
+            .emit(Exit {
+                path: self.node.path.clone(),
+                reason,
+                restarting,
+            })
+            .await;
+    }
+
+    async fn run_ready(&mut self) {
+        let NotifierActor {
+            node,
+            me,
+            state,
+            subs,
+            ..
+        } = self;
+        let Some(state) = state.as_mut() else {
+            return;
+        };
+        let mut ctx = Ctx::new(node, me, subs);
+        let res = panic::catch(state.on_ready(&mut ctx), &node.span).await;
+        let exit = ctx.exit.take();
+        match res {
+            Ok(()) => {
+                if let Some(reason) = exit {
+                    self.end(reason);
+                }
+            }
+            Err(caught) => self.end(panicked(caught)),
+        }
+    }
+
+    /// Runs every queued control message (and tells a running notifier of
+    /// new subscribers).
+    async fn run_ctl(&mut self) {
+        if matches!(self.phase, Phase::Running) && self.node.take_subscriptions(&mut self.subs) {
+            let NotifierActor {
+                node,
+                me,
+                state,
+                subs,
+                ..
+            } = self;
+            if let Some(state) = state.as_mut() {
+                let mut ctx = Ctx::new(node, me, subs);
+                let res = panic::catch(state.on_subscribe(&mut ctx), &node.span).await;
+                let exit = ctx.exit.take();
+                match res {
+                    Ok(()) => {
+                        if let Some(reason) = exit {
+                            self.end(reason);
+                        }
+                    }
+                    Err(caught) => self.end(panicked(caught)),
+                }
+            }
+        }
+        while let Some(ctl) = self.node.pop_ctl() {
+            match ctl {
+                Ctl::Stop => self.stop(),
+                Ctl::Suspend(ack) => {
+                    if matches!(self.phase, Phase::Running) {
+                        self.node.set_state(NodeState::Restarting);
+                        let mut reason = ExitReason::Normal;
+                        self.teardown(&mut reason).await;
+                        self.emit_exit(reason, true).await;
+                        self.phase = Phase::Waiting;
+                    } else if matches!(self.phase, Phase::Backoff(_)) {
+                        self.phase = Phase::Waiting;
+                    }
+                    let _ = ack.send(());
+                }
+                Ctl::Resume(ack) => {
+                    if matches!(self.phase, Phase::Waiting | Phase::Backoff(_))
+                        && !self.node.is_stopping()
+                    {
+                        self.phase = Phase::Starting(Some(ack));
+                        return;
+                    }
+                    let _ = ack.send(());
+                }
+                Ctl::Fail(reason) => self.end(reason),
+            }
+        }
+    }
+
+    /// Stop for good: a running incarnation drains; a torn-down one leaves.
+    fn stop(&mut self) {
+        self.node.mark_stopping();
+        match self.phase {
+            Phase::Running | Phase::Exiting(_) => {
+                self.node.set_state(NodeState::Stopping);
+                self.phase = Phase::Draining;
+            }
+            Phase::Waiting | Phase::Backoff(_) => {
+                self.node.set_state(NodeState::Stopping);
+                self.phase = Phase::Done;
+            }
+            Phase::Starting(_) | Phase::Draining | Phase::Done => {}
+        }
+    }
+}
+
+/// One line per ended incarnation: a panic at error level with its
+/// location (once: the contained panic printed nothing), an error at warn,
+/// a normal exit at debug.
+fn log_exit(node: &Node, reason: &ExitReason) {
+    match reason {
+        ExitReason::Panicked { message, location } => tracing::error!(
+            parent: &node.span,
+            location = location.as_deref().unwrap_or("?"),
+            "notifier panicked: {message}"
+        ),
+        ExitReason::Normal => tracing::debug!(parent: &node.span, "notifier exited"),
+        _ => tracing::warn!(parent: &node.span, %reason, "notifier failed"),
+    }
+}
+
+/// The error an `add` gets for a first start that failed.
+fn start_error(reason: &ExitReason) -> Error {
+    match reason {
+        ExitReason::Failed(e) => e.clone(),
+        ExitReason::Panicked { message, .. } => {
+            Error::new("add", ErrorKind::Panicked, message.clone())
+        }
+        other => other.to_error("add"),
+    }
+}
+
+impl<N, M> Message<M> for NotifierActor<N>
+where
+    N: Handler<M>,
+    M: Send + 'static,
+{
+    type Reply = N::Reply;
+
+    async fn handle(&mut self, msg: M, _kctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        let NotifierActor {
+            node,
+            me,
+            state,
+            subs,
+            ..
+        } = self;
+        let state = state
+            .as_mut()
+            .expect("invariant: the mailbox is read only while an incarnation runs");
+        let mut ctx = Ctx::new(node, me, subs);
+        // kameo catches a panic here and hands it to `on_panic`.
+        let reply = panic::contained(state.handle(msg, &mut ctx), &node.span).await;
+        if let Some(reason) = ctx.exit.take() {
+            self.end(reason);
+        }
+        reply
+    }
+}
+
+impl<N: Notifier> fmt::Debug for NotifierActor<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifierActor")
+            .field("path", &self.node.path)
+            .field("phase", &self.phase.name())
+            .finish()
+    }
+}
+
+impl<N: Notifier> fmt::Debug for Start<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Start")
+            .field("path", &self.node.path)
+            .finish()
+    }
+}
