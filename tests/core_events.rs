@@ -1,5 +1,6 @@
 //! The event path: one `emit`, three ways to receive.
 
+#[macro_use]
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -58,7 +59,7 @@ impl kameo::message::Message<Tick> for Collector {
     }
 }
 
-#[tokio::test]
+flavours!(one_emit_reaches_a_closure_an_actor_and_a_stream_in_order);
 async fn one_emit_reaches_a_closure_an_actor_and_a_stream_in_order() {
     let lp = test_loop();
     let ticker = lp.add(Spec::<Ticker>::new("ticker", ())).await.unwrap();
@@ -101,7 +102,7 @@ async fn one_emit_reaches_a_closure_an_actor_and_a_stream_in_order() {
     assert_eq!(closure, expected);
 }
 
-#[tokio::test]
+flavours!(a_dropped_stream_or_dead_actor_is_unsubscribed_and_the_rest_still_receive);
 async fn a_dropped_stream_or_dead_actor_is_unsubscribed_and_the_rest_still_receive() {
     let lp = test_loop();
     let ticker = lp.add(Spec::<Ticker>::new("ticker", ())).await.unwrap();
@@ -119,7 +120,7 @@ async fn a_dropped_stream_or_dead_actor_is_unsubscribed_and_the_rest_still_recei
     assert_eq!(bounded("closure", recorder.wait_len(10)).await.len(), 10);
 }
 
-#[tokio::test]
+flavours!(a_slow_stream_subscriber_applies_backpressure_instead_of_buffering);
 async fn a_slow_stream_subscriber_applies_backpressure_instead_of_buffering() {
     let lp = test_loop();
     let ticker = lp

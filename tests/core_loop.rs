@@ -1,6 +1,7 @@
 //! The Loop: run/stop, later, watch_time/unwatch_time, delay and timeout
 //! futures, runtimes, tree snapshots, escalation past the root.
 
+#[macro_use]
 mod support;
 
 use std::{
@@ -15,7 +16,7 @@ use ioasync::{
 use support::{bounded, parent, probe, test_loop};
 use tokio::time::Instant;
 
-#[tokio::test(start_paused = true)]
+paused!(later_callbacks_run_once_in_order);
 async fn later_callbacks_run_once_in_order() {
     let lp = test_loop();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -29,7 +30,7 @@ async fn later_callbacks_run_once_in_order() {
     assert_eq!(*seen.lock().unwrap(), (0..50).collect::<Vec<_>>());
 }
 
-#[tokio::test(start_paused = true)]
+paused!(watch_time_fires_each_timer_once_in_deadline_order_and_unwatched_never);
 async fn watch_time_fires_each_timer_once_in_deadline_order_and_unwatched_never() {
     let lp = test_loop();
     let t0 = Instant::now();
@@ -61,7 +62,7 @@ async fn watch_time_fires_each_timer_once_in_deadline_order_and_unwatched_never(
     assert!(!lp.unwatch_time(ids[1].1), "a already fired");
 }
 
-#[tokio::test(start_paused = true)]
+paused!(delay_future_and_timeout_future_complete_exactly_once_at_their_time);
 async fn delay_future_and_timeout_future_complete_exactly_once_at_their_time() {
     let lp = test_loop();
     let t0 = Instant::now();
@@ -83,7 +84,7 @@ async fn delay_future_and_timeout_future_complete_exactly_once_at_their_time() {
     assert_eq!(fast, 7);
 }
 
-#[tokio::test]
+flavours!(run_returns_the_value_given_to_stop_and_rejects_another_type);
 async fn run_returns_the_value_given_to_stop_and_rejects_another_type() {
     let lp = test_loop();
     lp.stop("done");
@@ -116,7 +117,7 @@ fn an_owned_multi_thread_loop_runs_user_code_on_a_worker() {
     assert_ne!(ran_on, caller);
 }
 
-#[tokio::test]
+flavours!(the_tree_snapshot_prints_an_indented_tree);
 async fn the_tree_snapshot_prints_an_indented_tree() {
     let lp = test_loop();
     let j = Journal::new();
@@ -143,7 +144,7 @@ async fn the_tree_snapshot_prints_an_indented_tree() {
     );
 }
 
-#[tokio::test]
+flavours!(a_failure_escalating_past_the_root_ends_run_with_an_error);
 async fn a_failure_escalating_past_the_root_ends_run_with_an_error() {
     let lp = test_loop();
     let j = Journal::new();
@@ -157,7 +158,7 @@ async fn a_failure_escalating_past_the_root_ends_run_with_an_error() {
     assert!(err.to_string().contains("/p"), "{err}");
 }
 
-#[tokio::test]
+flavours!(bad_input_gets_a_clear_error);
 async fn bad_input_gets_a_clear_error() {
     let lp = test_loop();
     let j = Journal::new();
@@ -175,7 +176,7 @@ async fn bad_input_gets_a_clear_error() {
     lp.add(probe("f", &j)).await.unwrap();
 }
 
-#[tokio::test]
+flavours!(serial shutdown_on_signals_is_triggered_by_sigterm);
 async fn shutdown_on_signals_is_triggered_by_sigterm() {
     let lp = Loop::builder()
         .adopt_current()

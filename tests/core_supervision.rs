@@ -1,6 +1,7 @@
 //! Supervision: strategies, restart types, limits, escalation, backoff,
 //! ordered stop, and the kameo 0.22.2 defects of DESIGN.md as regressions.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -41,7 +42,7 @@ fn lookup(lp: &ioasync::Loop, path: &str) -> ioasync::NotifierRef<Probe> {
     lp.lookup::<Probe>(path).expect("probe in tree")
 }
 
-#[tokio::test]
+flavours!(one_for_one_restarts_only_the_failed_child);
 async fn one_for_one_restarts_only_the_failed_child() {
     let (lp, j) = three_children(Strategy::OneForOne).await;
     panic_child(&lp, "/sup/b").await;
@@ -52,7 +53,7 @@ async fn one_for_one_restarts_only_the_failed_child() {
     assert_eq!(lookup(&lp, "/sup/a").restarts(), 0);
 }
 
-#[tokio::test]
+flavours!(one_for_all_restarts_every_sibling_in_order);
 async fn one_for_all_restarts_every_sibling_in_order() {
     let (lp, j) = three_children(Strategy::OneForAll).await;
     panic_child(&lp, "/sup/b").await;
@@ -70,7 +71,7 @@ async fn one_for_all_restarts_every_sibling_in_order() {
     );
 }
 
-#[tokio::test]
+flavours!(rest_for_one_restarts_the_failed_child_and_later_siblings);
 async fn rest_for_one_restarts_the_failed_child_and_later_siblings() {
     let (lp, j) = three_children(Strategy::RestForOne).await;
     panic_child(&lp, "/sup/b").await;
@@ -82,7 +83,7 @@ async fn rest_for_one_restarts_the_failed_child_and_later_siblings() {
     assert_eq!(lookup(&lp, "/sup/a").restarts(), 0);
 }
 
-#[tokio::test]
+flavours!(temporary_children_are_never_restarted);
 async fn temporary_children_are_never_restarted() {
     let lp = test_loop();
     let j = Journal::new();
@@ -98,7 +99,7 @@ async fn temporary_children_are_never_restarted() {
     assert!(!t.is_alive());
 }
 
-#[tokio::test]
+flavours!(transient_children_restart_only_after_an_abnormal_exit);
 async fn transient_children_restart_only_after_an_abnormal_exit() {
     let lp = test_loop();
     let j = Journal::new();
@@ -120,7 +121,7 @@ async fn transient_children_restart_only_after_an_abnormal_exit() {
     assert_eq!(crash.ask(Note("after".into())).await.unwrap(), 1);
 }
 
-#[tokio::test]
+flavours!(permanent_children_restart_even_after_a_normal_exit);
 async fn permanent_children_restart_even_after_a_normal_exit() {
     let lp = test_loop();
     let j = Journal::new();
@@ -130,7 +131,7 @@ async fn permanent_children_restart_even_after_a_normal_exit() {
     assert_eq!(p.ask(Note("x".into())).await.unwrap(), 1);
 }
 
-#[tokio::test]
+flavours!(past_the_limit_a_failure_escalates_exactly_once);
 async fn past_the_limit_a_failure_escalates_exactly_once() {
     let lp = test_loop();
     let j = Journal::new();
@@ -167,7 +168,7 @@ async fn past_the_limit_a_failure_escalates_exactly_once() {
     assert_eq!(lookup(&lp, "/sup").restarts(), 1);
 }
 
-#[tokio::test(start_paused = true)]
+paused!(failures_spread_beyond_the_window_do_not_escalate);
 async fn failures_spread_beyond_the_window_do_not_escalate() {
     let lp = test_loop();
     let j = Journal::new();
@@ -184,7 +185,7 @@ async fn failures_spread_beyond_the_window_do_not_escalate() {
     assert_eq!(lp.root().state(), NodeState::Running);
 }
 
-#[tokio::test(start_paused = true)]
+paused!(restart_backoff_follows_the_configured_curve);
 async fn restart_backoff_follows_the_configured_curve() {
     let lp = test_loop();
     let j = Journal::new();
@@ -221,7 +222,7 @@ async fn restart_backoff_follows_the_configured_curve() {
     assert_eq!(seen, vec![100, 200, 400, 800, 1000]);
 }
 
-#[tokio::test]
+flavours!(stop_goes_leaves_first_in_reverse_start_order);
 async fn stop_goes_leaves_first_in_reverse_start_order() {
     let lp = test_loop();
     let j = Journal::new();
@@ -241,7 +242,7 @@ async fn stop_goes_leaves_first_in_reverse_start_order() {
     assert_eq!(lp.live_notifiers(), 1, "only the root is left");
 }
 
-#[tokio::test(start_paused = true)]
+paused!(a_child_ignoring_a_graceful_stop_is_killed_at_its_deadline);
 async fn a_child_ignoring_a_graceful_stop_is_killed_at_its_deadline() {
     let lp = test_loop();
     let j = Journal::new();
@@ -266,7 +267,7 @@ async fn a_child_ignoring_a_graceful_stop_is_killed_at_its_deadline() {
     assert!(!slow.is_alive() && !stuck.is_alive() && !ok.is_alive());
 }
 
-#[tokio::test]
+flavours!(after_the_loop_shuts_down_no_notifier_actor_is_alive);
 async fn after_the_loop_shuts_down_no_notifier_actor_is_alive() {
     let lp = test_loop();
     let j = Journal::new();
@@ -298,7 +299,7 @@ fn dropping_an_owned_loop_ends_every_notifier_actor() {
     assert!(!refs.0.is_alive() && !refs.1.is_alive());
 }
 
-#[tokio::test]
+flavours!(messages_queued_for_a_failed_permanent_child_reach_its_next_incarnation);
 async fn messages_queued_for_a_failed_permanent_child_reach_its_next_incarnation() {
     let lp = test_loop();
     let j = Journal::new();
@@ -321,7 +322,7 @@ async fn messages_queued_for_a_failed_permanent_child_reach_its_next_incarnation
     );
 }
 
-#[tokio::test]
+flavours!(messages_queued_for_a_child_that_stops_for_good_fail_loudly);
 async fn messages_queued_for_a_child_that_stops_for_good_fail_loudly() {
     let lp = test_loop();
     let j = Journal::new();
@@ -354,7 +355,7 @@ async fn messages_queued_for_a_child_that_stops_for_good_fail_loudly() {
     assert_eq!(j.count("msg /c lost"), 0);
 }
 
-#[tokio::test]
+flavours!(a_panicking_ask_gets_an_error_and_the_child_restarts);
 async fn a_panicking_ask_gets_an_error_and_the_child_restarts() {
     let lp = test_loop();
     let j = Journal::new();
@@ -381,7 +382,7 @@ async fn a_panicking_ask_gets_an_error_and_the_child_restarts() {
 
 // Regressions for the kameo 0.22.2 supervision defects listed in DESIGN.md.
 
-#[tokio::test]
+flavours!(regression_one_for_all_still_restarts_after_a_sibling_stopped_for_good);
 async fn regression_one_for_all_still_restarts_after_a_sibling_stopped_for_good() {
     let lp = test_loop();
     let j = Journal::new();
@@ -401,7 +402,7 @@ async fn regression_one_for_all_still_restarts_after_a_sibling_stopped_for_good(
     assert_eq!(restarts.unwrap(), 1);
 }
 
-#[tokio::test]
+flavours!(regression_stopping_a_permanent_child_leaves_no_zombie);
 async fn regression_stopping_a_permanent_child_leaves_no_zombie() {
     let lp = test_loop();
     let j = Journal::new();
@@ -417,7 +418,7 @@ async fn regression_stopping_a_permanent_child_leaves_no_zombie() {
     assert_eq!(j.count("start /p"), 1, "not restarted");
 }
 
-#[tokio::test]
+flavours!(regression_the_parent_is_told_of_restarts);
 async fn regression_the_parent_is_told_of_restarts() {
     let lp = test_loop();
     let j = Journal::new();
@@ -436,7 +437,7 @@ async fn regression_the_parent_is_told_of_restarts() {
     assert_eq!(lp.tree().find("/p").unwrap().restarts, 1);
 }
 
-#[tokio::test]
+flavours!(regression_dead_children_are_pruned);
 async fn regression_dead_children_are_pruned() {
     let lp = test_loop();
     let j = Journal::new();
@@ -458,7 +459,7 @@ async fn regression_dead_children_are_pruned() {
     assert_eq!(lp.live_notifiers(), 1);
 }
 
-#[tokio::test]
+flavours!(regression_a_new_incarnation_never_starts_while_the_old_is_in_on_stop);
 async fn regression_a_new_incarnation_never_starts_while_the_old_is_in_on_stop() {
     let lp = test_loop();
     let j = Journal::new();

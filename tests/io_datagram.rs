@@ -1,13 +1,14 @@
 //! Datagram sockets: received packets carry their source address; sends
 //! are queued.
 
+#[macro_use]
 mod support;
 
 use ioasync::{Datagram, Dest, SockAddr, Socket, SocketEvent, SocketRef, test_util::Recorder};
 use support::{bounded, test_loop};
 use tokio::net::{UdpSocket, UnixDatagram};
 
-#[tokio::test]
+flavours!(udp_packets_arrive_with_their_source_and_replies_go_back);
 async fn udp_packets_arrive_with_their_source_and_replies_go_back() {
     let lp = test_loop();
     let (rec, sub) = Recorder::new();
@@ -40,12 +41,10 @@ async fn udp_packets_arrive_with_their_source_and_replies_go_back() {
     assert_eq!(from, server_addr);
 }
 
-#[tokio::test]
+flavours!(unix_datagrams_arrive_with_their_source_path);
 async fn unix_datagrams_arrive_with_their_source_path() {
     let lp = test_loop();
-    let dir = std::env::temp_dir().join(format!("ioasync-dgram-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::fresh_dir("dgram");
     let (spath, cpath) = (dir.join("server"), dir.join("client"));
     let (rec, sub) = Recorder::new();
     let server = lp
@@ -64,7 +63,7 @@ async fn unix_datagrams_arrive_with_their_source_path() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[tokio::test]
+flavours!(connect_datagram_resolves_and_sends_to_its_peer);
 async fn connect_datagram_resolves_and_sends_to_its_peer() {
     let lp = test_loop();
     let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -85,7 +84,7 @@ async fn connect_datagram_resolves_and_sends_to_its_peer() {
     assert_eq!(SockAddr::Inet(from), sock.local_addr().await.unwrap());
 }
 
-#[tokio::test]
+flavours!(typed_datagram_frames_through_a_codec);
 async fn typed_datagram_frames_through_a_codec() {
     use ioasync::{DatagramEvent, FramedSocket, FramedSocketRef, codec::LinesCodec};
     let lp = test_loop();

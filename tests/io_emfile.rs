@@ -1,6 +1,7 @@
 //! Out of file descriptors: the listener backs off and recovers instead of
 //! spinning. Alone in its own binary: it lowers the process's fd limit.
 
+#[macro_use]
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use support::{bounded, test_loop};
 use tokio::{net::TcpSocket, sync::Notify};
 
-#[tokio::test]
+flavours!(serial on_emfile_the_listener_backs_off_and_recovers_instead_of_spinning);
 async fn on_emfile_the_listener_backs_off_and_recovers_instead_of_spinning() {
     let lp = test_loop();
     let events = Arc::new(Mutex::new(Vec::new()));

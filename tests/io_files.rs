@@ -1,5 +1,6 @@
 //! File watchers and followed files on real files.
 
+#[macro_use]
 mod support;
 
 use std::{
@@ -16,10 +17,7 @@ use support::{append, bounded, bounded_for, test_loop};
 use tokio::sync::Notify;
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ioasync-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    support::fresh_dir(name)
 }
 
 /// A FileStream collecting whole lines; `notify` fires on each batch.
@@ -59,7 +57,7 @@ async fn wait_lines(lines: &Mutex<Vec<String>>, notify: &Notify, n: usize) {
     .await
 }
 
-#[tokio::test]
+flavours!(ten_thousand_lines_appended_in_bursts_arrive_once_in_order);
 async fn ten_thousand_lines_appended_in_bursts_arrive_once_in_order() {
     let lp = test_loop();
     let d = dir("burst");
@@ -83,7 +81,7 @@ async fn ten_thousand_lines_appended_in_bursts_arrive_once_in_order() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-#[tokio::test]
+flavours!(truncation_and_rotation_lose_nothing_written_after_them);
 async fn truncation_and_rotation_lose_nothing_written_after_them() {
     let lp = test_loop();
     let d = dir("rotate");
@@ -127,7 +125,7 @@ async fn truncation_and_rotation_lose_nothing_written_after_them() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-#[tokio::test]
+flavours!(last_n_lines_and_a_path_that_appears_later);
 async fn last_n_lines_and_a_path_that_appears_later() {
     let lp = test_loop();
     let d = dir("lastn");
@@ -150,7 +148,7 @@ async fn last_n_lines_and_a_path_that_appears_later() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-#[tokio::test]
+flavours!(file_events_fire_once_per_change_and_report_removal_and_recreation);
 async fn file_events_fire_once_per_change_and_report_removal_and_recreation() {
     let lp = test_loop();
     let d = dir("watch");
@@ -197,7 +195,7 @@ async fn file_events_fire_once_per_change_and_report_removal_and_recreation() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-#[tokio::test]
+flavours!(an_unreadable_path_gives_a_clear_error_with_errno);
 async fn an_unreadable_path_gives_a_clear_error_with_errno() {
     let lp = test_loop();
     // A path under a regular file: stat fails with ENOTDIR.
@@ -242,7 +240,7 @@ async fn an_unreadable_path_gives_a_clear_error_with_errno() {
     assert_eq!((err.op(), err.errno()), ("read", Some(21)), "{err}");
 }
 
-#[tokio::test]
+flavours!(loop_watch_file_and_unwatch_file);
 async fn loop_watch_file_and_unwatch_file() {
     let lp = test_loop();
     let d = dir("loopwatch");

@@ -1,6 +1,7 @@
 //! A Stream over stdio (examples/upcase), with stdin a pipe and with stdin
 //! a socket (a pollable fd that is not a pipe).
 
+#[macro_use]
 mod support;
 
 use std::process::Stdio;
@@ -8,7 +9,7 @@ use std::process::Stdio;
 use support::{bounded, example};
 use tokio::{io::AsyncWriteExt, process::Command};
 
-#[tokio::test]
+flavours!(a_stream_over_stdio_reads_a_pipe_to_eof);
 async fn a_stream_over_stdio_reads_a_pipe_to_eof() {
     let mut child = Command::new(example("upcase"))
         .stdin(Stdio::piped())
@@ -24,7 +25,7 @@ async fn a_stream_over_stdio_reads_a_pipe_to_eof() {
     assert_eq!(out.stdout, b"HELLO\nWORLD\n");
 }
 
-#[tokio::test]
+flavours!(a_stream_over_stdio_reads_a_socket_given_as_stdin);
 async fn a_stream_over_stdio_reads_a_socket_given_as_stdin() {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let child = Command::new(example("upcase"))

@@ -1,5 +1,6 @@
 //! The command-line contract of examples/tail (`tail -F`).
 
+#[macro_use]
 mod support;
 
 use std::process::Stdio;
@@ -7,11 +8,9 @@ use std::process::Stdio;
 use support::{append, bounded, example, signal};
 use tokio::{io::AsyncBufReadExt, process::Command};
 
-#[tokio::test]
+flavours!(tail_prints_the_last_lines_then_follows_truncation_and_rotation);
 async fn tail_prints_the_last_lines_then_follows_truncation_and_rotation() {
-    let d = std::env::temp_dir().join(format!("ioasync-tail-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = support::fresh_dir("tail");
     let path = d.join("log");
     append(
         &path,
@@ -43,11 +42,9 @@ async fn tail_prints_the_last_lines_then_follows_truncation_and_rotation() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-#[tokio::test]
+flavours!(tail_waits_for_a_missing_path);
 async fn tail_waits_for_a_missing_path() {
-    let d = std::env::temp_dir().join(format!("ioasync-tail-missing-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = support::fresh_dir("tail-missing");
     let path = d.join("not-yet");
     let mut child = Command::new(example("tail"))
         .arg(&path)

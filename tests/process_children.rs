@@ -1,6 +1,7 @@
 //! Child processes: run_child, exit statuses, exec errors, streams over a
 //! child's output, removal, extra fds, Pid watchers.
 
+#[macro_use]
 mod support;
 
 use std::{
@@ -24,7 +25,7 @@ fn sh(script: &str) -> Command {
     c
 }
 
-#[tokio::test]
+flavours!(run_child_returns_both_streams_and_the_exit_code);
 async fn run_child_returns_both_streams_and_the_exit_code() {
     let lp = test_loop();
     let out = lp
@@ -41,7 +42,7 @@ async fn run_child_returns_both_streams_and_the_exit_code() {
     assert_eq!(&out.stdout[..], b"fed via stdin\nhi from /tmp\n");
 }
 
-#[tokio::test]
+flavours!(stdin_and_stdout_as_streams_in_both_directions);
 async fn stdin_and_stdout_as_streams_in_both_directions() {
     use ioasync::{StreamEvent, StreamRef};
     let lp = test_loop();
@@ -66,7 +67,7 @@ async fn stdin_and_stdout_as_streams_in_both_directions() {
     assert_eq!(got, b"round trip\n");
 }
 
-#[tokio::test]
+flavours!(a_child_killed_by_sigkill_reports_the_signal);
 async fn a_child_killed_by_sigkill_reports_the_signal() {
     let lp = test_loop();
     let (rec, sub) = Recorder::new();
@@ -92,7 +93,7 @@ async fn a_child_killed_by_sigkill_reports_the_signal() {
     );
 }
 
-#[tokio::test]
+flavours!(exec_of_a_missing_binary_is_an_error_with_enoent_and_op_exec);
 async fn exec_of_a_missing_binary_is_an_error_with_enoent_and_op_exec() {
     let lp = test_loop();
     let err = lp
@@ -114,7 +115,7 @@ async fn exec_of_a_missing_binary_is_an_error_with_enoent_and_op_exec() {
     );
 }
 
-#[tokio::test]
+flavours!(a_line_stream_over_stdout_delivers_every_line_of_a_child_that_exits);
 async fn a_line_stream_over_stdout_delivers_every_line_of_a_child_that_exits() {
     let lp = test_loop();
     let lines = Arc::new(AtomicU64::new(0));
@@ -140,7 +141,7 @@ async fn a_line_stream_over_stdout_delivers_every_line_of_a_child_that_exits() {
     assert_eq!(sum.load(Ordering::Relaxed), 100_000 * 100_001 / 2);
 }
 
-#[tokio::test]
+flavours!(removing_a_process_terminates_its_child_term_then_kill);
 async fn removing_a_process_terminates_its_child_term_then_kill() {
     let lp = test_loop();
     // One that dies of TERM...
@@ -174,7 +175,7 @@ async fn removing_a_process_terminates_its_child_term_then_kill() {
     assert_eq!(st.signal(), Some(SignalKind::kill()));
 }
 
-#[tokio::test]
+flavours!(any_fd_can_be_a_pipe_to_or_from_the_child);
 async fn any_fd_can_be_a_pipe_to_or_from_the_child() {
     let lp = test_loop();
     let mut cmd = sh("read x <&4; echo \"got $x\" >&3");
@@ -194,7 +195,7 @@ async fn any_fd_can_be_a_pipe_to_or_from_the_child() {
     assert!(bounded("exit", child.wait()).await.unwrap().success());
 }
 
-#[tokio::test]
+flavours!(a_pid_watcher_fires_once_with_the_exit_status);
 #[allow(clippy::zombie_processes)] // the Pid watcher reaps it
 async fn a_pid_watcher_fires_once_with_the_exit_status() {
     let lp = test_loop();
@@ -212,7 +213,7 @@ async fn a_pid_watcher_fires_once_with_the_exit_status() {
     bounded("watcher gone", w.wait_stopped()).await;
 }
 
-#[tokio::test]
+flavours!(spawn_child_gives_the_pid_and_the_exit);
 async fn spawn_child_gives_the_pid_and_the_exit() {
     let lp = test_loop();
     let mut child = lp.spawn_child(sh("exit 5")).unwrap();
@@ -223,7 +224,7 @@ async fn spawn_child_gives_the_pid_and_the_exit() {
     );
 }
 
-#[tokio::test]
+flavours!(loop_watch_process_reports_the_exit_once);
 #[allow(clippy::zombie_processes)] // the watcher reaps it
 async fn loop_watch_process_reports_the_exit_once() {
     let lp = test_loop();

@@ -1,5 +1,6 @@
 //! The command-line contract of examples/timeout (coreutils `timeout`).
 
+#[macro_use]
 mod support;
 
 use std::process::Stdio;
@@ -24,7 +25,7 @@ async fn timeout(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
-#[tokio::test]
+flavours!(exit_codes_follow_coreutils_timeout);
 async fn exit_codes_follow_coreutils_timeout() {
     let cases: &[(&[&str], i32)] = &[
         (&["5", "true"], 0),
@@ -56,7 +57,7 @@ async fn exit_codes_follow_coreutils_timeout() {
     }
 }
 
-#[tokio::test]
+flavours!(sigint_and_sigterm_are_forwarded_to_the_command);
 async fn sigint_and_sigterm_are_forwarded_to_the_command() {
     for (sig, code) in [("TERM", 143), ("INT", 130)] {
         // The command reports it is running, then waits to be signalled.

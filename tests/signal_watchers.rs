@@ -1,5 +1,6 @@
 //! Signal watchers with real signals raised by this process.
 
+#[macro_use]
 mod support;
 
 use ioasync::{Signal, SignalEvent, SignalKind, test_util::Recorder};
@@ -9,7 +10,7 @@ fn raise(sig: SignalKind) {
     nix::sys::signal::raise(nix::sys::signal::Signal::try_from(sig.as_raw()).unwrap()).unwrap();
 }
 
-#[tokio::test]
+flavours!(serial a_real_sigusr1_reaches_every_watcher_exactly_once);
 async fn a_real_sigusr1_reaches_every_watcher_exactly_once() {
     let lp = test_loop();
     let mut recs = Vec::new();
@@ -44,7 +45,7 @@ async fn a_real_sigusr1_reaches_every_watcher_exactly_once() {
     );
 }
 
-#[tokio::test]
+flavours!(serial removing_the_last_watcher_restores_the_default_disposition);
 async fn removing_the_last_watcher_restores_the_default_disposition() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal as S, sigaction};
     let lp = test_loop();
@@ -70,7 +71,7 @@ async fn removing_the_last_watcher_restores_the_default_disposition() {
     assert_eq!(bounded("delivery", rec.wait_len(1)).await.len(), 1);
 }
 
-#[tokio::test]
+flavours!(serial sigkill_cannot_be_watched_and_says_so);
 async fn sigkill_cannot_be_watched_and_says_so() {
     let lp = test_loop();
     let err = lp
@@ -81,7 +82,7 @@ async fn sigkill_cannot_be_watched_and_says_so() {
     assert!(err.to_string().contains("SIGKILL"), "{err}");
 }
 
-#[tokio::test]
+flavours!(serial loop_attach_and_detach_signal);
 async fn loop_attach_and_detach_signal() {
     let lp = test_loop();
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));

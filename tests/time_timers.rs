@@ -2,6 +2,7 @@
 //! periodic reschedule policies with a tick handler slower than the
 //! interval.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 
 const S: Duration = Duration::from_secs(1);
 
-#[tokio::test(start_paused = true)]
+paused!(a_countdown_stopped_before_expiry_never_fires);
 async fn a_countdown_stopped_before_expiry_never_fires() {
     let lp = test_loop();
     let (rec, sub) = Recorder::new();
@@ -35,7 +36,7 @@ async fn a_countdown_stopped_before_expiry_never_fires() {
     assert!(rec.events().is_empty());
 }
 
-#[tokio::test(start_paused = true)]
+paused!(reset_pushes_the_expiry_and_expiry_fires_once);
 async fn reset_pushes_the_expiry_and_expiry_fires_once() {
     let lp = test_loop();
     let t0 = Instant::now();
@@ -67,7 +68,7 @@ impl<E> TryEmpty for ioasync::EventStream<E> {
     }
 }
 
-#[tokio::test(start_paused = true)]
+paused!(remove_on_expire_takes_the_countdown_out_of_the_tree);
 async fn remove_on_expire_takes_the_countdown_out_of_the_tree() {
     let lp = test_loop();
     let t = lp
@@ -78,7 +79,7 @@ async fn remove_on_expire_takes_the_countdown_out_of_the_tree() {
     assert!(lp.tree().find("/once").is_none());
 }
 
-#[tokio::test(start_paused = true)]
+paused!(an_absolute_timer_fires_at_its_instant_and_leaves);
 async fn an_absolute_timer_fires_at_its_instant_and_leaves() {
     let lp = test_loop();
     let at = Instant::now() + 42 * S;
@@ -113,7 +114,7 @@ async fn ticks_with_slow_handler(
     out
 }
 
-#[tokio::test(start_paused = true)]
+paused!(periodic_hard_keeps_its_schedule_under_a_slow_handler);
 async fn periodic_hard_keeps_its_schedule_under_a_slow_handler() {
     let t0 = Instant::now();
     let ticks = ticks_with_slow_handler(Reschedule::Hard, S * 3 / 2, 8).await;
@@ -132,7 +133,7 @@ async fn periodic_hard_keeps_its_schedule_under_a_slow_handler() {
     );
 }
 
-#[tokio::test(start_paused = true)]
+paused!(periodic_skip_drops_the_ticks_it_is_too_late_for);
 async fn periodic_skip_drops_the_ticks_it_is_too_late_for() {
     let t0 = Instant::now();
     let ticks = ticks_with_slow_handler(Reschedule::Skip, S * 5 / 2, 6).await;
@@ -147,7 +148,7 @@ async fn periodic_skip_drops_the_ticks_it_is_too_late_for() {
     assert!(last.scheduled - t0 > S * 6, "no tick was skipped: {last:?}");
 }
 
-#[tokio::test(start_paused = true)]
+paused!(periodic_drift_schedules_from_the_end_of_the_previous_tick);
 async fn periodic_drift_schedules_from_the_end_of_the_previous_tick() {
     let t0 = Instant::now();
     let ticks = ticks_with_slow_handler(Reschedule::Drift, S * 3 / 2, 6).await;
@@ -166,7 +167,7 @@ async fn periodic_drift_schedules_from_the_end_of_the_previous_tick() {
     );
 }
 
-#[tokio::test(start_paused = true)]
+paused!(a_periodic_timer_with_a_zero_interval_is_refused);
 async fn a_periodic_timer_with_a_zero_interval_is_refused() {
     let lp = test_loop();
     let err = lp

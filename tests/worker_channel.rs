@@ -2,6 +2,7 @@
 //! truncated and oversized frames end the channel with a clear error and
 //! bounded memory.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ enum Msg {
     Done(u64, Result<Vec<u8>, String>),
 }
 
-#[tokio::test]
+flavours!(nested_serde_types_round_trip_both_ways_ten_thousand_in_order);
 async fn nested_serde_types_round_trip_both_ways_ten_thousand_in_order() {
     let (a, b) = UnixStream::pair().unwrap();
     let (to_b, mut from_b) = channel::bridge::<Msg, Msg>(a, 64, DEFAULT_MAX_FRAME);
@@ -82,7 +83,7 @@ async fn feed(bytes: &[u8], close: bool) -> ioasync::Error {
     err
 }
 
-#[tokio::test]
+flavours!(garbage_truncated_and_oversized_frames_end_the_channel_with_a_clear_error);
 async fn garbage_truncated_and_oversized_frames_end_the_channel_with_a_clear_error() {
     let rss0 = rss_bytes();
     // Garbage: a well-formed length around bytes that are no MessagePack Msg.
@@ -103,7 +104,7 @@ async fn garbage_truncated_and_oversized_frames_end_the_channel_with_a_clear_err
     assert!(grown < 64 << 20, "memory grew by {grown} bytes");
 }
 
-#[tokio::test]
+flavours!(an_ended_channel_reads_none_and_a_dead_peer_reads_an_error);
 async fn an_ended_channel_reads_none_and_a_dead_peer_reads_an_error() {
     // Ended: the peer drops its sender; the bridge sends the end marker.
     let (a, b) = UnixStream::pair().unwrap();

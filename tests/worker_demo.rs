@@ -1,5 +1,6 @@
 //! The command-line contract of examples/demo (the flagship).
 
+#[macro_use]
 mod support;
 
 use support::{bounded, example, signal, spawn_with_first_line};
@@ -9,7 +10,7 @@ use tokio::{
     process::Command,
 };
 
-#[tokio::test]
+flavours!(demo_serve_answers_in_order_and_survives_malformed_lines);
 async fn demo_serve_answers_in_order_and_survives_malformed_lines() {
     let (mut server, first, _rest) =
         spawn_with_first_line(Command::new(example("demo")).args(["--serve", "127.0.0.1:0"])).await;
@@ -45,7 +46,7 @@ async fn demo_serve_answers_in_order_and_survives_malformed_lines() {
     assert!(st.success(), "{st}");
 }
 
-#[tokio::test]
+flavours!(demo_self_drives_kills_a_worker_and_exits_zero);
 async fn demo_self_drives_kills_a_worker_and_exits_zero() {
     let out = bounded(
         "demo",

@@ -1,6 +1,7 @@
 //! Function pools of real worker processes: calls, panics, timeouts,
 //! idle shrinking, recycling.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -43,7 +44,7 @@ fn pool(name: &str, entry: &str) -> FunctionSpec {
     Function::spec(name, entry).exec_args(["--exact", "ioasync_worker", "--nocapture"])
 }
 
-#[tokio::test]
+flavours!(calls_run_in_workers_with_serde_arguments_and_results);
 async fn calls_run_in_workers_with_serde_arguments_and_results() {
     let lp = test_loop();
     let sq = lp.add(pool("sq", "square").max_workers(2)).await.unwrap();
@@ -71,7 +72,7 @@ async fn calls_run_in_workers_with_serde_arguments_and_results() {
     assert_eq!(r, ("TRI".into(), 12, Some((-7, true))));
 }
 
-#[tokio::test]
+flavours!(a_panicking_call_fails_with_the_message_and_the_worker_lives_on);
 async fn a_panicking_call_fails_with_the_message_and_the_worker_lives_on() {
     let lp = test_loop();
     let f = lp.add(pool("p", "panic").max_workers(1)).await.unwrap();
@@ -87,7 +88,7 @@ async fn a_panicking_call_fails_with_the_message_and_the_worker_lives_on() {
     assert_eq!((stats.started, stats.died), (1, 0), "{stats:?}");
 }
 
-#[tokio::test]
+flavours!(a_call_past_its_timeout_fails_and_its_worker_is_replaced);
 async fn a_call_past_its_timeout_fails_and_its_worker_is_replaced() {
     let lp = test_loop();
     let f = lp.add(pool("t", "sleep_ms").max_workers(1)).await.unwrap();
@@ -103,7 +104,7 @@ async fn a_call_past_its_timeout_fails_and_its_worker_is_replaced() {
     assert_eq!(f.stats().await.unwrap().started, 2);
 }
 
-#[tokio::test]
+flavours!(idle_timeout_shrinks_the_pool_to_min_workers);
 async fn idle_timeout_shrinks_the_pool_to_min_workers() {
     let lp = test_loop();
     let f = lp
@@ -141,7 +142,7 @@ async fn idle_timeout_shrinks_the_pool_to_min_workers() {
     assert_eq!(shrunk.died, 0, "idle workers are retired, not crashed");
 }
 
-#[tokio::test]
+flavours!(max_worker_calls_recycles_workers);
 async fn max_worker_calls_recycles_workers() {
     let lp = test_loop();
     let f = lp

@@ -1,6 +1,7 @@
 //! Routines: a worker process with a channel in and a channel out,
 //! supervised like any notifier.
 
+#[macro_use]
 mod support;
 
 use ioasync::{Entry, ExitReason, Restart, Routine, RoutineIo, SupervisionEventKind, WorkerPid};
@@ -29,7 +30,7 @@ fn args() -> [&'static str; 3] {
     ["--exact", "ioasync_worker", "--nocapture"]
 }
 
-#[tokio::test]
+flavours!(a_routine_talks_over_its_channels_and_returns_a_result);
 async fn a_routine_talks_over_its_channels_and_returns_a_result() {
     let lp = test_loop();
     let (spec, mut io) = Routine::<u32, u64, u32>::spec("d", "doubler", 16);
@@ -45,7 +46,7 @@ async fn a_routine_talks_over_its_channels_and_returns_a_result() {
     assert_eq!(bounded("result", io.result.wait()).await.unwrap(), 100);
 }
 
-#[tokio::test]
+flavours!(a_panicking_permanent_routine_is_restarted_and_its_supervisor_sees_the_message);
 async fn a_panicking_permanent_routine_is_restarted_and_its_supervisor_sees_the_message() {
     let lp = test_loop();
     let mut events = lp.supervision_events();
@@ -81,7 +82,7 @@ async fn a_panicking_permanent_routine_is_restarted_and_its_supervisor_sees_the_
     assert_eq!(r.restarts(), 1);
 }
 
-#[tokio::test]
+flavours!(a_routine_whose_process_is_sigkilled_fails_with_the_exit_status);
 async fn a_routine_whose_process_is_sigkilled_fails_with_the_exit_status() {
     let lp = test_loop();
     let mut events = lp.supervision_events();

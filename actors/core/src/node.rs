@@ -97,7 +97,10 @@ pub(crate) trait ErasedActor: Send + Sync {
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
-impl<A: kameo::Actor> ErasedActor for kameo::actor::ActorRef<A> {
+impl<A: kameo::Actor> ErasedActor for kameo::actor::ActorRef<A>
+where
+    A::Error: Clone,
+{
     fn kill(&self) {
         kameo::actor::ActorRef::kill(self)
     }
@@ -105,7 +108,11 @@ impl<A: kameo::Actor> ErasedActor for kameo::actor::ActorRef<A> {
         kameo::actor::ActorRef::is_alive(self)
     }
     fn wait_stopped(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.wait_for_shutdown())
+        // After `on_stop` (the mailbox closes before it): the node has
+        // left the tree when this resolves.
+        Box::pin(async move {
+            let _ = self.wait_for_shutdown_result().await;
+        })
     }
     fn is_stopped(&self) -> bool {
         self.with_shutdown_result(|_| ()).is_some()

@@ -406,30 +406,35 @@ impl<N: Notifier> NotifierRef<N> {
     /// The next event of type `E`. The first call subscribes a tap that
     /// this handle and its clones share, so events between two calls are
     /// kept (the 1,024 most recent; older ones are dropped), and each
-    /// event is returned to one caller. Fails once the notifier has left
-    /// the tree and every kept event was taken.
-    pub async fn next_event<E>(&self) -> Result<E>
+    /// event is returned to one caller. The tap is made when `next_event`
+    /// is called, not when its future is first polled: an event emitted
+    /// after the call is not missed. Fails once the notifier has left the
+    /// tree and every kept event was taken.
+    pub fn next_event<E>(&self) -> impl Future<Output = Result<E>> + Send + 'static
     where
         N: Emits<E>,
         E: Clone + Send + 'static,
     {
-        let tap = self.node.tap(|| {
+        let node = self.node.clone();
+        let tap = node.tap(|| {
             let (sub, stream) = Subscription::stream_with(1024, Overflow::DropOldest);
-            let added = self.node.add_subscription("next_event", sub.into_pending());
+            let added = node.add_subscription("next_event", sub.into_pending());
             Tap(added.map(|()| tokio::sync::Mutex::new(stream)))
         });
-        let Ok(stream) = &tap.0 else {
-            return Err(Error::closed(
-                "next_event",
-                format!("notifier {} is not running", self.node.path),
-            ));
-        };
-        stream.lock().await.recv().await.ok_or_else(|| {
-            Error::closed(
-                "next_event",
-                format!("notifier {} left the tree", self.node.path),
-            )
-        })
+        async move {
+            let Ok(stream) = &tap.0 else {
+                return Err(Error::closed(
+                    "next_event",
+                    format!("notifier {} is not running", node.path),
+                ));
+            };
+            stream.lock().await.recv().await.ok_or_else(|| {
+                Error::closed(
+                    "next_event",
+                    format!("notifier {} left the tree", node.path),
+                )
+            })
+        }
     }
 
     /// Stops this notifier and its subtree (leaves first, reverse start
@@ -456,14 +461,14 @@ impl<N: Notifier> NotifierRef<N> {
             .shutdown_children(Some(Instant::now()), &mut report)
             .await;
         self.actor.kill();
-        self.actor.wait_for_shutdown().await;
+        let _ = self.actor.wait_for_shutdown_result().await;
     }
 
     /// Waits until the notifier has stopped for good. When it returns the
     /// notifier has left the tree: `lookup` no longer finds it and
     /// snapshots no longer show it.
     pub async fn wait_stopped(&self) {
-        self.actor.wait_for_shutdown().await
+        let _ = self.actor.wait_for_shutdown_result().await;
     }
 
     /// A snapshot of this notifier and its subtree.
@@ -530,6 +535,13 @@ pub struct NotifierActor<N: Notifier> {
     /// The first start's result, for an `add` that waits for it.
     pub(crate) started: Option<oneshot::Sender<Result<()>>>,
     pub(crate) burst: u32,
+    /// kameo's `StartupFinished` signal was handed back (it is queued
+    /// when the shell starts; taking it before the first `init` leaves the
+    /// mailbox holding only messages).
+    pub(crate) startup_seen: bool,
+    /// Messages that arrived before `StartupFinished`, held for the first
+    /// incarnation.
+    pub(crate) held: Vec<kameo::mailbox::Signal<Self>>,
 }
 
 /// Messages taken from the mailbox in a row before the notifier's source

@@ -194,6 +194,8 @@ impl<N: Notifier> Actor for NotifierActor<N> {
             subs: start.subs,
             started: start.started,
             burst: 0,
+            startup_seen: false,
+            held: Vec::new(),
         })
     }
 
@@ -268,6 +270,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         // mailbox cannot starve the notifier's source or its control.
         if matches!(self.phase, Phase::Running)
             && self.burst < FAIR_BURST
+            && self.held.is_empty()
             && !self.node.ctl_pending()
             && self.state.as_ref().is_some_and(N::accepting)
             && let Ok(signal) = mailbox_rx.try_recv()
@@ -278,6 +281,9 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         loop {
             match &mut self.phase {
                 Phase::Running => {
+                    if !self.held.is_empty() {
+                        return Ok(Some(self.held.remove(0)));
+                    }
                     if self.node.ctl_pending() {
                         self.run_ctl().await;
                         continue;
@@ -303,6 +309,22 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     }
                 }
                 Phase::Starting(ack) => {
+                    if !self.startup_seen {
+                        // kameo queued StartupFinished after `on_start`:
+                        // hand it back now, before the first `init`, holding
+                        // any message that came before it.
+                        match mailbox_rx.try_recv() {
+                            Ok(Signal::StartupFinished) => {
+                                self.startup_seen = true;
+                                return Ok(Some(Signal::StartupFinished));
+                            }
+                            Ok(message) => {
+                                self.held.push(message);
+                                continue;
+                            }
+                            Err(_) => self.startup_seen = true,
+                        }
+                    }
                     let ack = ack.take();
                     self.start_incarnation(ack).await;
                 }
@@ -405,6 +427,8 @@ impl<N: Notifier> NotifierActor<N> {
                 node.shutdown_children(None, &mut report).await;
                 node.shared
                     .publish(&node, SupervisionEventKind::Exited(reason.clone()));
+                // Out of the tree before the `add` hears: its name is free.
+                node.retire();
                 if let Some(tx) = self.started.take() {
                     let _ = tx.send(Err(start_error(&reason)));
                 }

@@ -267,28 +267,40 @@ impl fmt::Debug for AnySpec {
 /// assert_eq!(copy.take(), Some(7));
 /// assert_eq!(args.take(), None);
 /// ```
-pub struct Once<T>(Arc<std::sync::Mutex<Option<T>>>);
+pub struct Once<T>(Arc<std::sync::Mutex<Option<Result<T>>>>);
 
 impl<T> Once<T> {
     /// Arguments for one start.
     pub fn new(value: T) -> Self {
-        Once(Arc::new(std::sync::Mutex::new(Some(value))))
+        Once(Arc::new(std::sync::Mutex::new(Some(Ok(value)))))
     }
 
-    /// Takes the arguments; `None` once taken.
+    /// Arguments that could not be made (a source that failed to open):
+    /// the start they are for fails with `err`.
+    pub fn failed(err: crate::error::Error) -> Self {
+        Once(Arc::new(std::sync::Mutex::new(Some(Err(err)))))
+    }
+
+    /// Takes the arguments; `None` once taken (or if they failed).
     pub fn take(&self) -> Option<T> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .and_then(Result::ok)
     }
 
-    /// Takes the arguments, or fails for a restart of the notifier at
-    /// `path`: what it was started over is gone.
+    /// Takes the arguments, or fails: with the error they were made with,
+    /// or, for a restart of the notifier at `path`, because what it was
+    /// started over is gone.
     pub fn take_for(&self, path: &str) -> Result<T> {
-        self.take().ok_or_else(|| {
-            crate::error::Error::closed(
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(res) => res,
+            None => Err(crate::error::Error::closed(
                 "init",
                 format!("{path} cannot be restarted: what it was started over is gone"),
-            )
-        })
+            )),
+        }
     }
 }
 

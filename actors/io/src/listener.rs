@@ -202,7 +202,7 @@ pub trait ListenerRef {
     /// the child started for it. Built on
     /// [`NotifierRef::next_event`](ioasync_core::NotifierRef::next_event):
     /// connections accepted between two calls are not missed.
-    fn next_accept(&self) -> impl Future<Output = Result<(SockAddr, String)>> + Send;
+    fn next_accept(&self) -> impl Future<Output = Result<(SockAddr, String)>> + Send + 'static;
 }
 
 impl ListenerRef for ioasync_core::NotifierRef<Listener> {
@@ -210,10 +210,17 @@ impl ListenerRef for ioasync_core::NotifierRef<Listener> {
         self.ask(LocalAddr).await
     }
 
-    async fn next_accept(&self) -> Result<(SockAddr, String)> {
-        loop {
-            if let ListenerEvent::Accepted { peer, path } = self.next_event().await? {
-                return Ok((peer, path));
+    fn next_accept(&self) -> impl Future<Output = Result<(SockAddr, String)>> + Send + 'static {
+        // The tap is made now: a connection accepted after this call is seen.
+        let first = self.next_event::<ListenerEvent>();
+        let me = self.clone();
+        async move {
+            let mut ev = first.await?;
+            loop {
+                if let ListenerEvent::Accepted { peer, path } = ev {
+                    return Ok((peer, path));
+                }
+                ev = me.next_event().await?;
             }
         }
     }

@@ -288,6 +288,42 @@ impl Stream {
         })
     }
 
+    /// A supervised stream over a source that can be made again: `make`
+    /// runs at the first start and at every restart and returns the
+    /// stream's spec (its connection, `on_read`, limits; its name and any
+    /// subscriptions are ignored: they are this spec's). A stream over a
+    /// reopened device or FIFO, or a connection made again, restarts like
+    /// any permanent notifier; an `Err` fails that start.
+    ///
+    /// ```
+    /// use ioasync::{Loop, ReadAction, Stream};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let s = lp
+    ///     .add(Stream::respawning("pair", || {
+    ///         let (ours, _theirs) = tokio::net::UnixStream::pair().map_err(|e| ioasync::Error::io("socketpair", e))?;
+    ///         Ok(Stream::spec("pair", ours).on_read(|_io, buf, _eof| {
+    ///             buf.clear();
+    ///             ReadAction::Wait
+    ///         }))
+    ///     }))
+    ///     .await?;
+    /// assert_eq!(s.path(), "/pair");
+    /// # Ok(()) }
+    /// ```
+    pub fn respawning(
+        name: impl Into<String>,
+        make: impl Fn() -> Result<StreamSpec> + Send + Sync + 'static,
+    ) -> Spec<Stream> {
+        Spec::with(name, move || match make() {
+            Ok(spec) => Once::new(spec.args),
+            Err(e) => Once::failed(e),
+        })
+        .restart(Restart::Permanent)
+    }
+
     /// A stream over this program's stdin and stdout (IO::Async's
     /// `new_for_stdio`). The fds are duplicated, so closing the stream
     /// leaves fds 0 and 1 open; a terminal is made non-blocking, which its

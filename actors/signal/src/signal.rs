@@ -105,11 +105,11 @@ impl fmt::Debug for Signal {
 pub trait SignalRef {
     /// Resolves at the next delivery. Built on
     /// [`NotifierRef::next_event`]: deliveries between two calls are kept.
-    fn next_delivery(&self) -> impl Future<Output = Result<SignalEvent>> + Send;
+    fn next_delivery(&self) -> impl Future<Output = Result<SignalEvent>> + Send + 'static;
 }
 
 impl SignalRef for NotifierRef<Signal> {
-    async fn next_delivery(&self) -> Result<SignalEvent> {
-        self.next_event().await
+    fn next_delivery(&self) -> impl Future<Output = Result<SignalEvent>> + Send + 'static {
+        self.next_event()
     }
 }

@@ -201,7 +201,7 @@ pub trait CountdownRef {
     fn is_expired(&self) -> impl Future<Output = Result<bool>> + Send;
     /// Resolves at the next expiry. Built on
     /// [`NotifierRef::next_event`]: expiries between two calls are kept.
-    fn expired(&self) -> impl Future<Output = Result<Expired>> + Send;
+    fn expired(&self) -> impl Future<Output = Result<Expired>> + Send + 'static;
 }
 
 impl CountdownRef for NotifierRef<Countdown> {
@@ -224,7 +224,7 @@ impl CountdownRef for NotifierRef<Countdown> {
     async fn is_expired(&self) -> Result<bool> {
         self.ask(IsExpired).await
     }
-    async fn expired(&self) -> Result<Expired> {
-        self.next_event().await
+    fn expired(&self) -> impl Future<Output = Result<Expired>> + Send + 'static {
+        self.next_event()
     }
 }
