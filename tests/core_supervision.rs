@@ -1,5 +1,5 @@
 //! Supervision: strategies, restart types, limits, escalation, backoff,
-//! ordered stop, and the kameo 0.22.2 defects of DESIGN.md as regressions.
+//! ordered stop, and the kameo 0.22.2 defects of ARCHITECTURE.md as regressions.
 
 #[macro_use]
 mod support;
@@ -380,7 +380,7 @@ async fn a_panicking_ask_gets_an_error_and_the_child_restarts() {
     );
 }
 
-// Regressions for the kameo 0.22.2 supervision defects listed in DESIGN.md.
+// Regressions for the kameo 0.22.2 supervision defects listed in ARCHITECTURE.md.
 
 flavours!(regression_one_for_all_still_restarts_after_a_sibling_stopped_for_good);
 async fn regression_one_for_all_still_restarts_after_a_sibling_stopped_for_good() {
