@@ -58,6 +58,8 @@ async fn a_thousand_open_process_rounds_three_children_at_a_time_never_hang() {
                 let st = bounded("exit", child.wait()).await.unwrap();
                 assert_eq!(st, ExitStatus::Code(code), "round {round} child {k}");
                 assert_eq!(&out.lock().unwrap()[..], b"hi\n", "round {round} child {k}");
+                // It reports the exit, then leaves the tree.
+                bounded("stopped", child.notifier().wait_stopped()).await;
             }
         });
         futures_util::future::join_all(children).await;

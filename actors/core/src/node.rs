@@ -42,6 +42,7 @@ pub(crate) struct Shared {
     by_path: DashMap<Arc<str>, Weak<Node>, PathHash>,
     pub(crate) bus: Bus,
     pub(crate) fatal: Fatal,
+    policies: Mutex<Vec<Arc<Policy>>>,
 }
 
 impl Shared {
@@ -51,11 +52,25 @@ impl Shared {
             by_path: DashMap::with_hasher(PathHash),
             bus: Bus::new(),
             fatal: Fatal::new(),
+            policies: Mutex::new(Vec::new()),
         })
     }
 
     pub(crate) fn publish(&self, node: &Node, what: SupervisionEventKind) {
         self.bus.publish(&node.path, node.kind, what);
+    }
+
+    /// The shared copy of `policy` (most notifiers of a tree share a few).
+    fn intern(&self, policy: Policy) -> Arc<Policy> {
+        let mut known = lock(&self.policies);
+        if let Some(p) = known.iter().find(|p| ***p == policy) {
+            return p.clone();
+        }
+        let p = Arc::new(policy);
+        if known.len() < 64 {
+            known.push(p.clone());
+        }
+        p
     }
 
     pub(crate) fn lookup_path(&self, path: &str) -> Option<Arc<Node>> {
@@ -126,11 +141,14 @@ where
     }
 }
 
-/// What few nodes need, allocated on first use: subscriptions made from
-/// outside the runtime, the event taps of `next_event`, and the lock that
-/// runs its children's group restarts one at a time.
+/// What few nodes need, allocated on first use: control messages other
+/// than a stop, the failure history, subscriptions made from outside the
+/// runtime, the event taps of `next_event`, and the lock that runs its
+/// children's group restarts one at a time.
 #[derive(Default)]
 struct Extras {
+    ctl: Mutex<VecDeque<Ctl>>,
+    history: Mutex<VecDeque<Instant>>,
     subs: Mutex<Vec<PendingSub>>,
     taps: Mutex<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
     group: tokio::sync::Mutex<()>,
@@ -141,12 +159,13 @@ pub(crate) struct Node {
     pub(crate) id: u64,
     pub(crate) path: Arc<str>,
     pub(crate) kind: &'static str,
-    pub(crate) policy: Policy,
+    /// Interned: notifiers with equal policies share one.
+    pub(crate) policy: Arc<Policy>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) span: tracing::Span,
+    /// `None` when tracing was off for it at creation (most nodes).
+    span: Option<Box<tracing::Span>>,
     parent: Option<Weak<Node>>,
     pub(crate) children: Mutex<Vec<Arc<Node>>>,
-    ctl: Mutex<VecDeque<Ctl>>,
     ctl_waker: AtomicWaker,
     state: AtomicU8,
     /// Restarts since it was added (successful or not).
@@ -154,8 +173,6 @@ pub(crate) struct Node {
     /// Incarnations begun, the first start included: tells a stale failure
     /// report (one a group restart already handled) from a current one.
     incarnation: AtomicU32,
-    /// Failure times within the restart window.
-    history: Mutex<VecDeque<Instant>>,
     /// Set once it is stopping for good: nobody restarts it any more.
     stopping: AtomicBool,
     /// Set once it has left the registry and its parent (once only).
@@ -206,6 +223,8 @@ impl Node {
             }),
         };
         let span = tracing::info_span!("notifier", path = %path, kind);
+        let span = (!span.is_disabled()).then(|| Box::new(span));
+        let policy = shared.intern(policy);
         let node = Arc::new(Node {
             id,
             path: path.clone(),
@@ -215,12 +234,10 @@ impl Node {
             span,
             parent: parent.map(Arc::downgrade),
             children: Mutex::new(Vec::new()),
-            ctl: Mutex::new(VecDeque::new()),
             ctl_waker: AtomicWaker::new(),
             state: AtomicU8::new(NodeState::Starting as u8),
             restarts: AtomicU32::new(0),
             incarnation: AtomicU32::new(0),
-            history: Mutex::new(VecDeque::new()),
             stopping: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             ctl_pending: AtomicBool::new(false),
@@ -242,6 +259,15 @@ impl Node {
             }
         }
         Ok(node)
+    }
+
+    /// Its tracing span (a disabled one when tracing was off for it).
+    pub(crate) fn span(&self) -> &tracing::Span {
+        static NONE: OnceLock<tracing::Span> = OnceLock::new();
+        match &self.span {
+            Some(s) => s,
+            None => NONE.get_or_init(tracing::Span::none),
+        }
     }
 
     /// The last part of the path (the root's is empty).
@@ -280,7 +306,7 @@ impl Node {
             // The most common control message needs no queue slot.
             self.stop_requested.store(true, Ordering::Release);
         } else {
-            lock(&self.ctl).push_back(ctl);
+            lock(&self.extras().ctl).push_back(ctl);
         }
         self.ctl_pending.store(true, Ordering::Release);
         self.ctl_waker.wake();
@@ -308,7 +334,11 @@ impl Node {
         if self.stop_requested.swap(false, Ordering::AcqRel) {
             return Some(Ctl::Stop);
         }
-        let mut q = lock(&self.ctl);
+        let Some(extras) = self.extras.get() else {
+            self.ctl_pending.store(false, Ordering::Release);
+            return None;
+        };
+        let mut q = lock(&extras.ctl);
         let ctl = q.pop_front();
         if q.is_empty() {
             self.ctl_pending.store(false, Ordering::Release);
@@ -412,7 +442,7 @@ impl Node {
 
     /// Records a failure now; returns how many fall within the window.
     pub(crate) fn record_failure(&self, now: Instant) -> u32 {
-        let mut h = lock(&self.history);
+        let mut h = lock(&self.extras().history);
         while h
             .front()
             .is_some_and(|t| now.saturating_duration_since(*t) > self.policy.window)

@@ -132,25 +132,22 @@ pub trait Handler<M: Send + 'static>: Notifier {
 /// What a notifier may do from inside `init`, `on_ready` and its handlers.
 pub struct Ctx<'a, N: Notifier> {
     pub(crate) node: &'a Arc<Node>,
-    pub(crate) actor: &'a ActorRef<NotifierActor<N>>,
     /// Only `emit` (through `&mut self`) reaches it, with `get_mut`: the
     /// mutex is never locked; it makes `Ctx` `Sync`, so `&Ctx` may be held
     /// across an `.await`.
     subs: std::sync::Mutex<&'a mut Subscribers>,
-    pub(crate) exit: Option<ExitReason>,
+    /// Boxed: set rarely, and it keeps every handler future small.
+    pub(crate) exit: Option<Box<ExitReason>>,
+    _n: std::marker::PhantomData<fn(N)>,
 }
 
 impl<'a, N: Notifier> Ctx<'a, N> {
-    pub(crate) fn new(
-        node: &'a Arc<Node>,
-        actor: &'a ActorRef<NotifierActor<N>>,
-        subs: &'a mut Subscribers,
-    ) -> Self {
+    pub(crate) fn new(node: &'a Arc<Node>, subs: &'a mut Subscribers) -> Self {
         Ctx {
             node,
-            actor,
             subs: std::sync::Mutex::new(subs),
             exit: None,
+            _n: std::marker::PhantomData,
         }
     }
 
@@ -191,7 +188,10 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// A handle to this notifier.
     pub fn this(&self) -> NotifierRef<N> {
         NotifierRef {
-            actor: self.actor.clone(),
+            actor: self
+                .node
+                .actor_as::<NotifierActor<N>>()
+                .expect("invariant: a node's actor is set before its notifier runs"),
             node: self.node.clone(),
         }
     }
@@ -199,17 +199,17 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// Ends this incarnation normally once the current handler returns. A
     /// permanent notifier is restarted; others stop for good.
     pub fn stop(&mut self) {
-        self.exit = Some(ExitReason::Normal);
+        self.exit = Some(Box::new(ExitReason::Normal));
     }
 
     /// Ends this incarnation abnormally once the current handler returns;
     /// the parent applies its restart policy.
     pub fn fail(&mut self, err: Error) {
-        self.exit = Some(if err.is_panic() {
+        self.exit = Some(Box::new(if err.is_panic() {
             ExitReason::panicked(err.message(), None)
         } else {
             ExitReason::Failed(err)
-        });
+        }));
     }
 
     /// How many times this notifier has been restarted.
@@ -527,7 +527,6 @@ pub(crate) type ArgsFactory<A> = Arc<dyn Fn() -> A + Send + Sync>;
 /// [`NotifierRef`].
 pub struct NotifierActor<N: Notifier> {
     pub(crate) node: Arc<Node>,
-    pub(crate) me: ActorRef<Self>,
     pub(crate) state: Option<N>,
     pub(crate) args: ArgsFactory<N::Args>,
     pub(crate) phase: Phase,
@@ -540,8 +539,9 @@ pub struct NotifierActor<N: Notifier> {
     /// mailbox holding only messages).
     pub(crate) startup_seen: bool,
     /// Messages that arrived before `StartupFinished`, held for the first
-    /// incarnation.
-    pub(crate) held: Vec<kameo::mailbox::Signal<Self>>,
+    /// incarnation (rare: allocated when it happens).
+    #[allow(clippy::box_collection)] // 8 bytes in every actor instead of 24
+    pub(crate) held: Option<Box<Vec<kameo::mailbox::Signal<Self>>>>,
 }
 
 /// Messages taken from the mailbox in a row before the notifier's source
@@ -555,7 +555,7 @@ pub(crate) enum Phase {
     /// Handling messages, the source and control.
     Running,
     /// The incarnation ended: tear it down, then decide.
-    Exiting(ExitReason),
+    Exiting(Box<ExitReason>),
     /// Torn down: waits for its group's `Resume`, or a `Stop`.
     Waiting,
     /// Torn down: starts again at this instant (one-for-one backoff).
@@ -584,6 +584,8 @@ impl Phase {
 pub struct Start<N: Notifier> {
     pub(crate) node: Arc<Node>,
     pub(crate) args: ArgsFactory<N::Args>,
-    pub(crate) subs: Subscribers,
+    /// Boxed: kameo keeps the start arguments for the actor's whole life,
+    /// and most specs subscribe nobody.
+    pub(crate) subs: Option<Box<Subscribers>>,
     pub(crate) started: Option<oneshot::Sender<Result<()>>>,
 }

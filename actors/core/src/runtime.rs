@@ -69,10 +69,14 @@ fn spawn<C: Notifier>(
         spec.policy,
     )?;
     parent.push_child(node.clone());
-    let mut subs = Subscribers::default();
-    for sub in spec.subs.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        sub(&mut subs);
-    }
+    let pending = spec.subs.into_inner().unwrap_or_else(|e| e.into_inner());
+    let subs = (!pending.is_empty()).then(|| {
+        let mut subs = Box::<Subscribers>::default();
+        for sub in pending {
+            sub(&mut subs);
+        }
+        subs
+    });
     let actor = start_actor(&node, spec.args, spec.mailbox, subs, started);
     Ok(NotifierRef { actor, node })
 }
@@ -122,7 +126,7 @@ pub(crate) fn start_actor<C: Notifier>(
     node: &Arc<Node>,
     args: ArgsFactory<C::Args>,
     mailbox: usize,
-    subs: Subscribers,
+    subs: Option<Box<Subscribers>>,
     started: Option<oneshot::Sender<Result<()>>>,
 ) -> ActorRef<NotifierActor<C>> {
     panic::install_hook();
@@ -184,18 +188,17 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         N::kind()
     }
 
-    async fn on_start(start: Start<N>, actor_ref: ActorRef<Self>) -> Result<Self> {
+    async fn on_start(start: Start<N>, _actor_ref: ActorRef<Self>) -> Result<Self> {
         Ok(NotifierActor {
             node: start.node,
-            me: actor_ref,
             state: None,
             args: start.args,
             phase: Phase::Starting(None),
-            subs: start.subs,
+            subs: start.subs.map(|s| *s).unwrap_or_default(),
             started: start.started,
             burst: 0,
             startup_seen: false,
-            held: Vec::new(),
+            held: None,
         })
     }
 
@@ -226,11 +229,11 @@ impl<N: Notifier> Actor for NotifierActor<N> {
             // A kill: no teardown ran. Drop the state (its Drop impls
             // release what it owns), report, and tell the subscribers.
             self.state = None;
-            tracing::warn!(parent: &self.node.span, "notifier killed");
+            tracing::warn!(parent: self.node.span(), "notifier killed");
             self.node
                 .shared
                 .publish(&self.node, SupervisionEventKind::Exited(ExitReason::Killed));
-            self.emit_exit(ExitReason::Killed, false).await;
+            Box::pin(self.emit_exit(ExitReason::Killed, false)).await;
             if let Some(tx) = self.started.take() {
                 let _ = tx.send(Err(Error::closed(
                     "add",
@@ -253,7 +256,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         undelivered: Vec<BoxMessage<Self>>,
     ) -> Result<()> {
         let count = undelivered.len();
-        tracing::warn!(parent: &self.node.span, count, "messages undelivered at stop");
+        tracing::warn!(parent: self.node.span(), count, "messages undelivered at stop");
         self.node
             .shared
             .publish(&self.node, SupervisionEventKind::Undelivered { count });
@@ -270,7 +273,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         // mailbox cannot starve the notifier's source or its control.
         if matches!(self.phase, Phase::Running)
             && self.burst < FAIR_BURST
-            && self.held.is_empty()
+            && self.held.is_none()
             && !self.node.ctl_pending()
             && self.state.as_ref().is_some_and(N::accepting)
             && let Ok(signal) = mailbox_rx.try_recv()
@@ -281,11 +284,15 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         loop {
             match &mut self.phase {
                 Phase::Running => {
-                    if !self.held.is_empty() {
-                        return Ok(Some(self.held.remove(0)));
+                    if let Some(held) = &mut self.held {
+                        let first = held.remove(0);
+                        if held.is_empty() {
+                            self.held = None;
+                        }
+                        return Ok(Some(first));
                     }
                     if self.node.ctl_pending() {
-                        self.run_ctl().await;
+                        Box::pin(self.run_ctl()).await;
                         continue;
                     }
                     self.burst = 0;
@@ -303,9 +310,9 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                         signal = mailbox_rx.recv(), if accepting => return Ok(signal),
                     };
                     if ready {
-                        self.run_ready().await;
+                        self.run_hook(Hook::Ready).await;
                     } else {
-                        self.run_ctl().await;
+                        Box::pin(self.run_ctl()).await;
                     }
                 }
                 Phase::Starting(ack) => {
@@ -319,28 +326,30 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                                 return Ok(Some(Signal::StartupFinished));
                             }
                             Ok(message) => {
-                                self.held.push(message);
+                                self.held.get_or_insert_default().push(message);
                                 continue;
                             }
                             Err(_) => self.startup_seen = true,
                         }
                     }
                     let ack = ack.take();
-                    self.start_incarnation(ack).await;
+                    // Cold paths are boxed: the `next` future (part of every
+                    // idle actor's memory) holds only what the hot path needs.
+                    Box::pin(self.start_incarnation(ack)).await;
                 }
                 Phase::Exiting(reason) => {
-                    let reason = std::mem::replace(reason, ExitReason::Normal);
-                    self.exit_incarnation(reason).await;
+                    let reason = std::mem::replace(&mut **reason, ExitReason::Normal);
+                    Box::pin(self.exit_incarnation(reason)).await;
                 }
                 Phase::Waiting => {
                     self.node.ctl_ready().await;
-                    self.run_ctl().await;
+                    Box::pin(self.run_ctl()).await;
                 }
                 Phase::Backoff(until) => {
                     let until = *until;
                     tokio::select! {
                         biased;
-                        _ = self.node.ctl_ready() => self.run_ctl().await,
+                        _ = self.node.ctl_ready() => Box::pin(self.run_ctl()).await,
                         _ = tokio::time::sleep_until(until) => self.phase = Phase::Starting(None),
                     }
                 }
@@ -350,15 +359,18 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     {
                         return Ok(Some(signal));
                     }
-                    let mut reason = ExitReason::Normal;
-                    self.teardown(&mut reason).await;
-                    self.emit_exit(reason, false).await;
-                    self.phase = Phase::Done;
+                    Box::pin(self.drain_done()).await;
                 }
                 Phase::Done => return Ok(None),
             }
         }
     }
+}
+
+/// The notifier hooks the runtime runs outside handlers.
+enum Hook {
+    Ready,
+    Subscribe,
 }
 
 fn panicked(caught: Caught) -> ExitReason {
@@ -370,7 +382,7 @@ impl<N: Notifier> NotifierActor<N> {
     /// loop); ignored in any other phase.
     fn end(&mut self, reason: ExitReason) {
         if matches!(self.phase, Phase::Running) {
-            self.phase = Phase::Exiting(reason);
+            self.phase = Phase::Exiting(Box::new(reason));
         }
     }
 
@@ -384,8 +396,8 @@ impl<N: Notifier> NotifierActor<N> {
         node.set_state(NodeState::Starting);
         node.take_subscriptions(&mut self.subs);
         let bound = node.policy.init_timeout;
-        let mut ctx = Ctx::new(&node, &self.me, &mut self.subs);
-        let init = panic::catch(N::init((self.args)(), &mut ctx), &node.span);
+        let mut ctx = Ctx::new(&node, &mut self.subs);
+        let init = panic::catch(N::init((self.args)(), &mut ctx), node.span());
         let outcome = match tokio::time::timeout(bound, init).await {
             Ok(Ok(Ok(state))) => Ok(state),
             Ok(Ok(Err(e))) => Err(ExitReason::Failed(e)),
@@ -396,7 +408,7 @@ impl<N: Notifier> NotifierActor<N> {
                 format!("{} did not finish init within {bound:?}", node.path),
             ))),
         };
-        let exit = ctx.exit.take();
+        let exit = ctx.exit.take().map(|b| *b);
         match outcome {
             Ok(state) => {
                 self.state = Some(state);
@@ -414,7 +426,7 @@ impl<N: Notifier> NotifierActor<N> {
                     let _ = tx.send(Ok(()));
                 }
                 if let Some(reason) = exit {
-                    self.phase = Phase::Exiting(reason);
+                    self.phase = Phase::Exiting(Box::new(reason));
                 }
             }
             Err(reason) if first => {
@@ -435,7 +447,7 @@ impl<N: Notifier> NotifierActor<N> {
                 self.emit_exit(reason, false).await;
                 self.phase = Phase::Done;
             }
-            Err(reason) => self.phase = Phase::Exiting(reason),
+            Err(reason) => self.phase = Phase::Exiting(Box::new(reason)),
         }
         if let Some(ack) = ack {
             let _ = ack.send(());
@@ -530,10 +542,10 @@ impl<N: Notifier> NotifierActor<N> {
             return;
         };
         let node = self.node.clone();
-        let mut ctx = Ctx::new(&node, &self.me, &mut self.subs);
-        if let Err(caught) = panic::catch(state.on_stop(&mut ctx), &node.span).await {
+        let mut ctx = Ctx::new(&node, &mut self.subs);
+        if let Err(caught) = panic::catch(state.on_stop(&mut ctx), node.span()).await {
             tracing::error!(
-                parent: &node.span,
+                parent: node.span(),
                 location = caught.location.as_deref().unwrap_or("?"),
                 "on_stop panicked: {}",
                 caught.message
@@ -545,6 +557,14 @@ impl<N: Notifier> NotifierActor<N> {
                 );
             }
         }
+    }
+
+    /// The end of a graceful stop: teardown, `Exit`, done.
+    async fn drain_done(&mut self) {
+        let mut reason = ExitReason::Normal;
+        self.teardown(&mut reason).await;
+        self.emit_exit(reason, false).await;
+        self.phase = Phase::Done;
     }
 
     /// Tells the `Exit` subscribers.
@@ -559,20 +579,21 @@ impl<N: Notifier> NotifierActor<N> {
             .await;
     }
 
-    async fn run_ready(&mut self) {
+    /// Runs `on_ready` or `on_subscribe` as contained code; a panic or an
+    /// exit it asks for ends the incarnation.
+    async fn run_hook(&mut self, hook: Hook) {
         let NotifierActor {
-            node,
-            me,
-            state,
-            subs,
-            ..
+            node, state, subs, ..
         } = self;
         let Some(state) = state.as_mut() else {
             return;
         };
-        let mut ctx = Ctx::new(node, me, subs);
-        let res = panic::catch(state.on_ready(&mut ctx), &node.span).await;
-        let exit = ctx.exit.take();
+        let mut ctx = Ctx::new(node, subs);
+        let res = match hook {
+            Hook::Ready => panic::catch(state.on_ready(&mut ctx), node.span()).await,
+            Hook::Subscribe => panic::catch(state.on_subscribe(&mut ctx), node.span()).await,
+        };
+        let exit = ctx.exit.take().map(|b| *b);
         match res {
             Ok(()) => {
                 if let Some(reason) = exit {
@@ -587,26 +608,7 @@ impl<N: Notifier> NotifierActor<N> {
     /// new subscribers).
     async fn run_ctl(&mut self) {
         if matches!(self.phase, Phase::Running) && self.node.take_subscriptions(&mut self.subs) {
-            let NotifierActor {
-                node,
-                me,
-                state,
-                subs,
-                ..
-            } = self;
-            if let Some(state) = state.as_mut() {
-                let mut ctx = Ctx::new(node, me, subs);
-                let res = panic::catch(state.on_subscribe(&mut ctx), &node.span).await;
-                let exit = ctx.exit.take();
-                match res {
-                    Ok(()) => {
-                        if let Some(reason) = exit {
-                            self.end(reason);
-                        }
-                    }
-                    Err(caught) => self.end(panicked(caught)),
-                }
-            }
+            self.run_hook(Hook::Subscribe).await;
         }
         while let Some(ctl) = self.node.pop_ctl() {
             match ctl {
@@ -660,12 +662,12 @@ impl<N: Notifier> NotifierActor<N> {
 fn log_exit(node: &Node, reason: &ExitReason) {
     match reason {
         ExitReason::Panicked { message, location } => tracing::error!(
-            parent: &node.span,
+            parent: node.span(),
             location = location.as_deref().unwrap_or("?"),
             "notifier panicked: {message}"
         ),
-        ExitReason::Normal => tracing::debug!(parent: &node.span, "notifier exited"),
-        _ => tracing::warn!(parent: &node.span, %reason, "notifier failed"),
+        ExitReason::Normal => tracing::debug!(parent: node.span(), "notifier exited"),
+        _ => tracing::warn!(parent: node.span(), %reason, "notifier failed"),
     }
 }
 
@@ -689,19 +691,15 @@ where
 
     async fn handle(&mut self, msg: M, _kctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
         let NotifierActor {
-            node,
-            me,
-            state,
-            subs,
-            ..
+            node, state, subs, ..
         } = self;
         let state = state
             .as_mut()
             .expect("invariant: the mailbox is read only while an incarnation runs");
-        let mut ctx = Ctx::new(node, me, subs);
+        let mut ctx = Ctx::new(node, subs);
         // kameo catches a panic here and hands it to `on_panic`.
-        let reply = panic::contained(state.handle(msg, &mut ctx), &node.span).await;
-        if let Some(reason) = ctx.exit.take() {
+        let reply = panic::contained(state.handle(msg, &mut ctx), node.span()).await;
+        if let Some(reason) = ctx.exit.take().map(|b| *b) {
             self.end(reason);
         }
         reply

@@ -62,6 +62,11 @@ impl Node {
     }
 
     async fn await_stop(&self, deadline: Option<Instant>, report: &mut ShutdownReport) {
+        if self.actor.get().is_some_and(|a| !a.is_stopped()) {
+            // Most stops finish in the notifier's next turn: give it that
+            // turn before arming a deadline timer (one per stop otherwise).
+            tokio::task::yield_now().await;
+        }
         if let Some(actor) = self.actor.get().filter(|a| !a.is_stopped()) {
             let mut until = Instant::now() + self.policy.stop_timeout;
             if let Some(d) = deadline {
@@ -71,7 +76,7 @@ impl Node {
                 .await
                 .is_err()
             {
-                tracing::warn!(parent: &self.span, "graceful stop overran; killing");
+                tracing::warn!(parent: self.span(), "graceful stop overran; killing");
                 actor.kill();
                 actor.wait_stopped().await;
                 report.overran.push(self.path.to_string());

@@ -164,7 +164,7 @@ async fn resume(node: &Arc<Node>) {
 
 async fn bounded(node: &Arc<Node>, bound: Duration, ack: oneshot::Receiver<()>, what: &str) {
     if tokio::time::timeout(bound, ack).await.is_err() {
-        tracing::warn!(parent: &node.span, ?bound, "did not {what} in time; killing");
+        tracing::warn!(parent: node.span(), ?bound, "did not {what} in time; killing");
         node.shared.publish(node, SupervisionEventKind::Overran);
         let mut report = ShutdownReport::default();
         node.clone()

@@ -7,7 +7,6 @@ use tokio::{sync::broadcast, time::Instant};
 
 use crate::{
     error::Result,
-    event::Subscribers,
     exit::{ExitReason, SupervisionEvent},
     node::{Node, Shared},
     notifier::{Ctx, Notifier, NotifierActor, NotifierRef},
@@ -51,7 +50,7 @@ impl Tree {
             ..Policy::default()
         };
         let node = Node::new(&shared, None, "", "root", policy)?;
-        let actor = start_actor::<Root>(&node, Arc::new(|| ()), 64, Subscribers::default(), None);
+        let actor = start_actor::<Root>(&node, Arc::new(|| ()), 64, None, None);
         let root = NotifierRef { actor, node };
         Ok(Tree { root, shared })
     }
