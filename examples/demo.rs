@@ -18,7 +18,15 @@
 //! throughput, the tree and the pool's restarts, shuts down gracefully, and
 //! exits 0 only if every request was answered correctly. With `--serve
 //! ADDR` the first line on stdout is `listening on <addr>`; SIGINT or
-//! SIGTERM stop it gracefully.
+//! SIGTERM stop it gracefully: reading stops, requests already read are
+//! answered and flushed, then connections close. `--drain SECS` (default
+//! 5) bounds that; what overruns it is cut, named on stderr, and the exit
+//! status is 1.
+//!
+//! A line the codec refuses (longer than 64 bytes, or not UTF-8) is
+//! answered `ERR <message>` in its place. Any number of pipelined requests
+//! per connection is fine: at most 64 are decoded ahead, the rest wait as
+//! bytes, and calls wait for room in the pool's queue.
 
 use std::{
     collections::VecDeque,
@@ -32,7 +40,7 @@ use std::{
 };
 
 use ioasync::{
-    Address, CallOptions, Entry, Framed, Function, FunctionRef, Listen, LocalAddr, Loop,
+    Address, CallOptions, Entry, Framed, Function, FunctionRef, IntoSpec, Listen, LocalAddr, Loop,
     NotifierRef, codec::LinesCodec,
 };
 use tokio::{
@@ -84,6 +92,7 @@ async fn answer(line: String, pool: NotifierRef<Function>) -> String {
 async fn start_service(
     lp: &Loop,
     addr: Address,
+    drain: Duration,
 ) -> ioasync::Result<(NotifierRef<Function>, String)> {
     let pool = lp
         .add(
@@ -107,6 +116,12 @@ async fn start_service(
                 let p = p.clone();
                 async move { Some(answer(line, p).await) }
             })
+            // A line the codec refuses (too long, not UTF-8) is answered in
+            // its place; the connection goes on.
+            .on_decode_error(|e| Some(format!("ERR {}", e.message())))
+            .into_spec()
+            // A stop drains (answers what was read): give it the drain time.
+            .stop_timeout(drain)
         })
         .await?;
     let local = listener.ask(LocalAddr).await?;
@@ -114,7 +129,7 @@ async fn start_service(
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: demo [--serve ADDR] [--seconds N] [--clients N]");
+    eprintln!("usage: demo [--serve ADDR] [--seconds N] [--clients N] [--drain SECS]");
     ExitCode::from(2)
 }
 
@@ -123,7 +138,7 @@ fn main() -> ExitCode {
     ioasync::run_if_worker([Entry::function("primes", count_primes)]);
 
     let mut args = std::env::args().skip(1);
-    let (mut serve, mut seconds, mut clients) = (None, 3.0f64, 4usize);
+    let (mut serve, mut seconds, mut clients, mut drain) = (None, 3.0f64, 4usize, 5.0f64);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
             ("--serve", Some(v)) => serve = Some(v),
@@ -135,11 +150,15 @@ fn main() -> ExitCode {
                 Ok(c) if c > 0 => clients = c,
                 _ => return usage(),
             },
+            ("--drain", Some(v)) => match v.parse() {
+                Ok(s) if s >= 0.0 => drain = s,
+                _ => return usage(),
+            },
             _ => return usage(),
         }
     }
     let lp = match Loop::builder()
-        .shutdown_on_signals(Duration::from_secs(5))
+        .shutdown_on_signals(Duration::from_secs_f64(drain))
         .build()
     {
         Ok(lp) => lp,
@@ -151,7 +170,7 @@ fn main() -> ExitCode {
     let l = lp.clone();
     let result = lp.block_on(async move {
         match serve {
-            Some(addr) => serve_only(l, &addr).await,
+            Some(addr) => serve_only(l, &addr, Duration::from_secs_f64(drain)).await,
             None => self_drive(l, seconds, clients).await,
         }
     });
@@ -164,8 +183,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve_only(lp: Loop, addr: &str) -> ioasync::Result<()> {
-    let (_pool, local) = start_service(&lp, addr.parse()?).await?;
+async fn serve_only(lp: Loop, addr: &str, drain: Duration) -> ioasync::Result<()> {
+    let (_pool, local) = start_service(&lp, addr.parse()?, drain).await?;
     println!("listening on {local}");
     let _ = std::io::stdout().flush();
     match lp.run::<()>().await {
@@ -252,7 +271,7 @@ async fn client(
 }
 
 async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<()> {
-    let (pool, addr) = start_service(&lp, "127.0.0.1:0".parse()?).await?;
+    let (pool, addr) = start_service(&lp, "127.0.0.1:0".parse()?, Duration::from_secs(5)).await?;
     println!("listening on {addr}");
     // The client checks answers against its own sieve (n up to 200,000).
     let limit = 200_000usize;

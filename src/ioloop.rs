@@ -113,7 +113,9 @@ impl LoopBuilder {
 
     /// On SIGINT or SIGTERM, shut the tree down gracefully within
     /// `deadline`, then end [`Loop::run`] with a `Cancelled` error naming
-    /// the signal.
+    /// the signal — or, when something overran the deadline and was cut,
+    /// with a `Timeout` error naming what (so the program can exit
+    /// non-zero).
     pub fn shutdown_on_signals(mut self, deadline: Duration) -> Self {
         self.signals = Some(deadline);
         self
@@ -213,7 +215,17 @@ async fn shutdown_on(lp: Loop, deadline: Duration, name: &'static str) {
     tracing::info!(signal = name, "shutting down on signal");
     let report = lp.shutdown(Some(deadline)).await;
     if !report.is_clean() {
+        // Something was cut: `run` fails with what (not a clean cancel), so
+        // a program exits non-zero.
         tracing::warn!(overran = ?report.overran, "shutdown overran its deadline");
+        return lp.finish(Err(Error::new(
+            "run",
+            ErrorKind::Timeout,
+            format!(
+                "shut down on {name}, but {} overran the {deadline:?} deadline and was cut",
+                report.overran.join(", ")
+            ),
+        )));
     }
     lp.finish(Err(Error::new(
         "run",
@@ -379,7 +391,9 @@ impl Loop {
 
     /// Stops every notifier, leaves first in reverse start order, each
     /// within its stop timeout and all within `deadline`; what overruns is
-    /// killed and reported.
+    /// killed and reported. A stop drains: a framed stream answers the
+    /// requests it has read before it closes (give connections a stop
+    /// timeout as long as the drain they may need).
     pub async fn shutdown(&self, deadline: Option<Duration>) -> ShutdownReport {
         self.inner.tree.shutdown(deadline).await
     }

@@ -18,7 +18,7 @@ use ioasync::{
 };
 use support::{bounded, test_loop, wait_event};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -147,8 +147,8 @@ async fn framed_line_streams_carry_typed_frames_both_ways() {
     assert_eq!(frames, ["olleh", "dlrow"]);
 }
 
-flavours!(an_oversized_frame_closes_that_stream_with_a_decode_error);
-async fn an_oversized_frame_closes_that_stream_with_a_decode_error() {
+flavours!(an_oversized_frame_is_a_decode_error_and_the_stream_goes_on);
+async fn an_oversized_frame_is_a_decode_error_and_the_stream_goes_on() {
     let lp = test_loop();
     let (recorder, sub) = ioasync::test_util::Recorder::new();
     let sub = std::sync::Mutex::new(Some(sub));
@@ -170,13 +170,18 @@ async fn an_oversized_frame_closes_that_stream_with_a_decode_error() {
     let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(&[b'x'; 100]).await.unwrap();
+    c.write_all(b"\nshort\n").await.unwrap();
     let evs = bounded("events", recorder.wait_len(2)).await;
-    let ioasync::FramedEvent::ReadError(e) = &evs[0] else {
+    let ioasync::FramedEvent::DecodeError(e) = &evs[0] else {
         panic!("{evs:?}")
     };
     assert_eq!(e.op(), "decode");
-    let mut lines = BufReader::new(c).lines();
-    assert_eq!(bounded("closed", lines.next_line()).await.unwrap(), None);
+    // The connection goes on: the next line is a frame.
+    assert!(
+        matches!(&evs[1], ioasync::FramedEvent::Frame(l) if l == "short"),
+        "{evs:?}"
+    );
+    drop(c);
 }
 
 flavours!(length_delimited_frames_round_trip);
@@ -228,4 +233,54 @@ async fn future_forms_next_accept_and_stream_closed() {
     s.close_now().await.unwrap();
     bounded("closed", s.closed()).await;
     assert!(!s.is_alive());
+}
+
+flavours!(
+    serve_with_max_in_flight_four_runs_at_most_four_handlers_over_a_thousand_pipelined_frames
+);
+async fn serve_with_max_in_flight_four_runs_at_most_four_handlers_over_a_thousand_pipelined_frames()
+{
+    use std::sync::atomic::AtomicUsize;
+    let lp = test_loop();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (r, m) = (running.clone(), most.clone());
+    let listener = lp
+        .listen("serve", local(), move |conn, _| {
+            let (r, m) = (r.clone(), m.clone());
+            Framed::<LinesCodec, String>::spec("conn", conn, LinesCodec::new()).serve(
+                4,
+                move |line: String| {
+                    let (r, m) = (r.clone(), m.clone());
+                    async move {
+                        let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                        m.fetch_max(now, Ordering::SeqCst);
+                        // Finish out of order: later frames sometimes first.
+                        let n: usize = line.parse().unwrap();
+                        for _ in 0..(n * 7) % 5 {
+                            tokio::task::yield_now().await;
+                        }
+                        r.fetch_sub(1, Ordering::SeqCst);
+                        Some(format!("re {line}"))
+                    }
+                },
+            )
+        })
+        .await
+        .unwrap();
+    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let c = TcpStream::connect(addr).await.unwrap();
+    let (rd, mut wr) = c.into_split();
+    let all: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    wr.write_all(all.as_bytes()).await.unwrap(); // one write: 1,000 frames
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(rd));
+    for i in 0..1000 {
+        let line = bounded("reply", lines.next_line()).await.unwrap().unwrap();
+        assert_eq!(line, format!("re {i}"), "replies in frame order");
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        4,
+        "never more than 4 handlers at once"
+    );
 }

@@ -437,6 +437,14 @@ impl<N: Notifier> NotifierRef<N> {
         }
     }
 
+    /// State every handle of this notifier shares (the notifier reaches it
+    /// too, through [`Ctx::this`]), one per type `T`, made by `init` on
+    /// first use; it outlives restarts. For the handle side of a notifier
+    /// type: a pool's call slots, a cache of what its handles computed.
+    pub fn handle_state<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        self.node.tap(init)
+    }
+
     /// Stops this notifier and its subtree (leaves first, reverse start
     /// order, each within its stop timeout) and removes it from the tree.
     pub async fn stop(&self) -> ShutdownReport {

@@ -59,7 +59,13 @@ pub enum FramedEvent<T> {
     Frame(T),
     /// The peer closed its write side.
     ReadEof,
-    /// Reading or decoding failed (op `read` or `decode`); it closes.
+    /// The codec refused one frame (op `decode`: too long, not UTF-8...).
+    /// The connection goes on with the next frame: replies already due
+    /// are written, and in `serve` mode the frame's reply is what the
+    /// `on_decode_error` hook made of the error, in its place.
+    DecodeError(Error),
+    /// Reading failed (op `read`, errno kept), or the codec cannot go on
+    /// after an error; it closes once the replies already due are written.
     ReadError(Error),
     /// Writing failed (op `write`, errno kept); it closes.
     WriteError(Error),
@@ -110,6 +116,8 @@ type ServeFn<C, O> = Box<dyn FnMut(<C as Decoder>::Item) -> BoxFuture<'static, O
 
 type OnFrame<C, O> = Box<dyn FnMut(&mut FramedIo<'_, C, O>, <C as Decoder>::Item) + Send>;
 
+type OnDecodeError<O> = Box<dyn FnMut(&Error) -> Option<O> + Send>;
+
 /// How to start a [`Framed`].
 pub struct FramedArgs<C: Decoder, O> {
     source: Source,
@@ -117,6 +125,7 @@ pub struct FramedArgs<C: Decoder, O> {
     limits: Limits,
     on_frame: Option<OnFrame<C, O>>,
     serve: Option<(ServeFn<C, O>, usize)>,
+    on_decode_error: Option<OnDecodeError<O>>,
     close_on_read_eof: bool,
 }
 
@@ -160,8 +169,12 @@ where
 
     /// Serves each frame with an async handler: up to `max_in_flight`
     /// run at once, and their replies (`Some`) are written in the order
-    /// the frames came, whatever order the handlers finish in. While
-    /// `max_in_flight` are running, reading pauses (backpressure).
+    /// the frames came, whatever order the handlers finish in. At most
+    /// `max_in_flight` frames are decoded ahead: frames beyond stay as
+    /// bytes in the read buffer, decoding resumes as handlers finish, and
+    /// reading pauses while the handlers are all busy (backpressure).
+    /// Stopping the stream stops reading, lets the running handlers finish
+    /// and their replies flush (within its stop timeout), then closes.
     pub fn serve<F, Fut>(mut self, max_in_flight: usize, mut f: F) -> Self
     where
         F: FnMut(C::Item) -> Fut + Send + 'static,
@@ -171,6 +184,15 @@ where
             Box::new(move |item| Box::pin(f(item))),
             max_in_flight.max(1),
         ));
+        self
+    }
+
+    /// In `serve` mode, the reply written in place of a frame the codec
+    /// refused (`None`: no reply). Without it a refused frame gets no
+    /// reply; either way the stream emits
+    /// [`DecodeError`](FramedEvent::DecodeError) and goes on.
+    pub fn on_decode_error(mut self, f: impl FnMut(&Error) -> Option<O> + Send + 'static) -> Self {
+        self.args.on_decode_error = Some(Box::new(f));
         self
     }
 
@@ -223,9 +245,17 @@ pub struct Framed<C: Decoder, O> {
     codec: C,
     on_frame: Option<OnFrame<C, O>>,
     serve: Option<(ServeFn<C, O>, usize)>,
+    on_decode_error: Option<OnDecodeError<O>>,
     inflight: FuturesOrdered<BoxFuture<'static, Option<O>>>,
     finished: Vec<Option<O>>,
     close_on_read_eof: bool,
+    /// Decoding stopped at `max_in_flight`: frames may wait in the buffer.
+    held_back: bool,
+    /// Consecutive decode errors that consumed nothing.
+    stuck_errors: u8,
+    /// No more frames will be read or decoded (a fatal decode error, a
+    /// stop).
+    reading_done: bool,
 }
 
 impl<C, O> Framed<C, O>
@@ -247,6 +277,7 @@ where
                 limits: Limits::default(),
                 on_frame: None,
                 serve: None,
+                on_decode_error: None,
                 close_on_read_eof: true,
             },
         }
@@ -270,10 +301,40 @@ where
         }
     }
 
-    /// Decodes every whole frame buffered (and the last one at EOF).
+    /// Encodes the replies of finished handlers, in frame order.
+    async fn write_finished(&mut self, ctx: &mut Ctx<'_, Self>) {
+        for out in std::mem::take(&mut self.finished).into_iter().flatten() {
+            let codec = &mut self.codec;
+            let res = self
+                .duplex
+                .append_with(|buf| codec.encode(out, buf))
+                .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()));
+            if let Err(e) = res {
+                ctx.emit(FramedEvent::WriteError(e)).await;
+            }
+        }
+    }
+
+    /// Whether `serve` has all the frames it may hold.
+    fn serve_full(&self) -> bool {
+        self.serve
+            .as_ref()
+            .is_some_and(|(_, max)| self.inflight.len() >= *max)
+    }
+
+    /// Decodes the whole frames buffered (and the last one at EOF), up to
+    /// what `serve` may hold. A refused frame is an event (and, in `serve`
+    /// mode, the `on_decode_error` reply in its place); an error the codec
+    /// cannot get past (twice in a row with nothing consumed) is returned.
     async fn decode_all(&mut self, ctx: &mut Ctx<'_, Self>) -> Result<()> {
         let eof = self.duplex.read_eof;
+        self.held_back = false;
         loop {
+            if self.serve_full() {
+                self.held_back = !self.duplex.rbuf.is_empty();
+                break;
+            }
+            let before = self.duplex.rbuf.len();
             let mut buf = std::mem::take(&mut self.duplex.rbuf);
             let res = if eof {
                 self.codec.decode_eof(&mut buf)
@@ -282,9 +343,25 @@ where
             }
             .map_err(|e| Error::new("decode", ErrorKind::InvalidInput, e.to_string()));
             self.duplex.rbuf = buf;
-            match res? {
-                Some(item) => self.frame(ctx, item).await,
-                None => break,
+            match res {
+                Ok(Some(item)) => {
+                    self.stuck_errors = 0;
+                    self.frame(ctx, item).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let consumed = self.duplex.rbuf.len() < before;
+                    self.stuck_errors = if consumed { 0 } else { self.stuck_errors + 1 };
+                    if self.stuck_errors >= 2 || (eof && !consumed && self.stuck_errors >= 1) {
+                        self.duplex.consumed();
+                        return Err(e);
+                    }
+                    if let (Some(_), Some(f)) = (&self.serve, self.on_decode_error.as_mut()) {
+                        let reply = f(&e);
+                        self.inflight.push_back(Box::pin(std::future::ready(reply)));
+                    }
+                    ctx.emit(FramedEvent::DecodeError(e)).await;
+                }
             }
         }
         self.duplex.consumed();
@@ -306,8 +383,12 @@ where
         if (p.read || p.read_eof)
             && let Err(e) = self.decode_all(ctx).await
         {
+            // The codec cannot go on: read no more, and close once the
+            // replies already due are written.
             ctx.emit(FramedEvent::ReadError(e)).await;
-            return self.close(ctx).await;
+            self.duplex.read_off = true;
+            self.reading_done = true;
+            self.duplex.close_when_empty = true;
         }
         if p.read_eof {
             ctx.emit(FramedEvent::ReadEof).await;
@@ -323,9 +404,18 @@ where
             ctx.emit(FramedEvent::ReadError(e)).await;
             return self.close(ctx).await;
         }
-        if self.duplex.close_when_empty && self.duplex.queued() == 0 && self.inflight.is_empty() {
+        if self.done() {
             self.close(ctx).await;
         }
+    }
+
+    /// Closing was asked for and nothing is left to write or answer.
+    fn done(&self) -> bool {
+        self.duplex.close_when_empty
+            && self.duplex.queued() == 0
+            && self.inflight.is_empty()
+            && self.finished.is_empty()
+            && (self.reading_done || !self.held_back)
     }
 
     async fn close(&mut self, ctx: &mut Ctx<'_, Self>) {
@@ -356,16 +446,21 @@ where
             codec,
             on_frame: args.on_frame,
             serve: args.serve,
+            on_decode_error: args.on_decode_error,
             inflight: FuturesOrdered::new(),
             finished: Vec::new(),
             close_on_read_eof: args.close_on_read_eof,
+            held_back: false,
+            stuck_errors: 0,
+            reading_done: false,
         })
     }
 
     async fn ready(&mut self) {
-        if let Some((_, max)) = &self.serve {
-            // Backpressure: no more frames while the handlers are busy.
-            self.duplex.read_off = self.inflight.len() >= *max;
+        if self.serve.is_some() {
+            // Backpressure: no more bytes while the handlers are all busy
+            // or frames already read wait to be decoded.
+            self.duplex.read_off = self.reading_done || self.serve_full() || self.held_back;
         }
         let busy = !self.inflight.is_empty();
         tokio::select! {
@@ -375,24 +470,18 @@ where
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
-        // Replies of finished handlers, in frame order.
-        for out in std::mem::take(&mut self.finished).into_iter().flatten() {
-            let codec = &mut self.codec;
-            let res = self
-                .duplex
-                .append_with(|buf| codec.encode(out, buf))
-                .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()));
-            if let Err(e) = res {
-                ctx.emit(FramedEvent::WriteError(e)).await;
+        self.write_finished(ctx).await;
+        if self.held_back && !self.reading_done && !self.serve_full() {
+            // Handlers finished: decode the frames waiting in the buffer.
+            if let Err(e) = self.decode_all(ctx).await {
+                ctx.emit(FramedEvent::ReadError(e)).await;
+                self.reading_done = true;
+                self.duplex.close_when_empty = true;
             }
         }
         let p = self.duplex.progress();
         self.after_progress(p, ctx).await;
-        if self.serve.is_some()
-            && self.duplex.close_when_empty
-            && self.duplex.queued() == 0
-            && self.inflight.is_empty()
-        {
+        if self.serve.is_some() && self.done() {
             self.close(ctx).await;
         }
     }
@@ -403,6 +492,13 @@ where
 
     async fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
         if !self.duplex.is_closed() {
+            // Drain: read no more, let the running handlers finish, write
+            // their replies, flush (the stop timeout bounds all of it).
+            self.reading_done = true;
+            while let Some(out) = self.inflight.next().await {
+                self.finished.push(out);
+            }
+            self.write_finished(ctx).await;
             if let Err(e) = self.duplex.drain().await {
                 ctx.emit(FramedEvent::WriteError(e)).await;
             }

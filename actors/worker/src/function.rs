@@ -1,7 +1,7 @@
 //! [`Function`]: a pool of worker processes running one entry point
 //! (IO::Async::Function).
 
-use std::{collections::VecDeque, ffi::OsString, fmt, time::Duration};
+use std::{collections::VecDeque, ffi::OsString, fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -13,7 +13,7 @@ use ioasync_process::ExitStatus;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
     net::unix::OwnedWriteHalf,
-    sync::{mpsc, oneshot},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
     time::Instant,
 };
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -79,8 +79,10 @@ impl FunctionSpec {
         self
     }
 
-    /// Calls waiting for a worker, at most (default 1024); past it a call
-    /// fails at once with a `Full` error.
+    /// Calls waiting for a worker, at most (default 1024). The queue's
+    /// overflow policy is `Wait`: past the bound, [`FunctionRef::call`]
+    /// waits for room (backpressure) and [`FunctionRef::try_call`] fails at
+    /// once with a `Full` error naming the queue and its bound.
     pub fn queue(mut self, n: usize) -> Self {
         self.args.queue = n.max(1);
         self
@@ -116,6 +118,34 @@ struct Call {
     deadline: Option<Instant>,
     retry_safe: bool,
     attempts: u32,
+    /// Its place in the bounded call queue, given back when a worker takes
+    /// the call.
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+/// The call queue's places, shared by the pool and its handles: a caller
+/// takes one before its call is queued (waiting for room with `call`,
+/// failing at once with `try_call`).
+struct CallSlots {
+    slots: Arc<Semaphore>,
+    bound: usize,
+}
+
+impl CallSlots {
+    fn of(pool: &NotifierRef<Function>, bound: usize) -> Arc<CallSlots> {
+        pool.handle_state(|| CallSlots {
+            slots: Arc::new(Semaphore::new(bound)),
+            bound,
+        })
+    }
+
+    fn full(&self) -> Error {
+        Error::new(
+            "call",
+            ErrorKind::Full,
+            format!("the call queue is full ({} calls)", self.bound),
+        )
+    }
 }
 
 struct Worker {
@@ -196,7 +226,7 @@ impl Function {
                 max_workers: 4,
                 idle_timeout: None,
                 max_worker_calls: None,
-                queue: 1024,
+                queue: DEFAULT_QUEUE,
                 max_frame: frame::DEFAULT_MAX_FRAME,
                 call_timeout: None,
             },
@@ -290,6 +320,8 @@ impl Function {
                 }
             };
             let w = &mut self.workers[idx];
+            let mut call = call;
+            call.slot = None; // out of the queue: room for the next caller
             let frame = frame::worker_frame(CALL, call.id, &call.payload).freeze();
             let writer = w.writer.as_mut().expect("checked above");
             match writer.send(frame).await {
@@ -440,7 +472,8 @@ impl Notifier for Function {
         "function"
     }
 
-    async fn init(args: FunctionArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+    async fn init(args: FunctionArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        CallSlots::of(&ctx.this(), args.queue);
         let (tx, rx) = mpsc::unbounded_channel();
         let mut f = Function {
             args,
@@ -522,9 +555,13 @@ pub struct CallRaw {
     pub reply: oneshot::Sender<Result<Bytes>>,
 }
 
+/// The same, holding its place in the call queue (what `call` sends).
+struct QueuedCall(CallRaw, OwnedSemaphorePermit);
+
 impl Handler<CallRaw> for Function {
     type Reply = ();
     async fn handle(&mut self, m: CallRaw, _ctx: &mut Ctx<'_, Self>) {
+        // A raw call holds no place: refused when the queue is full.
         if self.queue.len() >= self.args.queue {
             let _ = m.reply.send(Err(Error::new(
                 "call",
@@ -533,6 +570,19 @@ impl Handler<CallRaw> for Function {
             )));
             return;
         }
+        self.enqueue(m, None).await;
+    }
+}
+
+impl Handler<QueuedCall> for Function {
+    type Reply = ();
+    async fn handle(&mut self, QueuedCall(m, slot): QueuedCall, _ctx: &mut Ctx<'_, Self>) {
+        self.enqueue(m, Some(slot)).await;
+    }
+}
+
+impl Function {
+    async fn enqueue(&mut self, m: CallRaw, slot: Option<OwnedSemaphorePermit>) {
         let timeout = m.options.timeout.or(self.args.call_timeout);
         self.next_call += 1;
         self.queue.push_back(Call {
@@ -542,6 +592,7 @@ impl Handler<CallRaw> for Function {
             deadline: timeout.map(|t| Instant::now() + t),
             retry_safe: m.options.retry_safe,
             attempts: 0,
+            slot,
         });
         self.dispatch().await;
     }
@@ -565,8 +616,16 @@ impl Handler<Stats> for Function {
 
 /// Calls on a pool's handle.
 pub trait FunctionRef {
-    /// Calls the entry with `args`; resolves with its result.
+    /// Calls the entry with `args`; resolves with its result. When the call
+    /// queue is full it waits for room (backpressure), then queues.
     fn call<A, R>(&self, args: &A) -> impl Future<Output = Result<R>> + Send
+    where
+        A: Serialize + Sync,
+        R: DeserializeOwned + Send;
+
+    /// Like [`FunctionRef::call`], but fails at once with a `Full` error
+    /// when the call queue is full instead of waiting for room.
+    fn try_call<A, R>(&self, args: &A) -> impl Future<Output = Result<R>> + Send
     where
         A: Serialize + Sync,
         R: DeserializeOwned + Send;
@@ -585,6 +644,58 @@ pub trait FunctionRef {
     fn stats(&self) -> impl Future<Output = Result<FunctionStats>> + Send;
 }
 
+/// The default bound of a pool's call queue.
+const DEFAULT_QUEUE: usize = 1024;
+
+/// Queues one call holding its place (`slot`, awaited first) and waits for
+/// the result.
+async fn queued_call<A, R, S>(
+    pool: &NotifierRef<Function>,
+    args: &A,
+    options: CallOptions,
+    slot: S,
+) -> Result<R>
+where
+    A: Serialize + Sync,
+    R: DeserializeOwned + Send,
+    S: IntoFuture,
+    S::Output: IntoSlot,
+{
+    let payload = frame::encode(args)?;
+    let slot = slot.await.into_slot()?;
+    let (tx, rx) = oneshot::channel();
+    pool.tell(QueuedCall(
+        CallRaw {
+            payload,
+            options,
+            reply: tx,
+        },
+        slot,
+    ))
+    .await?;
+    let bytes = rx
+        .await
+        .map_err(|_| Error::closed("call", "the function pool stopped"))??;
+    frame::decode(&bytes)
+}
+
+/// A place in the call queue, or the error of not getting one.
+trait IntoSlot {
+    fn into_slot(self) -> Result<OwnedSemaphorePermit>;
+}
+
+impl IntoSlot for OwnedSemaphorePermit {
+    fn into_slot(self) -> Result<OwnedSemaphorePermit> {
+        Ok(self)
+    }
+}
+
+impl IntoSlot for Result<OwnedSemaphorePermit> {
+    fn into_slot(self) -> Result<OwnedSemaphorePermit> {
+        self
+    }
+}
+
 impl FunctionRef for NotifierRef<Function> {
     async fn call<A, R>(&self, args: &A) -> Result<R>
     where
@@ -594,23 +705,41 @@ impl FunctionRef for NotifierRef<Function> {
         self.call_with(args, CallOptions::default()).await
     }
 
+    async fn try_call<A, R>(&self, args: &A) -> Result<R>
+    where
+        A: Serialize + Sync,
+        R: DeserializeOwned + Send,
+    {
+        let slots = CallSlots::of(self, DEFAULT_QUEUE);
+        let slot = slots
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| slots.full())?;
+        queued_call(self, args, CallOptions::default(), std::future::ready(slot)).await
+    }
+
     async fn call_with<A, R>(&self, args: &A, options: CallOptions) -> Result<R>
     where
         A: Serialize + Sync,
         R: DeserializeOwned + Send,
     {
-        let payload = frame::encode(args)?;
-        let (tx, rx) = oneshot::channel();
-        self.tell(CallRaw {
-            payload,
-            options,
-            reply: tx,
-        })
-        .await?;
-        let bytes = rx
-            .await
-            .map_err(|_| Error::closed("call", "the function pool stopped"))??;
-        frame::decode(&bytes)
+        let slots = CallSlots::of(self, DEFAULT_QUEUE);
+        let call = queued_call(self, args, options, async {
+            slots
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::closed("call", "the function pool stopped"))
+        });
+        match options.timeout {
+            // The timeout counts the wait for room too.
+            Some(t) => tokio::time::timeout(t, call)
+                .await
+                .map_err(|_| Error::timeout("call"))?,
+            None => call.await,
+        }
     }
 
     async fn stats(&self) -> Result<FunctionStats> {
