@@ -220,6 +220,31 @@ pub struct Stream {
     close_on_read_eof: bool,
     eof_delivered: bool,
     reads: std::collections::VecDeque<PendingRead>,
+    /// How it ended, for reads that come after it stopped.
+    end: std::sync::Arc<StreamEnd>,
+}
+
+/// How a stream ended, shared with its handles: a read made after the
+/// stream stopped gets the end of stream (after a clean EOF) or the error
+/// that ended it.
+#[derive(Default)]
+struct StreamEnd(std::sync::Mutex<Option<Result<()>>>);
+
+impl StreamEnd {
+    fn of(stream: &NotifierRef<Stream>) -> std::sync::Arc<StreamEnd> {
+        stream.handle_state(StreamEnd::default)
+    }
+
+    fn set(&self, how: Result<()>) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(how);
+        }
+    }
+
+    fn get(&self) -> Option<Result<()>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// What a future-returning read waits for.
@@ -236,7 +261,10 @@ pub enum ReadFor {
 }
 
 /// The result of a future-returning read: the bytes, and whether EOF was
-/// reached.
+/// reached. At a clean end of stream — the peer closed and every byte
+/// before was read — a read returns `Ok` with no bytes and `true`, also
+/// after the stream has stopped; a read the stream could not complete
+/// fails with the error that ended it (a read error keeps its errno).
 pub type ReadResult = Result<(Bytes, bool)>;
 
 struct PendingRead {
@@ -445,25 +473,44 @@ impl Stream {
             ctx.emit(StreamEvent::Flushed).await;
         }
         if let Some(e) = p.write_error {
-            ctx.emit(StreamEvent::WriteError(e)).await;
-            return self.close(ctx).await;
+            ctx.emit(StreamEvent::WriteError(e.clone())).await;
+            return self.close_with(ctx, Some(e)).await;
         }
         if let Some(e) = p.read_error {
-            ctx.emit(StreamEvent::ReadError(e)).await;
-            return self.close(ctx).await;
+            ctx.emit(StreamEvent::ReadError(e.clone())).await;
+            return self.close_with(ctx, Some(e)).await;
         }
-        if self.duplex.close_when_empty && self.duplex.queued() == 0 {
+        // Bytes nobody consumed wait for future-returning reads: a stream
+        // at EOF closes once they were read (or when it has an on_read).
+        let unread = !self.duplex.rbuf.is_empty() && self.on_read.is_none();
+        if self.duplex.close_when_empty && self.duplex.queued() == 0 && !unread {
             self.close(ctx).await;
         }
     }
 
     async fn close(&mut self, ctx: &mut Ctx<'_, Self>) {
-        for r in self.reads.drain(..) {
-            let _ = r.reply.send(Err(Error::closed(
+        self.close_with(ctx, None).await;
+    }
+
+    /// Closes; pending reads get the end of stream after a clean EOF, or
+    /// `err` (what ended it), or a closed error.
+    async fn close_with(&mut self, ctx: &mut Ctx<'_, Self>, err: Option<Error>) {
+        let how = match (&err, self.duplex.read_eof) {
+            (Some(e), _) => Err(e.clone()),
+            (None, true) => Ok(()),
+            (None, false) => Err(Error::closed(
                 "read",
                 "the stream closed before the read completed",
-            )));
+            )),
+        };
+        for r in self.reads.drain(..) {
+            let reply = match &how {
+                Ok(()) => Ok((Bytes::new(), true)),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = r.reply.send(reply);
         }
+        self.end.set(how);
         if !self.duplex.is_closed() {
             self.duplex.close();
             ctx.emit(StreamEvent::Closed).await;
@@ -488,6 +535,7 @@ impl Notifier for Stream {
             close_on_read_eof: args.close_on_read_eof,
             eof_delivered: false,
             reads: std::collections::VecDeque::new(),
+            end: StreamEnd::of(&ctx.this()),
         })
     }
 
@@ -512,13 +560,14 @@ impl Notifier for Stream {
     }
 
     async fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
-        // A graceful stop flushes what was accepted.
+        // A graceful stop flushes what was accepted; pending reads get the
+        // end of stream (after EOF) or a closed error.
         if !self.duplex.is_closed() {
-            if let Err(e) = self.duplex.drain().await {
-                ctx.emit(StreamEvent::WriteError(e)).await;
+            let err = self.duplex.drain().await.err();
+            if let Some(e) = &err {
+                ctx.emit(StreamEvent::WriteError(e.clone())).await;
             }
-            self.duplex.close();
-            ctx.emit(StreamEvent::Closed).await;
+            self.close_with(ctx, err).await;
         }
     }
 }
@@ -548,7 +597,11 @@ impl Handler<Read> for Stream {
     type Reply = ();
     async fn handle(&mut self, Read(want, reply): Read, ctx: &mut Ctx<'_, Self>) {
         if self.duplex.is_closed() {
-            let _ = reply.send(Err(Error::closed("read", "the stream is closed")));
+            let _ = reply.send(match self.end.get() {
+                Some(Ok(())) => Ok((Bytes::new(), true)),
+                Some(Err(e)) => Err(e),
+                None => Err(Error::closed("read", "the stream is closed")),
+            });
             return;
         }
         self.reads.push_back(PendingRead { want, reply });
@@ -704,9 +757,20 @@ impl StreamRef for NotifierRef<Stream> {
     }
 
     async fn read(&self, want: ReadFor) -> ReadResult {
+        let end = StreamEnd::of(self);
+        // After the stream stopped: how it ended is the answer.
+        let ended = |fallback: Error| match end.get() {
+            Some(Ok(())) => Ok((Bytes::new(), true)),
+            Some(Err(e)) => Err(e),
+            None => Err(fallback),
+        };
         let (tx, rx) = oneshot::channel();
-        self.tell(Read(want, tx)).await?;
-        rx.await
-            .unwrap_or_else(|_| Err(Error::closed("read", "the stream stopped")))
+        if let Err(e) = self.tell(Read(want, tx)).await {
+            return ended(e);
+        }
+        match rx.await {
+            Ok(res) => res,
+            Err(_) => ended(Error::closed("read", "the stream stopped")),
+        }
     }
 }
