@@ -62,3 +62,60 @@ async fn a_pending_read_on_a_connection_reset_by_its_peer_fails_with_econnreset(
     let again = stream.read(ReadFor::AtMost(1)).await.unwrap_err();
     assert_eq!(again.errno(), Some(libc::ECONNRESET), "{again}");
 }
+
+flavours!(close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_never_reads);
+async fn close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_never_reads() {
+    use ioasync::{Limits, Write};
+    let lp = test_loop();
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = raw.local_addr().unwrap();
+    let (conn, accepted) = tokio::join!(lp.connect(addr), raw.accept());
+    let limits = Limits {
+        write_high: 256 << 10,
+        write_low: 64 << 10,
+        ..Limits::default()
+    };
+    let stream = lp
+        .add(Stream::spec("s", conn.unwrap()).limits(limits))
+        .await
+        .unwrap();
+    let _peer = accepted.unwrap().0; // never reads
+    // Writers fill the kernel buffers, the write buffer to its high
+    // watermark, then the mailbox, and wait.
+    let writer = {
+        let s = stream.clone();
+        tokio::spawn(async move {
+            loop {
+                if s.tell(Write(vec![7u8; 64 << 10].into(), None))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    };
+    let path = stream.path().to_owned();
+    bounded("the writers wait", async {
+        loop {
+            let t = lp.tree();
+            let n = t.find(&path).unwrap();
+            if n.queue == Some(64) && n.buffered.is_some_and(|b| b as usize >= limits.write_high) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Introspection and control do not wait for the peer.
+    let one_second = std::time::Duration::from_secs(1);
+    let info = support::bounded_for(one_second, "info", stream.info())
+        .await
+        .unwrap();
+    assert!(info.queued >= limits.write_high, "{info:?}");
+    support::bounded_for(one_second, "close_now", stream.close_now())
+        .await
+        .unwrap();
+    support::bounded_for(one_second, "closed", stream.closed()).await;
+    writer.abort();
+}

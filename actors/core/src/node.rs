@@ -100,6 +100,9 @@ pub(crate) enum Ctl {
     Resume(oneshot::Sender<()>),
     /// A child gave up: end this incarnation with this reason.
     Fail(ExitReason),
+    /// A message handled ahead of the mailbox (a `Box<dyn Urgent<N>>` of
+    /// the notifier's type), even while the notifier takes no messages.
+    Urgent(Box<dyn Any + Send>),
 }
 
 /// What a node needs of its actor, with the actor type erased.

@@ -244,6 +244,8 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         // Leave the tree first: whoever hears `Stopped` (or returns from
         // `wait_stopped`) finds it gone.
         self.node.retire();
+        // Control left unanswered (urgent asks) is dropped: its askers hear.
+        while self.node.pop_ctl().is_some() {}
         self.node
             .shared
             .publish(&self.node, SupervisionEventKind::Stopped);
@@ -363,6 +365,69 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                 }
                 Phase::Done => return Ok(None),
             }
+        }
+    }
+}
+
+/// A message handled ahead of the mailbox (see [`NotifierRef::ask_now`]).
+pub(crate) trait Urgent<N: Notifier>: Send {
+    fn run<'s, 'c: 's>(
+        self: Box<Self>,
+        state: &'s mut N,
+        ctx: &'s mut Ctx<'c, N>,
+    ) -> BoxFuture<'s, ()>;
+}
+
+struct UrgentAsk<M, R> {
+    msg: M,
+    reply: oneshot::Sender<R>,
+}
+
+impl<N, M> Urgent<N> for UrgentAsk<M, N::Reply>
+where
+    N: Handler<M>,
+    M: Send + 'static,
+{
+    fn run<'s, 'c: 's>(
+        self: Box<Self>,
+        state: &'s mut N,
+        ctx: &'s mut Ctx<'c, N>,
+    ) -> BoxFuture<'s, ()> {
+        Box::pin(async move {
+            let reply = state.handle(self.msg, ctx).await;
+            let _ = self.reply.send(reply);
+        })
+    }
+}
+
+impl<N: Notifier> NotifierRef<N> {
+    /// Sends `msg` ahead of the mailbox and waits for the reply: it is
+    /// handled at the notifier's next turn even while its mailbox is full
+    /// or it takes no messages (a stream above its write high watermark).
+    /// For control and introspection (close now, info, reads), never for
+    /// data that must keep its order with the mailbox. Fails when the
+    /// notifier is not running.
+    pub async fn ask_now<M>(&self, msg: M) -> Result<N::Reply>
+    where
+        N: Handler<M>,
+        M: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let urgent: Box<dyn Urgent<N>> = Box::new(UrgentAsk { msg, reply: tx });
+        if self.node.is_retired() {
+            return Err(Error::closed(
+                "ask",
+                format!("notifier {} is not running", self.node.path),
+            ));
+        }
+        self.node.push_ctl(Ctl::Urgent(Box::new(urgent)));
+        let not_running =
+            || Error::closed("ask", format!("notifier {} is not running", self.node.path));
+        // A notifier that stops before its next turn never answers.
+        tokio::select! {
+            biased; // a reply sent just before the notifier stopped wins
+            reply = rx => reply.map_err(|_| not_running()),
+            () = self.wait_stopped() => Err(not_running()),
         }
     }
 }
@@ -604,6 +669,27 @@ impl<N: Notifier> NotifierActor<N> {
         }
     }
 
+    /// Runs an urgent message's handler as contained code.
+    async fn run_urgent(&mut self, msg: Box<dyn Urgent<N>>) {
+        let NotifierActor {
+            node, state, subs, ..
+        } = self;
+        let Some(state) = state.as_mut() else {
+            return;
+        };
+        let mut ctx = Ctx::new(node, subs);
+        let res = panic::catch(msg.run(state, &mut ctx), node.span()).await;
+        let exit = ctx.exit.take().map(|b| *b);
+        match res {
+            Ok(()) => {
+                if let Some(reason) = exit {
+                    self.end(reason);
+                }
+            }
+            Err(caught) => self.end(panicked(caught)),
+        }
+    }
+
     /// Runs every queued control message (and tells a running notifier of
     /// new subscribers).
     async fn run_ctl(&mut self) {
@@ -635,6 +721,15 @@ impl<N: Notifier> NotifierActor<N> {
                     let _ = ack.send(());
                 }
                 Ctl::Fail(reason) => self.end(reason),
+                Ctl::Urgent(msg) => {
+                    // Dropped (its asker hears "not running") unless an
+                    // incarnation runs.
+                    if let (Phase::Running, Ok(msg)) =
+                        (&self.phase, msg.downcast::<Box<dyn Urgent<N>>>())
+                    {
+                        self.run_urgent(*msg).await;
+                    }
+                }
             }
         }
     }

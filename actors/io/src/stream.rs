@@ -710,13 +710,15 @@ pub trait StreamRef {
     /// Closes once everything queued is written.
     fn close_when_empty(&self) -> impl Future<Output = Result<()>> + Send;
 
-    /// Closes now; queued writes fail.
+    /// Closes now; queued writes fail. Taken at once, even while writers
+    /// wait for room (it does not queue behind them).
     fn close_now(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Half-close: shuts the write side once the queue is empty.
     fn shutdown_write(&self) -> impl Future<Output = Result<()>> + Send;
 
-    /// Addresses and buffer sizes.
+    /// Addresses and buffer sizes, answered at once (not behind queued
+    /// writes).
     fn info(&self) -> impl Future<Output = Result<StreamInfo>> + Send;
 
     /// Resolves once the stream has closed (its fds are closed).
@@ -741,7 +743,8 @@ impl StreamRef for NotifierRef<Stream> {
     }
 
     async fn close_now(&self) -> Result<()> {
-        self.tell(CloseNow).await
+        // Ahead of the mailbox: a peer that stopped reading cannot hold it.
+        self.ask_now(CloseNow).await
     }
 
     async fn shutdown_write(&self) -> Result<()> {
@@ -749,7 +752,7 @@ impl StreamRef for NotifierRef<Stream> {
     }
 
     async fn info(&self) -> Result<StreamInfo> {
-        self.ask(Info).await
+        self.ask_now(Info).await
     }
 
     async fn closed(&self) {
@@ -764,9 +767,11 @@ impl StreamRef for NotifierRef<Stream> {
             Some(Err(e)) => Err(e),
             None => Err(fallback),
         };
-        let (tx, rx) = oneshot::channel();
-        if let Err(e) = self.tell(Read(want, tx)).await {
-            return ended(e);
+        let (tx, mut rx) = oneshot::channel();
+        // Ahead of the mailbox: writes waiting for room do not hold reads.
+        if let Err(e) = self.ask_now(Read(want, tx)).await {
+            // It may have answered just before it stopped.
+            return rx.try_recv().unwrap_or_else(|_| ended(e));
         }
         match rx.await {
             Ok(res) => res,
