@@ -159,3 +159,49 @@ async fn max_worker_calls_recycles_workers() {
         assert!(chunk.iter().all(|p| *p == chunk[0]), "{pids:?}");
     }
 }
+
+flavours!(a_full_call_queue_makes_call_wait_and_try_call_fail_naming_its_bound);
+async fn a_full_call_queue_makes_call_wait_and_try_call_fail_naming_its_bound() {
+    let lp = test_loop();
+    let pool = lp
+        .add(
+            Function::spec("q", "sleep_ms")
+                .min_workers(1)
+                .max_workers(1)
+                .queue(1),
+        )
+        .await
+        .unwrap();
+    let call = |ms: u64| {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.call::<u64, u64>(&ms).await })
+    };
+    let running = call(300);
+    let queued = call(1);
+    bounded("one running, one queued", async {
+        loop {
+            let s = pool.stats().await.unwrap();
+            if s.queued == 1 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Fail: try_call is refused at once, naming the queue's bound.
+    let err = pool.try_call::<u64, u64>(&2).await.unwrap_err();
+    assert!(err.is_full(), "{err}");
+    assert!(
+        err.to_string().contains("call queue is full (1 calls)"),
+        "{err}"
+    );
+    // Wait: call waits for room, then runs; nothing is lost.
+    let waiting = call(3);
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished());
+    assert_eq!(bounded("running", running).await.unwrap().unwrap(), 300);
+    assert_eq!(bounded("queued", queued).await.unwrap().unwrap(), 1);
+    assert_eq!(bounded("waited", waiting).await.unwrap().unwrap(), 3);
+}

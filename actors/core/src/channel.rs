@@ -47,24 +47,69 @@ impl<T> fmt::Display for SendError<T> {
 
 impl<T: fmt::Debug> std::error::Error for SendError<T> {}
 
+/// Why [`Sender::try_send`] refused a message (handed back).
+#[derive(Debug)]
+pub enum TrySendError<T> {
+    /// The channel holds its bound of messages (the `Fail` side of its
+    /// overflow policy; [`Sender::send`] waits instead).
+    Full {
+        /// The message.
+        value: T,
+        /// The channel's bound.
+        capacity: usize,
+    },
+    /// The receiving end is gone.
+    Closed(T),
+}
+
+impl<T> TrySendError<T> {
+    /// The message handed back.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full { value, .. } | TrySendError::Closed(value) => value,
+        }
+    }
+
+    /// Refused because the channel was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySendError::Full { .. })
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full { capacity, .. } => {
+                write!(f, "send: the channel is full ({capacity} messages)")
+            }
+            TrySendError::Closed(_) => f.write_str("send: the channel is closed"),
+        }
+    }
+}
+
+impl<T: fmt::Debug> std::error::Error for TrySendError<T> {}
+
 impl<T> Sender<T> {
     /// A sender feeding `tx` (for transports).
     pub fn from_mpsc(tx: mpsc::Sender<T>) -> Self {
         Sender { tx }
     }
 
-    /// Sends, waiting while the channel is full (backpressure).
+    /// Sends, waiting while the channel is full (backpressure: the `Wait`
+    /// side of its overflow policy).
     pub async fn send(&self, value: T) -> std::result::Result<(), SendError<T>> {
         self.tx.send(value).await.map_err(|e| SendError(e.0))
     }
 
-    /// Sends now, or hands the value back when the channel is full or
-    /// closed.
-    pub fn try_send(&self, value: T) -> std::result::Result<(), SendError<T>> {
+    /// Sends now, or hands the value back when the channel is full (its
+    /// bound named) or closed.
+    pub fn try_send(&self, value: T) -> std::result::Result<(), TrySendError<T>> {
         self.tx.try_send(value).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(v) | mpsc::error::TrySendError::Closed(v) => {
-                SendError(v)
-            }
+            mpsc::error::TrySendError::Full(value) => TrySendError::Full {
+                value,
+                capacity: self.tx.max_capacity(),
+            },
+            mpsc::error::TrySendError::Closed(v) => TrySendError::Closed(v),
         })
     }
 

@@ -67,7 +67,19 @@ use tokio::sync::Notify;
 /// ```
 pub trait Emits<E: Clone + Send + 'static> {}
 
-/// What a bounded queue does when a producer meets it full.
+/// What a bounded queue does when a producer meets it full: the one
+/// overflow policy of every queue a producer writes into.
+///
+/// | queue | bound | default | how to choose |
+/// |---|---|---|---|
+/// | a subscriber stream | its capacity | `Wait` | all four: [`Subscription::stream_with`] |
+/// | a notifier's mailbox | `Spec::mailbox` (64) | `Wait` | `Wait`: `tell`; `Fail`: `try_tell` (a `Full` error naming the mailbox) |
+/// | a Function's call queue | `FunctionSpec::queue` (1,024) | `Wait` | `Wait`: `call`; `Fail`: `try_call` (a `Full` error naming the bound) |
+/// | a channel | its capacity | `Wait` | `Wait`: `send`; `Fail`: `try_send` (`TrySendError::Full` with the bound) |
+/// | a stream's write buffer | its write high watermark | `Wait` | writers wait at the high watermark (watermark events tell) |
+///
+/// Control and introspection never wait behind data: see
+/// [`NotifierRef::ask_now`](crate::NotifierRef::ask_now).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Overflow {

@@ -1,0 +1,206 @@
+//! The overflow policies of the bounded queues a producer writes into:
+//! subscriber streams (Wait, DropOldest, DropNewest, Fail), notifier
+//! mailboxes (Wait with `tell`, Fail with `try_tell`) and channels (Wait
+//! with `send`, Fail with `try_send`). Function call queues are covered in
+//! worker_function.rs, stream write buffers in io_stream.rs.
+
+#[macro_use]
+mod support;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, Ordering},
+};
+
+use ioasync::{
+    Ctx, Emits, Handler, Notifier, Overflow, Result, Spec, Subscription, channel,
+    test_util::{Gate, Hang, Journal, Note, Probe, ProbeArgs},
+};
+use support::{bounded, test_loop};
+
+/// Emits `0..n` for each `Burst(n)`, counting emits begun in `begun`.
+struct Emitter {
+    begun: Arc<AtomicU32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Ev(u32);
+
+struct Burst(u32);
+
+impl Notifier for Emitter {
+    type Args = Arc<AtomicU32>;
+    async fn init(begun: Arc<AtomicU32>, _: &mut Ctx<'_, Self>) -> Result<Self> {
+        Ok(Emitter { begun })
+    }
+}
+
+impl Emits<Ev> for Emitter {}
+
+impl Handler<Burst> for Emitter {
+    type Reply = ();
+    async fn handle(&mut self, Burst(n): Burst, ctx: &mut Ctx<'_, Self>) {
+        for i in 0..n {
+            self.begun.fetch_add(1, Ordering::SeqCst);
+            ctx.emit(Ev(i)).await;
+        }
+    }
+}
+
+/// Empty message: answered once every earlier message was handled.
+struct Sync;
+
+impl Handler<Sync> for Emitter {
+    type Reply = ();
+    async fn handle(&mut self, _: Sync, _: &mut Ctx<'_, Self>) {}
+}
+
+async fn drain(stream: &mut ioasync::EventStream<Ev>) -> Vec<u32> {
+    let mut got = Vec::new();
+    while let Some(Ev(i)) = bounded("events", stream.recv()).await {
+        got.push(i);
+    }
+    got
+}
+
+flavours!(a_wait_subscriber_blocks_the_emitter_until_room_and_loses_nothing);
+async fn a_wait_subscriber_blocks_the_emitter_until_room_and_loses_nothing() {
+    let lp = test_loop();
+    let begun = Arc::new(AtomicU32::new(0));
+    let (sub, mut stream) = Subscription::stream_with(2, Overflow::Wait);
+    let e = lp
+        .add(Spec::<Emitter>::new("e", begun.clone()).subscribe(sub))
+        .await
+        .unwrap();
+    e.tell(Burst(10)).await.unwrap();
+    bounded("the stream fills", async {
+        while stream.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    // Two queued, the third emit waiting for room: the producer is held.
+    assert_eq!(begun.load(Ordering::SeqCst), 3);
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.push(bounded("an event", stream.recv()).await.unwrap().0);
+    }
+    assert_eq!(got, (0..10).collect::<Vec<_>>(), "nothing lost, in order");
+}
+
+flavours!(drop_oldest_and_drop_newest_subscribers_drop_what_they_name);
+async fn drop_oldest_and_drop_newest_subscribers_drop_what_they_name() {
+    let lp = test_loop();
+    let (oldest, mut kept_last) = Subscription::stream_with(2, Overflow::DropOldest);
+    let (newest, mut kept_first) = Subscription::stream_with(2, Overflow::DropNewest);
+    let e = lp
+        .add(
+            Spec::<Emitter>::new("e", Arc::default())
+                .subscribe(oldest)
+                .subscribe(newest),
+        )
+        .await
+        .unwrap();
+    e.tell(Burst(10)).await.unwrap();
+    e.ask(Sync).await.unwrap(); // the burst is over: nobody waited
+    e.stop().await;
+    assert_eq!(
+        drain(&mut kept_last).await,
+        [8, 9],
+        "DropOldest keeps the newest"
+    );
+    assert_eq!(
+        drain(&mut kept_first).await,
+        [0, 1],
+        "DropNewest keeps the oldest"
+    );
+}
+
+flavours!(a_fail_subscriber_is_cut_off_when_full_and_the_emitter_goes_on);
+async fn a_fail_subscriber_is_cut_off_when_full_and_the_emitter_goes_on() {
+    let lp = test_loop();
+    let (fail, mut cut) = Subscription::stream_with(2, Overflow::Fail);
+    let (all, mut full) = Subscription::stream_with(16, Overflow::Wait);
+    let e = lp
+        .add(
+            Spec::<Emitter>::new("e", Arc::default())
+                .subscribe(fail)
+                .subscribe(all),
+        )
+        .await
+        .unwrap();
+    e.tell(Burst(10)).await.unwrap();
+    e.ask(Sync).await.unwrap();
+    // The cut-off stream ends after what it held, while the notifier runs.
+    assert_eq!(drain(&mut cut).await, [0, 1]);
+    assert!(e.is_alive());
+    e.stop().await;
+    assert_eq!(drain(&mut full).await, (0..10).collect::<Vec<_>>());
+}
+
+flavours!(a_full_mailbox_makes_tell_wait_and_try_tell_fail_naming_it);
+async fn a_full_mailbox_makes_tell_wait_and_try_tell_fail_naming_it() {
+    let lp = test_loop();
+    let j = Journal::new();
+    let p = lp
+        .add(Spec::<Probe>::new("p", ProbeArgs::new(&j)).mailbox(2))
+        .await
+        .unwrap();
+    let gate = Gate::new();
+    p.tell(Hang(gate.clone())).await.unwrap();
+    bounded("hanging", j.wait_count("hang /p", 1)).await;
+    p.try_tell(Note("1".into())).unwrap();
+    p.try_tell(Note("2".into())).unwrap();
+    let err = p.try_tell(Note("3".into())).unwrap_err();
+    assert!(err.is_full(), "{err}");
+    assert!(err.to_string().contains("mailbox of /p is full"), "{err}");
+    // tell waits for room instead.
+    let waiting = {
+        let p = p.clone();
+        tokio::spawn(async move { p.tell(Note("4".into())).await })
+    };
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !waiting.is_finished(),
+        "tell waits while the mailbox is full"
+    );
+    gate.open();
+    bounded("tell", waiting).await.unwrap().unwrap();
+    bounded("all handled", j.wait_count("msg /p 4", 1)).await;
+    assert_eq!(j.matching("msg /p"), ["msg /p 1", "msg /p 2", "msg /p 4"]);
+}
+
+flavours!(a_full_channel_makes_send_wait_and_try_send_fail_naming_its_bound);
+async fn a_full_channel_makes_send_wait_and_try_send_fail_naming_its_bound() {
+    let (tx, mut rx) = channel::channel::<u32>(2);
+    tx.try_send(1).unwrap();
+    tx.try_send(2).unwrap();
+    let err = tx.try_send(3).unwrap_err();
+    assert!(err.is_full(), "{err}");
+    assert_eq!(err.to_string(), "send: the channel is full (2 messages)");
+    assert_eq!(err.into_inner(), 3);
+    let waiting = {
+        let tx = tx.clone();
+        tokio::spawn(async move { tx.send(4).await })
+    };
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !waiting.is_finished(),
+        "send waits while the channel is full"
+    );
+    assert_eq!(rx.recv().await.unwrap().unwrap(), 1);
+    bounded("send", waiting).await.unwrap().unwrap();
+    drop(tx);
+    let mut rest = Vec::new();
+    while let Some(v) = rx.recv().await {
+        rest.push(v.unwrap());
+    }
+    assert_eq!(rest, [2, 4], "nothing lost");
+}
