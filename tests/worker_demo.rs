@@ -104,7 +104,12 @@ fn primes_up_to(n: u64) -> u64 {
 
 /// Worker processes of `server` (its children).
 fn workers_of(server: &tokio::process::Child) -> Vec<i32> {
-    let me = server.id().expect("running").to_string();
+    children_of(server.id().expect("running"))
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<i32> {
+    let me = pid.to_string();
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| {
@@ -144,18 +149,7 @@ async fn pipelined_load(
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let me = pid.to_string();
-                let kids: Vec<i32> = std::fs::read_dir("/proc")
-                    .unwrap()
-                    .filter_map(|e| {
-                        let e = e.ok()?;
-                        let p: i32 = e.file_name().to_str()?.parse().ok()?;
-                        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-                        let (_, rest) = stat.rsplit_once(')')?;
-                        (rest.split_whitespace().nth(1)? == me).then_some(p)
-                    })
-                    .collect();
-                if let Some(&victim) = kids.first() {
+                if let Some(&victim) = children_of(pid).first() {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(victim),
                         nix::sys::signal::Signal::SIGKILL,

@@ -432,10 +432,11 @@ impl<N: Notifier> NotifierRef<N> {
     }
 }
 
-/// The notifier hooks the runtime runs outside handlers.
-enum Hook {
+/// What the runtime runs outside kameo's message handling.
+enum Hook<N: Notifier> {
     Ready,
     Subscribe,
+    Urgent(Box<dyn Urgent<N>>),
 }
 
 fn panicked(caught: Caught) -> ExitReason {
@@ -644,9 +645,9 @@ impl<N: Notifier> NotifierActor<N> {
             .await;
     }
 
-    /// Runs `on_ready` or `on_subscribe` as contained code; a panic or an
-    /// exit it asks for ends the incarnation.
-    async fn run_hook(&mut self, hook: Hook) {
+    /// Runs `on_ready`, `on_subscribe` or an urgent message's handler as
+    /// contained code; a panic or an exit it asks for ends the incarnation.
+    async fn run_hook(&mut self, hook: Hook<N>) {
         let NotifierActor {
             node, state, subs, ..
         } = self;
@@ -657,28 +658,8 @@ impl<N: Notifier> NotifierActor<N> {
         let res = match hook {
             Hook::Ready => panic::catch(state.on_ready(&mut ctx), node.span()).await,
             Hook::Subscribe => panic::catch(state.on_subscribe(&mut ctx), node.span()).await,
+            Hook::Urgent(msg) => panic::catch(msg.run(state, &mut ctx), node.span()).await,
         };
-        let exit = ctx.exit.take().map(|b| *b);
-        match res {
-            Ok(()) => {
-                if let Some(reason) = exit {
-                    self.end(reason);
-                }
-            }
-            Err(caught) => self.end(panicked(caught)),
-        }
-    }
-
-    /// Runs an urgent message's handler as contained code.
-    async fn run_urgent(&mut self, msg: Box<dyn Urgent<N>>) {
-        let NotifierActor {
-            node, state, subs, ..
-        } = self;
-        let Some(state) = state.as_mut() else {
-            return;
-        };
-        let mut ctx = Ctx::new(node, subs);
-        let res = panic::catch(msg.run(state, &mut ctx), node.span()).await;
         let exit = ctx.exit.take().map(|b| *b);
         match res {
             Ok(()) => {
@@ -727,7 +708,7 @@ impl<N: Notifier> NotifierActor<N> {
                     if let (Phase::Running, Ok(msg)) =
                         (&self.phase, msg.downcast::<Box<dyn Urgent<N>>>())
                     {
-                        self.run_urgent(*msg).await;
+                        self.run_hook(Hook::Urgent(*msg)).await;
                     }
                 }
             }
