@@ -284,3 +284,94 @@ async fn serve_with_max_in_flight_four_runs_at_most_four_handlers_over_a_thousan
         "never more than 4 handlers at once"
     );
 }
+
+/// A framed echo server whose handler takes `work` per frame (but for the
+/// frame `first`), journalling `start LINE` as each handler begins.
+async fn slow_server(
+    lp: &ioasync::Loop,
+    name: &str,
+    work: Duration,
+    stop_timeout: Duration,
+    started: &ioasync::test_util::Journal,
+) -> std::net::SocketAddr {
+    let started = started.clone();
+    let listener = lp
+        .listen(name, local(), move |conn, _| {
+            let started = started.clone();
+            Framed::<LinesCodec, String>::spec("conn", conn, LinesCodec::new())
+                .serve(16, move |line: String| {
+                    started.record(format!("start {line}"));
+                    async move {
+                        if line != "first" {
+                            tokio::time::sleep(work).await;
+                        }
+                        Some(format!("done {line}"))
+                    }
+                })
+                .into_spec()
+                .stop_timeout(stop_timeout)
+        })
+        .await
+        .unwrap();
+    listener.ask(LocalAddr).await.unwrap().as_inet().unwrap()
+}
+
+type Replies = tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>;
+
+/// Connects, sends four requests, and waits until their handlers run.
+async fn four_requests(
+    addr: std::net::SocketAddr,
+    started: &ioasync::test_util::Journal,
+) -> (Replies, tokio::net::tcp::OwnedWriteHalf) {
+    let c = TcpStream::connect(addr).await.unwrap();
+    let (rd, mut wr) = c.into_split();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(rd));
+    wr.write_all(b"first\n").await.unwrap();
+    assert_eq!(
+        bounded("first", lines.next_line()).await.unwrap().unwrap(),
+        "done first"
+    );
+    wr.write_all(b"1\n2\n3\n4\n").await.unwrap();
+    bounded("four running", started.wait_until(|v| v.len() == 5)).await;
+    (lines, wr)
+}
+
+flavours!(shutdown_with_a_deadline_answers_the_requests_in_flight_before_closing);
+async fn shutdown_with_a_deadline_answers_the_requests_in_flight_before_closing() {
+    let lp = test_loop();
+    let started = ioasync::test_util::Journal::new();
+    let work = Duration::from_millis(200);
+    let addr = slow_server(&lp, "drain", work, Duration::from_secs(10), &started).await;
+    let (mut lines, _wr) = four_requests(addr, &started).await;
+    let report = lp.shutdown(Some(Duration::from_secs(10))).await;
+    assert!(report.is_clean(), "{report:?}");
+    for i in 1..=4 {
+        assert_eq!(
+            bounded("a reply", lines.next_line())
+                .await
+                .unwrap()
+                .unwrap(),
+            format!("done {i}")
+        );
+    }
+    assert_eq!(bounded("closed", lines.next_line()).await.unwrap(), None);
+}
+
+flavours!(shutdown_with_a_deadline_shorter_than_the_handlers_cuts_and_names_the_connection);
+async fn shutdown_with_a_deadline_shorter_than_the_handlers_cuts_and_names_the_connection() {
+    let lp = test_loop();
+    let started = ioasync::test_util::Journal::new();
+    let work = Duration::from_secs(30);
+    let addr = slow_server(&lp, "cut", work, Duration::from_secs(60), &started).await;
+    let (mut lines, _wr) = four_requests(addr, &started).await;
+    let report = lp.shutdown(Some(Duration::from_millis(200))).await;
+    assert!(
+        report.overran.iter().any(|p| p == "/cut/conn"),
+        "{report:?}"
+    );
+    // Cut: closed without the replies.
+    assert!(matches!(
+        bounded("closed", lines.next_line()).await,
+        Ok(None) | Err(_)
+    ));
+}
