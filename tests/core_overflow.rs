@@ -204,3 +204,87 @@ async fn a_full_channel_makes_send_wait_and_try_send_fail_naming_its_bound() {
     }
     assert_eq!(rest, [2, 4], "nothing lost");
 }
+
+flavours!(a_policy_channel_drops_what_its_policy_names_and_fails_naming_its_bound);
+async fn a_policy_channel_drops_what_its_policy_names_and_fails_naming_its_bound() {
+    async fn run(policy: Overflow) -> (Vec<u32>, Vec<String>) {
+        let (tx, mut rx) = channel::channel_with::<u32>(2, policy);
+        let mut errors = Vec::new();
+        for n in 0..5 {
+            if let Err(e) = tx.send(n).await {
+                errors.push(e.to_string());
+            }
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(v) = rx.recv().await {
+            got.push(v.unwrap());
+        }
+        (got, errors)
+    }
+    assert_eq!(run(Overflow::DropOldest).await, (vec![3, 4], vec![]));
+    assert_eq!(run(Overflow::DropNewest).await, (vec![0, 1], vec![]));
+    let full = "send: the channel is full (2 messages)".to_owned();
+    assert_eq!(
+        run(Overflow::Fail).await,
+        (vec![0, 1], vec![full.clone(), full.clone(), full])
+    );
+    // Wait: the third send waits for room; nothing is lost.
+    let (tx, mut rx) = channel::channel_with::<u32>(2, Overflow::Wait);
+    tx.send(0).await.unwrap();
+    tx.send(1).await.unwrap();
+    let waiting = {
+        let tx = tx.clone();
+        tokio::spawn(async move { tx.send(2).await })
+    };
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !waiting.is_finished(),
+        "send waits while the channel is full"
+    );
+    assert_eq!(rx.recv().await.unwrap().unwrap(), 0);
+    bounded("send", waiting).await.unwrap().unwrap();
+    drop(tx);
+    let mut rest = Vec::new();
+    while let Some(v) = rx.recv().await {
+        rest.push(v.unwrap());
+    }
+    assert_eq!(rest, [1, 2]);
+}
+
+flavours!(tell_with_drop_newest_drops_the_new_message_and_drop_oldest_is_refused);
+async fn tell_with_drop_newest_drops_the_new_message_and_drop_oldest_is_refused() {
+    let lp = test_loop();
+    let j = Journal::new();
+    let p = lp
+        .add(Spec::<Probe>::new("p", ProbeArgs::new(&j)).mailbox(1))
+        .await
+        .unwrap();
+    let gate = Gate::new();
+    p.tell(Hang(gate.clone())).await.unwrap();
+    bounded("hanging", j.wait_count("hang /p", 1)).await;
+    assert!(
+        p.tell_with(Note("kept".into()), Overflow::DropNewest)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !p.tell_with(Note("dropped".into()), Overflow::DropNewest)
+            .await
+            .unwrap()
+    );
+    let err = p
+        .tell_with(Note("x".into()), Overflow::DropOldest)
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_invalid_input() && err.to_string().contains("mailbox of /p"),
+        "{err}"
+    );
+    gate.open();
+    bounded("kept", j.wait_count("msg /p kept", 1)).await;
+    p.ask(Note("last".into())).await.unwrap();
+    assert_eq!(j.matching("msg /p"), ["msg /p kept", "msg /p last"]);
+}

@@ -21,19 +21,19 @@
 
 use std::{
     any::{Any, TypeId},
-    collections::VecDeque,
     fmt,
-    pin::{Pin, pin},
-    sync::{Arc, Mutex},
+    pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
-use futures_util::{future::BoxFuture, task::AtomicWaker};
+use futures_util::future::BoxFuture;
 use kameo::{
     actor::{ActorRef, WeakRecipient},
     message::Message,
 };
-use tokio::sync::Notify;
+
+use crate::queue::{Offer, Overflow, Queue};
 
 /// Marks `E` as an event type notifier `N` emits: subscribers of `E` are
 /// accepted on its handle and spec, and `ctx.emit(e)` compiles in it.
@@ -66,34 +66,6 @@ use tokio::sync::Notify;
 /// # Ok(()) }
 /// ```
 pub trait Emits<E: Clone + Send + 'static> {}
-
-/// What a bounded queue does when a producer meets it full: the one
-/// overflow policy of every queue a producer writes into.
-///
-/// | queue | bound | default | how to choose |
-/// |---|---|---|---|
-/// | a subscriber stream | its capacity | `Wait` | all four: [`Subscription::stream_with`] |
-/// | a notifier's mailbox | `Spec::mailbox` (64) | `Wait` | `Wait`: `tell`; `Fail`: `try_tell` (a `Full` error naming the mailbox) |
-/// | a Function's call queue | `FunctionSpec::queue` (1,024) | `Wait` | `Wait`: `call`; `Fail`: `try_call` (a `Full` error naming the bound) |
-/// | a channel | its capacity | `Wait` | `Wait`: `send`; `Fail`: `try_send` (`TrySendError::Full` with the bound) |
-/// | a stream's write buffer | its write high watermark | `Wait` | writers wait at the high watermark (watermark events tell) |
-///
-/// Control and introspection never wait behind data: see
-/// [`NotifierRef::ask_now`](crate::NotifierRef::ask_now).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Overflow {
-    /// The producer waits for room: backpressure, nothing lost.
-    #[default]
-    Wait,
-    /// The oldest queued item is dropped to make room.
-    DropOldest,
-    /// The new item is dropped.
-    DropNewest,
-    /// The producer is refused: for a subscriber stream, the subscriber is
-    /// cut off (its stream ends after what it holds).
-    Fail,
-}
 
 enum Target<E> {
     Closure(Box<dyn FnMut(E) + Send>),
@@ -234,7 +206,18 @@ impl Subscribers {
                     true
                 }
                 Target::Actor(a) => a.deliver(ev).await,
-                Target::Stream(tx) => tx.0.push(ev).await,
+                Target::Stream(tx) => match tx.0.offer(ev).await {
+                    Offer::Queued | Offer::Dropped | Offer::Evicted(_) => true,
+                    Offer::Full(_) => {
+                        tracing::warn!(
+                            capacity = tx.0.capacity(),
+                            "an event stream subscriber fell behind; cut off"
+                        );
+                        tx.0.close_writer();
+                        false
+                    }
+                    Offer::Closed(_) => false,
+                },
             };
             if !alive {
                 gone.push(i);
@@ -254,104 +237,12 @@ impl fmt::Debug for Subscribers {
     }
 }
 
-/// A bounded queue behind one stream subscriber.
-struct Queue<E> {
-    state: Mutex<QueueState<E>>,
-    capacity: usize,
-    overflow: Overflow,
-    reader: AtomicWaker,
-    room: Notify,
-}
-
-struct QueueState<E> {
-    items: VecDeque<E>,
-    reader_gone: bool,
-    writer_gone: bool,
-}
-
-impl<E> Queue<E> {
-    fn new(capacity: usize, overflow: Overflow) -> Self {
-        Queue {
-            state: Mutex::new(QueueState {
-                items: VecDeque::new(),
-                reader_gone: false,
-                writer_gone: false,
-            }),
-            capacity,
-            overflow,
-            reader: AtomicWaker::new(),
-            room: Notify::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<E>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues `item` per the overflow policy; false once the reader is gone
-    /// (or cut off).
-    async fn push(&self, item: E) -> bool {
-        let mut item = Some(item);
-        loop {
-            let mut room = pin!(self.room.notified());
-            room.as_mut().enable();
-            {
-                let mut s = self.lock();
-                if s.reader_gone {
-                    return false;
-                }
-                if s.items.len() >= self.capacity {
-                    match self.overflow {
-                        Overflow::Wait => {}
-                        Overflow::DropOldest => {
-                            s.items.pop_front();
-                        }
-                        Overflow::DropNewest => return true,
-                        Overflow::Fail => {
-                            tracing::warn!(
-                                capacity = self.capacity,
-                                "an event stream subscriber fell behind; cut off"
-                            );
-                            s.writer_gone = true;
-                            drop(s);
-                            self.reader.wake();
-                            return false;
-                        }
-                    }
-                }
-                if s.items.len() < self.capacity {
-                    s.items.push_back(item.take().expect("pushed once"));
-                    drop(s);
-                    self.reader.wake();
-                    return true;
-                }
-            }
-            room.await;
-        }
-    }
-
-    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<E>> {
-        self.reader.register(cx.waker());
-        let mut s = self.lock();
-        if let Some(item) = s.items.pop_front() {
-            drop(s);
-            self.room.notify_one();
-            return Poll::Ready(Some(item));
-        }
-        if s.writer_gone {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    }
-}
-
 /// The notifier's end of a stream subscription.
 struct QueueTx<E>(Arc<Queue<E>>);
 
 impl<E> Drop for QueueTx<E> {
     fn drop(&mut self) {
-        self.0.lock().writer_gone = true;
-        self.0.reader.wake();
+        self.0.close_writer();
     }
 }
 
@@ -367,7 +258,7 @@ impl<E> EventStream<E> {
 
     /// Events buffered and not yet taken.
     pub fn len(&self) -> usize {
-        self.0.lock().items.len()
+        self.0.len()
     }
 
     /// No event is buffered.
@@ -378,11 +269,7 @@ impl<E> EventStream<E> {
 
 impl<E> Drop for EventStream<E> {
     fn drop(&mut self) {
-        let mut s = self.0.lock();
-        s.reader_gone = true;
-        s.items.clear();
-        drop(s);
-        self.0.room.notify_waiters();
+        self.0.close_reader();
     }
 }
 
@@ -397,8 +284,8 @@ impl<E> fmt::Debug for EventStream<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventStream")
             .field("buffered", &self.len())
-            .field("capacity", &self.0.capacity)
-            .field("overflow", &self.0.overflow)
+            .field("capacity", &self.0.capacity())
+            .field("overflow", &self.0.overflow())
             .finish()
     }
 }

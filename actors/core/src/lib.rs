@@ -66,8 +66,8 @@
 //! notifier's own source ([`Notifier::ready`]).
 //!
 //! The modules are layered, imports pointing down only: leaf data
-//! (`error`, `policy`, `exit`, `state`, `snapshot`, `event`, `panic`,
-//! `channel`), then the tree (`registry`, `node`, `shutdown`), then
+//! (`error`, `policy`, `exit`, `state`, `snapshot`, `queue`, `event`,
+//! `panic`, `channel`), then the tree (`registry`, `node`, `shutdown`), then
 //! notifiers (`notifier`, `spec`, `supervisor`, `runtime`, `tree`).
 
 #![doc(test(attr(deny(warnings))))]
@@ -80,6 +80,7 @@ mod node;
 mod notifier;
 mod panic;
 mod policy;
+mod queue;
 mod registry;
 mod runtime;
 mod shutdown;
@@ -93,10 +94,11 @@ mod tree;
 pub mod test_util;
 
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Emits, EventStream, Overflow, Subscription};
+pub use event::{Emits, EventStream, Subscription};
 pub use exit::{Exit, ExitReason, SupervisionEvent, SupervisionEventKind};
 pub use notifier::{Ctx, Handler, Notifier, NotifierActor, NotifierRef, Start};
 pub use policy::{Backoff, Policy, Restart, Strategy};
+pub use queue::Overflow;
 pub use shutdown::ShutdownReport;
 pub use snapshot::NodeSnapshot;
 pub use spec::{AnySpec, IntoSpec, Once, Spec};

@@ -23,7 +23,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 pub use crate::frame::DEFAULT_MAX_FRAME;
 use crate::frame::{codec, decode, encode, frame_error};
-pub use ioasync_core::channel::{Receiver, SendError, Sender, channel};
+pub use ioasync_core::channel::{Receiver, SendError, Sender, channel, channel_with};
 
 /// A bridged channel pair over `stream`: what is sent on the returned
 /// sender arrives at the peer's receiver, and the other way round. Frames
