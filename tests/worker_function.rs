@@ -205,3 +205,64 @@ async fn a_full_call_queue_makes_call_wait_and_try_call_fail_naming_its_bound() 
     assert_eq!(bounded("queued", queued).await.unwrap().unwrap(), 1);
     assert_eq!(bounded("waited", waiting).await.unwrap().unwrap(), 3);
 }
+
+flavours!(a_full_call_queue_drops_what_its_policy_names);
+async fn a_full_call_queue_drops_what_its_policy_names() {
+    use ioasync::Overflow;
+    let lp = test_loop();
+    for (i, policy) in [Overflow::DropOldest, Overflow::DropNewest, Overflow::Fail]
+        .into_iter()
+        .enumerate()
+    {
+        let pool = lp
+            .add(
+                Function::spec(format!("drop{i}"), "sleep_ms")
+                    .min_workers(1)
+                    .max_workers(1)
+                    .queue(1)
+                    .overflow(policy),
+            )
+            .await
+            .unwrap();
+        let call = |ms: u64| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.call::<u64, u64>(&ms).await })
+        };
+        let running = call(200);
+        bounded("one running", async {
+            while pool.stats().await.unwrap().busy != 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let queued = call(1);
+        bounded("one queued", async {
+            while pool.stats().await.unwrap().queued != 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let newest = bounded("the newest call", call(2)).await.unwrap();
+        assert_eq!(bounded("running", running).await.unwrap().unwrap(), 200);
+        let queued = bounded("queued", queued).await.unwrap();
+        match policy {
+            Overflow::DropOldest => {
+                let err = queued.unwrap_err();
+                assert!(
+                    err.is_full() && err.to_string().contains("dropped"),
+                    "{err}"
+                );
+                assert_eq!(newest.unwrap(), 2);
+            }
+            _ => {
+                let err = newest.unwrap_err();
+                assert!(
+                    err.to_string().contains("call queue is full (1 calls)"),
+                    "{err}"
+                );
+                assert_eq!(queued.unwrap(), 1);
+            }
+        }
+        pool.stop().await;
+    }
+}

@@ -6,8 +6,8 @@ use std::{collections::VecDeque, ffi::OsString, fmt, sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use ioasync_core::{
-    Ctx, Error, ErrorKind, ExitReason, Handler, Notifier, NotifierRef, Restart, Result, Spec,
-    SupervisionEventKind,
+    Ctx, Error, ErrorKind, ExitReason, Handler, Notifier, NotifierRef, Overflow, Restart, Result,
+    Spec, SupervisionEventKind,
 };
 use ioasync_process::ExitStatus;
 use serde::{Serialize, de::DeserializeOwned};
@@ -30,6 +30,7 @@ pub struct FunctionArgs {
     idle_timeout: Option<Duration>,
     max_worker_calls: Option<u32>,
     queue: usize,
+    overflow: Overflow,
     max_frame: usize,
     call_timeout: Option<Duration>,
 }
@@ -88,6 +89,15 @@ impl FunctionSpec {
         self
     }
 
+    /// What [`FunctionRef::call`] does when the call queue is full (default
+    /// `Wait`): wait for room; `Fail` or `DropNewest`: the new call fails
+    /// at once with a `Full` error; `DropOldest`: the oldest waiting call
+    /// fails with a `Full` error ("dropped") and the new one takes its place.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.args.overflow = overflow;
+        self
+    }
+
     /// Default per-call timeout (none by default).
     pub fn call_timeout(mut self, d: Duration) -> Self {
         self.args.call_timeout = Some(d);
@@ -129,13 +139,15 @@ struct Call {
 struct CallSlots {
     slots: Arc<Semaphore>,
     bound: usize,
+    overflow: Overflow,
 }
 
 impl CallSlots {
-    fn of(pool: &NotifierRef<Function>, bound: usize) -> Arc<CallSlots> {
+    fn of(pool: &NotifierRef<Function>, bound: usize, overflow: Overflow) -> Arc<CallSlots> {
         pool.handle_state(|| CallSlots {
             slots: Arc::new(Semaphore::new(bound)),
             bound,
+            overflow,
         })
     }
 
@@ -192,6 +204,8 @@ pub struct FunctionStats {
     pub died: u64,
     /// Calls waiting for a worker.
     pub queued: usize,
+    /// Calls running in a worker now.
+    pub busy: usize,
     /// Calls answered.
     pub completed: u64,
 }
@@ -211,6 +225,7 @@ pub struct Function {
     next_worker: u64,
     next_call: u64,
     stats: FunctionStats,
+    slots: Arc<CallSlots>,
 }
 
 impl Function {
@@ -227,6 +242,7 @@ impl Function {
                 idle_timeout: None,
                 max_worker_calls: None,
                 queue: DEFAULT_QUEUE,
+                overflow: Overflow::Wait,
                 max_frame: frame::DEFAULT_MAX_FRAME,
                 call_timeout: None,
             },
@@ -473,7 +489,7 @@ impl Notifier for Function {
     }
 
     async fn init(args: FunctionArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        CallSlots::of(&ctx.this(), args.queue);
+        let slots = CallSlots::of(&ctx.this(), args.queue, args.overflow);
         let (tx, rx) = mpsc::unbounded_channel();
         let mut f = Function {
             args,
@@ -485,6 +501,7 @@ impl Notifier for Function {
             next_worker: 0,
             next_call: 0,
             stats: FunctionStats::default(),
+            slots,
         };
         for _ in 0..f.args.min_workers {
             f.start_worker()?;
@@ -581,6 +598,36 @@ impl Handler<QueuedCall> for Function {
     }
 }
 
+impl Handler<EvictingCall> for Function {
+    type Reply = ();
+    async fn handle(&mut self, EvictingCall(m): EvictingCall, _ctx: &mut Ctx<'_, Self>) {
+        // A place freed meanwhile, or the oldest waiting call's.
+        if let Ok(slot) = self.slots.slots.clone().try_acquire_owned() {
+            return self.enqueue(m, Some(slot)).await;
+        }
+        let oldest = self.queue.iter().position(|c| c.slot.is_some());
+        let Some(i) = oldest else {
+            let _ = m.reply.send(Err(Error::new(
+                "call",
+                ErrorKind::Full,
+                format!("the call queue is full ({} calls)", self.args.queue),
+            )));
+            return;
+        };
+        let mut old = self.queue.remove(i).expect("found above");
+        let slot = old.slot.take();
+        let _ = old.reply.send(Err(Error::new(
+            "call",
+            ErrorKind::Full,
+            format!(
+                "dropped from the full call queue ({} calls) for a newer call",
+                self.args.queue
+            ),
+        )));
+        self.enqueue(m, slot).await;
+    }
+}
+
 impl Function {
     async fn enqueue(&mut self, m: CallRaw, slot: Option<OwnedSemaphorePermit>) {
         let timeout = m.options.timeout.or(self.args.call_timeout);
@@ -609,6 +656,7 @@ impl Handler<Stats> for Function {
             workers: self.workers.len(),
             pids: self.workers.iter().map(|w| w.pid).collect(),
             queued: self.queue.len(),
+            busy: self.workers.iter().filter(|w| w.busy.is_some()).count(),
             ..self.stats.clone()
         }
     }
@@ -679,6 +727,34 @@ where
     frame::decode(&bytes)
 }
 
+/// A call that takes the place of the oldest waiting one (`DropOldest`).
+struct EvictingCall(CallRaw);
+
+/// Queues one call in place of the oldest waiting call and waits for the
+/// result.
+async fn evicting_call<A, R>(
+    pool: &NotifierRef<Function>,
+    args: &A,
+    options: CallOptions,
+) -> Result<R>
+where
+    A: Serialize + Sync,
+    R: DeserializeOwned + Send,
+{
+    let payload = frame::encode(args)?;
+    let (tx, rx) = oneshot::channel();
+    pool.tell(EvictingCall(CallRaw {
+        payload,
+        options,
+        reply: tx,
+    }))
+    .await?;
+    let bytes = rx
+        .await
+        .map_err(|_| Error::closed("call", "the function pool stopped"))??;
+    frame::decode(&bytes)
+}
+
 /// A place in the call queue, or the error of not getting one.
 trait IntoSlot {
     fn into_slot(self) -> Result<OwnedSemaphorePermit>;
@@ -710,7 +786,7 @@ impl FunctionRef for NotifierRef<Function> {
         A: Serialize + Sync,
         R: DeserializeOwned + Send,
     {
-        let slots = CallSlots::of(self, DEFAULT_QUEUE);
+        let slots = CallSlots::of(self, DEFAULT_QUEUE, Overflow::Wait);
         let slot = slots
             .slots
             .clone()
@@ -724,14 +800,24 @@ impl FunctionRef for NotifierRef<Function> {
         A: Serialize + Sync,
         R: DeserializeOwned + Send,
     {
-        let slots = CallSlots::of(self, DEFAULT_QUEUE);
+        let slots = CallSlots::of(self, DEFAULT_QUEUE, Overflow::Wait);
+        if slots.overflow == Overflow::DropOldest && slots.slots.available_permits() == 0 {
+            return evicting_call(self, args, options).await;
+        }
         let call = queued_call(self, args, options, async {
-            slots
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Error::closed("call", "the function pool stopped"))
+            match slots.overflow {
+                Overflow::Wait | Overflow::DropOldest => slots
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::closed("call", "the function pool stopped")),
+                _ => slots
+                    .slots
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| slots.full()),
+            }
         });
         match options.timeout {
             // The timeout counts the wait for room too.
