@@ -119,3 +119,79 @@ async fn close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_
     support::bounded_for(one_second, "closed", stream.closed()).await;
     writer.abort();
 }
+
+flavours!(a_write_buffer_fails_or_drops_what_its_policy_names_and_refuses_drop_oldest);
+async fn a_write_buffer_fails_or_drops_what_its_policy_names_and_refuses_drop_oldest() {
+    use ioasync::{Limits, Overflow, Write};
+    use tokio::io::AsyncReadExt;
+    let lp = test_loop();
+    let limits = Limits {
+        write_high: 256 << 10,
+        write_low: 64 << 10,
+        ..Limits::default()
+    };
+    const CHUNK: usize = 64 << 10;
+    for (i, policy) in [Overflow::Fail, Overflow::DropNewest]
+        .into_iter()
+        .enumerate()
+    {
+        let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = raw.local_addr().unwrap();
+        let (conn, accepted) = tokio::join!(lp.connect(addr), raw.accept());
+        let stream = lp
+            .add(
+                Stream::spec(format!("w{i}"), conn.unwrap())
+                    .limits(limits)
+                    .write_overflow(policy),
+            )
+            .await
+            .unwrap();
+        let mut peer = accepted.unwrap().0; // not reading yet
+        // Write until one is refused: the kernel buffers fill, then the
+        // write buffer to its high watermark.
+        let mut accepted_writes = Vec::new();
+        let refusal = loop {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            stream
+                .tell(Write(vec![1u8; CHUNK].into(), Some(tx)))
+                .await
+                .unwrap();
+            let mut rx = rx;
+            match tokio::time::timeout(std::time::Duration::from_millis(1), &mut rx).await {
+                Ok(Ok(Err(e))) => break e,
+                Ok(Ok(Ok(()))) => {}
+                _ => accepted_writes.push(rx), // queued, not yet written
+            }
+            assert!(accepted_writes.len() < 1000, "never refused");
+        };
+        assert!(refusal.is_full(), "{refusal}");
+        let named = format!(
+            "write buffer of /w{i} is full ({} bytes)",
+            limits.write_high
+        );
+        assert!(refusal.to_string().contains(&named), "{refusal}");
+        if policy == Overflow::DropNewest {
+            assert!(refusal.to_string().contains("dropped"), "{refusal}");
+        }
+        // The stream goes on: the accepted writes are all written once the
+        // peer reads, and nothing refused arrives.
+        stream.close_when_empty().await.unwrap();
+        let mut got = Vec::new();
+        bounded("read", peer.read_to_end(&mut got)).await.unwrap();
+        for rx in accepted_writes {
+            bounded("written", rx).await.unwrap().unwrap();
+        }
+        assert_eq!(got.len() % CHUNK, 0, "whole writes only");
+    }
+    // DropOldest would cut the byte stream: refused at start.
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let conn = lp.connect(raw.local_addr().unwrap()).await.unwrap();
+    let err = lp
+        .add(Stream::spec("w-oldest", conn).write_overflow(Overflow::DropOldest))
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_invalid_input() && err.to_string().contains("cannot drop"),
+        "{err}"
+    );
+}

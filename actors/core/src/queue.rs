@@ -18,9 +18,9 @@ use tokio::sync::Notify;
 /// |---|---|---|---|
 /// | a subscriber stream | its capacity | `Wait` | all four: [`Subscription::stream_with`](crate::Subscription::stream_with) |
 /// | a notifier's mailbox | `Spec::mailbox` (64) | `Wait` | `tell_with`: `Wait` (`tell`), `Fail` (`try_tell`: a `Full` error naming the mailbox), `DropNewest`; not `DropOldest` (a mailbox keeps what it queued) |
-/// | a Function's call queue | `FunctionSpec::queue` (1,024) | `Wait` | `Wait`: `call`; `Fail`: `try_call` (a `Full` error naming the bound) |
+/// | a Function's call queue | `FunctionSpec::queue` (1,024) | `Wait` | all four: `FunctionSpec::overflow` (the drops fail the dropped call); `try_call` fails at once (a `Full` error naming the bound) |
 /// | a channel | its capacity | `Wait` | all four: `channel::channel_with`; `try_send` fails at once (`SendError::Full` with the bound) |
-/// | a stream's write buffer | its write high watermark | `Wait` | writers wait at the high watermark (watermark events tell) |
+/// | a stream's write buffer | its write high watermark | `Wait` | `StreamSpec::write_overflow`: `Wait` (writers wait; watermark events tell), `Fail`, `DropNewest`; not `DropOldest` (it would cut the byte stream) |
 ///
 /// Control and introspection never wait behind data: see
 /// [`NotifierRef::ask_now`](crate::NotifierRef::ask_now).

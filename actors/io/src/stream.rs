@@ -32,7 +32,8 @@ use std::{fmt, os::fd::OwnedFd};
 
 use bytes::{Bytes, BytesMut};
 use ioasync_core::{
-    Ctx, Emits, Error, Handler, IntoSpec, Notifier, NotifierRef, Once, Restart, Result, Spec,
+    Ctx, Emits, Error, ErrorKind, Handler, IntoSpec, Notifier, NotifierRef, Once, Overflow,
+    Restart, Result, Spec,
 };
 use tokio::sync::oneshot;
 
@@ -129,6 +130,7 @@ pub struct StreamArgs {
     limits: Limits,
     on_read: Option<OnRead>,
     close_on_read_eof: bool,
+    write_overflow: Overflow,
 }
 
 impl fmt::Debug for StreamArgs {
@@ -182,6 +184,18 @@ impl StreamSpec {
         self.args.close_on_read_eof = on;
         self
     }
+
+    /// What a write that meets the write buffer at its high watermark
+    /// does (default `Wait`: writers wait, the mailbox holding them).
+    /// `Fail`: the write is refused, its future failing with a `Full`
+    /// error naming the buffer and its bound; `DropNewest`: the write is
+    /// dropped (its future fails saying so). `DropOldest` is refused when
+    /// the stream starts: dropping queued bytes would cut the byte stream
+    /// in the middle of a message.
+    pub fn write_overflow(mut self, overflow: Overflow) -> Self {
+        self.args.write_overflow = overflow;
+        self
+    }
 }
 
 impl IntoSpec for StreamSpec {
@@ -209,6 +223,7 @@ impl StreamArgs {
             limits: Limits::default(),
             on_read: None,
             close_on_read_eof: true,
+            write_overflow: Overflow::Wait,
         }
     }
 }
@@ -220,6 +235,7 @@ pub struct Stream {
     close_on_read_eof: bool,
     eof_delivered: bool,
     reads: std::collections::VecDeque<PendingRead>,
+    write_overflow: Overflow,
     /// How it ended, for reads that come after it stopped.
     end: std::sync::Arc<StreamEnd>,
 }
@@ -528,6 +544,15 @@ impl Notifier for Stream {
 
     async fn init(args: Once<StreamArgs>, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let args = args.take_for(ctx.path())?;
+        if args.write_overflow == Overflow::DropOldest {
+            return Err(Error::invalid_input(
+                "init",
+                format!(
+                    "{}: a stream cannot drop the oldest queued bytes (it would cut the byte stream)",
+                    ctx.path()
+                ),
+            ));
+        }
         let source = args.source;
         Ok(Stream {
             duplex: Duplex::new(source, args.limits),
@@ -535,6 +560,7 @@ impl Notifier for Stream {
             close_on_read_eof: args.close_on_read_eof,
             eof_delivered: false,
             reads: std::collections::VecDeque::new(),
+            write_overflow: args.write_overflow,
             end: StreamEnd::of(&ctx.this()),
         })
     }
@@ -556,7 +582,9 @@ impl Notifier for Stream {
     }
 
     fn accepting(&self) -> bool {
-        self.duplex.accepting_writes()
+        // Only a waiting policy holds writers in the mailbox; the others
+        // take every write and apply themselves.
+        self.write_overflow != Overflow::Wait || self.duplex.accepting_writes()
     }
 
     async fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
@@ -650,6 +678,24 @@ pub struct StreamInfo {
 impl Handler<Write> for Stream {
     type Reply = ();
     async fn handle(&mut self, Write(data, done): Write, ctx: &mut Ctx<'_, Self>) {
+        let high = self.duplex.limits.write_high;
+        if self.write_overflow != Overflow::Wait && self.duplex.queued() + data.len() > high {
+            let what = match self.write_overflow {
+                Overflow::DropNewest => "dropped: ",
+                _ => "",
+            };
+            if let Some(done) = done {
+                let _ = done.send(Err(Error::new(
+                    "write",
+                    ErrorKind::Full,
+                    format!(
+                        "{what}the write buffer of {} is full ({high} bytes)",
+                        ctx.path()
+                    ),
+                )));
+            }
+            return;
+        }
         self.duplex.write(data, done);
         let p = self.duplex.progress();
         self.after_progress(p, ctx).await;
