@@ -338,15 +338,33 @@ impl Node {
             return Some(Ctl::Stop);
         }
         let Some(extras) = self.extras.get() else {
-            self.ctl_pending.store(false, Ordering::Release);
+            self.settle_pending();
             return None;
         };
         let mut q = lock(&extras.ctl);
         let ctl = q.pop_front();
-        if q.is_empty() {
-            self.ctl_pending.store(false, Ordering::Release);
+        let empty = q.is_empty();
+        drop(q);
+        if empty {
+            self.settle_pending();
         }
         ctl
+    }
+
+    /// Clears the pending flag once the queue looked empty, then looks
+    /// again: a stop or a subscription that came meanwhile (their flags
+    /// are set before the pending one) keeps it set, so no wake-up is lost.
+    fn settle_pending(&self) {
+        self.ctl_pending.store(false, Ordering::SeqCst);
+        let more = self.stop_requested.load(Ordering::SeqCst)
+            || self.subs_pending.load(Ordering::SeqCst)
+            || self
+                .extras
+                .get()
+                .is_some_and(|e| !lock(&e.ctl).is_empty());
+        if more {
+            self.ctl_pending.store(true, Ordering::SeqCst);
+        }
     }
 
     pub(crate) fn state(&self) -> NodeState {

@@ -457,9 +457,11 @@ impl<N: Notifier> NotifierActor<N> {
         let node = self.node.clone();
         let first = node.begin_incarnation() == 1;
         if !first {
+            // (A new node is already `Starting`; the root is `Running` from
+            // the moment its tree exists.)
             node.count_restart();
+            node.set_state(NodeState::Starting);
         }
-        node.set_state(NodeState::Starting);
         node.take_subscriptions(&mut self.subs);
         let bound = node.policy.init_timeout;
         let mut ctx = Ctx::new(&node, &mut self.subs);
@@ -674,7 +676,10 @@ impl<N: Notifier> NotifierActor<N> {
     /// Runs every queued control message (and tells a running notifier of
     /// new subscribers).
     async fn run_ctl(&mut self) {
-        if matches!(self.phase, Phase::Running) && self.node.take_subscriptions(&mut self.subs) {
+        // Taken in any phase (the lists outlive incarnations); a running
+        // notifier hears of them.
+        let took = self.node.take_subscriptions(&mut self.subs);
+        if took && matches!(self.phase, Phase::Running) {
             self.run_hook(Hook::Subscribe).await;
         }
         while let Some(ctl) = self.node.pop_ctl() {

@@ -50,6 +50,8 @@ impl Tree {
             ..Policy::default()
         };
         let node = Node::new(&shared, None, "", "root", policy)?;
+        // The root only supervises; its init cannot fail: it runs from now.
+        node.set_state(crate::state::NodeState::Running);
         let actor = start_actor::<Root>(&node, Arc::new(|| ()), 64, None, None);
         let root = NotifierRef { actor, node };
         Ok(Tree { root, shared })

@@ -236,8 +236,6 @@ pub struct Stream {
     eof_delivered: bool,
     reads: std::collections::VecDeque<PendingRead>,
     write_overflow: Overflow,
-    /// How it ended, for reads that come after it stopped.
-    end: std::sync::Arc<StreamEnd>,
 }
 
 /// How a stream ended, shared with its handles: a read made after the
@@ -526,7 +524,8 @@ impl Stream {
             };
             let _ = r.reply.send(reply);
         }
-        self.end.set(how);
+        // Made now, not at the start: an idle stream pays nothing for it.
+        StreamEnd::of(&ctx.this()).set(how);
         if !self.duplex.is_closed() {
             self.duplex.close();
             ctx.emit(StreamEvent::Closed).await;
@@ -561,7 +560,6 @@ impl Notifier for Stream {
             eof_delivered: false,
             reads: std::collections::VecDeque::new(),
             write_overflow: args.write_overflow,
-            end: StreamEnd::of(&ctx.this()),
         })
     }
 
@@ -625,7 +623,7 @@ impl Handler<Read> for Stream {
     type Reply = ();
     async fn handle(&mut self, Read(want, reply): Read, ctx: &mut Ctx<'_, Self>) {
         if self.duplex.is_closed() {
-            let _ = reply.send(match self.end.get() {
+            let _ = reply.send(match StreamEnd::of(&ctx.this()).get() {
                 Some(Ok(())) => Ok((Bytes::new(), true)),
                 Some(Err(e)) => Err(e),
                 None => Err(Error::closed("read", "the stream is closed")),
@@ -806,9 +804,8 @@ impl StreamRef for NotifierRef<Stream> {
     }
 
     async fn read(&self, want: ReadFor) -> ReadResult {
-        let end = StreamEnd::of(self);
         // After the stream stopped: how it ended is the answer.
-        let ended = |fallback: Error| match end.get() {
+        let ended = |fallback: Error| match StreamEnd::of(self).get() {
             Some(Ok(())) => Ok((Bytes::new(), true)),
             Some(Err(e)) => Err(e),
             None => Err(fallback),
