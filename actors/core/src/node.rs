@@ -358,10 +358,7 @@ impl Node {
         self.ctl_pending.store(false, Ordering::SeqCst);
         let more = self.stop_requested.load(Ordering::SeqCst)
             || self.subs_pending.load(Ordering::SeqCst)
-            || self
-                .extras
-                .get()
-                .is_some_and(|e| !lock(&e.ctl).is_empty());
+            || self.extras.get().is_some_and(|e| !lock(&e.ctl).is_empty());
         if more {
             self.ctl_pending.store(true, Ordering::SeqCst);
         }
