@@ -177,6 +177,32 @@ impl Subscribers {
             .map_or(0, Vec::len)
     }
 
+    /// Delivers `event` now when no subscriber of `E` can make it wait
+    /// (none, or closures only); hands it back otherwise.
+    pub(crate) fn emit_now<E: Clone + Send + 'static>(&mut self, event: E) -> Option<E> {
+        let id = TypeId::of::<E>();
+        let (_, list) = self.lists.iter_mut().find(|(t, _)| *t == id)?;
+        let targets = list
+            .downcast_mut::<Vec<Target<E>>>()
+            .expect("keyed by its TypeId");
+        if !targets.iter().all(|t| matches!(t, Target::Closure(_))) {
+            return Some(event);
+        }
+        let last = targets.len();
+        let mut event = Some(event);
+        for (i, target) in targets.iter_mut().enumerate() {
+            let ev = if i + 1 == last {
+                event.take()
+            } else {
+                event.clone()
+            };
+            if let (Target::Closure(f), Some(ev)) = (target, ev) {
+                f(ev);
+            }
+        }
+        None
+    }
+
     /// Delivers `event` to every subscriber of `E`, in subscription order,
     /// per each one's overflow policy; drops subscribers that are gone.
     pub(crate) async fn emit<E: Clone + Send + 'static>(&mut self, event: E) {

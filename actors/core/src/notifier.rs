@@ -153,15 +153,25 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     }
 
     /// Delivers `event` to this notifier's subscribers of `E` (closures
-    /// run here; actors and streams per their backpressure).
-    pub async fn emit<E>(&mut self, event: E)
+    /// run here; actors and streams per their backpressure). With no
+    /// subscriber, or closures only, it is delivered before this returns
+    /// and the future is ready; only deliveries that may wait are boxed,
+    /// which keeps every notifier's idle future small.
+    pub fn emit<E>(&mut self, event: E) -> impl Future<Output = ()> + Send + '_
     where
         N: Emits<E>,
         E: Clone + Send + 'static,
     {
         let subs = self.subs.get_mut().unwrap_or_else(|e| e.into_inner());
         self.node.take_subscriptions(subs);
-        subs.emit(event).await;
+        let waits: Option<futures_util::future::BoxFuture<'_, ()>> = subs
+            .emit_now(event)
+            .map(|event| Box::pin(subs.emit(event)) as _);
+        async move {
+            if let Some(delivery) = waits {
+                delivery.await;
+            }
+        }
     }
 
     /// Whether anybody subscribes to this notifier's events of type `E`

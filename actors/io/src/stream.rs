@@ -486,24 +486,30 @@ impl Stream {
         if p.flushed {
             ctx.emit(StreamEvent::Flushed).await;
         }
+        // The ways out are boxed: a connection's idle actor carries the
+        // largest future of its readiness path, so cold paths stay out.
         if let Some(e) = p.write_error {
-            ctx.emit(StreamEvent::WriteError(e.clone())).await;
-            return self.close_with(ctx, Some(e)).await;
+            return Box::pin(self.fail_with(ctx, StreamEvent::WriteError(e.clone()), e)).await;
         }
         if let Some(e) = p.read_error {
-            ctx.emit(StreamEvent::ReadError(e.clone())).await;
-            return self.close_with(ctx, Some(e)).await;
+            return Box::pin(self.fail_with(ctx, StreamEvent::ReadError(e.clone()), e)).await;
         }
         // Bytes nobody consumed wait for future-returning reads: a stream
         // at EOF closes once they were read (or when it has an on_read).
         let unread = !self.duplex.rbuf.is_empty() && self.on_read.is_none();
         if self.duplex.close_when_empty && self.duplex.queued() == 0 && !unread {
-            self.close(ctx).await;
+            Box::pin(self.close(ctx)).await;
         }
     }
 
     async fn close(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.close_with(ctx, None).await;
+    }
+
+    /// Emits `event` (the error), then closes with `err`.
+    async fn fail_with(&mut self, ctx: &mut Ctx<'_, Self>, event: StreamEvent, err: Error) {
+        ctx.emit(event).await;
+        self.close_with(ctx, Some(err)).await;
     }
 
     /// Closes; pending reads get the end of stream after a clean EOF, or
