@@ -60,19 +60,25 @@ async fn raw_loop(calls: u64) -> f64 {
     rate
 }
 
-async fn pool_rate(lp: &Loop, workers: usize, calls: u64) -> f64 {
+/// A pool of `workers` square workers, warmed up: every worker started
+/// and answered.
+async fn warm_pool(lp: &Loop, name: String, workers: usize) -> ioasync::NotifierRef<Function> {
     let f = lp
         .add(
-            Function::spec(format!("sq{workers}"), "square")
+            Function::spec(name, "square")
                 .min_workers(workers)
                 .max_workers(workers),
         )
         .await
         .unwrap();
-    // Warm up: every worker started and answered.
     for n in 0..(workers as u64 * 10) {
         assert_eq!(f.call::<u64, u64>(&n).await.unwrap(), square(n));
     }
+    f
+}
+
+async fn pool_rate(lp: &Loop, workers: usize, calls: u64) -> f64 {
+    let f = warm_pool(lp, format!("sq{workers}"), workers).await;
     let t = Instant::now();
     let per = calls / workers as u64;
     let mut tasks = Vec::new();
@@ -153,17 +159,7 @@ async fn raw_pipelined(calls: u64, procs: u64, depth: usize) -> (f64, Duration) 
 
 /// Pipelined calls: `callers` tasks calling a pool of `workers` at once.
 async fn pool_pipelined(lp: &Loop, callers: u64, workers: usize, calls: u64) -> (f64, Duration) {
-    let f = lp
-        .add(
-            Function::spec(format!("pipe{workers}"), "square")
-                .min_workers(workers)
-                .max_workers(workers),
-        )
-        .await
-        .unwrap();
-    for n in 0..(workers as u64 * 10) {
-        assert_eq!(f.call::<u64, u64>(&n).await.unwrap(), square(n));
-    }
+    let f = warm_pool(lp, format!("pipe{workers}"), workers).await;
     let per = calls / callers;
     let t = Instant::now();
     let mut tasks = Vec::new();
