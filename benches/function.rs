@@ -37,16 +37,22 @@ fn raw_worker() -> ! {
     std::process::exit(0)
 }
 
-async fn raw_loop(calls: u64) -> f64 {
+/// A raw worker process (this binary re-executed) and our end of its
+/// socketpair.
+fn raw_worker_process() -> (ioasync::SpawnedChild, UnixStream) {
     let (ours, theirs) = StdUnixStream::pair().unwrap();
     let mut cmd = ioasync::Command::new(std::env::current_exe().unwrap());
     cmd.env("BENCH_RAW_WORKER", "1")
         .stdin(ioasync::Stdio::Null)
         .stdout(ioasync::Stdio::Null)
         .fd_to_child(3, ioasync::Stdio::Fd(theirs.into()));
-    let mut child = ioasync::spawn_child(cmd).unwrap();
+    let child = ioasync::spawn_child(cmd).unwrap();
     ours.set_nonblocking(true).unwrap();
-    let mut s = UnixStream::from_std(ours).unwrap();
+    (child, UnixStream::from_std(ours).unwrap())
+}
+
+async fn raw_loop(calls: u64) -> f64 {
+    let (mut child, mut s) = raw_worker_process();
     let mut buf = [0u8; 8];
     let t = Instant::now();
     for n in 0..calls {
@@ -114,15 +120,8 @@ async fn raw_pipelined(calls: u64, procs: u64, depth: usize) -> (f64, Duration) 
     let mut tasks = Vec::new();
     for _ in 0..procs {
         tasks.push(tokio::spawn(async move {
-            let (ours, theirs) = StdUnixStream::pair().unwrap();
-            let mut cmd = ioasync::Command::new(std::env::current_exe().unwrap());
-            cmd.env("BENCH_RAW_WORKER", "1")
-                .stdin(ioasync::Stdio::Null)
-                .stdout(ioasync::Stdio::Null)
-                .fd_to_child(3, ioasync::Stdio::Fd(theirs.into()));
-            let mut child = ioasync::spawn_child(cmd).unwrap();
-            ours.set_nonblocking(true).unwrap();
-            let (mut rd, mut wr) = UnixStream::from_std(ours).unwrap().into_split();
+            let (mut child, s) = raw_worker_process();
+            let (mut rd, mut wr) = s.into_split();
             let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(depth));
             let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
             let s2 = slots.clone();
