@@ -1,7 +1,8 @@
 //! The overflow policies of the bounded queues a producer writes into:
 //! subscriber streams (Wait, DropOldest, DropNewest, Fail), notifier
-//! mailboxes (Wait with `tell`, Fail with `try_tell`) and channels (Wait
-//! with `send`, Fail with `try_send`). Function call queues are covered in
+//! mailboxes (all four through `tell_with`; Wait with `tell`, Fail with
+//! `try_tell`) and channels (all four; Wait with `send`, Fail with
+//! `try_send`). Function call queues are covered in
 //! worker_function.rs, stream write buffers in io_stream.rs.
 
 #[macro_use]
@@ -13,7 +14,8 @@ use std::sync::{
 };
 
 use ioasync::{
-    Ctx, Emits, Handler, Notifier, Overflow, Result, Spec, Subscription, channel,
+    Ctx, Emits, Handler, Notifier, Overflow, Result, Spec, Subscription, SupervisionEventKind,
+    channel,
     test_util::{Gate, Hang, Journal, Note, Probe, ProbeArgs},
 };
 use support::{bounded, test_loop};
@@ -254,8 +256,8 @@ async fn a_policy_channel_drops_what_its_policy_names_and_fails_naming_its_bound
     assert_eq!(rest, [1, 2]);
 }
 
-flavours!(tell_with_drop_newest_drops_the_new_message_and_drop_oldest_is_refused);
-async fn tell_with_drop_newest_drops_the_new_message_and_drop_oldest_is_refused() {
+flavours!(tell_with_drop_newest_drops_the_new_message);
+async fn tell_with_drop_newest_drops_the_new_message() {
     let lp = test_loop();
     let j = Journal::new();
     let p = lp
@@ -275,16 +277,98 @@ async fn tell_with_drop_newest_drops_the_new_message_and_drop_oldest_is_refused(
             .await
             .unwrap()
     );
-    let err = p
-        .tell_with(Note("x".into()), Overflow::DropOldest)
-        .await
-        .unwrap_err();
-    assert!(
-        err.is_invalid_input() && err.to_string().contains("mailbox of /p"),
-        "{err}"
-    );
     gate.open();
     bounded("kept", j.wait_count("msg /p kept", 1)).await;
     p.ask(Note("last".into())).await.unwrap();
     assert_eq!(j.matching("msg /p"), ["msg /p kept", "msg /p last"]);
+}
+
+flavours!(tell_with_drop_oldest_never_waits_and_keeps_the_newest);
+async fn tell_with_drop_oldest_never_waits_and_keeps_the_newest() {
+    let lp = test_loop();
+    let j = Journal::new();
+    let p = lp
+        .add(Spec::<Probe>::new("p", ProbeArgs::new(&j)).mailbox(4))
+        .await
+        .unwrap();
+    let gate = Gate::new();
+    p.tell(Hang(gate.clone())).await.unwrap();
+    bounded("hanging", j.wait_count("hang /p", 1)).await;
+    // The notifier is stuck: 4 fit its mailbox, the lane holds the last
+    // 4, and 4..8 are dropped. No send waits.
+    for i in 0..12 {
+        let sent = bounded(
+            "tell_with",
+            p.tell_with(Note(format!("n{i}")), Overflow::DropOldest),
+        )
+        .await;
+        assert!(sent.unwrap(), "message {i} was queued");
+    }
+    gate.open();
+    bounded(
+        "all handled",
+        j.wait_until(|v| v.iter().filter(|l| l.starts_with("msg /p n")).count() >= 8),
+    )
+    .await;
+    // Through the lane (the mailbox is empty again): after the others.
+    p.ask(Note("last".into())).await.unwrap();
+    let got = j.matching("msg /p n");
+    let mut sorted = got.clone();
+    sorted.sort_by_key(|m| m["msg /p n".len()..].parse::<u32>().unwrap());
+    let want: Vec<String> = [0, 1, 2, 3, 8, 9, 10, 11]
+        .iter()
+        .map(|i| format!("msg /p n{i}"))
+        .collect();
+    assert_eq!(sorted, want, "the oldest of the lane were dropped");
+    let lane: Vec<_> = got
+        .iter()
+        .filter(|m| sorted[4..].contains(m))
+        .cloned()
+        .collect();
+    assert_eq!(lane, want[4..], "the lane keeps its order");
+    assert_eq!(
+        j.matching("msg /p"),
+        [&got[..], &["msg /p last".to_string()][..]].concat()
+    );
+}
+
+flavours!(tell_with_drop_oldest_fails_on_a_stopped_notifier_and_reports_the_lane_undelivered);
+async fn tell_with_drop_oldest_fails_on_a_stopped_notifier_and_reports_the_lane_undelivered() {
+    let lp = test_loop();
+    let j = Journal::new();
+    let p = lp
+        .add(Spec::<Probe>::new("p", ProbeArgs::new(&j)).mailbox(1))
+        .await
+        .unwrap();
+    let mut events = lp.supervision_events();
+    let gate = Gate::new();
+    p.tell(Hang(gate.clone())).await.unwrap();
+    bounded("hanging", j.wait_count("hang /p", 1)).await;
+    p.tell_with(Note("mailbox".into()), Overflow::DropOldest)
+        .await
+        .unwrap();
+    p.tell_with(Note("lane".into()), Overflow::DropOldest)
+        .await
+        .unwrap();
+    // A kill ends it without handling either.
+    p.kill().await;
+    bounded("stopped", p.wait_stopped()).await;
+    let undelivered = bounded("undelivered", async {
+        loop {
+            let ev = events.recv().await.unwrap();
+            if let SupervisionEventKind::Undelivered { count } = ev.what
+                && ev.path == "/p"
+            {
+                return count;
+            }
+        }
+    })
+    .await;
+    assert!(undelivered >= 1, "the lane's message is reported");
+    let err = p
+        .tell_with(Note("late".into()), Overflow::DropOldest)
+        .await
+        .unwrap_err();
+    assert!(err.is_closed() && err.to_string().contains("/p"), "{err}");
+    assert!(j.matching("msg /p").is_empty());
 }

@@ -155,6 +155,9 @@ struct Extras {
     subs: Mutex<Vec<PendingSub>>,
     taps: Mutex<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
     group: tokio::sync::Mutex<()>,
+    /// Messages told with `Overflow::DropOldest` that met a full mailbox
+    /// (the lossy lane: see `NotifierRef::tell_with`).
+    lossy: Mutex<VecDeque<Box<dyn Any + Send>>>,
 }
 
 /// One notifier's place in the tree.
@@ -186,6 +189,8 @@ pub(crate) struct Node {
     stop_requested: AtomicBool,
     /// Subscriptions wait in `extras.subs` for the runtime to take them.
     subs_pending: AtomicBool,
+    /// Messages wait in the lossy lane (`extras.lossy`).
+    lossy_pending: AtomicBool,
     /// Bytes the notifier reports buffering (`u64::MAX`: it does not say).
     buffered: AtomicU64,
     pub(crate) actor: OnceLock<Box<dyn ErasedActor>>,
@@ -246,6 +251,7 @@ impl Node {
             ctl_pending: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
             subs_pending: AtomicBool::new(false),
+            lossy_pending: AtomicBool::new(false),
             buffered: AtomicU64::new(u64::MAX),
             actor: OnceLock::new(),
             extras: OnceLock::new(),
@@ -362,6 +368,68 @@ impl Node {
         if more {
             self.ctl_pending.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// Whether the lossy lane holds messages (one atomic load).
+    pub(crate) fn lossy_pending(&self) -> bool {
+        self.lossy_pending.load(Ordering::Acquire)
+    }
+
+    /// Queues a message in the lossy lane, which holds at most `capacity`:
+    /// when full, its oldest message is dropped (and returned).
+    pub(crate) fn push_lossy(
+        &self,
+        msg: Box<dyn Any + Send>,
+        capacity: usize,
+    ) -> Option<Box<dyn Any + Send>> {
+        let mut lane = lock(&self.extras().lossy);
+        let evicted = if lane.len() >= capacity.max(1) {
+            lane.pop_front()
+        } else {
+            None
+        };
+        lane.push_back(msg);
+        drop(lane);
+        self.lossy_pending.store(true, Ordering::Release);
+        self.ctl_waker.wake();
+        evicted
+    }
+
+    /// Resolves once the lossy lane holds messages. Only the node's own
+    /// actor waits on it (it shares the control waker).
+    pub(crate) fn lossy_ready(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            self.ctl_waker.register(cx.waker());
+            if self.lossy_pending() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// The lossy lane's oldest message.
+    pub(crate) fn pop_lossy(&self) -> Option<Box<dyn Any + Send>> {
+        if !self.lossy_pending() {
+            return None;
+        }
+        let mut lane = lock(&self.extras().lossy);
+        let msg = lane.pop_front();
+        if lane.is_empty() {
+            // Cleared under the lock: a push after this sets it again.
+            self.lossy_pending.store(false, Ordering::Release);
+        }
+        msg
+    }
+
+    /// Empties the lossy lane; returns how many messages it held.
+    pub(crate) fn clear_lossy(&self) -> usize {
+        let Some(extras) = self.extras.get() else {
+            return 0;
+        };
+        let mut lane = lock(&extras.lossy);
+        self.lossy_pending.store(false, Ordering::Release);
+        std::mem::take(&mut *lane).len()
     }
 
     pub(crate) fn state(&self) -> NodeState {

@@ -332,34 +332,6 @@ impl<N: Notifier> NotifierRef<N> {
             .map_err(|e| send_error("tell", &self.node, e))
     }
 
-    /// Sends `msg` per an overflow policy for a full mailbox: `Wait` is
-    /// [`tell`](Self::tell), `Fail` is [`try_tell`](Self::try_tell),
-    /// `DropNewest` drops `msg` (`Ok(false)`), and `DropOldest` is refused
-    /// with an invalid-input error: a mailbox keeps what it queued. `Ok(true)`
-    /// when the message was queued.
-    pub async fn tell_with<M>(&self, msg: M, overflow: Overflow) -> Result<bool>
-    where
-        N: Handler<M>,
-        M: Send + 'static,
-    {
-        match overflow {
-            Overflow::Wait => self.tell(msg).await.map(|()| true),
-            Overflow::Fail => self.try_tell(msg).map(|()| true),
-            Overflow::DropNewest => match self.try_tell(msg) {
-                Ok(()) => Ok(true),
-                Err(e) if e.is_full() => Ok(false),
-                Err(e) => Err(e),
-            },
-            Overflow::DropOldest => Err(Error::invalid_input(
-                "tell",
-                format!(
-                    "the mailbox of {} cannot drop its oldest message: a mailbox keeps what it queued",
-                    self.node.path
-                ),
-            )),
-        }
-    }
-
     /// Sends `msg` and waits for the reply. Fails with a clear error when
     /// the notifier is not running or failed while handling it.
     pub async fn ask<M>(&self, msg: M) -> Result<<N::Reply as Reply>::Ok>

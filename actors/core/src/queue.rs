@@ -17,10 +17,10 @@ use tokio::sync::Notify;
 /// | queue | bound | default | how to choose |
 /// |---|---|---|---|
 /// | a subscriber stream | its capacity | `Wait` | all four: [`Subscription::stream_with`](crate::Subscription::stream_with) |
-/// | a notifier's mailbox | `Spec::mailbox` (64) | `Wait` | `tell_with`: `Wait` (`tell`), `Fail` (`try_tell`: a `Full` error naming the mailbox), `DropNewest`; not `DropOldest` (a mailbox keeps what it queued) |
+/// | a notifier's mailbox | `Spec::mailbox` (64) | `Wait` | all four: `tell_with` (`tell` waits, `try_tell` fails with a `Full` error naming the mailbox; `DropOldest` overflows into a lossy lane as long as the mailbox that drops its oldest) |
 /// | a Function's call queue | `FunctionSpec::queue` (1,024) | `Wait` | all four: `FunctionSpec::overflow` (the drops fail the dropped call); `try_call` fails at once (a `Full` error naming the bound) |
 /// | a channel | its capacity | `Wait` | all four: `channel::channel_with`; `try_send` fails at once (`SendError::Full` with the bound) |
-/// | a stream's write buffer | its write high watermark | `Wait` | `StreamSpec::write_overflow`: `Wait` (writers wait; watermark events tell), `Fail`, `DropNewest`; not `DropOldest` (it would cut the byte stream) |
+/// | a stream's write buffer | its write high watermark | `Wait` | all four: `StreamSpec::write_overflow` (`Wait`: writers wait, watermark events tell; the drops and `Fail` fail the dropped or refused write's future; `DropOldest` drops whole writes not yet begun, never part of one) |
 ///
 /// Control and introspection never wait behind data: see
 /// [`NotifierRef::ask_now`](crate::NotifierRef::ask_now).

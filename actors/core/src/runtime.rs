@@ -37,6 +37,7 @@ use crate::{
     notifier::ArgsFactory,
     notifier::{Ctx, FAIR_BURST, Handler, Notifier, NotifierActor, NotifierRef, Phase, Start},
     panic::{self, Caught},
+    queue::Overflow,
     shutdown::ShutdownReport,
     spec::{AnySpec, ErasedSpec, Spec},
     state::NodeState,
@@ -207,13 +208,10 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         _actor_ref: WeakActorRef<Self>,
         err: PanicError,
     ) -> Result<ControlFlow<ActorStopReason>> {
-        // A handler panicked (kameo caught it around `handle`).
-        let message = err
-            .with_str(str::to_owned)
-            .or_else(|| err.with_downcast_ref(|e: &Error| e.to_string()))
-            .unwrap_or_else(|| err.to_string());
+        // A handler panicked (kameo caught it around `handle`), or a
+        // `tell`'s handler returned an error.
         let caught = Caught {
-            message,
+            message: panic_message(&err),
             location: panic::take_location(),
         };
         self.end(panicked(caught));
@@ -246,6 +244,14 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         self.node.retire();
         // Control left unanswered (urgent asks) is dropped: its askers hear.
         while self.node.pop_ctl().is_some() {}
+        let lossy = self.node.clear_lossy();
+        if lossy > 0 {
+            tracing::warn!(parent: self.node.span(), count = lossy, "messages undelivered at stop");
+            self.node.shared.publish(
+                &self.node,
+                SupervisionEventKind::Undelivered { count: lossy },
+            );
+        }
         self.node
             .shared
             .publish(&self.node, SupervisionEventKind::Stopped);
@@ -304,17 +310,20 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     };
                     // Control first, then the source, then the mailbox: the
                     // fast path above already favours the mailbox.
+                    // The lossy lane before the mailbox: the fast path
+                    // favours the mailbox, so neither starves the other.
                     let accepting = state.accepting();
-                    let ready = tokio::select! {
+                    let turn = tokio::select! {
                         biased;
-                        _ = self.node.ctl_ready() => false,
-                        _ = state.ready() => true,
+                        _ = self.node.ctl_ready() => Turn::Ctl,
+                        _ = state.ready() => Turn::Ready,
+                        _ = self.node.lossy_ready(), if accepting => Turn::Lossy,
                         signal = mailbox_rx.recv(), if accepting => return Ok(signal),
                     };
-                    if ready {
-                        self.run_hook(Hook::Ready).await;
-                    } else {
-                        Box::pin(self.run_ctl()).await;
+                    match turn {
+                        Turn::Ready => self.run_hook(Hook::Ready).await,
+                        Turn::Ctl => Box::pin(self.run_ctl()).await,
+                        Turn::Lossy => Box::pin(self.run_lossy()).await,
                     }
                 }
                 Phase::Starting(ack) => {
@@ -361,6 +370,10 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     {
                         return Ok(Some(signal));
                     }
+                    if self.state.is_some() && self.node.lossy_pending() {
+                        Box::pin(self.run_lossy()).await;
+                        continue;
+                    }
                     Box::pin(self.drain_done()).await;
                 }
                 Phase::Done => return Ok(None),
@@ -369,13 +382,47 @@ impl<N: Notifier> Actor for NotifierActor<N> {
     }
 }
 
-/// A message handled ahead of the mailbox (see [`NotifierRef::ask_now`]).
+/// Which source the running notifier's turn serves.
+enum Turn {
+    Ctl,
+    Ready,
+    Lossy,
+}
+
+/// A message handled outside kameo's mailbox: ahead of it (see
+/// [`NotifierRef::ask_now`]) or from the lossy lane (see
+/// [`NotifierRef::tell_with`]). Resolves to the error of a told message
+/// whose handler failed (nobody is there to receive it).
 pub(crate) trait Urgent<N: Notifier>: Send {
     fn run<'s, 'c: 's>(
         self: Box<Self>,
         state: &'s mut N,
         ctx: &'s mut Ctx<'c, N>,
-    ) -> BoxFuture<'s, ()>;
+    ) -> BoxFuture<'s, Option<String>>;
+}
+
+/// A message told with `Overflow::DropOldest` that met a full mailbox.
+struct LossyTell<M>(M);
+
+impl<N, M> Urgent<N> for LossyTell<M>
+where
+    N: Handler<M>,
+    M: Send + 'static,
+{
+    fn run<'s, 'c: 's>(
+        self: Box<Self>,
+        state: &'s mut N,
+        ctx: &'s mut Ctx<'c, N>,
+    ) -> BoxFuture<'s, Option<String>> {
+        Box::pin(async move {
+            let reply = state.handle(self.0, ctx).await;
+            let err = kameo::reply::Reply::into_any_err(reply)?;
+            Some(panic_message(&PanicError::new(
+                err,
+                kameo::error::PanicReason::OnMessage,
+            )))
+        })
+    }
 }
 
 struct UrgentAsk<M, R> {
@@ -392,15 +439,119 @@ where
         self: Box<Self>,
         state: &'s mut N,
         ctx: &'s mut Ctx<'c, N>,
-    ) -> BoxFuture<'s, ()> {
+    ) -> BoxFuture<'s, Option<String>> {
         Box::pin(async move {
             let reply = state.handle(self.msg, ctx).await;
             let _ = self.reply.send(reply);
+            None
         })
     }
 }
 
 impl<N: Notifier> NotifierRef<N> {
+    /// Sends `msg` per an overflow policy for a full mailbox (`Ok(true)`
+    /// when it was queued):
+    ///
+    /// - `Wait` is [`tell`](Self::tell): the sender waits for room;
+    /// - `Fail` is [`try_tell`](Self::try_tell): a `Full` error naming the
+    ///   mailbox;
+    /// - `DropNewest` drops `msg` (`Ok(false)`);
+    /// - `DropOldest` never waits and keeps the newest: a message that
+    ///   meets a full mailbox goes to the notifier's *lossy lane*, a queue
+    ///   as long as the mailbox that drops its oldest message when full.
+    ///   The notifier takes the lane in turn with its mailbox (and, like
+    ///   the mailbox, only while it takes messages); messages sent with
+    ///   `DropOldest` keep their order among themselves, but may overtake
+    ///   messages sent earlier with the other policies. What the lane
+    ///   holds at a stop is reported undelivered, as the mailbox's is.
+    ///
+    /// ```
+    /// use ioasync::{Ctx, Handler, Loop, Notifier, Overflow, Result, Spec};
+    ///
+    /// /// Keeps the last position it was told.
+    /// struct Cursor(u32);
+    /// struct MoveTo(u32);
+    ///
+    /// impl Notifier for Cursor {
+    ///     type Args = ();
+    ///     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> {
+    ///         Ok(Cursor(0))
+    ///     }
+    /// }
+    /// impl Handler<MoveTo> for Cursor {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, MoveTo(x): MoveTo, _: &mut Ctx<'_, Self>) {
+    ///         self.0 = x;
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<()> {
+    /// let lp = Loop::new()?;
+    /// let l = lp.clone();
+    /// lp.block_on(async move {
+    ///     let cursor = l.add(Spec::<Cursor>::new("cursor", ()).mailbox(4)).await?;
+    ///     // A producer that must never wait: under load the oldest
+    ///     // positions are dropped, the newest kept.
+    ///     for x in 0..100 {
+    ///         assert!(cursor.tell_with(MoveTo(x), Overflow::DropOldest).await?);
+    ///     }
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub async fn tell_with<M>(&self, msg: M, overflow: Overflow) -> Result<bool>
+    where
+        N: Handler<M>,
+        M: Send + 'static,
+    {
+        match overflow {
+            Overflow::Wait => self.tell(msg).await.map(|()| true),
+            Overflow::Fail => self.try_tell(msg).map(|()| true),
+            Overflow::DropNewest => match self.try_tell(msg) {
+                Ok(()) => Ok(true),
+                Err(e) if e.is_full() => Ok(false),
+                Err(e) => Err(e),
+            },
+            Overflow::DropOldest => self.tell_lossy(msg),
+        }
+    }
+
+    fn tell_lossy<M>(&self, msg: M) -> Result<bool>
+    where
+        N: Handler<M>,
+        M: Send + 'static,
+    {
+        let closed = || {
+            Error::closed(
+                "tell",
+                format!("notifier {} is not running", self.node.path),
+            )
+        };
+        if self.node.is_retired() {
+            return Err(closed());
+        }
+        // Behind messages already in the lane, to keep their order.
+        let msg = if self.node.lossy_pending() {
+            msg
+        } else {
+            match self.actor.tell(msg).try_send() {
+                Ok(()) => return Ok(true),
+                Err(kameo::error::SendError::MailboxFull(msg)) => msg,
+                Err(_) => return Err(closed()),
+            }
+        };
+        let capacity = self
+            .actor
+            .mailbox_sender()
+            .max_capacity()
+            .unwrap_or(usize::MAX);
+        let urgent: Box<dyn Urgent<N>> = Box::new(LossyTell(msg));
+        if self.node.push_lossy(Box::new(urgent), capacity).is_some() {
+            tracing::debug!(parent: self.node.span(), "lossy lane full: dropped its oldest message");
+        }
+        Ok(true)
+    }
+
     /// Sends `msg` ahead of the mailbox and waits for the reply: it is
     /// handled at the notifier's next turn even while its mailbox is full
     /// or it takes no messages (a stream above its write high watermark).
@@ -437,6 +588,13 @@ enum Hook<N: Notifier> {
     Ready,
     Subscribe,
     Urgent(Box<dyn Urgent<N>>),
+}
+
+/// What a failed handler said: its panic message or its error.
+fn panic_message(err: &PanicError) -> String {
+    err.with_str(str::to_owned)
+        .or_else(|| err.with_downcast_ref(|e: &Error| e.to_string()))
+        .unwrap_or_else(|| err.to_string())
 }
 
 fn panicked(caught: Caught) -> ExitReason {
@@ -660,7 +818,16 @@ impl<N: Notifier> NotifierActor<N> {
         let res = match hook {
             Hook::Ready => panic::catch(state.on_ready(&mut ctx), node.span()).await,
             Hook::Subscribe => panic::catch(state.on_subscribe(&mut ctx), node.span()).await,
-            Hook::Urgent(msg) => panic::catch(msg.run(state, &mut ctx), node.span()).await,
+            Hook::Urgent(msg) => match panic::catch(msg.run(state, &mut ctx), node.span()).await {
+                // A told message's handler failed: as for a `tell` (see
+                // `on_panic`).
+                Ok(Some(message)) => Err(Caught {
+                    message,
+                    location: None,
+                }),
+                Ok(None) => Ok(()),
+                Err(caught) => Err(caught),
+            },
         };
         let exit = ctx.exit.take().map(|b| *b);
         match res {
@@ -670,6 +837,16 @@ impl<N: Notifier> NotifierActor<N> {
                 }
             }
             Err(caught) => self.end(panicked(caught)),
+        }
+    }
+
+    /// Handles the lossy lane's oldest message (a `DropOldest` tell).
+    async fn run_lossy(&mut self) {
+        let Some(msg) = self.node.pop_lossy() else {
+            return;
+        };
+        if let Ok(msg) = msg.downcast::<Box<dyn Urgent<N>>>() {
+            self.run_hook(Hook::Urgent(*msg)).await;
         }
     }
 
