@@ -120,8 +120,8 @@ async fn close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_
     writer.abort();
 }
 
-flavours!(a_write_buffer_fails_or_drops_what_its_policy_names_and_refuses_drop_oldest);
-async fn a_write_buffer_fails_or_drops_what_its_policy_names_and_refuses_drop_oldest() {
+flavours!(a_write_buffer_fails_or_drops_what_its_policy_names);
+async fn a_write_buffer_fails_or_drops_what_its_policy_names() {
     use ioasync::{Limits, Overflow, Write};
     use tokio::io::AsyncReadExt;
     let lp = test_loop();
@@ -183,15 +183,75 @@ async fn a_write_buffer_fails_or_drops_what_its_policy_names_and_refuses_drop_ol
         }
         assert_eq!(got.len() % CHUNK, 0, "whole writes only");
     }
-    // DropOldest would cut the byte stream: refused at start.
+}
+
+flavours!(a_write_buffer_under_drop_oldest_drops_the_oldest_whole_writes_and_keeps_the_newest);
+async fn a_write_buffer_under_drop_oldest_drops_the_oldest_whole_writes_and_keeps_the_newest() {
+    use ioasync::{Limits, Overflow, Write};
+    use tokio::io::AsyncReadExt;
+    let lp = test_loop();
+    let limits = Limits {
+        write_high: 256 << 10,
+        write_low: 64 << 10,
+        ..Limits::default()
+    };
+    const CHUNK: usize = 64 << 10;
+    // More than loopback's kernel buffers can hold: most must be dropped.
+    const WRITES: u16 = 400;
     let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let conn = lp.connect(raw.local_addr().unwrap()).await.unwrap();
-    let err = lp
-        .add(Stream::spec("w-oldest", conn).write_overflow(Overflow::DropOldest))
+    let addr = raw.local_addr().unwrap();
+    let (conn, accepted) = tokio::join!(lp.connect(addr), raw.accept());
+    let stream = lp
+        .add(
+            Stream::spec("w-oldest", conn.unwrap())
+                .limits(limits)
+                .write_overflow(Overflow::DropOldest),
+        )
         .await
-        .unwrap_err();
+        .unwrap();
+    let mut peer = accepted.unwrap().0; // not reading yet
+    let mut dones = Vec::new();
+    for i in 0..WRITES {
+        let mut chunk = vec![0xAAu8; CHUNK];
+        chunk[..2].copy_from_slice(&i.to_be_bytes());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Never waits: the newest is always taken.
+        bounded("write", stream.tell(Write(chunk.into(), Some(tx))))
+            .await
+            .unwrap();
+        dones.push(rx);
+    }
+    let info = stream.info().await.unwrap();
     assert!(
-        err.is_invalid_input() && err.to_string().contains("cannot drop"),
-        "{err}"
+        info.queued <= limits.write_high + CHUNK,
+        "queued {} bytes: the bound holds (the newest write beyond it at most)",
+        info.queued
     );
+    stream.close_when_empty().await.unwrap();
+    let mut got = Vec::new();
+    bounded("read", peer.read_to_end(&mut got)).await.unwrap();
+    assert_eq!(got.len() % CHUNK, 0, "whole writes only");
+    let tags: Vec<u16> = got
+        .chunks(CHUNK)
+        .map(|c| {
+            assert!(c[2..].iter().all(|&b| b == 0xAA), "a write arrived cut");
+            u16::from_be_bytes([c[0], c[1]])
+        })
+        .collect();
+    assert!(tags.windows(2).all(|w| w[0] < w[1]), "in order: {tags:?}");
+    assert_eq!(tags.last(), Some(&(WRITES - 1)), "the newest is kept");
+    let mut written = Vec::new();
+    for (i, rx) in dones.into_iter().enumerate() {
+        match bounded("done", rx).await.unwrap() {
+            Ok(()) => written.push(i as u16),
+            Err(e) => assert!(
+                e.is_full()
+                    && e.to_string().contains("dropped (the oldest write)")
+                    && e.to_string().contains("/w-oldest"),
+                "{e}"
+            ),
+        }
+    }
+    assert_eq!(written, tags, "the futures tell what was written");
+    assert!(written.len() < WRITES as usize, "some writes were dropped");
 }

@@ -189,9 +189,11 @@ impl StreamSpec {
     /// does (default `Wait`: writers wait, the mailbox holding them).
     /// `Fail`: the write is refused, its future failing with a `Full`
     /// error naming the buffer and its bound; `DropNewest`: the write is
-    /// dropped (its future fails saying so). `DropOldest` is refused when
-    /// the stream starts: dropping queued bytes would cut the byte stream
-    /// in the middle of a message.
+    /// dropped (its future fails saying so). `DropOldest`: the newest write
+    /// is always taken, and the oldest *whole* writes not yet begun are
+    /// dropped (their futures fail saying so) to keep what is buffered
+    /// within the high watermark; a write already handed to the socket
+    /// buffer is never cut.
     pub fn write_overflow(mut self, overflow: Overflow) -> Self {
         self.args.write_overflow = overflow;
         self
@@ -236,6 +238,18 @@ pub struct Stream {
     eof_delivered: bool,
     reads: std::collections::VecDeque<PendingRead>,
     write_overflow: Overflow,
+    /// Whole writes held back under `Overflow::DropOldest` (allocated on
+    /// first use).
+    held: Option<Box<Held>>,
+}
+
+/// Writes held back under `Overflow::DropOldest` while the write buffer
+/// is at its high watermark: whole writes, not yet begun, so dropping the
+/// oldest never cuts one.
+#[derive(Default)]
+struct Held {
+    writes: std::collections::VecDeque<(Bytes, Option<oneshot::Sender<Result<()>>>)>,
+    bytes: usize,
 }
 
 /// How a stream ended, shared with its handles: a read made after the
@@ -462,12 +476,14 @@ impl Stream {
             };
             ctx.emit(ev).await;
         }
-        if read && self.duplex.queued() > 0 && !self.duplex.is_closed() {
-            // The reader queued replies: write them now.
+        let committed = self.held.is_some() && self.commit_held(false);
+        if (read || committed) && self.duplex.queued() > 0 && !self.duplex.is_closed() {
+            // The reader queued replies (or held writes moved in): write
+            // them now.
             let p = self.duplex.flush_now();
             self.apply(p, ctx).await;
         }
-        ctx.set_buffered(self.duplex.queued() + self.duplex.rbuf.len());
+        ctx.set_buffered(self.queued() + self.duplex.rbuf.len());
     }
 
     async fn apply(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
@@ -483,7 +499,7 @@ impl Stream {
         if p.write_eof {
             ctx.emit(StreamEvent::WriteEof).await;
         }
-        if p.flushed {
+        if p.flushed && self.held.is_none() {
             ctx.emit(StreamEvent::Flushed).await;
         }
         // The ways out are boxed: a connection's idle actor carries the
@@ -507,6 +523,65 @@ impl Stream {
     }
 
     /// Emits `event` (the error), then closes with `err`.
+    /// Bytes queued for writing, held writes included.
+    fn queued(&self) -> usize {
+        self.duplex.queued() + self.held.as_ref().map_or(0, |h| h.bytes)
+    }
+
+    /// Holds a write under `DropOldest`, dropping the oldest held writes
+    /// while what is queued exceeds the high watermark (the newest is kept).
+    fn hold(&mut self, data: Bytes, done: Option<oneshot::Sender<Result<()>>>, path: &str) {
+        let high = self.duplex.limits.write_high;
+        let queued = self.duplex.queued();
+        let held = self.held.get_or_insert_default();
+        held.bytes += data.len();
+        held.writes.push_back((data, done));
+        while held.writes.len() > 1 && queued + held.bytes > high {
+            let Some((old, done)) = held.writes.pop_front() else {
+                break;
+            };
+            held.bytes -= old.len();
+            tracing::debug!(
+                bytes = old.len(),
+                "write buffer full: dropped the oldest held write"
+            );
+            if let Some(done) = done {
+                let _ = done.send(Err(Error::new(
+                    "write",
+                    ErrorKind::Full,
+                    format!(
+                        "dropped (the oldest write): the write buffer of {path} is full ({high} bytes)"
+                    ),
+                )));
+            }
+        }
+    }
+
+    /// Moves held writes to the write buffer: all of them, or (`all`
+    /// false) those that fit under the high watermark (at least one when
+    /// it is empty). True when some moved.
+    fn commit_held(&mut self, all: bool) -> bool {
+        let Some(held) = self.held.as_mut() else {
+            return false;
+        };
+        let high = self.duplex.limits.write_high;
+        let mut moved = false;
+        while let Some((data, _)) = held.writes.front() {
+            let queued = self.duplex.queued();
+            if !(all || queued == 0 || queued + data.len() <= high) {
+                break;
+            }
+            let (data, done) = held.writes.pop_front().expect("checked above");
+            held.bytes -= data.len();
+            self.duplex.write(data, done);
+            moved = true;
+        }
+        if held.writes.is_empty() {
+            self.held = None;
+        }
+        moved
+    }
+
     async fn fail_with(&mut self, ctx: &mut Ctx<'_, Self>, event: StreamEvent, err: Error) {
         ctx.emit(event).await;
         self.close_with(ctx, Some(err)).await;
@@ -530,6 +605,16 @@ impl Stream {
             };
             let _ = r.reply.send(reply);
         }
+        if let Some(held) = self.held.take() {
+            for (_, done) in held.writes {
+                if let Some(done) = done {
+                    let _ = done.send(Err(Error::closed(
+                        "write",
+                        "the stream closed before the write began",
+                    )));
+                }
+            }
+        }
         // Made now, not at the start: an idle stream pays nothing for it.
         StreamEnd::of(&ctx.this()).set(how);
         if !self.duplex.is_closed() {
@@ -549,15 +634,6 @@ impl Notifier for Stream {
 
     async fn init(args: Once<StreamArgs>, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let args = args.take_for(ctx.path())?;
-        if args.write_overflow == Overflow::DropOldest {
-            return Err(Error::invalid_input(
-                "init",
-                format!(
-                    "{}: a stream cannot drop the oldest queued bytes (it would cut the byte stream)",
-                    ctx.path()
-                ),
-            ));
-        }
         let source = args.source;
         Ok(Stream {
             duplex: Duplex::new(source, args.limits),
@@ -566,6 +642,7 @@ impl Notifier for Stream {
             eof_delivered: false,
             reads: std::collections::VecDeque::new(),
             write_overflow: args.write_overflow,
+            held: None,
         })
     }
 
@@ -595,6 +672,7 @@ impl Notifier for Stream {
         // A graceful stop flushes what was accepted; pending reads get the
         // end of stream (after EOF) or a closed error.
         if !self.duplex.is_closed() {
+            self.commit_held(true);
             let err = self.duplex.drain().await.err();
             if let Some(e) = &err {
                 ctx.emit(StreamEvent::WriteError(e.clone())).await;
@@ -683,6 +761,13 @@ impl Handler<Write> for Stream {
     type Reply = ();
     async fn handle(&mut self, Write(data, done): Write, ctx: &mut Ctx<'_, Self>) {
         let high = self.duplex.limits.write_high;
+        if self.write_overflow == Overflow::DropOldest
+            && (self.held.is_some() || self.duplex.queued() + data.len() > high)
+        {
+            self.hold(data, done, ctx.path());
+            let p = self.duplex.progress();
+            return self.after_progress(p, ctx).await;
+        }
         if self.write_overflow != Overflow::Wait && self.duplex.queued() + data.len() > high {
             let what = match self.write_overflow {
                 Overflow::DropNewest => "dropped: ",
@@ -709,6 +794,7 @@ impl Handler<Write> for Stream {
 impl Handler<CloseWhenEmpty> for Stream {
     type Reply = ();
     async fn handle(&mut self, _: CloseWhenEmpty, ctx: &mut Ctx<'_, Self>) {
+        self.commit_held(true);
         self.duplex.close_when_empty = true;
         let p = self.duplex.progress();
         self.after_progress(p, ctx).await;
@@ -725,6 +811,7 @@ impl Handler<CloseNow> for Stream {
 impl Handler<ShutdownWrite> for Stream {
     type Reply = ();
     async fn handle(&mut self, _: ShutdownWrite, ctx: &mut Ctx<'_, Self>) {
+        self.commit_held(true);
         self.io().shutdown_write();
         let p = self.duplex.progress();
         self.after_progress(p, ctx).await;
@@ -744,7 +831,7 @@ impl Handler<Info> for Stream {
         StreamInfo {
             local: self.duplex.src.local_addr(),
             peer: self.duplex.src.peer_addr(),
-            queued: self.duplex.queued(),
+            queued: self.queued(),
             buffered: self.duplex.rbuf.len(),
             closed: self.duplex.is_closed(),
         }
