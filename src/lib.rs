@@ -155,8 +155,8 @@ pub use ioasync_time::{
 };
 pub use ioasync_worker::{
     CallOptions, CallRaw, Entry, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats,
-    Routine, RoutineArgs, RoutineIo, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec,
-    Stats, WorkerPid, channel, run_if_worker,
+    FunctionWorker, Routine, RoutineArgs, RoutineIo, RoutineIoHandle, RoutineRef, RoutineResult,
+    RoutineSpec, Stats, WorkerArgs, WorkerOutput, WorkerPid, channel, run_if_worker,
 };
 pub use ioloop::{Loop, LoopBuilder, TimerId, When};
 

@@ -164,12 +164,7 @@ flavours!(a_full_call_queue_makes_call_wait_and_try_call_fail_naming_its_bound);
 async fn a_full_call_queue_makes_call_wait_and_try_call_fail_naming_its_bound() {
     let lp = test_loop();
     let pool = lp
-        .add(
-            Function::spec("q", "sleep_ms")
-                .min_workers(1)
-                .max_workers(1)
-                .queue(1),
-        )
+        .add(pool("q", "sleep_ms").min_workers(1).max_workers(1).queue(1))
         .await
         .unwrap();
     let call = |ms: u64| {
@@ -216,7 +211,7 @@ async fn a_full_call_queue_drops_what_its_policy_names() {
     {
         let pool = lp
             .add(
-                Function::spec(format!("drop{i}"), "sleep_ms")
+                pool(&format!("drop{i}"), "sleep_ms")
                     .min_workers(1)
                     .max_workers(1)
                     .queue(1)

@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Full,
     /// A worker process or peer died while holding the operation.
     PeerDied,
+    /// A peer broke the protocol: it sent a frame that cannot be read (a
+    /// garbage or oversized length, a short frame, an unknown kind).
+    Protocol,
     /// Anything else.
     Other,
 }
@@ -187,6 +190,11 @@ impl Error {
     /// A bounded queue or mailbox was full (from a `try_*` operation).
     pub fn is_full(&self) -> bool {
         self.kind == ErrorKind::Full
+    }
+
+    /// A peer broke the protocol (a bad frame).
+    pub fn is_protocol(&self) -> bool {
+        self.kind == ErrorKind::Protocol
     }
 
     /// The peer or worker holding the operation died.

@@ -42,7 +42,7 @@ use tokio::{sync::oneshot, time::Instant};
 use crate::{
     error::{Error, ErrorKind, Result},
     event::{Emits, EventStream, Subscribers, Subscription},
-    exit::{ExitReason, SupervisionEventKind},
+    exit::ExitReason,
     node::Node,
     queue::Overflow,
     shutdown::ShutdownReport,
@@ -223,17 +223,15 @@ impl<'a, N: Notifier> Ctx<'a, N> {
         }));
     }
 
+    /// Whether this notifier is stopping for good (removed, or its tree
+    /// shutting down): its children are being stopped before it.
+    pub fn is_stopping(&self) -> bool {
+        self.node.is_stopping()
+    }
+
     /// How many times this notifier has been restarted.
     pub fn restarts(&self) -> u32 {
         self.node.restarts()
-    }
-
-    /// Publishes a supervision event for a part of this notifier that is
-    /// no notifier itself, at `<path>/<name>` (a pool's worker process
-    /// dying is an `Exited` event there, like any child's).
-    pub fn report(&self, name: &str, kind: &'static str, what: SupervisionEventKind) {
-        let path = format!("{}/{name}", self.node.path.trim_end_matches('/'));
-        self.node.shared.bus.publish(&path, kind, what);
     }
 
     /// Reports how many bytes this notifier holds in its buffers; shown in

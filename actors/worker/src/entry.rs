@@ -279,11 +279,13 @@ pub(crate) fn check_not_in_worker(op: &'static str) -> ioasync_core::Result<()> 
 }
 
 /// Starts this program again as a worker running `entry`, with `args`
-/// before it and its end of a socketpair on fd 3; returns the child and
+/// before it and its end of a socketpair on fd 3, its stdout and stderr
+/// the parent's (`inherit_output`) or `/dev/null`; returns the child and
 /// our end of the socket.
 pub(crate) fn spawn_worker(
     entry: &str,
     args: &[std::ffi::OsString],
+    inherit_output: bool,
 ) -> ioasync_core::Result<(ioasync_process::SpawnedChild, tokio::net::UnixStream)> {
     use ioasync_core::Error;
     use ioasync_process::{Command, Stdio};
@@ -294,8 +296,10 @@ pub(crate) fn spawn_worker(
     cmd.args(args)
         .env(ENTRY_ENV, entry)
         .stdin(Stdio::Null)
-        .stdout(Stdio::Null)
         .fd_to_child(WORKER_FD, Stdio::Fd(std::os::fd::OwnedFd::from(theirs)));
+    if !inherit_output {
+        cmd.stdout(Stdio::Null).stderr(Stdio::Null);
+    }
     let child = ioasync_process::spawn_child(cmd)?;
     ours.set_nonblocking(true)
         .map_err(|e| Error::io("fcntl", e))?;

@@ -38,7 +38,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// The error for a frame the codec refused.
 pub(crate) fn frame_error(e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::InvalidData {
-        Error::new("decode", ErrorKind::InvalidInput, format!("bad frame: {e}"))
+        // LengthDelimitedCodec's only data error: the length prefix is
+        // over the cap (checked before anything is allocated).
+        Error::new(
+            "decode",
+            ErrorKind::InvalidInput,
+            format!("bad frame: its length is over the size cap ({e})"),
+        )
     } else {
         Error::io("read", e)
     }

@@ -6,10 +6,9 @@ use std::{collections::VecDeque, ffi::OsString, fmt, sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use ioasync_core::{
-    Ctx, Error, ErrorKind, ExitReason, Handler, Notifier, NotifierRef, Overflow, Restart, Result,
-    Spec, SupervisionEventKind,
+    Ctx, Error, ErrorKind, Handler, Notifier, NotifierRef, Once, Overflow, Restart, Result, Spec,
+    Subscription,
 };
-use ioasync_process::ExitStatus;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
     net::unix::OwnedWriteHalf,
@@ -18,7 +17,10 @@ use tokio::{
 };
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use crate::frame::{self, CALL, REPLY_ERR, REPLY_OK};
+use crate::{
+    frame::{self, CALL, REPLY_ERR, REPLY_OK},
+    worker::{FunctionWorker, WorkerArgs, WorkerShared},
+};
 
 /// How to start a [`Function`] pool.
 #[derive(Debug, Clone)]
@@ -33,6 +35,20 @@ pub struct FunctionArgs {
     overflow: Overflow,
     max_frame: usize,
     call_timeout: Option<Duration>,
+    stop_grace: Duration,
+    output: WorkerOutput,
+}
+
+/// Where a worker's stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WorkerOutput {
+    /// The parent's stdout and stderr (the default, as IO::Async's
+    /// workers): a worker's `println!` reaches the parent's stdout.
+    #[default]
+    Inherit,
+    /// `/dev/null` for both.
+    Null,
 }
 
 /// A [`Function`] spec under construction.
@@ -98,9 +114,25 @@ impl FunctionSpec {
         self
     }
 
-    /// Default per-call timeout (none by default).
+    /// Default per-call timeout (none by default). A call past it fails
+    /// with a `Timeout` error; a worker running it is killed and replaced.
     pub fn call_timeout(mut self, d: Duration) -> Self {
         self.args.call_timeout = Some(d);
+        self
+    }
+
+    /// How long a stopping worker may take to end (default 1 s): when the
+    /// pool stops, an idle worker gets EOF and a busy one `SIGTERM`;
+    /// whatever still runs after this gets `SIGKILL`. Keep it below the
+    /// pool's stop timeout.
+    pub fn stop_grace(mut self, d: Duration) -> Self {
+        self.args.stop_grace = d;
+        self
+    }
+
+    /// Where workers' stdout and stderr go (default: the parent's).
+    pub fn worker_output(mut self, output: WorkerOutput) -> Self {
+        self.args.output = output;
         self
     }
 }
@@ -160,6 +192,8 @@ impl CallSlots {
     }
 }
 
+/// The pool's side of one worker: its socket and the call it runs. Its
+/// process belongs to its [`FunctionWorker`] child notifier.
 struct Worker {
     id: u64,
     pid: u32,
@@ -167,15 +201,30 @@ struct Worker {
     busy: Option<Call>,
     calls: u32,
     idle_since: Instant,
-    /// We ended it (idle, recycled, timed out, pool stopping).
-    retiring: bool,
+    shared: Arc<WorkerShared>,
 }
 
 impl Worker {
     /// Closes its socket: it exits after its current call.
     fn retire(&mut self) {
-        self.retiring = true;
+        self.shared
+            .asked
+            .store(true, std::sync::atomic::Ordering::Release);
         self.writer = None;
+    }
+
+    /// Kills it for `fault` (its notifier's exit names it).
+    fn kill(&mut self, fault: Error) {
+        self.shared.set_fault(fault);
+        self.retire();
+        let _ = nix_kill(self.pid);
+    }
+
+    fn set_busy(&mut self, call: Option<Call>) {
+        self.shared
+            .busy
+            .store(call.is_some(), std::sync::atomic::Ordering::Release);
+        self.busy = call;
     }
 }
 
@@ -185,10 +234,10 @@ enum FromWorker {
         id: u64,
         result: Result<Bytes>,
     },
-    Exited {
-        worker: u64,
-        status: std::result::Result<ExitStatus, Error>,
-    },
+    /// It sent a frame that cannot be read.
+    Broken { worker: u64, error: Error },
+    /// Its notifier ended (the process is gone).
+    Exited { worker: u64 },
 }
 
 /// Pool statistics.
@@ -204,17 +253,26 @@ pub struct FunctionStats {
     pub died: u64,
     /// Calls waiting for a worker.
     pub queued: usize,
-    /// Calls running in a worker now.
+    /// Workers running a call now (IO::Async's `workers_busy`).
     pub busy: usize,
+    /// Workers waiting for a call (IO::Async's `workers_idle`).
+    pub idle: usize,
     /// Calls answered.
     pub completed: u64,
 }
 
 /// A pool of worker processes running one entry point: calls with serde
 /// arguments go to an idle worker (starting one when below `max_workers`),
-/// results come back through futures. A worker that dies mid-call is
-/// replaced; its call fails with a `PeerDied` error naming the exit, or
-/// runs again elsewhere when marked retry-safe.
+/// results come back through futures. Each worker is a temporary child
+/// of the pool in the tree ([`FunctionWorker`], `worker-<pid>`); the pool
+/// starts them as calls need them (down to `min_workers` when idle). A
+/// worker that dies mid-call is replaced; its call fails with a
+/// `PeerDied` error naming the exit, or runs again elsewhere when marked
+/// retry-safe. A worker that sends a frame that cannot be read is killed
+/// and replaced, and its call fails with a `Protocol` error naming it.
+/// Stopping the pool ends its workers (EOF, `SIGTERM` for a busy one,
+/// `SIGKILL` after the [stop grace](FunctionSpec::stop_grace)) and fails
+/// the calls still queued or running with "the function pool stopped".
 pub struct Function {
     args: FunctionArgs,
     workers: Vec<Worker>,
@@ -245,52 +303,79 @@ impl Function {
                 overflow: Overflow::Wait,
                 max_frame: frame::DEFAULT_MAX_FRAME,
                 call_timeout: None,
+                stop_grace: Duration::from_secs(1),
+                output: WorkerOutput::Inherit,
             },
         }
     }
 
-    fn start_worker(&mut self) -> Result<()> {
-        let (mut child, sock) = crate::entry::spawn_worker(&self.args.entry, &self.args.exec_args)?;
-        let (rd, wr) = sock.into_split();
+    fn start_worker(&mut self, ctx: &Ctx<'_, Self>) -> Result<()> {
+        let (child, sock) = crate::entry::spawn_worker(
+            &self.args.entry,
+            &self.args.exec_args,
+            self.args.output == WorkerOutput::Inherit,
+        )?;
         let id = self.next_worker;
         self.next_worker += 1;
         let pid = child.pid();
+        let dup = std::os::fd::AsFd::as_fd(&sock)
+            .try_clone_to_owned()
+            .map(std::os::unix::net::UnixStream::from)
+            .map_err(|e| Error::io("dup", e));
+        let (rd, wr) = sock.into_split();
+        let shared = Arc::new(WorkerShared::default());
+        let tx = self.tx.clone();
+        let notifier = dup.and_then(|sock| {
+            let spec = Spec::<FunctionWorker>::new(
+                format!("worker-{pid}"),
+                Once::new(WorkerArgs {
+                    child,
+                    sock,
+                    shared: shared.clone(),
+                    grace: self.args.stop_grace,
+                }),
+            )
+            .restart(Restart::Temporary)
+            // Its stop ends the process within the grace, then SIGKILL.
+            .stop_timeout(self.args.stop_grace + Duration::from_secs(2))
+            .subscribe_exit(Subscription::closure(move |exit: ioasync_core::Exit| {
+                if !exit.restarting {
+                    let _ = tx.send(FromWorker::Exited { worker: id });
+                }
+            }));
+            ctx.start_child(spec)
+        });
+        if let Err(e) = notifier {
+            // Dropped with its spec: the process is not reaped by anyone.
+            let _ = nix_kill(pid);
+            return Err(e);
+        }
         let tx = self.tx.clone();
         let max = self.args.max_frame;
         tokio::spawn(async move {
             let mut frames = FramedRead::new(rd, frame::codec(max));
-            while let Some(Ok(f)) = frames.next().await {
-                let parsed = frame::parse_worker_frame(&f).map(|(kind, cid, payload)| {
-                    let result = match kind {
-                        REPLY_OK => Ok(Bytes::copy_from_slice(payload)),
-                        REPLY_ERR => Err(Error::new(
-                            "call",
-                            ErrorKind::Other,
-                            String::from_utf8_lossy(payload).into_owned(),
-                        )),
-                        k => Err(Error::new(
-                            "decode",
-                            ErrorKind::InvalidInput,
-                            format!("unknown worker frame kind {k}"),
-                        )),
-                    };
-                    (cid, result)
-                });
-                let Ok((cid, result)) = parsed else { break };
-                if tx
-                    .send(FromWorker::Reply {
+            while let Some(next) = frames.next().await {
+                let reply = match next {
+                    Ok(f) => parse_reply(&f),
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        Err(frame::frame_error(e))
+                    }
+                    // A reset or EOF: the worker died; its notifier says how.
+                    Err(_) => break,
+                };
+                let msg = match reply {
+                    Ok((cid, result)) => FromWorker::Reply {
                         worker: id,
                         id: cid,
                         result,
-                    })
-                    .is_err()
-                {
+                    },
+                    Err(error) => FromWorker::Broken { worker: id, error },
+                };
+                let broken = matches!(msg, FromWorker::Broken { .. });
+                if tx.send(msg).is_err() || broken {
                     break;
                 }
             }
-            drop(frames);
-            let status = child.wait().await;
-            let _ = tx.send(FromWorker::Exited { worker: id, status });
         });
         self.workers.push(Worker {
             id,
@@ -299,16 +384,16 @@ impl Function {
             busy: None,
             calls: 0,
             idle_since: Instant::now(),
-            retiring: false,
+            shared,
         });
         self.stats.started += 1;
         Ok(())
     }
 
     /// Hands queued calls to idle workers, starting workers as allowed.
-    async fn dispatch(&mut self) {
+    async fn dispatch(&mut self, ctx: &Ctx<'_, Self>) {
         while self.workers.len() < self.args.min_workers {
-            if let Err(e) = self.start_worker() {
+            if let Err(e) = self.start_worker(ctx) {
                 tracing::error!(error = %e, "cannot start a worker");
                 break;
             }
@@ -324,7 +409,7 @@ impl Function {
             let idx = match idle {
                 Some(i) => i,
                 None if self.workers.len() < self.args.max_workers => {
-                    if let Err(e) = self.start_worker() {
+                    if let Err(e) = self.start_worker(ctx) {
                         let _ = call.reply.send(Err(e));
                         continue;
                     }
@@ -341,7 +426,7 @@ impl Function {
             let frame = frame::worker_frame(CALL, call.id, &call.payload).freeze();
             let writer = w.writer.as_mut().expect("checked above");
             match writer.send(frame).await {
-                Ok(()) => w.busy = Some(call),
+                Ok(()) => w.set_busy(Some(call)),
                 Err(_) => {
                     // The worker is gone; its exit will arrive. Requeue.
                     w.writer = None;
@@ -355,7 +440,9 @@ impl Function {
         let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else {
             return;
         };
-        if let Some(call) = w.busy.take_if(|c| c.id == id) {
+        if w.busy.as_ref().is_some_and(|c| c.id == id) {
+            let call = w.busy.take().expect("checked above");
+            w.set_busy(None);
             let _ = call.reply.send(result);
             self.stats.completed += 1;
         }
@@ -366,41 +453,47 @@ impl Function {
         }
     }
 
-    fn on_exit(
-        &mut self,
-        ctx: &Ctx<'_, Self>,
-        worker: u64,
-        status: std::result::Result<ExitStatus, Error>,
-    ) {
+    /// A worker sent a frame that cannot be read: its call fails with
+    /// the protocol error, and it is killed (and replaced as calls need).
+    fn on_broken(&mut self, worker: u64, error: Error) {
+        let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else {
+            return;
+        };
+        let err = Error::new(
+            "call",
+            ErrorKind::Protocol,
+            format!(
+                "worker {} sent a bad frame: {}",
+                w.pid,
+                error.message().trim_start_matches("bad frame: ")
+            ),
+        );
+        tracing::error!(pid = w.pid, "{err}");
+        if let Some(call) = w.busy.take() {
+            let _ = call.reply.send(Err(err.clone()));
+        }
+        w.kill(err);
+    }
+
+    fn on_exit(&mut self, worker: u64, pool_stopping: bool) {
         let Some(i) = self.workers.iter().position(|w| w.id == worker) else {
             return;
         };
         let w = self.workers.remove(i);
-        let asked = w.retiring;
-        let how = match &status {
-            Ok(st) => st.to_string(),
-            Err(e) => e.to_string(),
-        };
-        let name = format!("worker-{}", w.pid);
-        if asked {
-            ctx.report(&name, "worker", SupervisionEventKind::Stopped);
-        } else {
+        let how = w.shared.status();
+        let asked = w.shared.asked.load(std::sync::atomic::Ordering::Acquire);
+        if !asked {
             self.stats.died += 1;
             tracing::warn!(pid = w.pid, status = %how, "worker died");
-            let err = Error::new(
-                "worker",
-                ErrorKind::PeerDied,
-                format!("worker {} {how}", w.pid),
-            );
-            ctx.report(
-                &name,
-                "worker",
-                SupervisionEventKind::Exited(ExitReason::Failed(err)),
-            );
         }
         if let Some(mut call) = w.busy {
             call.attempts += 1;
-            if call.retry_safe && call.attempts < 2 {
+            if pool_stopping {
+                // The tree is ending the pool, its workers first.
+                let _ = call
+                    .reply
+                    .send(Err(Error::closed("call", "the function pool stopped")));
+            } else if call.retry_safe && call.attempts < 2 {
                 self.queue.push_front(call);
             } else {
                 let _ = call.reply.send(Err(Error::new(
@@ -432,8 +525,11 @@ impl Function {
                 let call = w.busy.take().expect("checked");
                 let _ = call.reply.send(Err(Error::timeout("call")));
                 // The call cannot be stopped inside the worker: replace it.
-                w.retire();
-                let _ = nix_kill(w.pid);
+                w.kill(Error::new(
+                    "call",
+                    ErrorKind::Timeout,
+                    "its call ran past the deadline",
+                ));
             }
         }
         if let Some(idle) = self.args.idle_timeout {
@@ -489,6 +585,7 @@ impl Notifier for Function {
     }
 
     async fn init(args: FunctionArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        crate::entry::check_not_in_worker("spawn")?;
         let slots = CallSlots::of(&ctx.this(), args.queue, args.overflow);
         let (tx, rx) = mpsc::unbounded_channel();
         let mut f = Function {
@@ -504,7 +601,7 @@ impl Notifier for Function {
             slots,
         };
         for _ in 0..f.args.min_workers {
-            f.start_worker()?;
+            f.start_worker(ctx)?;
         }
         Ok(f)
     }
@@ -518,23 +615,22 @@ impl Notifier for Function {
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
-        match self.pending.take() {
-            Some(FromWorker::Reply { worker, id, result }) => self.on_reply(worker, id, result),
-            Some(FromWorker::Exited { worker, status }) => self.on_exit(ctx, worker, status),
-            None => {}
-        }
-        // Drain whatever else arrived without another trip.
-        while let Ok(m) = self.rx.try_recv() {
+        // What woke it, then whatever else arrived, without another trip.
+        let mut next = self.pending.take();
+        while let Some(m) = next.take().or_else(|| self.rx.try_recv().ok()) {
             match m {
                 FromWorker::Reply { worker, id, result } => self.on_reply(worker, id, result),
-                FromWorker::Exited { worker, status } => self.on_exit(ctx, worker, status),
+                FromWorker::Broken { worker, error } => self.on_broken(worker, error),
+                FromWorker::Exited { worker } => self.on_exit(worker, ctx.is_stopping()),
             }
         }
         self.on_timers();
-        self.dispatch().await;
+        self.dispatch(ctx).await;
     }
 
     async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        // The worker notifiers (children) have stopped first: their
+        // processes are gone and reaped.
         for call in self.queue.drain(..) {
             let _ = call
                 .reply
@@ -577,7 +673,7 @@ struct QueuedCall(CallRaw, OwnedSemaphorePermit);
 
 impl Handler<CallRaw> for Function {
     type Reply = ();
-    async fn handle(&mut self, m: CallRaw, _ctx: &mut Ctx<'_, Self>) {
+    async fn handle(&mut self, m: CallRaw, ctx: &mut Ctx<'_, Self>) {
         // A raw call holds no place: refused when the queue is full.
         if self.queue.len() >= self.args.queue {
             let _ = m.reply.send(Err(Error::new(
@@ -587,23 +683,23 @@ impl Handler<CallRaw> for Function {
             )));
             return;
         }
-        self.enqueue(m, None).await;
+        self.enqueue(m, None, ctx).await;
     }
 }
 
 impl Handler<QueuedCall> for Function {
     type Reply = ();
-    async fn handle(&mut self, QueuedCall(m, slot): QueuedCall, _ctx: &mut Ctx<'_, Self>) {
-        self.enqueue(m, Some(slot)).await;
+    async fn handle(&mut self, QueuedCall(m, slot): QueuedCall, ctx: &mut Ctx<'_, Self>) {
+        self.enqueue(m, Some(slot), ctx).await;
     }
 }
 
 impl Handler<EvictingCall> for Function {
     type Reply = ();
-    async fn handle(&mut self, EvictingCall(m): EvictingCall, _ctx: &mut Ctx<'_, Self>) {
+    async fn handle(&mut self, EvictingCall(m): EvictingCall, ctx: &mut Ctx<'_, Self>) {
         // A place freed meanwhile, or the oldest waiting call's.
         if let Ok(slot) = self.slots.slots.clone().try_acquire_owned() {
-            return self.enqueue(m, Some(slot)).await;
+            return self.enqueue(m, Some(slot), ctx).await;
         }
         let oldest = self.queue.iter().position(|c| c.slot.is_some());
         let Some(i) = oldest else {
@@ -624,12 +720,17 @@ impl Handler<EvictingCall> for Function {
                 self.args.queue
             ),
         )));
-        self.enqueue(m, slot).await;
+        self.enqueue(m, slot, ctx).await;
     }
 }
 
 impl Function {
-    async fn enqueue(&mut self, m: CallRaw, slot: Option<OwnedSemaphorePermit>) {
+    async fn enqueue(
+        &mut self,
+        m: CallRaw,
+        slot: Option<OwnedSemaphorePermit>,
+        ctx: &Ctx<'_, Self>,
+    ) {
         let timeout = m.options.timeout.or(self.args.call_timeout);
         self.next_call += 1;
         self.queue.push_back(Call {
@@ -641,8 +742,29 @@ impl Function {
             attempts: 0,
             slot,
         });
-        self.dispatch().await;
+        self.dispatch(ctx).await;
     }
+}
+
+/// Reads one reply frame: the call id and its result.
+fn parse_reply(f: &[u8]) -> Result<(u64, Result<Bytes>)> {
+    let (kind, cid, payload) = frame::parse_worker_frame(f)?;
+    let result = match kind {
+        REPLY_OK => Ok(Bytes::copy_from_slice(payload)),
+        REPLY_ERR => Err(Error::new(
+            "call",
+            ErrorKind::Other,
+            String::from_utf8_lossy(payload).into_owned(),
+        )),
+        k => {
+            return Err(Error::new(
+                "decode",
+                ErrorKind::Protocol,
+                format!("unknown worker frame kind {k}"),
+            ));
+        }
+    };
+    Ok((cid, result))
 }
 
 /// Message: pool statistics.
@@ -657,6 +779,11 @@ impl Handler<Stats> for Function {
             pids: self.workers.iter().map(|w| w.pid).collect(),
             queued: self.queue.len(),
             busy: self.workers.iter().filter(|w| w.busy.is_some()).count(),
+            idle: self
+                .workers
+                .iter()
+                .filter(|w| w.busy.is_none() && w.writer.is_some())
+                .count(),
             ..self.stats.clone()
         }
     }

@@ -15,8 +15,11 @@
 //! A worker is the program's own binary started with an environment
 //! variable naming the entry and its end of a socketpair on fd 3; it
 //! serves calls with blocking reads and writes on that socket until the
-//! parent closes it. In the parent, one task per worker reads its replies
-//! and reaps it; the pool itself is one notifier.
+//! parent closes it. In the parent, the pool is one notifier that writes
+//! calls and (one task per worker) reads replies; each worker process is
+//! owned by a [`FunctionWorker`], a temporary child of the pool in the
+//! tree that reaps it and ends with it. Workers share the parent's
+//! stdout and stderr unless [`WorkerOutput::Null`] is chosen.
 
 #![doc(test(attr(deny(warnings))))]
 
@@ -25,12 +28,15 @@ mod entry;
 mod frame;
 mod function;
 mod routine;
+mod worker;
 
 pub use entry::{ENTRY_ENV, Entry, RoutineIo, WORKER_FD, run_if_worker};
 pub use frame::{DEFAULT_MAX_FRAME, decode, encode};
 pub use function::{
     CallOptions, CallRaw, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats, Stats,
+    WorkerOutput,
 };
 pub use routine::{
     Routine, RoutineArgs, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, WorkerPid,
 };
+pub use worker::{FunctionWorker, WorkerArgs};

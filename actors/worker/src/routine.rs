@@ -241,7 +241,7 @@ where
     }
 
     async fn init(args: Self::Args, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        let (child, sock) = crate::entry::spawn_worker(&args.entry, &args.exec_args)?;
+        let (child, sock) = crate::entry::spawn_worker(&args.entry, &args.exec_args, true)?;
         let (rd, wr) = sock.into_split();
         let input = args
             .shared
