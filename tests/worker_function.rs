@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use ioasync::{CallOptions, Entry, Function, FunctionRef, FunctionSpec};
+use ioasync::{CallOptions, Entry, EntryPoint, Function, FunctionRef, FunctionSpec};
 use serde::{Deserialize, Serialize};
 use support::{bounded, test_loop};
 
@@ -17,8 +17,41 @@ struct Shape {
     tag: Option<(i64, bool)>,
 }
 
+/// Times the `stateful` entry's state was built in this worker process.
+static INITS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Per-worker state: made once when the worker starts.
+struct Counter {
+    token: u128,
+    calls: u64,
+}
+
+static STATEFUL: EntryPoint<u64, (u32, u128, u64, u32)> = EntryPoint::new("stateful");
+static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+
 fn entries() -> Vec<Entry> {
     vec![
+        STATEFUL.runs_with(
+            || {
+                INITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Counter {
+                    token: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos(),
+                    calls: 0,
+                }
+            },
+            |st: &mut Counter, _n: u64| {
+                st.calls += 1;
+                (
+                    std::process::id(),
+                    st.token,
+                    st.calls,
+                    INITS.load(std::sync::atomic::Ordering::SeqCst),
+                )
+            },
+        ),
         Entry::function("square", |n: u64| n * n),
         Entry::function("perimeter", |s: Shape| {
             (s.name.to_uppercase(), s.sides.iter().sum::<u32>(), s.tag)
@@ -260,4 +293,59 @@ async fn a_full_call_queue_drops_what_its_policy_names() {
         }
         pool.stop().await;
     }
+}
+
+flavours!(an_entry_with_per_worker_state_serves_a_thousand_calls_built_once_per_worker);
+async fn an_entry_with_per_worker_state_serves_a_thousand_calls_built_once_per_worker() {
+    let lp = test_loop();
+    let spec = STATEFUL
+        .pool("stateful")
+        .exec_args(["--exact", "ioasync_worker", "--nocapture"])
+        .max_workers(2);
+    let pool = lp.add(spec).await.unwrap();
+    let stateful = STATEFUL.on(&pool).unwrap();
+    let calls: Vec<_> = (0..1000u64)
+        .map(|n| {
+            let s = stateful.clone();
+            tokio::spawn(async move { s.call(&n).await })
+        })
+        .collect();
+    let mut per_worker: std::collections::HashMap<u32, (u128, u64)> = Default::default();
+    for c in calls {
+        let (pid, token, calls, inits) = bounded("call", c).await.unwrap().unwrap();
+        assert_eq!(inits, 1, "worker {pid} built its state once");
+        let seen = per_worker.entry(pid).or_insert((token, 0));
+        assert_eq!(seen.0, token, "worker {pid} kept one state");
+        seen.1 = seen.1.max(calls);
+    }
+    let total: u64 = per_worker.values().map(|(_, n)| n).sum();
+    assert_eq!(total, 1000, "every call counted in its worker's state");
+    assert!(per_worker.len() <= 2);
+}
+
+flavours!(typed_calls_check_the_pool_and_decode_errors_name_the_entry_and_the_direction);
+async fn typed_calls_check_the_pool_and_decode_errors_name_the_entry_and_the_direction() {
+    let lp = test_loop();
+    let pool = lp.add(pool("sq", "square")).await.unwrap();
+    assert_eq!(SQUARE.on(&pool).unwrap().call(&7).await.unwrap(), 49);
+    // Another entry's declaration is refused on this pool.
+    let err = STATEFUL.on(&pool).unwrap_err();
+    assert!(
+        err.is_invalid_input() && err.to_string().contains("runs entry \"square\""),
+        "{err}"
+    );
+    // Untyped calls that disagree with the entry: the error names the
+    // entry and which side failed.
+    let err = pool.call::<_, u64>(&"oops").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("entry square: the arguments do not decode as u64"),
+        "{err}"
+    );
+    let err = pool.call::<_, String>(&3u64).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("entry square: the result does not decode as alloc::string::String"),
+        "{err}"
+    );
 }

@@ -21,7 +21,12 @@ pub const ENTRY_ENV: &str = "IOASYNC_WORKER_ENTRY";
 /// The fd of the worker's end of its socket to the parent.
 pub const WORKER_FD: i32 = 3;
 
-type Erased = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
+/// One worker's call handler: encoded arguments in, encoded result (or
+/// the failure's message) out.
+type CallFn = Box<dyn FnMut(&[u8]) -> Result<Vec<u8>, String>>;
+/// Builds a worker's call handler, once per worker process, at its start
+/// (where per-worker state is made).
+type Erased = Arc<dyn Fn() -> CallFn + Send + Sync>;
 type RoutineFn = Arc<dyn Fn(UnixStream) -> i32 + Send + Sync>;
 
 #[derive(Clone)]
@@ -46,27 +51,51 @@ impl std::fmt::Debug for Entry {
 impl Entry {
     /// An entry running `f` on each call: arguments and results travel as
     /// MessagePack. A panic in `f` fails that call with the panic message;
-    /// the worker lives on.
+    /// the worker lives on. [`EntryPoint`] declares the same with its
+    /// types, so that calls are checked when they compile.
     pub fn function<A, R>(name: &'static str, f: fn(A) -> R) -> Entry
     where
         A: DeserializeOwned + 'static,
         R: Serialize + 'static,
     {
-        let run: Erased = Arc::new(move |bytes: &[u8]| {
-            let args: A = frame::decode(bytes).map_err(|e| e.to_string())?;
-            let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(args))).map_err(|p| {
-                p.downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".to_owned())
-            })?;
-            frame::encode(&out)
-                .map(|b| b.to_vec())
-                .map_err(|e| e.to_string())
+        Entry::with_state(name, || (), move |(), args| f(args))
+    }
+
+    /// An entry whose worker builds a state with `init` once, when the
+    /// worker process starts (IO::Async's `init_code`: a connection, a
+    /// loaded model), and hands it to every call it serves. A panic in
+    /// `init` ends the worker (its calls fail and it is replaced); a panic
+    /// in `f` fails that call and keeps the state.
+    pub fn with_state<S, A, R>(
+        name: &'static str,
+        init: fn() -> S,
+        f: impl Fn(&mut S, A) -> R + Copy + Send + Sync + 'static,
+    ) -> Entry
+    where
+        S: 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        let make: Erased = Arc::new(move || {
+            let mut state = init();
+            Box::new(move |bytes: &[u8]| {
+                let args: A = frame::decode(bytes).map_err(|e| {
+                    format!(
+                        "entry {name}: the arguments do not decode as {}: {}",
+                        std::any::type_name::<A>(),
+                        e.message()
+                    )
+                })?;
+                let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut state, args)))
+                    .map_err(|p| panic_text(&*p))?;
+                frame::encode(&out).map(|b| b.to_vec()).map_err(|e| {
+                    format!("entry {name}: the result does not encode: {}", e.message())
+                })
+            })
         });
         Entry {
             name,
-            kind: Kind::Function(run),
+            kind: Kind::Function(make),
         }
     }
 
@@ -98,12 +127,7 @@ impl Entry {
                     }
                 },
                 Err(p) => {
-                    let msg = p
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "panic".to_owned());
-                    io.write(PANIC, msg.as_bytes());
+                    io.write(PANIC, panic_text(&*p).as_bytes());
                     101
                 }
             }
@@ -165,8 +189,18 @@ fn quiet_panics() {
     }));
 }
 
-fn serve(run: Erased) -> i32 {
+/// A panic payload's message.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+fn serve(make: Erased) -> i32 {
     quiet_panics();
+    // Per-worker state, before the first call is read.
+    let mut run = make();
     #[allow(unsafe_code)]
     // SAFETY: the parent set up fd 3 as our end of the socketpair and
     // nothing else in this process owns it.

@@ -172,14 +172,43 @@ struct CallSlots {
     slots: Arc<Semaphore>,
     bound: usize,
     overflow: Overflow,
+    /// The entry the pool runs (named in decode errors).
+    entry: Arc<str>,
 }
 
 impl CallSlots {
-    fn of(pool: &NotifierRef<Function>, bound: usize, overflow: Overflow) -> Arc<CallSlots> {
+    /// Made by the pool's first `init` (before any caller can reach it).
+    fn init(pool: &NotifierRef<Function>, args: &FunctionArgs) -> Arc<CallSlots> {
         pool.handle_state(|| CallSlots {
-            slots: Arc::new(Semaphore::new(bound)),
-            bound,
-            overflow,
+            slots: Arc::new(Semaphore::new(args.queue)),
+            bound: args.queue,
+            overflow: args.overflow,
+            entry: args.entry.as_str().into(),
+        })
+    }
+
+    fn of(pool: &NotifierRef<Function>) -> Arc<CallSlots> {
+        pool.handle_state(|| CallSlots {
+            slots: Arc::new(Semaphore::new(DEFAULT_QUEUE)),
+            bound: DEFAULT_QUEUE,
+            overflow: Overflow::Wait,
+            entry: "?".into(),
+        })
+    }
+
+    /// Decodes a call's result, naming the entry and the direction.
+    fn decode<R: DeserializeOwned>(&self, bytes: &[u8]) -> Result<R> {
+        frame::decode(bytes).map_err(|e| {
+            Error::new(
+                "call",
+                ErrorKind::InvalidInput,
+                format!(
+                    "entry {}: the result does not decode as {}: {}",
+                    self.entry,
+                    std::any::type_name::<R>(),
+                    e.message()
+                ),
+            )
         })
     }
 
@@ -586,7 +615,7 @@ impl Notifier for Function {
 
     async fn init(args: FunctionArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         crate::entry::check_not_in_worker("spawn")?;
-        let slots = CallSlots::of(&ctx.this(), args.queue, args.overflow);
+        let slots = CallSlots::init(&ctx.this(), &args);
         let (tx, rx) = mpsc::unbounded_channel();
         let mut f = Function {
             args,
@@ -819,6 +848,11 @@ pub trait FunctionRef {
     fn stats(&self) -> impl Future<Output = Result<FunctionStats>> + Send;
 }
 
+/// The entry `pool` runs.
+pub(crate) fn entry_of(pool: &NotifierRef<Function>) -> Arc<str> {
+    CallSlots::of(pool).entry.clone()
+}
+
 /// The default bound of a pool's call queue.
 const DEFAULT_QUEUE: usize = 1024;
 
@@ -851,7 +885,7 @@ where
     let bytes = rx
         .await
         .map_err(|_| Error::closed("call", "the function pool stopped"))??;
-    frame::decode(&bytes)
+    CallSlots::of(pool).decode(&bytes)
 }
 
 /// A call that takes the place of the oldest waiting one (`DropOldest`).
@@ -879,7 +913,7 @@ where
     let bytes = rx
         .await
         .map_err(|_| Error::closed("call", "the function pool stopped"))??;
-    frame::decode(&bytes)
+    CallSlots::of(pool).decode(&bytes)
 }
 
 /// A place in the call queue, or the error of not getting one.
@@ -913,7 +947,7 @@ impl FunctionRef for NotifierRef<Function> {
         A: Serialize + Sync,
         R: DeserializeOwned + Send,
     {
-        let slots = CallSlots::of(self, DEFAULT_QUEUE, Overflow::Wait);
+        let slots = CallSlots::of(self);
         let slot = slots
             .slots
             .clone()
@@ -927,7 +961,7 @@ impl FunctionRef for NotifierRef<Function> {
         A: Serialize + Sync,
         R: DeserializeOwned + Send,
     {
-        let slots = CallSlots::of(self, DEFAULT_QUEUE, Overflow::Wait);
+        let slots = CallSlots::of(self);
         if slots.overflow == Overflow::DropOldest && slots.slots.available_permits() == 0 {
             return evicting_call(self, args, options).await;
         }

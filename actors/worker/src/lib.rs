@@ -1,6 +1,9 @@
 //! ioasync-worker: Rust code in worker processes. Users depend on the
 //! `ioasync` facade, which re-exports everything here.
 //!
+//! - [`EntryPoint`]: an entry declared once with its types, for the
+//!   worker ([`EntryPoint::runs`]) and for typed calls
+//!   ([`EntryPoint::on`]);
 //! - [`Entry`] and [`run_if_worker`]: named entry points; the program
 //!   re-executes itself as a worker (no `fork` of a process that runs
 //!   tokio threads);
@@ -28,6 +31,7 @@ mod entry;
 mod frame;
 mod function;
 mod routine;
+mod typed;
 mod worker;
 
 pub use entry::{ENTRY_ENV, Entry, RoutineIo, WORKER_FD, run_if_worker};
@@ -39,4 +43,5 @@ pub use function::{
 pub use routine::{
     Routine, RoutineArgs, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, WorkerPid,
 };
+pub use typed::{EntryPoint, EntryRef};
 pub use worker::{FunctionWorker, WorkerArgs};

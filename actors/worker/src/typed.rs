@@ -1,0 +1,184 @@
+//! [`EntryPoint`]: an entry declared with its argument and result types,
+//! so that a call with the wrong types does not compile.
+
+use std::{fmt, marker::PhantomData};
+
+use ioasync_core::{Error, NotifierRef, Result};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    entry::Entry,
+    function::{CallOptions, Function, FunctionRef, FunctionSpec},
+};
+
+/// An entry point declared once, with its types, for both sides: the
+/// worker registers what it runs ([`runs`](Self::runs),
+/// [`runs_with`](Self::runs_with)), the parent builds the pool from it
+/// ([`pool`](Self::pool)) and calls through [`on`](Self::on), whose
+/// `call` takes an `&A` and returns an `R`.
+///
+/// ```no_run
+/// use ioasync::{EntryPoint, Loop, run_if_worker};
+///
+/// static DOUBLE: EntryPoint<u64, u64> = EntryPoint::new("double");
+///
+/// fn main() -> ioasync::Result<()> {
+///     // First thing: a worker process runs its entry here and exits.
+///     run_if_worker([DOUBLE.runs(|x| x * 2)]);
+///     let lp = Loop::new()?;
+///     let l = lp.clone();
+///     lp.block_on(async move {
+///         let pool = l.add(DOUBLE.pool("doubler").max_workers(2)).await?;
+///         let double = DOUBLE.on(&pool)?;
+///         assert_eq!(double.call(&21).await?, 42);
+///         Ok(())
+///     })
+/// }
+/// ```
+///
+/// The types are checked when the call compiles:
+///
+/// ```compile_fail
+/// use ioasync::{EntryPoint, NotifierRef, Function};
+///
+/// static DOUBLE: EntryPoint<u64, u64> = EntryPoint::new("double");
+///
+/// async fn wrong(pool: &NotifierRef<Function>) -> ioasync::Result<()> {
+///     // A string is not a u64: this does not compile.
+///     let _: u64 = DOUBLE.on(pool)?.call(&"oops").await?;
+///     Ok(())
+/// }
+/// ```
+pub struct EntryPoint<A, R> {
+    name: &'static str,
+    _sig: PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> EntryPoint<A, R> {
+    /// Declares the entry `name` taking `A` and returning `R`.
+    pub const fn new(name: &'static str) -> Self {
+        EntryPoint {
+            name,
+            _sig: PhantomData,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<A, R> EntryPoint<A, R>
+where
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    /// What a worker runs for it: `f` on each call (see
+    /// [`Entry::function`]).
+    pub fn runs(&self, f: fn(A) -> R) -> Entry {
+        Entry::function(self.name, f)
+    }
+
+    /// What a worker runs for it, with a per-worker state built once by
+    /// `init` when the worker starts (see [`Entry::with_state`]).
+    pub fn runs_with<S: 'static>(
+        &self,
+        init: fn() -> S,
+        f: impl Fn(&mut S, A) -> R + Copy + Send + Sync + 'static,
+    ) -> Entry {
+        Entry::with_state(self.name, init, f)
+    }
+}
+
+impl<A, R> EntryPoint<A, R>
+where
+    A: Serialize + Sync,
+    R: DeserializeOwned + Send,
+{
+    /// A pool named `name` running this entry.
+    pub fn pool(&self, name: impl Into<String>) -> FunctionSpec {
+        Function::spec(name, self.name)
+    }
+
+    /// Typed calls on `pool`; fails when the pool runs another entry.
+    pub fn on(&self, pool: &NotifierRef<Function>) -> Result<EntryRef<A, R>> {
+        let runs = crate::function::entry_of(pool);
+        if &*runs != self.name {
+            return Err(Error::invalid_input(
+                "call",
+                format!(
+                    "pool {} runs entry {runs:?}, not {:?}",
+                    pool.path(),
+                    self.name
+                ),
+            ));
+        }
+        Ok(EntryRef {
+            pool: pool.clone(),
+            _sig: PhantomData,
+        })
+    }
+}
+
+impl<A, R> fmt::Debug for EntryPoint<A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntryPoint")
+            .field("name", &self.name)
+            .field("args", &std::any::type_name::<A>())
+            .field("result", &std::any::type_name::<R>())
+            .finish()
+    }
+}
+
+/// Typed calls on a pool (from [`EntryPoint::on`]): cheap to clone,
+/// `Send`, one per caller if need be.
+pub struct EntryRef<A, R> {
+    pool: NotifierRef<Function>,
+    _sig: PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> Clone for EntryRef<A, R> {
+    fn clone(&self) -> Self {
+        EntryRef {
+            pool: self.pool.clone(),
+            _sig: PhantomData,
+        }
+    }
+}
+
+impl<A, R> EntryRef<A, R>
+where
+    A: Serialize + Sync,
+    R: DeserializeOwned + Send,
+{
+    /// Calls the entry (see [`FunctionRef::call`]: waits for room in a
+    /// full call queue).
+    pub async fn call(&self, args: &A) -> Result<R> {
+        self.pool.call(args).await
+    }
+
+    /// Calls the entry, failing at once when the call queue is full (see
+    /// [`FunctionRef::try_call`]).
+    pub async fn try_call(&self, args: &A) -> Result<R> {
+        self.pool.try_call(args).await
+    }
+
+    /// Calls the entry with options (see [`FunctionRef::call_with`]).
+    pub async fn call_with(&self, args: &A, options: CallOptions) -> Result<R> {
+        self.pool.call_with(args, options).await
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &NotifierRef<Function> {
+        &self.pool
+    }
+}
+
+impl<A, R> fmt::Debug for EntryRef<A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntryRef")
+            .field("pool", &self.pool.path())
+            .finish()
+    }
+}
