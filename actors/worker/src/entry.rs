@@ -6,7 +6,6 @@
 
 use std::{
     ffi::OsString,
-    io::{Read, Write},
     os::{fd::FromRawFd, unix::net::UnixStream},
     panic::AssertUnwindSafe,
     sync::Arc,
@@ -111,8 +110,7 @@ impl Entry {
     {
         let run: RoutineFn = Arc::new(move |sock: UnixStream| {
             let mut io = RoutineIo {
-                sock,
-                buf: Vec::new(),
+                frames: frame::BlockingFrames::new(sock, frame::DEFAULT_MAX_FRAME),
                 _types: std::marker::PhantomData,
             };
             match std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut io))) {
@@ -204,25 +202,18 @@ fn serve(make: Erased) -> i32 {
     #[allow(unsafe_code)]
     // SAFETY: the parent set up fd 3 as our end of the socketpair and
     // nothing else in this process owns it.
-    let mut sock = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
-    let mut len = [0u8; 4];
-    let mut buf = Vec::new();
+    let sock = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
+    let mut frames = frame::BlockingFrames::new(sock, frame::DEFAULT_MAX_FRAME);
     loop {
-        if sock.read_exact(&mut len).is_err() {
-            return 0; // the parent closed: done
-        }
-        let n = u32::from_be_bytes(len) as usize;
-        if n > frame::DEFAULT_MAX_FRAME {
-            tracing::error!(
-                bytes = n,
-                "ioasync worker: frame refused: over the size cap"
-            );
-            return 65;
-        }
-        buf.resize(n, 0);
-        if sock.read_exact(&mut buf).is_err() {
-            return 0;
-        }
+        let buf = match frames.recv() {
+            Ok(Some(buf)) => buf,
+            Ok(None) => return 0, // the parent closed: done
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                tracing::error!("ioasync worker: frame refused: over the size cap");
+                return 65;
+            }
+            Err(_) => return 0,
+        };
         let Ok((kind, id, payload)) = frame::parse_worker_frame(&buf) else {
             return 65;
         };
@@ -233,10 +224,7 @@ fn serve(make: Erased) -> i32 {
             Ok(out) => frame::worker_frame(REPLY_OK, id, &out),
             Err(msg) => frame::worker_frame(REPLY_ERR, id, msg.as_bytes()),
         };
-        let mut out = Vec::with_capacity(4 + reply.len());
-        out.extend_from_slice(&(reply.len() as u32).to_be_bytes());
-        out.extend_from_slice(&reply);
-        if sock.write_all(&out).is_err() {
+        if frames.send(&reply).is_err() {
             return 0;
         }
     }
@@ -245,8 +233,7 @@ fn serve(make: Erased) -> i32 {
 /// A routine's side of its channels to the parent: blocking `recv` and
 /// `send` of MessagePack frames over its socket.
 pub struct RoutineIo<In, Out> {
-    sock: UnixStream,
-    buf: Vec<u8>,
+    frames: frame::BlockingFrames<UnixStream>,
     _types: std::marker::PhantomData<fn(In) -> Out>,
 }
 
@@ -254,15 +241,8 @@ impl<In: DeserializeOwned, Out: Serialize> RoutineIo<In, Out> {
     /// The next message from the parent; `None` once the parent closed its
     /// sending side (or sent something that is not an `In`).
     pub fn recv(&mut self) -> Option<In> {
-        let mut len = [0u8; 4];
-        self.sock.read_exact(&mut len).ok()?;
-        let n = u32::from_be_bytes(len) as usize;
-        if n > frame::DEFAULT_MAX_FRAME {
-            return None;
-        }
-        self.buf.resize(n, 0);
-        self.sock.read_exact(&mut self.buf).ok()?;
-        let (kind, _, payload) = frame::parse_worker_frame(&self.buf).ok()?;
+        let buf = self.frames.recv().ok()??;
+        let (kind, _, payload) = frame::parse_worker_frame(&buf).ok()?;
         if kind != MSG {
             return None;
         }
@@ -281,10 +261,7 @@ impl<In: DeserializeOwned, Out: Serialize> RoutineIo<In, Out> {
 impl<In, Out> RoutineIo<In, Out> {
     fn write(&mut self, kind: u8, payload: &[u8]) -> bool {
         let f = frame::worker_frame(kind, 0, payload);
-        let mut out = Vec::with_capacity(4 + f.len());
-        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
-        out.extend_from_slice(&f);
-        self.sock.write_all(&out).is_ok()
+        self.frames.send(&f).is_ok()
     }
 }
 

@@ -5,10 +5,12 @@
 //! garbage or hostile length prefix (4 GiB) ends the channel with an
 //! error, never with an allocation of that size.
 
+use std::io::{Read, Write};
+
 use bytes::{Bytes, BytesMut};
 use ioasync_core::{Error, ErrorKind, Result};
 use serde::{Serialize, de::DeserializeOwned};
-use tokio_util::codec::LengthDelimitedCodec;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// The default cap on one frame: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
@@ -81,4 +83,52 @@ pub(crate) fn parse_worker_frame(frame: &[u8]) -> Result<(u8, u64, &[u8])> {
     }
     let id = u64::from_be_bytes(frame[1..HEADER].try_into().expect("8 bytes"));
     Ok((frame[0], id, &frame[HEADER..]))
+}
+
+/// The worker's side of its socket: the same codec as the parent's, over
+/// blocking reads and writes (a worker runs no runtime).
+pub(crate) struct BlockingFrames<S> {
+    sock: S,
+    codec: LengthDelimitedCodec,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+impl<S: Read + Write> BlockingFrames<S> {
+    pub(crate) fn new(sock: S, max: usize) -> Self {
+        BlockingFrames {
+            sock,
+            codec: codec(max),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+        }
+    }
+
+    /// The next frame; `Ok(None)` at a clean EOF between frames; an
+    /// `InvalidData` error for a length over the cap (nothing allocated
+    /// for it).
+    pub(crate) fn recv(&mut self) -> std::io::Result<Option<BytesMut>> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.rbuf)? {
+                return Ok(Some(frame));
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.sock.read(&mut chunk)?;
+            if n == 0 {
+                return match self.rbuf.is_empty() {
+                    true => Ok(None),
+                    false => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                };
+            }
+            self.rbuf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Writes one frame.
+    pub(crate) fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.wbuf.clear();
+        self.codec
+            .encode(Bytes::copy_from_slice(frame), &mut self.wbuf)?;
+        self.sock.write_all(&self.wbuf)
+    }
 }
