@@ -208,6 +208,7 @@ async fn replacement_p50(lp: &Loop, rounds: usize) -> Duration {
         let opts = ioasync::CallOptions {
             timeout: None,
             retry_safe: true,
+            ..Default::default()
         };
         assert_eq!(f.call_with::<u64, u64>(&n, opts).await.unwrap(), square(n));
         times.push(t.elapsed());

@@ -82,6 +82,7 @@ async fn answer(line: String, pool: NotifierRef<Function>) -> String {
     let opts = CallOptions {
         timeout: Some(Duration::from_secs(30)),
         retry_safe: true,
+        ..Default::default()
     };
     match pool.call_with::<u64, u64>(&n, opts).await {
         Ok(count) => format!("{n} {count}"),

@@ -155,9 +155,9 @@ pub use ioasync_time::{
 };
 pub use ioasync_worker::{
     CallOptions, CallRaw, Entry, EntryPoint, EntryRef, Function, FunctionArgs, FunctionRef,
-    FunctionSpec, FunctionStats, FunctionWorker, Routine, RoutineArgs, RoutineIo, RoutineIoHandle,
-    RoutineRef, RoutineResult, RoutineSpec, Stats, WorkerArgs, WorkerOutput, WorkerPid, channel,
-    run_if_worker,
+    FunctionSpec, FunctionStats, FunctionWorker, KillRoutine, RestartWorkers, Routine, RoutineArgs,
+    RoutineIo, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, Stats, WorkerArgs,
+    WorkerOutput, WorkerPid, channel, run_if_worker,
 };
 pub use ioloop::{Loop, LoopBuilder, TimerId, When};
 

@@ -52,6 +52,7 @@ fn ten_thousand_calls_while_a_worker_is_sigkilled_every_few_hundred() {
                     let opts = CallOptions {
                         timeout: None,
                         retry_safe,
+                        ..Default::default()
                     };
                     (n, retry_safe, f.call_with::<u64, u64>(&n, opts).await)
                 }));

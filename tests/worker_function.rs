@@ -58,6 +58,7 @@ fn entries() -> Vec<Entry> {
         }),
         Entry::function("panic", |msg: String| -> u32 { panic!("{msg}") }),
         Entry::function("pid", |_: ()| std::process::id()),
+        Entry::function("echo_str", |s: String| s),
         Entry::function("sleep_ms", |ms: u64| {
             // A worker process runs no runtime: blocking is its job.
             #[allow(clippy::disallowed_methods)]
@@ -128,6 +129,7 @@ async fn a_call_past_its_timeout_fails_and_its_worker_is_replaced() {
     let opts = CallOptions {
         timeout: Some(Duration::from_millis(100)),
         retry_safe: false,
+        ..Default::default()
     };
     let err = bounded("timeout", f.call_with::<u64, u64>(&60_000, opts))
         .await
@@ -348,4 +350,121 @@ async fn typed_calls_check_the_pool_and_decode_errors_name_the_entry_and_the_dir
             .contains("entry square: the result does not decode as alloc::string::String"),
         "{err}"
     );
+}
+
+flavours!(queued_calls_run_by_priority_higher_first_in_order_within_one);
+async fn queued_calls_run_by_priority_higher_first_in_order_within_one() {
+    let lp = test_loop();
+    let busy = lp
+        .add(pool("prio", "sleep_ms").min_workers(1).max_workers(1))
+        .await
+        .unwrap();
+    // The one worker is busy: what follows queues.
+    let first = {
+        let p = busy.clone();
+        tokio::spawn(async move { p.call::<u64, u64>(&200).await })
+    };
+    let wait_queued = |n: usize| {
+        let p = busy.clone();
+        async move {
+            loop {
+                let s = p.stats().await.unwrap();
+                if s.queued == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    bounded("busy", async {
+        while busy.stats().await.unwrap().busy == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut calls = Vec::new();
+    for (i, (ms, priority)) in [(1u64, 0), (2, 0), (3, 5), (4, 1), (5, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        let p = busy.clone();
+        let order = order.clone();
+        calls.push(tokio::spawn(async move {
+            let opts = CallOptions {
+                priority,
+                ..Default::default()
+            };
+            let r = p.call_with::<u64, u64>(&ms, opts).await.unwrap();
+            order.lock().unwrap().push(r);
+        }));
+        bounded("queued", wait_queued(i + 1)).await;
+    }
+    bounded("first", first).await.unwrap().unwrap();
+    for c in calls {
+        bounded("call", c).await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), [3, 5, 4, 1, 2]);
+}
+
+flavours!(exit_on_die_retires_a_worker_whose_call_failed);
+async fn exit_on_die_retires_a_worker_whose_call_failed() {
+    let lp = test_loop();
+    let p = lp
+        .add(pool("die", "panic").max_workers(1).exit_on_die(true))
+        .await
+        .unwrap();
+    let pids = lp
+        .add(pool("die-pid", "pid").max_workers(1).exit_on_die(true))
+        .await
+        .unwrap();
+    let err = p.call::<_, u32>(&"first".to_string()).await.unwrap_err();
+    assert!(err.to_string().contains("first"), "{err}");
+    let err = p.call::<_, u32>(&"second".to_string()).await.unwrap_err();
+    assert!(err.to_string().contains("second"), "{err}");
+    let stats = p.stats().await.unwrap();
+    assert_eq!(
+        stats.started, 2,
+        "a new worker for the second call: {stats:?}"
+    );
+    assert_eq!(stats.died, 0, "retired, not died: {stats:?}");
+    // A worker whose calls succeed lives on.
+    let a: u32 = pids.call(&()).await.unwrap();
+    let b: u32 = pids.call(&()).await.unwrap();
+    assert_eq!(a, b);
+}
+
+flavours!(restart_workers_replaces_every_worker_and_lets_a_call_in_flight_finish);
+async fn restart_workers_replaces_every_worker_and_lets_a_call_in_flight_finish() {
+    let lp = test_loop();
+    let p = lp
+        .add(pool("rw", "sleep_ms").min_workers(2).max_workers(3))
+        .await
+        .unwrap();
+    let before = p.stats().await.unwrap().pids;
+    assert_eq!(before.len(), 2);
+    let in_flight = {
+        let p = p.clone();
+        tokio::spawn(async move { p.call::<u64, u64>(&150).await })
+    };
+    bounded("busy", async {
+        while p.stats().await.unwrap().busy == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    p.restart_workers().await.unwrap();
+    assert_eq!(bounded("in flight", in_flight).await.unwrap().unwrap(), 150);
+    let after = bounded("replaced", async {
+        loop {
+            let s = p.stats().await.unwrap();
+            if s.pids.len() == 2 && s.pids.iter().all(|pid| !before.contains(pid)) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(after.died, 0, "{after:?}");
+    assert_eq!(p.call::<u64, u64>(&1).await.unwrap(), 1);
 }

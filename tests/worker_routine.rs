@@ -4,7 +4,10 @@
 #[macro_use]
 mod support;
 
-use ioasync::{Entry, ExitReason, Restart, Routine, RoutineIo, SupervisionEventKind, WorkerPid};
+use ioasync::{
+    Entry, ExitReason, KillRoutine, Restart, Routine, RoutineIo, SignalKind, SupervisionEventKind,
+    WorkerPid,
+};
 use support::{bounded, test_loop, wait_event};
 
 /// Doubles numbers until it reads 0, which makes it panic, or until its
@@ -106,4 +109,29 @@ async fn a_routine_whose_process_is_sigkilled_fails_with_the_exit_status() {
         e.path == "/k" && matches!(e.what, SupervisionEventKind::Stopped)
     })
     .await;
+}
+
+flavours!(kill_routine_signals_its_worker_and_the_death_is_its_failure);
+async fn kill_routine_signals_its_worker_and_the_death_is_its_failure() {
+    let lp = test_loop();
+    let (spec, mut io) = Routine::<u32, u64, u32>::spec("k", "doubler", 16);
+    let r = lp
+        .add(spec.exec_args(args()).restart(Restart::Temporary))
+        .await
+        .unwrap();
+    io.input.send(2).await.unwrap();
+    assert_eq!(
+        bounded("reply", io.output.recv()).await.unwrap().unwrap(),
+        4
+    );
+    let pid = r.ask(WorkerPid).await.unwrap();
+    r.ask(KillRoutine(SignalKind::kill())).await.unwrap();
+    let err = bounded("result", io.result.wait()).await.unwrap_err();
+    assert!(err.is_peer_died(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&pid.to_string()) && text.contains("SIGKILL"),
+        "{text}"
+    );
+    bounded("stopped", r.wait_stopped()).await;
 }

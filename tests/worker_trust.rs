@@ -70,6 +70,16 @@ fn entries() -> Vec<Entry> {
             word.len()
         }),
         Entry::function("pid", |_: ()| std::process::id()),
+        Entry::routine(
+            "shout_routine",
+            |io: &mut ioasync::RoutineIo<String, ()>| {
+                while let Some(word) = io.recv() {
+                    println!("routine {} says {word}", std::process::id());
+                    std::io::stdout().flush().unwrap();
+                }
+                0u32
+            },
+        ),
     ]
 }
 
@@ -286,11 +296,18 @@ fn shouting_parent() {
         let n: usize = f.call(&"hello".to_string()).await.unwrap();
         assert_eq!(n, 5);
         f.stop().await;
+        let (spec, mut io) = ioasync::Routine::<String, (), u32>::spec("r", "shout_routine", 4);
+        l.add(spec.exec_args(["--exact", "ioasync_worker", "--nocapture"]))
+            .await
+            .unwrap();
+        io.input.send("hi".to_string()).await.unwrap();
+        drop(io.input);
+        assert_eq!(io.result.wait().await.unwrap(), 0);
     });
 }
 
 #[test]
-fn a_worker_println_reaches_the_parent_stdout() {
+fn a_worker_and_a_routine_println_reach_the_parent_stdout() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -313,5 +330,11 @@ fn a_worker_println_reaches_the_parent_stdout() {
             .lines()
             .any(|l| l.starts_with("worker ") && l.ends_with(" says hello")),
         "the worker's line is in the parent's stdout:\n{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("routine ") && l.ends_with(" says hi")),
+        "the routine's line is in the parent's stdout:\n{stdout}"
     );
 }

@@ -37,6 +37,7 @@ pub struct FunctionArgs {
     call_timeout: Option<Duration>,
     stop_grace: Duration,
     output: WorkerOutput,
+    exit_on_die: bool,
 }
 
 /// Where a worker's stdout and stderr go.
@@ -130,6 +131,14 @@ impl FunctionSpec {
         self
     }
 
+    /// A worker whose call failed (a panic, arguments that do not decode)
+    /// is retired after it answers (IO::Async's `exit_on_die`; default
+    /// false: the worker lives on). Its replacement starts as calls need.
+    pub fn exit_on_die(mut self, on: bool) -> Self {
+        self.args.exit_on_die = on;
+        self
+    }
+
     /// Where workers' stdout and stderr go (default: the parent's).
     pub fn worker_output(mut self, output: WorkerOutput) -> Self {
         self.args.output = output;
@@ -151,6 +160,9 @@ pub struct CallOptions {
     /// The call may run again on another worker if its worker dies
     /// (it is idempotent): it is retried once.
     pub retry_safe: bool,
+    /// Its place among queued calls: higher first, in order within the
+    /// same priority (default 0; IO::Async's `priority`).
+    pub priority: i32,
 }
 
 struct Call {
@@ -159,6 +171,7 @@ struct Call {
     reply: oneshot::Sender<Result<Bytes>>,
     deadline: Option<Instant>,
     retry_safe: bool,
+    priority: i32,
     attempts: u32,
     /// Its place in the bounded call queue, given back when a worker takes
     /// the call.
@@ -334,6 +347,7 @@ impl Function {
                 call_timeout: None,
                 stop_grace: Duration::from_secs(1),
                 output: WorkerOutput::Inherit,
+                exit_on_die: false,
             },
         }
     }
@@ -421,7 +435,11 @@ impl Function {
 
     /// Hands queued calls to idle workers, starting workers as allowed.
     async fn dispatch(&mut self, ctx: &Ctx<'_, Self>) {
-        while self.workers.len() < self.args.min_workers {
+        // Live workers count toward min_workers; retiring ones still count
+        // toward max_workers (processes at most).
+        while self.workers.iter().filter(|w| w.writer.is_some()).count() < self.args.min_workers
+            && self.workers.len() < self.args.max_workers.max(self.args.min_workers)
+        {
             if let Err(e) = self.start_worker(ctx) {
                 tracing::error!(error = %e, "cannot start a worker");
                 break;
@@ -472,6 +490,9 @@ impl Function {
         if w.busy.as_ref().is_some_and(|c| c.id == id) {
             let call = w.busy.take().expect("checked above");
             w.set_busy(None);
+            if result.is_err() && self.args.exit_on_die {
+                w.retire(); // it exits once it reads EOF
+            }
             let _ = call.reply.send(result);
             self.stats.completed += 1;
         }
@@ -762,15 +783,28 @@ impl Function {
     ) {
         let timeout = m.options.timeout.or(self.args.call_timeout);
         self.next_call += 1;
-        self.queue.push_back(Call {
+        let call = Call {
             id: self.next_call,
             payload: m.payload,
             reply: m.reply,
             deadline: timeout.map(|t| Instant::now() + t),
             retry_safe: m.options.retry_safe,
+            priority: m.options.priority,
             attempts: 0,
             slot,
-        });
+        };
+        // Higher priority first; in order within a priority.
+        match self.queue.back() {
+            Some(last) if last.priority < call.priority => {
+                let at = self
+                    .queue
+                    .iter()
+                    .position(|c| c.priority < call.priority)
+                    .unwrap_or(self.queue.len());
+                self.queue.insert(at, call);
+            }
+            _ => self.queue.push_back(call),
+        }
         self.dispatch(ctx).await;
     }
 }
@@ -794,6 +828,22 @@ fn parse_reply(f: &[u8]) -> Result<(u64, Result<Bytes>)> {
         }
     };
     Ok((cid, result))
+}
+
+/// Message: retire every worker (IO::Async's `restart`): calls in flight
+/// complete on the old workers, new workers start as calls need them
+/// (and `min_workers` asks) — after a code or configuration change.
+#[derive(Debug)]
+pub struct RestartWorkers;
+
+impl Handler<RestartWorkers> for Function {
+    type Reply = ();
+    async fn handle(&mut self, _: RestartWorkers, ctx: &mut Ctx<'_, Self>) {
+        for w in &mut self.workers {
+            w.retire();
+        }
+        self.dispatch(ctx).await;
+    }
 }
 
 /// Message: pool statistics.
@@ -846,6 +896,9 @@ pub trait FunctionRef {
 
     /// Pool statistics.
     fn stats(&self) -> impl Future<Output = Result<FunctionStats>> + Send;
+
+    /// Retires every worker (see [`RestartWorkers`]).
+    fn restart_workers(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The entry `pool` runs.
@@ -991,5 +1044,9 @@ impl FunctionRef for NotifierRef<Function> {
 
     async fn stats(&self) -> Result<FunctionStats> {
         self.ask(Stats).await
+    }
+
+    async fn restart_workers(&self) -> Result<()> {
+        self.ask(RestartWorkers).await
     }
 }

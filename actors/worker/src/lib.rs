@@ -37,11 +37,12 @@ mod worker;
 pub use entry::{ENTRY_ENV, Entry, RoutineIo, WORKER_FD, run_if_worker};
 pub use frame::{DEFAULT_MAX_FRAME, decode, encode};
 pub use function::{
-    CallOptions, CallRaw, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats, Stats,
-    WorkerOutput,
+    CallOptions, CallRaw, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats,
+    RestartWorkers, Stats, WorkerOutput,
 };
 pub use routine::{
-    Routine, RoutineArgs, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, WorkerPid,
+    KillRoutine, Routine, RoutineArgs, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec,
+    WorkerPid,
 };
 pub use typed::{EntryPoint, EntryRef};
 pub use worker::{FunctionWorker, WorkerArgs};

@@ -379,3 +379,33 @@ where
         self.child.pid()
     }
 }
+
+/// Message: send a signal to the routine's worker process (IO::Async's
+/// `Routine->kill`). Its death is then the routine's failure, restarted
+/// per its restart type.
+#[derive(Debug)]
+pub struct KillRoutine(pub ioasync_signal::SignalKind);
+
+impl<In, Out, R> ioasync_core::Handler<KillRoutine> for Routine<In, Out, R>
+where
+    In: Serialize + Send + Sync + 'static,
+    Out: DeserializeOwned + Send + Sync + 'static,
+    R: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    type Reply = Result<()>;
+    async fn handle(
+        &mut self,
+        KillRoutine(sig): KillRoutine,
+        _ctx: &mut Ctx<'_, Self>,
+    ) -> Result<()> {
+        let Ok(signal) = nix::sys::signal::Signal::try_from(sig.as_raw()) else {
+            return Err(Error::invalid_input(
+                "kill",
+                format!("{sig} is not a signal"),
+            ));
+        };
+        let pid = self.child.pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+            .map_err(|e| Error::io_at("kill", pid, e.into()))
+    }
+}
