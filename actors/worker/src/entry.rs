@@ -50,7 +50,7 @@ impl std::fmt::Debug for Entry {
 impl Entry {
     /// An entry running `f` on each call: arguments and results travel as
     /// MessagePack. A panic in `f` fails that call with the panic message;
-    /// the worker lives on. [`EntryPoint`] declares the same with its
+    /// the worker lives on. [`EntryPoint`](crate::EntryPoint) declares the same with its
     /// types, so that calls are checked when they compile.
     pub fn function<A, R>(name: &'static str, f: fn(A) -> R) -> Entry
     where
