@@ -40,8 +40,8 @@ use std::{
 };
 
 use ioasync::{
-    Address, CallOptions, Entry, Framed, Function, FunctionRef, IntoSpec, Listen, LocalAddr, Loop,
-    NotifierRef, codec::LinesCodec,
+    Address, CallOptions, EntryPoint, EntryRef, Framed, Function, FunctionRef, IntoSpec, Listen,
+    LocalAddr, Loop, NotifierRef, codec::LinesCodec,
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -71,8 +71,12 @@ fn count_primes(n: u64) -> u64 {
     count
 }
 
+/// The worker pool's entry, declared once with its types: the workers
+/// run it, the service calls it.
+static PRIMES: EntryPoint<u64, u64> = EntryPoint::new("primes");
+
 /// One request line to one reply line.
-async fn answer(line: String, pool: NotifierRef<Function>) -> String {
+async fn answer(line: String, primes: EntryRef<u64, u64>) -> String {
     let n = match line.trim().parse::<u64>() {
         Ok(n) if n <= MAX_N => n,
         Ok(n) => return format!("ERR {n} is above {MAX_N}"),
@@ -84,7 +88,7 @@ async fn answer(line: String, pool: NotifierRef<Function>) -> String {
         retry_safe: true,
         ..Default::default()
     };
-    match pool.call_with::<u64, u64>(&n, opts).await {
+    match primes.call_with(&n, opts).await {
         Ok(count) => format!("{n} {count}"),
         Err(e) => format!("{n} ERR {e}"),
     }
@@ -96,13 +100,9 @@ async fn start_service(
     drain: Duration,
 ) -> ioasync::Result<(NotifierRef<Function>, String)> {
     let pool = lp
-        .add(
-            Function::spec("primes", "primes")
-                .min_workers(2)
-                .max_workers(2),
-        )
+        .add(PRIMES.pool("primes").min_workers(2).max_workers(2))
         .await?;
-    let p = pool.clone();
+    let p = PRIMES.on(&pool)?;
     let next = AtomicU64::new(1);
     let listener = lp
         .listen("demo", Listen::new(addr), move |conn, _peer| {
@@ -136,7 +136,7 @@ fn usage() -> ExitCode {
 
 fn main() -> ExitCode {
     // First thing: when re-executed as a worker, this runs the entry.
-    ioasync::run_if_worker([Entry::function("primes", count_primes)]);
+    ioasync::run_if_worker([PRIMES.runs(count_primes)]);
 
     let mut args = std::env::args().skip(1);
     let (mut serve, mut seconds, mut clients, mut drain) = (None, 3.0f64, 4usize, 5.0f64);
