@@ -1,0 +1,188 @@
+//! What an idle connection costs on the heap: 1,000 connections accepted
+//! by a Listener and echoed by Stream notifiers (the echo server's setup),
+//! each after one round trip, measured with a counting allocator. The
+//! bound catches a regression in CI; the 10,000-connection resident
+//! figure comes from benches/echo.rs. Alone in its own binary: the
+//! allocator counts the whole process.
+
+#[macro_use]
+mod support;
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    io::{Read, Write},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+};
+
+use ioasync::{Listen, LocalAddr, ReadAction, Stream};
+use support::{bounded, test_loop};
+
+/// Heap bytes live now, process-wide.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Live allocations by size (the last bucket takes every larger one):
+/// the breakdown printed beside the total.
+const BUCKETS: usize = 8193;
+static BY_SIZE: [AtomicUsize; BUCKETS] = [const { AtomicUsize::new(0) }; BUCKETS];
+
+fn count(size: usize, delta: isize) {
+    let b = &BY_SIZE[size.min(BUCKETS - 1)];
+    if delta > 0 {
+        b.fetch_add(1, Ordering::Relaxed);
+    } else {
+        b.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn by_size() -> Vec<usize> {
+    BY_SIZE.iter().map(|b| b.load(Ordering::SeqCst)).collect()
+}
+
+struct Counting;
+
+// SAFETY: every call is passed to the system allocator unchanged; the
+// counter is only arithmetic on the sizes.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is the system allocator's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            count(layout.size(), 1);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        count(layout.size(), -1);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        // SAFETY: as above.
+        let p = unsafe { System.realloc(ptr, layout, new) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            LIVE.fetch_add(new, Ordering::Relaxed);
+            count(layout.size(), -1);
+            count(new, 1);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const CONNS: usize = 1_000;
+
+/// The bound, in heap bytes per idle connection, on both runtime
+/// flavours: the kameo actor (mailbox, task), the tree node and registry
+/// entry, the stream's state, the accepted socket's registration.
+/// Measured 2026-12-02 in this (debug) build: 9,727–10,047 B, of which
+/// ~4.1 KiB is the actor's task (its future and state) and ~3.0 KiB
+/// kameo's mailbox block (see BENCHMARKS.md, "Idle connections").
+const BOUND: usize = 10_752;
+
+flavours!(serial a_thousand_idle_connections_stay_under_the_heap_bound);
+async fn a_thousand_idle_connections_stay_under_the_heap_bound() {
+    let lp = test_loop();
+    let next = AtomicU64::new(1);
+    let listener = lp
+        .listen(
+            "echo",
+            Listen::new("127.0.0.1:0".parse::<ioasync::Address>().unwrap()),
+            move |conn, _| {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                Stream::spec(format!("conn-{n}"), conn).on_read(|io, buf, _eof| {
+                    io.write_slice(buf);
+                    buf.clear();
+                    ReadAction::Wait
+                })
+            },
+        )
+        .await
+        .unwrap();
+    let addr = listener.ask(LocalAddr).await.unwrap().to_string();
+    let connected = |lp: &ioasync::Loop| {
+        lp.tree().find("/echo").map_or(0, |l| {
+            l.children.iter().filter(|c| c.kind == "stream").count()
+        })
+    };
+    // A warm-up connection: one-time allocations (tables, caches) first.
+    {
+        let a = addr.clone();
+        bounded(
+            "warm-up",
+            tokio::task::spawn_blocking(move || {
+                round_trip(&mut std::net::TcpStream::connect(a).unwrap())
+            }),
+        )
+        .await
+        .unwrap();
+        bounded("warm-up closed", async {
+            while connected(&lp) != 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+    let before = LIVE.load(Ordering::SeqCst);
+    let sizes_before = by_size();
+    // The clients: plain std sockets on a blocking thread (no heap per
+    // socket), each after one round trip so its server side is set up.
+    let a = addr.clone();
+    let clients = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::with_capacity(CONNS);
+        for _ in 0..CONNS {
+            let mut s = std::net::TcpStream::connect(&a).unwrap();
+            round_trip(&mut s);
+            v.push(s);
+        }
+        v
+    });
+    let clients = bounded("1,000 connections", clients).await.unwrap();
+    bounded("all in the tree", async {
+        while connected(&lp) != CONNS {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let after = LIVE.load(Ordering::SeqCst);
+    let per = after.saturating_sub(before) / CONNS;
+    // What each connection holds, by allocation size.
+    let mut breakdown = String::new();
+    for (size, (now, was)) in by_size().into_iter().zip(sizes_before).enumerate() {
+        let live = now as isize - was as isize;
+        if live.unsigned_abs() >= CONNS / 2 {
+            let size = if size == BUCKETS - 1 {
+                format!("{size}+")
+            } else {
+                size.to_string()
+            };
+            breakdown.push_str(&format!(
+                "\n  {size:>6} B x {:.2} per connection",
+                live as f64 / CONNS as f64
+            ));
+        }
+    }
+    eprintln!("heap per idle connection: {per} B (bound {BOUND} B){breakdown}");
+    assert!(
+        per <= BOUND,
+        "an idle connection holds {per} heap bytes, over the bound of {BOUND}:{breakdown}"
+    );
+    drop(clients);
+    bounded("all closed", async {
+        while connected(&lp) != 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+fn round_trip(s: &mut std::net::TcpStream) {
+    s.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+}
