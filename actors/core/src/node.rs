@@ -321,13 +321,18 @@ impl Node {
         self.ctl_waker.wake();
     }
 
-    /// Resolves once control messages are queued. Only the node's own
-    /// actor waits on it (a single-consumer waker: no lock, no allocation).
-    pub(crate) fn ctl_ready(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| {
+    /// Resolves once control messages are queued (`false`) or, when
+    /// `lossy` is asked for, once the lossy lane holds messages (`true`;
+    /// control first). Only the node's own actor waits on it (a
+    /// single-consumer waker, registered once per poll: no lock, no
+    /// allocation).
+    pub(crate) fn ctl_ready(&self, lossy: bool) -> impl Future<Output = bool> + '_ {
+        std::future::poll_fn(move |cx| {
             self.ctl_waker.register(cx.waker());
             if self.ctl_pending() {
-                Poll::Ready(())
+                Poll::Ready(false)
+            } else if lossy && self.lossy_pending() {
+                Poll::Ready(true)
             } else {
                 Poll::Pending
             }
@@ -393,19 +398,6 @@ impl Node {
         self.lossy_pending.store(true, Ordering::Release);
         self.ctl_waker.wake();
         evicted
-    }
-
-    /// Resolves once the lossy lane holds messages. Only the node's own
-    /// actor waits on it (it shares the control waker).
-    pub(crate) fn lossy_ready(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| {
-            self.ctl_waker.register(cx.waker());
-            if self.lossy_pending() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
     }
 
     /// The lossy lane's oldest message.

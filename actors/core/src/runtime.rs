@@ -315,9 +315,8 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     let accepting = state.accepting();
                     let turn = tokio::select! {
                         biased;
-                        _ = self.node.ctl_ready() => Turn::Ctl,
+                        lossy = self.node.ctl_ready(accepting) => if lossy { Turn::Lossy } else { Turn::Ctl },
                         _ = state.ready() => Turn::Ready,
-                        _ = self.node.lossy_ready(), if accepting => Turn::Lossy,
                         signal = mailbox_rx.recv(), if accepting => return Ok(signal),
                     };
                     match turn {
@@ -353,14 +352,14 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     Box::pin(self.exit_incarnation(reason)).await;
                 }
                 Phase::Waiting => {
-                    self.node.ctl_ready().await;
+                    self.node.ctl_ready(false).await;
                     Box::pin(self.run_ctl()).await;
                 }
                 Phase::Backoff(until) => {
                     let until = *until;
                     tokio::select! {
                         biased;
-                        _ = self.node.ctl_ready() => Box::pin(self.run_ctl()).await,
+                        _ = self.node.ctl_ready(false) => Box::pin(self.run_ctl()).await,
                         _ = tokio::time::sleep_until(until) => self.phase = Phase::Starting(None),
                     }
                 }

@@ -162,6 +162,7 @@ pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
             // SAFETY: the parent set up fd 3 as our end of the socketpair
             // and nothing else in this process owns it.
             let sock = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
+            close_on_exec(&sock);
             run(sock)
         }
         Some(Entry {
@@ -187,6 +188,13 @@ fn quiet_panics() {
     }));
 }
 
+/// Keeps the socket to the parent out of processes the worker's code
+/// starts: their holding it would hide the worker's exit from the parent.
+fn close_on_exec(sock: &UnixStream) {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let _ = fcntl(sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+}
+
 /// A panic payload's message.
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
@@ -203,6 +211,7 @@ fn serve(make: Erased) -> i32 {
     // SAFETY: the parent set up fd 3 as our end of the socketpair and
     // nothing else in this process owns it.
     let sock = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
+    close_on_exec(&sock);
     let mut frames = frame::BlockingFrames::new(sock, frame::DEFAULT_MAX_FRAME);
     loop {
         let buf = match frames.recv() {

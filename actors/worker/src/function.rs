@@ -244,6 +244,10 @@ struct Worker {
     calls: u32,
     idle_since: Instant,
     shared: Arc<WorkerShared>,
+    /// Its process ended (its notifier's `Exit`).
+    exited: bool,
+    /// Its reader task is done: every reply it wrote has been read.
+    drained: bool,
 }
 
 impl Worker {
@@ -280,6 +284,9 @@ enum FromWorker {
     Broken { worker: u64, error: Error },
     /// Its notifier ended (the process is gone).
     Exited { worker: u64 },
+    /// Its reader task read everything the worker wrote (EOF): after its
+    /// last reply, which an `Exited` may overtake.
+    ReaderDone { worker: u64 },
 }
 
 /// Pool statistics.
@@ -419,6 +426,7 @@ impl Function {
                     break;
                 }
             }
+            let _ = tx.send(FromWorker::ReaderDone { worker: id });
         });
         self.workers.push(Worker {
             id,
@@ -428,6 +436,8 @@ impl Function {
             calls: 0,
             idle_since: Instant::now(),
             shared,
+            exited: false,
+            drained: false,
         });
         self.stats.started += 1;
         Ok(())
@@ -525,10 +535,22 @@ impl Function {
         w.kill(err);
     }
 
-    fn on_exit(&mut self, worker: u64, pool_stopping: bool) {
+    /// Its process ended (`exited`) or its replies are all read: once
+    /// both, the worker is gone, and a call it still holds failed.
+    fn on_gone(&mut self, worker: u64, exited: bool, pool_stopping: bool) {
         let Some(i) = self.workers.iter().position(|w| w.id == worker) else {
             return;
         };
+        let w = &mut self.workers[i];
+        if exited {
+            w.exited = true;
+            w.writer = None;
+        } else {
+            w.drained = true;
+        }
+        if !(w.exited && w.drained) {
+            return;
+        }
         let w = self.workers.remove(i);
         let how = w.shared.status();
         let asked = w.shared.asked.load(std::sync::atomic::Ordering::Acquire);
@@ -671,7 +693,8 @@ impl Notifier for Function {
             match m {
                 FromWorker::Reply { worker, id, result } => self.on_reply(worker, id, result),
                 FromWorker::Broken { worker, error } => self.on_broken(worker, error),
-                FromWorker::Exited { worker } => self.on_exit(worker, ctx.is_stopping()),
+                FromWorker::Exited { worker } => self.on_gone(worker, true, ctx.is_stopping()),
+                FromWorker::ReaderDone { worker } => self.on_gone(worker, false, ctx.is_stopping()),
             }
         }
         self.on_timers();
