@@ -31,10 +31,11 @@ mod command;
 mod pid;
 mod process;
 mod run;
+mod spawner;
 mod status;
 mod sys;
 
-pub use command::{Command, Stdio, StreamSetup};
+pub use command::{Command, RLIM_INFINITY, Resource, Stdio, StreamSetup};
 pub use pid::{Pid, PidArgs};
 pub use process::{
     ExitWatch, Kill, KillPolicy, Process, ProcessArgs, ProcessEvent, ProcessException,

@@ -1,0 +1,121 @@
+//! The spawn thread: every child is forked (and exec'ed, by std) from one
+//! dedicated thread that lives as long as the process.
+//!
+//! Linux's parent-death signal (`PR_SET_PDEATHSIG`) fires when the
+//! *thread* that forked the child exits, not the process. Forking from a
+//! caller's thread would tie the child to that thread: a `std::thread`
+//! that ends, or a `spawn_blocking` thread tokio retires, would take its
+//! children with it. The spawn thread never ends, so the signal means
+//! "this process died". It is started on the first spawn.
+//!
+//! The thread enters the caller's tokio runtime while it spawns, so the
+//! child is registered with that runtime's reactor (pidfd or SIGCHLD) and
+//! is waited for there.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, OwnedFd},
+    panic::AssertUnwindSafe,
+    sync::{Mutex, mpsc},
+};
+
+use crate::sys;
+
+type Job = Box<dyn FnOnce(&OwnedFd) + Send>;
+
+static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+
+/// What a spawn hands to the thread.
+pub(crate) struct SpawnJob {
+    pub(crate) cmd: tokio::process::Command,
+    /// Child-side fds: open until the spawn returns.
+    pub(crate) keep: Vec<OwnedFd>,
+    /// The highest fd number the child names (see [`sys::reserve_fds`]).
+    pub(crate) max_fd: i32,
+    /// Sent to a child nobody waits for any more (the caller was
+    /// cancelled while the spawn was queued), with whether it leads its
+    /// process group.
+    pub(crate) abandon: (i32, bool),
+}
+
+/// Queues `job` on the spawn thread, starting it if needed.
+fn submit(job: Job) -> io::Result<()> {
+    let mut slot = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
+    let job = match slot.as_ref() {
+        Some(tx) => match tx.send(job) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::SendError(job)) => job, // the thread is gone: restart it
+        },
+        None => job,
+    };
+    let (tx, rx) = mpsc::channel::<Job>();
+    // A base fd for `reserve_fds`, opened once.
+    let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
+    std::thread::Builder::new()
+        .name("ioasync-spawn".into())
+        .spawn(move || {
+            for job in rx {
+                // A panic in one spawn must not end the thread.
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&null)));
+            }
+        })?;
+    tx.send(job)
+        .map_err(|_| io::Error::other("spawn thread gone"))?;
+    *slot = Some(tx);
+    Ok(())
+}
+
+fn no_runtime() -> io::Error {
+    io::Error::other("must be called within a tokio runtime")
+}
+
+impl SpawnJob {
+    fn run(
+        self,
+        null: &OwnedFd,
+        handle: &tokio::runtime::Handle,
+    ) -> io::Result<tokio::process::Child> {
+        let SpawnJob {
+            mut cmd,
+            keep,
+            max_fd,
+            ..
+        } = self;
+        let _held = sys::reserve_fds(null.as_raw_fd(), max_fd);
+        let _rt = handle.enter();
+        let child = cmd.spawn();
+        drop(keep);
+        child
+    }
+
+    /// Spawns on the spawn thread and waits (blocking) for the result.
+    pub(crate) fn spawn_blocking(self) -> io::Result<tokio::process::Child> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        submit(Box::new(move |null| {
+            let _ = tx.send(self.run(null, &handle));
+        }))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("the spawn thread dropped the request"))?
+    }
+
+    /// Spawns on the spawn thread; the caller's thread is free meanwhile.
+    /// Cancelled, it leaves the child to be signalled and reaped.
+    pub(crate) async fn spawn(self) -> io::Result<tokio::process::Child> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (sig, group) = self.abandon;
+        submit(Box::new(move |null| {
+            if tx.is_closed() {
+                return; // cancelled before it started
+            }
+            if let Err(Ok(child)) = tx.send(self.run(null, &handle)) {
+                // Cancelled during the spawn: the child is nobody's.
+                sys::signal(child.id().unwrap_or(0), group, sig);
+                drop(child); // tokio's orphan queue reaps it
+            }
+        }))?;
+        rx.await
+            .map_err(|_| io::Error::other("the spawn thread dropped the request"))?
+    }
+}
