@@ -5,7 +5,10 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::{OsStr, OsString},
     fmt,
-    os::fd::{AsRawFd, OwnedFd, RawFd},
+    os::{
+        fd::{AsRawFd, OwnedFd, RawFd},
+        unix::ffi::OsStrExt,
+    },
     path::Path,
 };
 
@@ -224,7 +227,9 @@ impl Command {
         self
     }
 
-    /// Runs in `dir`.
+    /// Runs in `dir` (IO::Async's `chdir`; changed in the child before
+    /// exec, a failure is an error of op `chdir`). A relative program path
+    /// is looked up from `dir`.
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.cwd = Some(dir.as_ref().as_os_str().to_owned());
         self
@@ -390,9 +395,13 @@ impl Command {
                 None => cmd.env_remove(k),
             };
         }
-        if let Some(dir) = &self.cwd {
-            cmd.current_dir(dir);
-        }
+        // The hook changes directory (so a failure is named `chdir`).
+        let chdir = match &self.cwd {
+            None => None,
+            Some(dir) => Some(std::ffi::CString::new(dir.as_bytes()).map_err(|_| {
+                Error::invalid_input("chdir", format!("{dir:?} contains a NUL byte"))
+            })?),
+        };
         if self.own_group {
             cmd.process_group(0);
         }
@@ -401,6 +410,7 @@ impl Command {
             pdeathsig: self.pdeathsig.map(SignalKind::as_raw),
             closes: self.closes.iter().copied().collect(),
             close_others: self.close_others,
+            chdir,
             umask: setup.umask,
             rlimits: setup
                 .rlimits

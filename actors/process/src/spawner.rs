@@ -109,13 +109,35 @@ impl SpawnJob {
             if tx.is_closed() {
                 return; // cancelled before it started
             }
-            if let Err(Ok(child)) = tx.send(self.run(null, &handle)) {
-                // Cancelled during the spawn: the child is nobody's.
-                sys::signal(child.id().unwrap_or(0), group, sig);
-                drop(child); // tokio's orphan queue reaps it
-            }
+            let child = self.run(null, &handle).map(|c| Unclaimed {
+                child: Some(c),
+                sig,
+                group,
+            });
+            // Cancelled during the spawn: dropped here, the child is
+            // signalled (see Unclaimed).
+            let _ = tx.send(child);
         }))?;
-        rx.await
-            .map_err(|_| io::Error::other("the spawn thread dropped the request"))?
+        let mut child = rx
+            .await
+            .map_err(|_| io::Error::other("the spawn thread dropped the request"))??;
+        Ok(child.child.take().expect("claimed once"))
+    }
+}
+
+/// A spawned child on its way to the caller. Dropped unclaimed (the
+/// caller was cancelled before it received it), it sends the child the
+/// abandon signal; tokio's orphan queue reaps it.
+struct Unclaimed {
+    child: Option<tokio::process::Child>,
+    sig: i32,
+    group: bool,
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            sys::signal(child.id().unwrap_or(0), self.group, self.sig);
+        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Contract: the `pre_exec` hook runs in the forked child before `exec`;
 //! it makes only raw system calls (`prctl`, `getppid`, `dup2`, `fcntl`,
-//! `close_range`, `umask`, `prlimit64`, `getpriority`, `setpriority`,
+//! `close_range`, `chdir`, `umask`, `prlimit64`, `getpriority`, `setpriority`,
 //! `setgroups`, `setgid`, `setuid`, `kill`) on data prepared in the parent,
 //! and allocates nothing. The parent process never forks without exec:
 //! std's fork-exec runs on the spawn thread (see `spawner`).
@@ -31,6 +31,8 @@ pub(crate) struct ChildPlan {
     pub(crate) closes: Vec<RawFd>,
     /// Close every fd not in `named` (IO::Async's default).
     pub(crate) close_others: bool,
+    /// The working directory.
+    pub(crate) chdir: Option<std::ffi::CString>,
     /// The file-mode creation mask.
     pub(crate) umask: Option<u32>,
     /// `(resource, soft, hard)`.
@@ -47,7 +49,7 @@ pub(crate) struct ChildPlan {
 
 /// The steps of the hook, in the order they run; the value names the
 /// operation in an error.
-const STEPS: [&str; 10] = [
+const STEPS: [&str; 11] = [
     "exec",
     "prctl(PR_SET_PDEATHSIG)",
     "dup2",
@@ -58,6 +60,7 @@ const STEPS: [&str; 10] = [
     "setgid",
     "setuid",
     "fcntl",
+    "chdir",
 ];
 const STEP_BASE: i32 = 1 << 16;
 const PDEATH: i32 = 1;
@@ -69,6 +72,7 @@ const GROUPS: i32 = 6;
 const GID: i32 = 7;
 const UID: i32 = 8;
 const FCNTL: i32 = 9;
+const CHDIR: i32 = 10;
 
 /// Splits an error from a spawn into the operation that failed (`exec`
 /// for exec itself) and a plain OS error.
@@ -90,6 +94,7 @@ impl ChildPlan {
             && self.dups.is_empty()
             && self.closes.is_empty()
             && !self.close_others
+            && self.chdir.is_none()
             && self.umask.is_none()
             && self.rlimits.is_empty()
             && self.nice.is_none()
@@ -240,6 +245,11 @@ unsafe fn run_plan(plan: &mut ChildPlan, parent: i32) -> io::Result<()> {
                     set_cloexec(fd)?;
                 }
             }
+        }
+        if let Some(dir) = &plan.chdir
+            && libc::chdir(dir.as_ptr()) == -1
+        {
+            return Err(fail(CHDIR));
         }
         if let Some(mask) = plan.umask {
             libc::umask(mask as libc::mode_t);
