@@ -1,12 +1,13 @@
-//! The spawn thread: every child is forked (and exec'ed, by std) from one
-//! dedicated thread that lives as long as the process.
+//! The spawn threads: every child is forked (and exec'ed, by std) from a
+//! dedicated thread that lives as long as the process (one, and up to
+//! four when spawns overlap; none ever ends).
 //!
 //! Linux's parent-death signal (`PR_SET_PDEATHSIG`) fires when the
 //! *thread* that forked the child exits, not the process. Forking from a
 //! caller's thread would tie the child to that thread: a `std::thread`
 //! that ends, or a `spawn_blocking` thread tokio retires, would take its
-//! children with it. The spawn thread never ends, so the signal means
-//! "this process died". It is started on the first spawn.
+//! children with it. Spawn threads never end, so the signal means "this
+//! process died". The first is started on the first spawn.
 //!
 //! The thread enters the caller's tokio runtime while it spawns, so the
 //! child is registered with that runtime's reactor (pidfd or SIGCHLD) and
@@ -16,14 +17,73 @@ use std::{
     io,
     os::fd::{AsRawFd, OwnedFd},
     panic::AssertUnwindSafe,
-    sync::{Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
 };
 
 use crate::sys;
 
 type Job = Box<dyn FnOnce(&OwnedFd) + Send>;
 
-static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+/// At most this many spawn threads: a spawn thread spends most of a spawn
+/// blocked (std waits for the child's exec), so a few overlap well.
+const MAX_THREADS: usize = 4;
+
+struct Pool {
+    tx: mpsc::Sender<Job>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    threads: usize,
+}
+
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+/// Spawn threads waiting for a job.
+static IDLE: AtomicUsize = AtomicUsize::new(0);
+
+/// Queues `job`; starts a spawn thread when none is idle (up to
+/// [`MAX_THREADS`]; they never end).
+fn submit(job: Job) -> io::Result<()> {
+    let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = match &mut *slot {
+        Some(pool) => pool,
+        None => {
+            let (tx, rx) = mpsc::channel::<Job>();
+            slot.insert(Pool {
+                tx,
+                rx: Arc::new(Mutex::new(rx)),
+                threads: 0,
+            })
+        }
+    };
+    if pool.threads == 0 || (IDLE.load(Ordering::Acquire) == 0 && pool.threads < MAX_THREADS) {
+        // A base fd for `reserve_fds`, opened once per thread.
+        let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
+        let rx = pool.rx.clone();
+        let started = std::thread::Builder::new()
+            .name("ioasync-spawn".into())
+            .spawn(move || {
+                loop {
+                    IDLE.fetch_add(1, Ordering::AcqRel);
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    IDLE.fetch_sub(1, Ordering::AcqRel);
+                    let Ok(job) = job else { return };
+                    // A panic in one spawn must not end the thread.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&null)));
+                }
+            });
+        match started {
+            Ok(_) => pool.threads += 1,
+            // Could not add one: the others serve (but there must be one).
+            Err(e) if pool.threads == 0 => return Err(e),
+            Err(_) => {}
+        }
+    }
+    pool.tx
+        .send(job)
+        .map_err(|_| io::Error::other("the spawn threads are gone"))
+}
 
 /// What a spawn hands to the thread.
 pub(crate) struct SpawnJob {
@@ -36,33 +96,6 @@ pub(crate) struct SpawnJob {
     /// cancelled while the spawn was queued), with whether it leads its
     /// process group.
     pub(crate) abandon: (i32, bool),
-}
-
-/// Queues `job` on the spawn thread, starting it if needed.
-fn submit(job: Job) -> io::Result<()> {
-    let mut slot = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
-    let job = match slot.as_ref() {
-        Some(tx) => match tx.send(job) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::SendError(job)) => job, // the thread is gone: restart it
-        },
-        None => job,
-    };
-    let (tx, rx) = mpsc::channel::<Job>();
-    // A base fd for `reserve_fds`, opened once.
-    let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
-    std::thread::Builder::new()
-        .name("ioasync-spawn".into())
-        .spawn(move || {
-            for job in rx {
-                // A panic in one spawn must not end the thread.
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&null)));
-            }
-        })?;
-    tx.send(job)
-        .map_err(|_| io::Error::other("spawn thread gone"))?;
-    *slot = Some(tx);
-    Ok(())
 }
 
 fn no_runtime() -> io::Error {
