@@ -159,6 +159,7 @@ impl Resource {
 }
 
 /// [`Command::rlimit`]'s value for "no limit" (`RLIM_INFINITY`).
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
 pub const RLIM_INFINITY: u64 = libc::RLIM_INFINITY as u64;
 
 impl Command {

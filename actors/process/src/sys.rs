@@ -285,15 +285,15 @@ unsafe fn run_plan(plan: &mut ChildPlan, parent: i32) -> io::Result<()> {
                 return Err(fail(GROUPS));
             }
         }
-        if let Some(gid) = plan.gid {
-            if libc::syscall(libc::SYS_setgid, gid) == -1 {
-                return Err(fail(GID));
-            }
+        if let Some(gid) = plan.gid
+            && libc::syscall(libc::SYS_setgid, gid) == -1
+        {
+            return Err(fail(GID));
         }
-        if let Some(uid) = plan.uid {
-            if libc::syscall(libc::SYS_setuid, uid) == -1 {
-                return Err(fail(UID));
-            }
+        if let Some(uid) = plan.uid
+            && libc::syscall(libc::SYS_setuid, uid) == -1
+        {
+            return Err(fail(UID));
         }
     }
     Ok(())
