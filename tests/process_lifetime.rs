@@ -40,16 +40,17 @@ fn pidfd(pid: u32) -> OwnedFd {
 }
 
 /// Waits up to `d` for the process of `fd` (a pidfd) to exit; true if it
-/// did.
+/// did. Polls on a thread of its own: not a tokio blocking thread, which
+/// would keep the one under test from retiring.
 async fn pidfd_exits_within(fd: OwnedFd, d: Duration) -> bool {
-    tokio::task::spawn_blocking(move || {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        poll(&mut fds, PollTimeout::try_from(d).unwrap()).unwrap() == 1
-    })
-    .await
-    .unwrap()
+        let _ = tx.send(poll(&mut fds, PollTimeout::try_from(d).unwrap()).unwrap() == 1);
+    });
+    rx.await.unwrap()
 }
 
 /// Waits up to `d` for `pid` to exit; true if it did.

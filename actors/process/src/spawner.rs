@@ -15,7 +15,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::OwnedFd,
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex,
@@ -26,7 +26,7 @@ use std::{
 
 use crate::sys;
 
-type Job = Box<dyn FnOnce(&OwnedFd) + Send>;
+type Job = Box<dyn FnOnce() + Send>;
 
 /// At most this many spawn threads: a spawn thread spends most of a spawn
 /// blocked (std waits for the child's exec), so a few overlap well.
@@ -58,8 +58,6 @@ fn submit(job: Job) -> io::Result<()> {
         }
     };
     if pool.threads == 0 || (IDLE.load(Ordering::Acquire) == 0 && pool.threads < MAX_THREADS) {
-        // A base fd for `reserve_fds`, opened once per thread.
-        let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
         let rx = pool.rx.clone();
         let started = std::thread::Builder::new()
             .name("ioasync-spawn".into())
@@ -70,7 +68,7 @@ fn submit(job: Job) -> io::Result<()> {
                     IDLE.fetch_sub(1, Ordering::AcqRel);
                     let Ok(job) = job else { return };
                     // A panic in one spawn must not end the thread.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&null)));
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job()));
                 }
             });
         match started {
@@ -103,18 +101,14 @@ fn no_runtime() -> io::Error {
 }
 
 impl SpawnJob {
-    fn run(
-        self,
-        null: &OwnedFd,
-        handle: &tokio::runtime::Handle,
-    ) -> io::Result<tokio::process::Child> {
+    fn run(self, handle: &tokio::runtime::Handle) -> io::Result<tokio::process::Child> {
         let SpawnJob {
             mut cmd,
             keep,
             max_fd,
             ..
         } = self;
-        let _held = sys::reserve_fds(null.as_raw_fd(), max_fd);
+        let _held = sys::reserve_fds(max_fd);
         let _rt = handle.enter();
         let child = cmd.spawn();
         drop(keep);
@@ -125,8 +119,8 @@ impl SpawnJob {
     pub(crate) fn spawn_blocking(self) -> io::Result<tokio::process::Child> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
         let (tx, rx) = mpsc::sync_channel(1);
-        submit(Box::new(move |null| {
-            let _ = tx.send(self.run(null, &handle));
+        submit(Box::new(move || {
+            let _ = tx.send(self.run(&handle));
         }))?;
         rx.recv()
             .map_err(|_| io::Error::other("the spawn thread dropped the request"))?
@@ -138,11 +132,11 @@ impl SpawnJob {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (sig, group) = self.abandon;
-        submit(Box::new(move |null| {
+        submit(Box::new(move || {
             if tx.is_closed() {
                 return; // cancelled before it started
             }
-            let child = self.run(null, &handle).map(|c| Unclaimed {
+            let child = self.run(&handle).map(|c| Unclaimed {
                 child: Some(c),
                 sig,
                 group,

@@ -321,12 +321,16 @@ pub(crate) fn setup_child(cmd: &mut tokio::process::Command, mut plan: ChildPlan
 /// Occupies every free fd number up to `max` until the result is dropped,
 /// so that std's exec-error pipe, opened by the spawn that follows, lands
 /// above every fd the child names (a dup2 onto it would lose exec errors).
-/// `base` is any open fd. Numbers 0 to 2 are assumed open.
-pub(crate) fn reserve_fds(base: RawFd, max: RawFd) -> Vec<OwnedFd> {
+/// Numbers 0 to 2 are assumed open.
+pub(crate) fn reserve_fds(max: RawFd) -> Vec<OwnedFd> {
     let mut held = Vec::new();
     if max < 3 {
         return held;
     }
+    let Ok(base) = std::fs::File::open("/dev/null") else {
+        return held;
+    };
+    let base = std::os::fd::AsRawFd::as_raw_fd(&base);
     loop {
         // SAFETY: fcntl(F_DUPFD_CLOEXEC) returns a new fd or -1.
         let fd = unsafe { libc::fcntl(base, libc::F_DUPFD_CLOEXEC, 0) };
