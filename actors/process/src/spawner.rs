@@ -68,7 +68,7 @@ fn submit(job: Job) -> io::Result<()> {
                     IDLE.fetch_sub(1, Ordering::AcqRel);
                     let Ok(job) = job else { return };
                     // A panic in one spawn must not end the thread.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job()));
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
                 }
             });
         match started {
