@@ -1,7 +1,9 @@
 //! Child processes and timers against their raw baselines, in one run:
 //!
 //! - `run_child` of `/bin/true`, 1,000 sequential and 1,000 with 50 in
-//!   flight, against `tokio::process::Command` doing the same;
+//!   flight, against `tokio::process::Command` doing the same, both plain
+//!   (posix_spawn) and with the parent-death signal set by a `pre_exec`
+//!   hook (fork, as ours);
 //! - a periodic timer at 1 ms for 10,000 ticks on real time: end-to-end
 //!   drift (hard rescheduling must not drift), against a raw
 //!   `tokio::time::interval` with `MissedTickBehavior::Burst`.
@@ -17,7 +19,9 @@ use ioasync::{Command, Loop, Periodic, Reschedule, Stop, Tick};
 fn true_cmd(pdeath: bool) -> Command {
     let mut c = Command::new("/bin/true");
     if !pdeath {
-        c.parent_death_signal(None);
+        // The documented fast path: nothing for a pre_exec hook to do, so
+        // std may use posix_spawn.
+        c.parent_death_signal(None).close_other_fds(false);
     }
     c
 }
@@ -31,14 +35,38 @@ async fn ours_sequential(lp: &Loop, n: usize, pdeath: bool) -> Duration {
     t.elapsed()
 }
 
-async fn raw_sequential(n: usize) -> Duration {
+/// The raw baseline's command: plain, or with `PR_SET_PDEATHSIG` set in
+/// a `pre_exec` hook (what a tokio user writes to get the same guarantee
+/// from the calling thread).
+fn raw_cmd(pdeath: bool) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("/bin/true");
+    c.stdin(std::process::Stdio::piped());
+    if pdeath {
+        #[allow(unsafe_code)]
+        // SAFETY: the hook makes one async-signal-safe system call.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) == -1
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    c
+}
+
+async fn raw_sequential(n: usize, pdeath: bool) -> Duration {
     let t = Instant::now();
     for _ in 0..n {
-        let out = tokio::process::Command::new("/bin/true")
-            .stdin(std::process::Stdio::piped())
-            .output()
-            .await
-            .unwrap();
+        let out = raw_cmd(pdeath).output().await.unwrap();
         assert!(out.status.success());
     }
     t.elapsed()
@@ -61,7 +89,7 @@ async fn ours_parallel(lp: &Loop, n: usize, inflight: usize, pdeath: bool) -> Du
     t.elapsed()
 }
 
-async fn raw_parallel(n: usize, inflight: usize) -> Duration {
+async fn raw_parallel(n: usize, inflight: usize, pdeath: bool) -> Duration {
     let t = Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(inflight));
     let mut tasks = Vec::with_capacity(n);
@@ -69,11 +97,7 @@ async fn raw_parallel(n: usize, inflight: usize) -> Duration {
         let sem = sem.clone();
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await.unwrap();
-            tokio::process::Command::new("/bin/true")
-                .stdin(std::process::Stdio::piped())
-                .output()
-                .await
-                .unwrap()
+            raw_cmd(pdeath).output().await.unwrap()
         }));
     }
     for t in tasks {
@@ -133,7 +157,7 @@ async fn raw_drift(ticks: u64) -> (Duration, Duration) {
 
 fn row(what: &str, ours: Duration, raw: Duration, n: usize) {
     println!(
-        "{what:<72} ours {:>8.1} µs/op   raw {:>8.1} µs/op   ratio {:.2}x",
+        "{what:<100} ours {:>8.1} µs/op   raw {:>8.1} µs/op   ratio {:.2}x",
         ours.as_secs_f64() * 1e6 / n as f64,
         raw.as_secs_f64() * 1e6 / n as f64,
         ours.as_secs_f64() / raw.as_secs_f64()
@@ -155,26 +179,42 @@ fn main() {
             println!("process and timer benchmark (2 workers)");
             // Warm up both paths.
             ours_sequential(&lp, 10, true).await;
-            raw_sequential(10).await;
+            raw_sequential(10, false).await;
             let best = |v: Vec<Duration>| v.into_iter().min().unwrap();
-            for pdeath in [true, false] {
-                let label = if pdeath {
-                    "with parent-death signal (default)"
+            // (ours with the parent-death signal?, raw with it?)
+            for (pdeath, raw_pdeath) in [(true, false), (true, true), (false, false)] {
+                let ours_label = if pdeath {
+                    "ours: parent-death signal (default)"
                 } else {
-                    "without parent-death signal"
+                    "ours: no parent-death signal, close_other_fds(false)"
+                };
+                let raw_label = if raw_pdeath {
+                    "raw: tokio + pre_exec prctl"
+                } else {
+                    "raw: plain tokio"
                 };
                 let (mut o, mut r) = (Vec::new(), Vec::new());
                 for _ in 0..3 {
-                    r.push(raw_sequential(n).await);
+                    r.push(raw_sequential(n, raw_pdeath).await);
                     o.push(ours_sequential(&lp, n, pdeath).await);
                 }
-                row(&format!("run_child x{n}, sequential, {label}"), best(o), best(r), n);
+                row(
+                    &format!("run_child x{n}, sequential, {ours_label} vs {raw_label}"),
+                    best(o),
+                    best(r),
+                    n,
+                );
                 let (mut o, mut r) = (Vec::new(), Vec::new());
                 for _ in 0..3 {
-                    r.push(raw_parallel(n, 50).await);
+                    r.push(raw_parallel(n, 50, raw_pdeath).await);
                     o.push(ours_parallel(&lp, n, 50, pdeath).await);
                 }
-                row(&format!("run_child x{n}, 50 in flight, {label}"), best(o), best(r), n);
+                row(
+                    &format!("run_child x{n}, 50 in flight, {ours_label} vs {raw_label}"),
+                    best(o),
+                    best(r),
+                    n,
+                );
             }
             let (os, od, ow) = ours_drift(&lp, ticks).await;
             let (rd, rw) = raw_drift(ticks).await;

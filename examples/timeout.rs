@@ -5,11 +5,23 @@
 //! cargo run --example timeout -- [--signal SIG] [--kill-after SECS] SECS CMD [ARG...]
 //! ```
 //!
-//! Runs CMD with inherited stdio. Exits with CMD's exit code; 124 when the
-//! time ran out (after sending SIG, default TERM, and KILL `--kill-after`
-//! later if CMD is still running); 125 for its own usage errors; 126 when
-//! CMD cannot be executed; 127 when CMD is not found; 128+N when CMD died
-//! of signal N. SIGINT and SIGTERM sent to it are forwarded to CMD.
+//! Runs CMD with inherited stdio; behaves as coreutils `timeout` (the
+//! contract; tests/process_timeout_coreutils.rs runs both side by side):
+//!
+//! - exits with CMD's exit code; 124 when the time ran out (after sending
+//!   SIG, default TERM), but 137 when CMD then died of SIGKILL (`-s KILL`,
+//!   or the KILL sent `--kill-after` later); 125 for its own usage errors;
+//!   126 when CMD cannot be executed; 127 when CMD is not found;
+//! - when CMD dies of signal N without a timeout, it raises N on itself
+//!   (core dumps off), or exits 128+N for the signals it watches (TERM,
+//!   INT, HUP, QUIT), which it cannot un-handle;
+//! - SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to it are forwarded to CMD
+//!   (whose own dispositions start at the default, even when this runs as
+//!   a background job with INT and QUIT ignored), and start the
+//!   `--kill-after` countdown like a timeout does;
+//! - a duration of 0 means no timeout, and so does one too large to
+//!   schedule (`1e30`); `--kill-after 0` never sends KILL.
+//!
 //! Durations are seconds, or take a suffix: `s`, `m`, `h`, `d`.
 
 use std::{process::ExitCode, time::Duration};
@@ -19,10 +31,15 @@ use ioasync::{
     Command, Countdown, ExitStatus, Expired, Loop, Process, Signal, SignalEvent, SignalKind,
 };
 
+/// Durations past this are effectively infinite: no timer.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 86400);
+
 struct Args {
     signal: SignalKind,
+    /// None: never KILL (also for 0).
     kill_after: Option<Duration>,
-    duration: Duration,
+    /// None: no timeout (0, or effectively infinite).
+    duration: Option<Duration>,
     cmd: Vec<String>,
 }
 
@@ -32,7 +49,8 @@ fn usage(msg: &str) -> ExitCode {
     ExitCode::from(125)
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+/// A duration; `None` for 0 and for anything too large to schedule.
+fn duration(s: &str) -> Result<Option<Duration>, String> {
     let (num, mult) = match s.chars().last() {
         Some('s') => (&s[..s.len() - 1], 1.0),
         Some('m') => (&s[..s.len() - 1], 60.0),
@@ -41,7 +59,14 @@ fn duration(s: &str) -> Result<Duration, String> {
         _ => (s, 1.0),
     };
     match num.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(Duration::from_secs_f64(v * mult)),
+        Ok(v) if v >= 0.0 => {
+            let secs = v * mult;
+            if secs == 0.0 || secs >= FOREVER.as_secs_f64() {
+                Ok(None) // includes inf
+            } else {
+                Ok(Some(Duration::from_secs_f64(secs)))
+            }
+        }
         _ => Err(format!("invalid time interval {s:?}")),
     }
 }
@@ -68,7 +93,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 let v = value("--signal")?;
                 signal = v.parse().map_err(|_| format!("invalid signal {v:?}"))?;
             }
-            "-k" | "--kill-after" => kill_after = Some(duration(&value("--kill-after")?)?),
+            "-k" | "--kill-after" => kill_after = duration(&value("--kill-after")?)?,
             "--" => {
                 let d = it.next().ok_or("missing operand")?;
                 return finish(signal, kill_after, &d, it);
@@ -107,7 +132,8 @@ async fn main() -> ExitCode {
         Err(e) => return usage(&e),
     };
     match run(args).await {
-        Ok(code) => ExitCode::from(code),
+        Ok(Outcome::Code(code)) => ExitCode::from(code),
+        Ok(Outcome::Raise(sig)) => die_of(sig),
         Err(e) => {
             eprintln!("timeout: {e}");
             ExitCode::from(125)
@@ -115,22 +141,51 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The exit code for how CMD ended.
-fn code_of(status: ExitStatus) -> u8 {
-    u8::try_from(status.shell_code()).unwrap_or(125)
+/// How this program ends.
+enum Outcome {
+    Code(u8),
+    /// CMD died of this signal without a timeout: die of it too.
+    Raise(SignalKind),
 }
 
-async fn run(args: Args) -> ioasync::Result<u8> {
+/// Dies of `sig` as CMD did (as coreutils does, with core dumps off);
+/// for a signal this program handles (it watches TERM, INT, HUP, QUIT),
+/// or one ignored here, it exits 128+N instead.
+fn die_of(sig: SignalKind) -> ExitCode {
+    let watched = [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ];
+    if !watched.contains(&sig)
+        && let Ok(s) = nix::sys::signal::Signal::try_from(sig.as_raw())
+    {
+        use nix::sys::resource::{Resource, setrlimit};
+        let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+        let _ = nix::sys::signal::raise(s);
+    }
+    ExitCode::from(u8::try_from(128 + sig.as_raw()).unwrap_or(125))
+}
+
+async fn run(args: Args) -> ioasync::Result<Outcome> {
     let lp = Loop::current()?;
     // Watch the signals to forward before the child exists: none is lost.
-    let int = lp
-        .add(Signal::spec("sigint", SignalKind::interrupt()))
-        .await?;
-    let term = lp
-        .add(Signal::spec("sigterm", SignalKind::terminate()))
-        .await?;
-    let mut ints = int.events_with::<SignalEvent>(4, Overflow::Wait)?;
-    let mut terms = term.events_with::<SignalEvent>(4, Overflow::Wait)?;
+    let mut forwarded = Vec::new();
+    for (name, sig) in [
+        ("sigint", SignalKind::interrupt()),
+        ("sigterm", SignalKind::terminate()),
+        ("sighup", SignalKind::hangup()),
+        ("sigquit", SignalKind::quit()),
+    ] {
+        let w = lp.add(Signal::spec(name, sig)).await?;
+        forwarded.push(w.events_with::<SignalEvent>(4, Overflow::Wait)?);
+    }
+    let mut signals = futures_util::stream::select_all(forwarded.into_iter().map(|s| {
+        Box::pin(futures_util::stream::unfold(s, |mut s| async {
+            s.recv().await.map(|ev| (ev, s))
+        }))
+    }));
 
     let mut cmd = Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
@@ -142,44 +197,63 @@ async fn run(args: Args) -> ioasync::Result<u8> {
                 args.cmd[0],
                 e.message()
             );
-            return Ok(if e.errno() == Some(libc_enoent()) {
+            return Ok(Outcome::Code(if e.errno() == Some(libc_enoent()) {
                 127
             } else {
                 126
-            });
+            }));
         }
         Err(e) => return Err(e),
     };
 
-    let timer = lp.add(Countdown::spec("deadline", args.duration)).await?;
-    let mut expired = timer.events_with::<Expired>(1, Overflow::Wait)?;
-    // Held so the kill-after countdown lives until the end.
+    let mut expired = None;
+    let mut _timer = None; // held so the countdown lives until the end
+    if let Some(d) = args.duration {
+        let t = lp.add(Countdown::spec("deadline", d)).await?;
+        expired = Some(t.events_with::<Expired>(1, Overflow::Wait)?);
+        _timer = Some(t);
+    }
+    // The kill-after countdown starts at the timeout or at the first
+    // forwarded signal, once (as coreutils does).
+    let mut kill_after = args.kill_after;
     let mut _killer = None;
     let mut kill_fired: Option<ioasync::EventStream<Expired>> = None;
     let mut timed_out = false;
     let exit = child.wait();
     tokio::pin!(exit);
     loop {
+        let mut start_kill_after = false;
         tokio::select! {
             status = &mut exit => {
-                let status = status?;
-                return Ok(if timed_out { 124 } else { code_of(status) });
+                return Ok(match status? {
+                    ExitStatus::Signal { signal, .. } if timed_out && signal == SignalKind::kill() => {
+                        Outcome::Code(137)
+                    }
+                    _ if timed_out => Outcome::Code(124),
+                    ExitStatus::Code(c) => Outcome::Code(u8::try_from(c).unwrap_or(125)),
+                    ExitStatus::Signal { signal, .. } => Outcome::Raise(signal),
+                });
             }
-            Some(_) = expired.recv() => {
+            Some(_) = async { expired.as_mut()?.recv().await }, if expired.is_some() => {
+                expired = None;
                 timed_out = true;
                 let _ = child.kill(args.signal).await;
-                if let Some(after) = args.kill_after {
-                    let k = lp.add(Countdown::spec("kill-after", after)).await?;
-                    kill_fired = Some(k.events_with::<Expired>(1, Overflow::Wait)?);
-                    _killer = Some(k);
-                }
+                start_kill_after = true;
             }
             Some(_) = async { kill_fired.as_mut()?.recv().await }, if kill_fired.is_some() => {
+                timed_out = true;
                 let _ = child.kill(SignalKind::kill()).await;
                 kill_fired = None;
             }
-            Some(ev) = ints.recv() => { let _ = child.kill(ev.signal).await; }
-            Some(ev) = terms.recv() => { let _ = child.kill(ev.signal).await; }
+            Some(ev) = futures_util::StreamExt::next(&mut signals) => {
+                let _ = child.kill(ev.signal).await;
+                start_kill_after = true;
+            }
+        }
+        if start_kill_after && let Some(after) = kill_after.take() {
+            let k = lp.add(Countdown::spec("kill-after", after)).await?;
+            kill_fired = Some(k.events_with::<Expired>(1, Overflow::Wait)?);
+            _killer = Some(k);
         }
     }
 }

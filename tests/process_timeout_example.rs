@@ -19,10 +19,11 @@ async fn timeout(args: &[&str]) -> (Option<i32>, String) {
     )
     .await
     .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    // As a shell sees it: like coreutils, timeout dies of the signal that
+    // killed its command.
+    use std::os::unix::process::ExitStatusExt;
+    let code = out.status.code().or(out.status.signal().map(|s| 128 + s));
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 flavours!(exit_codes_follow_coreutils_timeout);
@@ -41,7 +42,7 @@ async fn exit_codes_follow_coreutils_timeout() {
                 "-c",
                 "trap '' TERM; sleep 5",
             ],
-            124,
+            137, // killed by the KILL, as coreutils says
         ),
         (&["5", "sh", "-c", "kill -9 $$"], 137),
         (&["5", "/no/such/command"], 127),

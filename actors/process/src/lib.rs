@@ -14,16 +14,33 @@
 //!
 //! No zombies, no orphans: every child is reaped (by its notifier, or
 //! tokio's orphan queue when a handle is dropped); a removed Process stops
-//! its child (TERM, a grace period, KILL); children lead their own process
-//! group and get SIGKILL when this process dies, even by SIGKILL (Linux's
-//! parent-death signal).
+//! its child (TERM, a grace period, KILL); a cancelled [`run_child`]
+//! signals its child ([`Command::cancel_signal`]) and reaps it; children
+//! lead their own process group and get SIGKILL when this process dies,
+//! even by SIGKILL (Linux's parent-death signal) — this *process*, not the
+//! thread that spawned them.
+//!
+//! # The child's setup (IO::Async's contract)
+//!
+//! Before exec, in this order: the parent-death signal; the fds (every fd
+//! the command names is set up, whatever the numbers — a source sitting
+//! on another mapping's target is moved aside first; [`Command::keep_fd`]
+//! keeps one of ours; [`Command::close_fd`] closes one; every fd not named
+//! is closed, unless [`Command::close_other_fds`]`(false)`); the working
+//! directory; `umask`; resource limits; `nice`; `setgroups`, `setgid`,
+//! `setuid` (last: they drop the privilege the others may need). A step
+//! that fails is an error of its op (`dup2`, `chdir`, `setrlimit`, `nice`,
+//! `setgroups`, `setgid`, `setuid`) with the errno; exec's own failure is
+//! op `exec`.
 //!
 //! # Implementation
 //!
-//! Commands start through tokio's process support (fork + exec, never a
-//! fork that runs Rust code); extra fds and the parent-death signal are
-//! set up by an async-signal-safe `pre_exec` hook. A Process waits with
-//! tokio's `Child::wait` (tokio's SIGCHLD reaper); a Pid waits on a pidfd.
+//! Commands start through tokio's process support (std's fork + exec,
+//! never a fork that runs Rust code), on a spawn thread that lives as long
+//! as the process (so the parent-death signal, which Linux ties to the
+//! forking thread, means the process); the setup above is an
+//! async-signal-safe `pre_exec` hook that allocates nothing. A Process
+//! waits with tokio's `Child::wait`; a Pid waits on a pidfd.
 
 #![doc(test(attr(deny(warnings))))]
 
@@ -31,10 +48,11 @@ mod command;
 mod pid;
 mod process;
 mod run;
+mod spawner;
 mod status;
 mod sys;
 
-pub use command::{Command, Stdio, StreamSetup};
+pub use command::{Command, RLIM_INFINITY, Resource, Stdio, StreamSetup};
 pub use pid::{Pid, PidArgs};
 pub use process::{
     ExitWatch, Kill, KillPolicy, Process, ProcessArgs, ProcessEvent, ProcessException,

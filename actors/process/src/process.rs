@@ -258,7 +258,10 @@ impl Notifier for Process {
         let args = args.take_for(ctx.path())?;
         let cmd = args.cmd;
         let own_group = true;
-        let spawned = cmd.prepare().and_then(|p| p.spawn());
+        let spawned = match cmd.prepare() {
+            Ok(p) => p.spawn_async().await.map(|(c, rest)| (c, rest.ends)),
+            Err(e) => Err(e),
+        };
         let (child, ends) = match spawned {
             Ok(x) => x,
             Err(e) => {
