@@ -145,8 +145,8 @@ pub use ioasync_io::{
 };
 pub use ioasync_process::{
     ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
-    ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, SpawnedChild, Stdio,
-    StreamSetup, run_child, spawn_child,
+    ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, RLIM_INFINITY,
+    Resource, SpawnedChild, Stdio, StreamSetup, run_child, spawn_child,
 };
 pub use ioasync_signal::{Hold, Signal, SignalArgs, SignalEvent, SignalKind, SignalRef, hold};
 pub use ioasync_time::{

@@ -7,8 +7,7 @@ mod support;
 
 use std::{os::fd::OwnedFd, time::Duration};
 
-use ioasync::{Command, ExitStatus, SignalKind, Stdio};
-use ioasync_process::{RLIM_INFINITY, Resource};
+use ioasync::{Command, ExitStatus, RLIM_INFINITY, Resource, SignalKind, Stdio};
 use support::{bounded, test_loop};
 use tokio::io::AsyncBufReadExt;
 
