@@ -59,6 +59,12 @@ fn entries() -> Vec<Entry> {
         Entry::function("panic", |msg: String| -> u32 { panic!("{msg}") }),
         Entry::function("pid", |_: ()| std::process::id()),
         Entry::function("echo_str", |s: String| s),
+        Entry::function("env_cwd", |_: ()| {
+            (
+                std::env::var("IOASYNC_TEST_SETUP").ok(),
+                std::env::current_dir().unwrap().display().to_string(),
+            )
+        }),
         Entry::function("sleep_ms", |ms: u64| {
             // A worker process runs no runtime: blocking is its job.
             #[allow(clippy::disallowed_methods)]
@@ -467,4 +473,28 @@ async fn restart_workers_replaces_every_worker_and_lets_a_call_in_flight_finish(
     .await;
     assert_eq!(after.died, 0, "{after:?}");
     assert_eq!(p.call::<u64, u64>(&1).await.unwrap(), 1);
+}
+
+flavours!(worker_setup_applies_to_every_worker_replacements_included);
+async fn worker_setup_applies_to_every_worker_replacements_included() {
+    let lp = test_loop();
+    let p = lp
+        .add(pool("setup", "env_cwd").max_workers(1).worker_setup(|cmd| {
+            cmd.env("IOASYNC_TEST_SETUP", "yes").current_dir("/");
+        }))
+        .await
+        .unwrap();
+    let want = (Some("yes".to_string()), "/".to_string());
+    assert_eq!(
+        p.call::<_, (Option<String>, String)>(&()).await.unwrap(),
+        want
+    );
+    let first = p.stats().await.unwrap().pids;
+    p.restart_workers().await.unwrap();
+    assert_eq!(
+        p.call::<_, (Option<String>, String)>(&()).await.unwrap(),
+        want
+    );
+    let second = p.stats().await.unwrap().pids;
+    assert_ne!(first, second, "a new worker, set up the same way");
 }

@@ -146,6 +146,12 @@ impl Entry {
 /// otherwise returns at once. Call it first thing in `main` (in tests: in
 /// a `#[test]` the worker command line names, see
 /// [`FunctionSpec::exec_args`](crate::FunctionSpec::exec_args)).
+///
+/// A worker runs no async runtime: call it in a plain `fn main`, before
+/// the program builds its `Loop` or runtime
+/// (`Loop::new()?.block_on(..)`). Under `#[tokio::main]` the runtime and
+/// its threads start before `main`'s body, so every worker would start
+/// them too, for nothing.
 pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
     let Some(name) = std::env::var_os(ENTRY_ENV) else {
         return;
@@ -298,6 +304,18 @@ pub(crate) fn check_not_in_worker(op: &'static str) -> ioasync_core::Result<()> 
     }
 }
 
+/// Applied to a worker's command before it is spawned (IO::Async's
+/// `setup` for worker processes): environment, working directory, rlimits,
+/// umask, nice, uid/gid, fds to pass.
+#[derive(Clone)]
+pub(crate) struct WorkerSetup(pub(crate) Arc<dyn Fn(&mut ioasync_process::Command) + Send + Sync>);
+
+impl std::fmt::Debug for WorkerSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerSetup(..)")
+    }
+}
+
 /// Starts this program again as a worker running `entry`, with `args`
 /// before it and its end of a socketpair on fd 3, its stdout and stderr
 /// the parent's (`inherit_output`) or `/dev/null`; returns the child and
@@ -306,6 +324,7 @@ pub(crate) fn spawn_worker(
     entry: &str,
     args: &[std::ffi::OsString],
     inherit_output: bool,
+    setup: Option<&WorkerSetup>,
 ) -> ioasync_core::Result<(ioasync_process::SpawnedChild, tokio::net::UnixStream)> {
     use ioasync_core::Error;
     use ioasync_process::{Command, Stdio};
@@ -319,6 +338,9 @@ pub(crate) fn spawn_worker(
         .fd_to_child(WORKER_FD, Stdio::Fd(std::os::fd::OwnedFd::from(theirs)));
     if !inherit_output {
         cmd.stdout(Stdio::Null).stderr(Stdio::Null);
+    }
+    if let Some(setup) = setup {
+        (setup.0)(&mut cmd);
     }
     let child = ioasync_process::spawn_child(cmd)?;
     ours.set_nonblocking(true)

@@ -38,6 +38,7 @@ pub struct FunctionArgs {
     stop_grace: Duration,
     output: WorkerOutput,
     exit_on_die: bool,
+    setup: Option<crate::entry::WorkerSetup>,
 }
 
 /// Where a worker's stdout and stderr go.
@@ -136,6 +137,18 @@ impl FunctionSpec {
     /// false: the worker lives on). Its replacement starts as calls need.
     pub fn exit_on_die(mut self, on: bool) -> Self {
         self.args.exit_on_die = on;
+        self
+    }
+
+    /// Sets each worker's command up before it is spawned (IO::Async's
+    /// `setup`): environment, working directory, rlimits, umask, nice,
+    /// uid/gid (see [`Command`](ioasync_process::Command)). Applied to
+    /// every worker, replacements included.
+    pub fn worker_setup(
+        mut self,
+        setup: impl Fn(&mut ioasync_process::Command) + Send + Sync + 'static,
+    ) -> Self {
+        self.args.setup = Some(crate::entry::WorkerSetup(Arc::new(setup)));
         self
     }
 
@@ -355,6 +368,7 @@ impl Function {
                 stop_grace: Duration::from_secs(1),
                 output: WorkerOutput::Inherit,
                 exit_on_die: false,
+                setup: None,
             },
         }
     }
@@ -364,6 +378,7 @@ impl Function {
             &self.args.entry,
             &self.args.exec_args,
             self.args.output == WorkerOutput::Inherit,
+            self.args.setup.as_ref(),
         )?;
         let id = self.next_worker;
         self.next_worker += 1;

@@ -38,6 +38,7 @@ struct Shared<In, Out, R> {
 pub struct RoutineArgs<In, Out, R> {
     entry: String,
     exec_args: Vec<OsString>,
+    setup: Option<crate::entry::WorkerSetup>,
     shared: Arc<Shared<In, Out, R>>,
 }
 
@@ -46,6 +47,7 @@ impl<In, Out, R> Clone for RoutineArgs<In, Out, R> {
         RoutineArgs {
             entry: self.entry.clone(),
             exec_args: self.exec_args.clone(),
+            setup: self.setup.clone(),
             shared: self.shared.clone(),
         }
     }
@@ -120,6 +122,18 @@ impl<In, Out, R> RoutineSpec<In, Out, R> {
         self
     }
 
+    /// Sets the worker's command up before it is spawned, at every
+    /// (re)start (IO::Async's `setup`): environment, working directory,
+    /// rlimits, umask, nice, uid/gid (see
+    /// [`Command`](ioasync_process::Command)).
+    pub fn worker_setup(
+        mut self,
+        setup: impl Fn(&mut ioasync_process::Command) + Send + Sync + 'static,
+    ) -> Self {
+        self.args.setup = Some(crate::entry::WorkerSetup(Arc::new(setup)));
+        self
+    }
+
     /// The restart type (default transient: restarted after a panic or a
     /// death, not after it returned).
     pub fn restart(mut self, restart: Restart) -> Self {
@@ -188,6 +202,7 @@ where
                 args: RoutineArgs {
                     entry: entry.into(),
                     exec_args: Vec::new(),
+                    setup: None,
                     shared,
                 },
                 restart: Restart::Transient,
@@ -241,7 +256,8 @@ where
     }
 
     async fn init(args: Self::Args, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        let (child, sock) = crate::entry::spawn_worker(&args.entry, &args.exec_args, true)?;
+        let (child, sock) =
+            crate::entry::spawn_worker(&args.entry, &args.exec_args, true, args.setup.as_ref())?;
         let (rd, wr) = sock.into_split();
         let input = args
             .shared
