@@ -26,7 +26,15 @@ fn doubler(io: &mut RoutineIo<u32, u64>) -> u32 {
 
 #[test]
 fn ioasync_worker() {
-    ioasync::run_if_worker([Entry::routine("doubler", doubler)]);
+    ioasync::run_if_worker([
+        Entry::routine("doubler", doubler),
+        Entry::routine("where", |_: &mut RoutineIo<(), ()>| {
+            (
+                std::env::var("IOASYNC_TEST_SETUP").ok(),
+                std::env::current_dir().unwrap().display().to_string(),
+            )
+        }),
+    ]);
 }
 
 fn args() -> [&'static str; 3] {
@@ -134,4 +142,19 @@ async fn kill_routine_signals_its_worker_and_the_death_is_its_failure() {
         "{text}"
     );
     bounded("stopped", r.wait_stopped()).await;
+}
+
+flavours!(a_routine_worker_setup_is_applied_before_exec);
+async fn a_routine_worker_setup_is_applied_before_exec() {
+    let lp = test_loop();
+    let (spec, mut io) = Routine::<(), (), (Option<String>, String)>::spec("w", "where", 1);
+    lp.add(spec.exec_args(args()).worker_setup(|cmd| {
+        cmd.env("IOASYNC_TEST_SETUP", "routine").current_dir("/");
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        bounded("result", io.result.wait()).await.unwrap(),
+        (Some("routine".to_string()), "/".to_string())
+    );
 }
