@@ -6,8 +6,9 @@
 //! notify's) serves every notifier: the per-user limit on inotify
 //! instances is small (128 by default) and a loop may follow many files.
 //! Each notifier watches the *directory* its path lives in (the deepest
-//! existing ancestor while the directories do not exist yet), so a path
-//! created later or renamed over is seen as soon as it happens; the
+//! existing ancestor while the directories do not exist yet) and that
+//! directory's parent, so a path created later or renamed over, and its
+//! directory removed or made again, are seen as soon as they happen; the
 //! watcher's callback wakes the notifiers whose path an event names,
 //! through a one-slot tokio channel (wake-ups coalesce, nothing queues up).
 //! The notifier then looks (`stat`, read) exactly as it does when it
@@ -34,7 +35,7 @@ use std::{
 };
 
 use dashmap::DashMap;
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher, event::ModifyKind};
 use tokio::sync::mpsc;
 
 /// How a [`File`](crate::File) or [`FileStream`](crate::FileStream) learns
@@ -71,6 +72,14 @@ struct Hub {
     /// Watched directories: how many watches hold each, and the directory
     /// watched (it may have been removed and made again since).
     dirs: Mutex<HashMap<PathBuf, (usize, Identity)>>,
+    /// The keys of `dirs`, for the callback (which must not wait for
+    /// `dirs`: a watch call holds it while notify's thread answers).
+    watched: DashMap<PathBuf, ()>,
+    /// Watched directories an event said were removed or renamed. notify
+    /// drops its watch of such a path by name when it handles the event,
+    /// even when the name was watched again meanwhile (a directory removed
+    /// and made again): the next look watches a suspect again.
+    suspect: DashMap<PathBuf, ()>,
     /// Who to wake for an event naming a path.
     wake: DashMap<PathBuf, Vec<(u64, mpsc::Sender<()>)>>,
 }
@@ -88,13 +97,16 @@ fn hub() -> Option<&'static Hub> {
                 // Opens and closes (ours among them) change nothing.
                 Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => {}
                 Ok(ev) => {
+                    let gone = matches!(
+                        ev.kind,
+                        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                    );
                     for p in &ev.paths {
-                        if let Some(subs) = hub.wake.get(p.as_path()) {
-                            for (_, tx) in subs.iter() {
-                                // Full: a wake-up is pending already.
-                                let _ = tx.try_send(());
-                            }
+                        if gone && hub.watched.contains_key(p.as_path()) {
+                            hub.suspect.insert(p.clone(), ());
                         }
+                        // A full channel: a wake-up is pending already.
+                        hub.poke(p);
                     }
                 }
                 // Lost events (a queue overflow): everybody looks.
@@ -112,6 +124,8 @@ fn hub() -> Option<&'static Hub> {
             Ok(w) => Some(Hub {
                 watcher: Mutex::new(Some(w)),
                 dirs: Mutex::new(HashMap::new()),
+                watched: DashMap::new(),
+                suspect: DashMap::new(),
                 wake: DashMap::new(),
             }),
             Err(e) => {
@@ -128,8 +142,9 @@ impl Hub {
     /// when it cannot be watched.
     fn acquire(&self, dir: &Path, id: Identity) -> bool {
         let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        let suspect = self.suspect.remove(dir).is_some();
         let stale = match dirs.get_mut(dir) {
-            Some((n, have)) if *have == id => {
+            Some((n, have)) if *have == id && !suspect => {
                 *n += 1;
                 return true;
             }
@@ -139,22 +154,39 @@ impl Hub {
         let mut w = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
         let Some(w) = w.as_mut() else { return false };
         if stale {
-            // The directory was removed and made again: watch the new one.
+            // The directory was removed and made again, or notify may have
+            // dropped its watch: watch it anew.
             let _ = w.unwatch(dir);
         }
         match w.watch(dir, RecursiveMode::NonRecursive) {
             Ok(()) => {
                 let n = dirs.get(dir).map_or(0, |(n, _)| *n);
                 dirs.insert(dir.to_owned(), (n + 1, id));
+                self.watched.insert(dir.to_owned(), ());
                 tracing::trace!(dir = %dir.display(), "file watch: watching");
+                if stale {
+                    // Whatever happened there before the new watch, every
+                    // watch of the directory looks once.
+                    self.poke(dir);
+                }
                 true
             }
             Err(e) => {
                 if stale {
                     dirs.remove(dir);
+                    self.watched.remove(dir);
                 }
                 tracing::debug!(dir = %dir.display(), error = %e, "file watch: cannot watch; polling");
                 false
+            }
+        }
+    }
+
+    /// Wakes every watch listening for events naming `path`.
+    fn poke(&self, path: &Path) {
+        if let Some(subs) = self.wake.get(path) {
+            for (_, tx) in subs.iter() {
+                let _ = tx.try_send(());
             }
         }
     }
@@ -167,6 +199,7 @@ impl Hub {
         *n -= 1;
         if *n == 0 {
             dirs.remove(dir);
+            self.watched.remove(dir);
             let mut w = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(w) = w.as_mut() {
                 // Gone already when the directory was removed.
@@ -197,10 +230,13 @@ impl Hub {
 /// What one watch holds in the hub.
 #[derive(Debug)]
 struct Held {
-    dir: PathBuf,
-    id: Identity,
+    /// The deepest existing directory on the way to the target, and its
+    /// parent: a directory whose files are held open (the followed file
+    /// removed with it) reports its own removal only once they are
+    /// closed, its parent reports it at once.
+    dirs: Vec<(PathBuf, Identity)>,
     /// The paths whose events wake this watch: the target and each
-    /// ancestor of it up to the watched directory.
+    /// ancestor of it up to the deepest existing directory.
     paths: Vec<PathBuf>,
 }
 
@@ -254,32 +290,42 @@ impl PathWatch {
     }
 
     /// Moves the watch to the deepest existing ancestor directory of the
-    /// path if that changed (a directory appeared, or was removed or made
-    /// again). One `stat` when nothing changed.
+    /// path (and its parent) if that changed: a directory appeared, or was
+    /// removed or made again. Two `stat`s when nothing changed.
     pub(crate) fn refresh(&mut self) {
         if self.mode == WatchMode::Poll {
             return;
         }
         let Some(hub) = hub() else { return };
-        let want = deepest_dir(&self.target);
-        let same = match (&self.held, &want) {
-            (Some(h), Some((d, id))) => h.dir == *d && h.id == *id,
-            (None, None) => true,
-            _ => false,
-        };
-        if same {
+        let want = wanted_dirs(&self.target);
+        if let Some(h) = &self.held
+            && h.dirs == want
+            && !want.iter().any(|(d, _)| hub.suspect.contains_key(d))
+        {
             return;
         }
         self.release(hub);
-        let Some((dir, id)) = want else { return };
-        if !hub.acquire(&dir, id) {
+        let Some((deepest, _)) = want.first() else {
+            return;
+        };
+        let mut dirs = Vec::with_capacity(want.len());
+        for (d, id) in &want {
+            if hub.acquire(d, *id) {
+                dirs.push((d.clone(), *id));
+            }
+        }
+        if dirs.first().map(|(d, _)| d) != Some(deepest) {
+            // Without the deepest directory nothing useful is watched.
+            for (d, _) in &dirs {
+                hub.release(d);
+            }
             return;
         }
         let mut paths = vec![self.target.clone()];
         let mut p = self.target.parent();
         while let Some(a) = p {
             paths.push(a.to_owned());
-            if a == dir {
+            if a == deepest {
                 break;
             }
             p = a.parent();
@@ -287,13 +333,15 @@ impl PathWatch {
         hub.listen(&paths, self.id, &self.tx);
         // Whatever happened before the watch was in place: look once.
         let _ = self.tx.try_send(());
-        self.held = Some(Held { dir, id, paths });
+        self.held = Some(Held { dirs, paths });
     }
 
     fn release(&mut self, hub: &Hub) {
         if let Some(h) = self.held.take() {
             hub.unlisten(&h.paths, self.id);
-            hub.release(&h.dir);
+            for (d, _) in &h.dirs {
+                hub.release(d);
+            }
         }
     }
 }
@@ -308,22 +356,26 @@ impl Drop for PathWatch {
     }
 }
 
-/// The deepest existing directory among the path's ancestors, with its
-/// identity.
-fn deepest_dir(target: &Path) -> Option<(PathBuf, Identity)> {
+/// The deepest existing directory among the path's ancestors and its
+/// parent, with their identities.
+fn wanted_dirs(target: &Path) -> Vec<(PathBuf, Identity)> {
     let mut p = target.parent();
     while let Some(a) = p {
-        let a = if a.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            a
-        };
-        if let Ok(m) = std::fs::metadata(a)
-            && m.is_dir()
-        {
-            return Some((a.to_owned(), (m.dev(), m.ino())));
+        if let Some(id) = dir_identity(a) {
+            let mut v = vec![(a.to_owned(), id)];
+            if let Some(up) = a.parent()
+                && let Some(up_id) = dir_identity(up)
+            {
+                v.push((up.to_owned(), up_id));
+            }
+            return v;
         }
         p = a.parent();
     }
-    None
+    Vec::new()
+}
+
+fn dir_identity(p: &Path) -> Option<Identity> {
+    let m = std::fs::metadata(p).ok()?;
+    m.is_dir().then(|| (m.dev(), m.ino()))
 }
