@@ -148,6 +148,29 @@ pub struct FileArgs {
 /// interval, and emits
 /// [`FileEvent`]s: one per changed property, then `Changed`; `Appeared`
 /// and `Vanished` as the path comes and goes.
+///
+/// ```
+/// use std::time::Duration;
+/// use ioasync::{File, FileEvent, Loop, Subscription};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let path = std::env::temp_dir().join(format!("file-doc-{}", std::process::id()));
+/// let lp = Loop::current()?;
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// // A missing path; its creation wakes the watcher (inotify) at once.
+/// let spec = File::spec("conf", &path, Duration::from_secs(60))
+///     .subscribe(Subscription::closure(move |e: FileEvent| {
+///         let _ = tx.send(e);
+///     }));
+/// lp.add(spec).await?;
+/// std::fs::write(&path, "x")?;
+/// assert!(matches!(rx.recv().await, Some(FileEvent::Appeared(st)) if st.size <= 1));
+/// lp.shutdown(None).await;
+/// std::fs::remove_file(&path)?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct File {
     args: FileArgs,
     last: Option<FileStat>,

@@ -295,6 +295,39 @@ impl From<FileStreamSpec> for Spec<FileStream> {
 const CHUNK: usize = 1 << 20;
 
 /// Follows a file as it grows, across truncation and rotation.
+///
+/// ```
+/// use std::io::Write;
+/// use ioasync::{FileStream, Loop, ReadAction};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let path = std::env::temp_dir().join(format!("filestream-doc-{}", std::process::id()));
+/// std::fs::write(&path, "old\npartial")?;
+/// let lp = Loop::current()?;
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// lp.add(
+///     FileStream::spec("log", &path)
+///         // Skip the complete lines there already (IO::Async's synopsis).
+///         .on_initial(|init| {
+///             let _ = init.seek_to_last(b"\n");
+///         })
+///         .on_read(move |buf, _eof| {
+///             while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+///                 let line = buf.split_to(i + 1);
+///                 let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+///             }
+///             ReadAction::Wait
+///         }),
+/// )
+/// .await?;
+/// std::fs::OpenOptions::new().append(true).open(&path)?.write_all(b" line\n")?;
+/// assert_eq!(rx.recv().await.as_deref(), Some("partial line\n"));
+/// lp.shutdown(None).await;
+/// std::fs::remove_file(&path)?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct FileStream {
     path: PathBuf,
     start: Option<StartAt>,
