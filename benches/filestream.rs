@@ -1,8 +1,16 @@
-//! A file written at full speed, followed by a FileStream, against a raw
-//! tokio loop reading the same appended file (both poll every 1 ms when
-//! at the end): lines/s delivered.
+//! Two measures of a followed file.
 //!
-//! `cargo bench --bench filestream` (`-- --quick` for fewer lines).
+//! - Follow latency, from a `write(2)` of one line to the reader having
+//!   it, one line at a time (p50, p99): a FileStream woken by inotify
+//!   (its backstop poll at 10 s, out of the way), the same polling alone
+//!   every 100 ms (its default interval), and coreutils `tail -F` on the
+//!   same file (inotify; the line read back from its stdout pipe, so its
+//!   figure includes a pipe hop and a process wake-up ours does not).
+//! - Throughput: a file written at full speed, followed by a FileStream,
+//!   against a raw tokio loop reading the same appended file (both poll
+//!   every 1 ms when at the end): lines/s delivered.
+//!
+//! `cargo bench --bench filestream` (`-- --quick` for fewer samples).
 #![allow(missing_docs, clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::{
@@ -15,8 +23,94 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ioasync::{FileStream, Loop, ReadAction, StartAt};
-use tokio::sync::Notify;
+use ioasync::{FileStream, Loop, ReadAction, StartAt, WatchMode};
+use tokio::{io::AsyncBufReadExt, sync::Notify};
+
+/// p50 and p99 of `v`, in ms.
+fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort();
+    let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)].as_secs_f64() * 1e3;
+    (at(50), at(99))
+}
+
+fn appender(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new().append(true).open(path).unwrap()
+}
+
+/// Latency of a FileStream in `mode`: write a line, wait for on_read.
+async fn ours_latency(
+    lp: &Loop,
+    path: &Path,
+    mode: WatchMode,
+    interval: Duration,
+    n: usize,
+) -> Vec<Duration> {
+    fresh(path);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let fs = lp
+        .add(
+            FileStream::spec("latency", path)
+                .watch(mode)
+                .interval(interval)
+                .on_read(move |buf, _| {
+                    let t = Instant::now();
+                    buf.clear();
+                    let _ = tx.send(t);
+                    ReadAction::Wait
+                }),
+        )
+        .await
+        .unwrap();
+    let mut f = appender(path);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        writeln!(f, "sample {i}").unwrap();
+        let t1 = rx.recv().await.unwrap();
+        out.push(t1 - t0);
+    }
+    fs.stop().await;
+    out
+}
+
+/// Latency of coreutils `tail -F -n 0` on an existing file (so inotify):
+/// write a line, read it back from tail's stdout.
+async fn tail_latency(path: &Path, n: usize) -> Option<Vec<Duration>> {
+    fresh(path);
+    let mut child = tokio::process::Command::new("tail")
+        .args(["-F", "-n", "0"])
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take()?).lines();
+    let mut f = appender(path);
+    // tail sets up its watch after it starts: a first line read back
+    // says it follows.
+    loop {
+        writeln!(f, "ready?").unwrap();
+        if let Ok(Ok(Some(_))) =
+            tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
+        {
+            break;
+        }
+    }
+    // Drain the other probes.
+    while let Ok(Ok(Some(_))) =
+        tokio::time::timeout(Duration::from_millis(50), lines.next_line()).await
+    {}
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        writeln!(f, "sample {i}").unwrap();
+        lines.next_line().await.ok()??;
+        out.push(t0.elapsed());
+    }
+    let _ = child.kill().await;
+    Some(out)
+}
 
 fn writer(path: PathBuf, lines: u64) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -101,6 +195,30 @@ fn main() {
     rt.block_on(async move {
         tokio::spawn(async move {
             let lp = Loop::current().unwrap();
+            let samples = if quick { 200 } else { 1000 };
+            let ev =
+                ours_latency(&lp, &p, WatchMode::Events, Duration::from_secs(10), samples).await;
+            let poll = ours_latency(
+                &lp,
+                &p,
+                WatchMode::Poll,
+                Duration::from_millis(100),
+                samples / 20,
+            )
+            .await;
+            let tail = tail_latency(&p, samples).await;
+            println!("filestream follow latency, write(2) of one line -> the reader has it");
+            let row = |what: &str, v: Vec<Duration>| {
+                let n = v.len();
+                let (p50, p99) = percentiles(v);
+                println!("{what:<38} n={n:<5} p50 {p50:>8.3} ms   p99 {p99:>8.3} ms");
+            };
+            row("FileStream, inotify (backstop 10 s)", ev);
+            row("FileStream, polling every 100 ms", poll);
+            match tail {
+                Some(v) => row("coreutils tail -F (inotify, via pipe)", v),
+                None => println!("coreutils tail -F: not run (no `tail` here)"),
+            }
             let (mut o, mut r) = (Vec::new(), Vec::new());
             for _ in 0..3 {
                 r.push(raw(&p, lines).await);

@@ -143,6 +143,7 @@ pub use ioasync_io::{
     SocketEvent, SocketRef, StartAt, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo,
     StreamRef, StreamSpec, WantRead, WantReady, Write, codec, name_of, open_fd_count, resolve,
 };
+pub use ioasync_io::{Initial, WatchMode};
 pub use ioasync_process::{
     ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
     ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, RLIM_INFINITY,

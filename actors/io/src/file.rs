@@ -1,9 +1,12 @@
 //! [`File`]: watches a path's `stat(2)` properties (IO::Async::File).
 //!
-//! It polls at an interval (default 1 s): Linux's inotify would wake it
-//! sooner, but polling sees every kind of change on every file system
-//! (NFS, bind mounts, a path whose directories come and go), which is what
-//! IO::Async::File does too.
+//! It looks (`stat`) when the OS reports a change in the path's directory
+//! (inotify through the `notify` crate: a write, a chmod, a rename, the
+//! path created or removed) and at an interval as the backstop; polling
+//! alone under [`WatchMode::Poll`] or where no change events can be had.
+//! The backstop is what sees the attributes a directory watch does not
+//! report (a change made by another host on NFS, a link count changed
+//! through another directory) — IO::Async::File polls alone.
 
 use std::{
     fmt,
@@ -14,6 +17,8 @@ use std::{
 
 use ioasync_core::{Ctx, Emits, Error, Notifier, Restart, Result, Spec};
 use tokio::time::Instant;
+
+use crate::file_watch::{PathWatch, WatchMode};
 
 /// The `stat(2)` properties of a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,27 +141,74 @@ pub enum FileEvent {
 pub struct FileArgs {
     path: PathBuf,
     interval: Duration,
+    watch: WatchMode,
 }
 
-/// Watches a path's `stat` properties at an interval and emits
+/// Watches a path's `stat` properties on change events and at an
+/// interval, and emits
 /// [`FileEvent`]s: one per changed property, then `Changed`; `Appeared`
 /// and `Vanished` as the path comes and goes.
+///
+/// ```
+/// use std::time::Duration;
+/// use ioasync::{File, FileEvent, Loop, Subscription};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let path = std::env::temp_dir().join(format!("file-doc-{}", std::process::id()));
+/// let lp = Loop::current()?;
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// // A missing path; its creation wakes the watcher (inotify) at once.
+/// let spec = File::spec("conf", &path, Duration::from_secs(60))
+///     .subscribe(Subscription::closure(move |e: FileEvent| {
+///         let _ = tx.send(e);
+///     }));
+/// lp.add(spec).await?;
+/// std::fs::write(&path, "x")?;
+/// assert!(matches!(rx.recv().await, Some(FileEvent::Appeared(st)) if st.size <= 1));
+/// lp.shutdown(None).await;
+/// std::fs::remove_file(&path)?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct File {
     args: FileArgs,
     last: Option<FileStat>,
     last_err: Option<i32>,
     next: Instant,
     started: bool,
+    watch: PathWatch,
 }
 
 impl File {
-    /// Watch `path` every `interval`.
+    /// Watch `path` on change events, polling every `interval` as the
+    /// backstop ([`WatchMode::Events`]).
     pub fn spec(name: impl Into<String>, path: impl AsRef<Path>, interval: Duration) -> Spec<File> {
+        File::spec_with(name, path, interval, WatchMode::Events)
+    }
+
+    /// Watch `path` in `mode`: [`WatchMode::Poll`] polls alone, every
+    /// `interval` (for NFS and other network file systems).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{File, WatchMode};
+    ///
+    /// let spec = File::spec_with("conf", "/etc/hosts", Duration::from_secs(2), WatchMode::Poll);
+    /// # drop(spec);
+    /// ```
+    pub fn spec_with(
+        name: impl Into<String>,
+        path: impl AsRef<Path>,
+        interval: Duration,
+        mode: WatchMode,
+    ) -> Spec<File> {
         Spec::new(
             name,
             FileArgs {
                 path: path.as_ref().to_owned(),
                 interval: interval.max(Duration::from_millis(1)),
+                watch: mode,
             },
         )
         .restart(Restart::Permanent)
@@ -246,17 +298,23 @@ impl Notifier for File {
     }
 
     async fn init(args: FileArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let watch = PathWatch::new(&args.path, args.watch);
+        tracing::debug!(path = %args.path.display(), events = watch.has_events(), "file: watching");
         Ok(File {
             args,
             last: None,
             last_err: None,
             next: Instant::now(),
             started: false,
+            watch,
         })
     }
 
     async fn ready(&mut self) {
-        tokio::time::sleep_until(self.next).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(self.next) => {}
+            () = self.watch.changed() => {}
+        }
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
@@ -267,8 +325,17 @@ impl Notifier for File {
             return;
         }
         self.started = true;
+        self.watch.clear();
+        self.watch.refresh();
         self.poll(ctx).await;
         self.next = Instant::now() + self.args.interval;
+    }
+
+    async fn on_subscribe(&mut self, ctx: &mut Ctx<'_, Self>) {
+        // The first subscriber: look now rather than at the next tick.
+        if !self.started && ctx.has_subscribers::<FileEvent>() {
+            self.next = Instant::now();
+        }
     }
 }
 

@@ -1,15 +1,21 @@
 //! [`FileStream`]: a regular file read as a stream that follows appended
 //! data, like `tail -F` (IO::Async::FileStream): the same `on_read`
 //! contract as [`Stream`](crate::Stream); truncation and rotation
-//! detected; start at the beginning, the end, or the last N lines.
+//! detected; start at the beginning (IO::Async's default), the end, the
+//! last N lines, or wherever [`FileStreamSpec::on_initial`] seeks.
 //!
-//! It polls the path (default every 100 ms): reads from a regular file
-//! never block for long and never report "would block", so readiness
-//! cannot drive it; polling is also what catches rotation.
+//! Reads from a regular file never block for long and never report
+//! "would block", so fd readiness cannot drive it. It wakes on the OS's
+//! change events for the path's directory instead (inotify through the
+//! `notify` crate; see [`WatchMode`]) and polls at an interval (default
+//! 100 ms) as the backstop, or alone under [`WatchMode::Poll`]. Either
+//! way it then looks the same way: `fstat` for truncation, a read past
+//! its position, a `stat` of the path for rotation.
 
 use std::{
     fmt,
     fs::File as StdFile,
+    io::SeekFrom,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     time::Duration,
@@ -19,15 +25,22 @@ use bytes::{Bytes, BytesMut};
 use ioasync_core::{Ctx, Emits, Error, IntoSpec, Notifier, Once, Restart, Result, Spec};
 use tokio::time::Instant;
 
-use crate::{file::FileStat, stream::ReadAction};
+use crate::{
+    file::FileStat,
+    file_watch::{PathWatch, WatchMode},
+    stream::ReadAction,
+};
 
-/// Where reading starts when the file is first opened.
+/// Where reading starts in the file that exists when the stream is
+/// added. A file that appears later (the path was missing at the start)
+/// is read from its first byte whatever this says, as `tail -F` reads a
+/// file that appears: all of it is new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartAt {
-    /// From the first byte.
+    /// From the first byte: IO::Async's default (offset 0).
+    #[default]
     Beginning,
     /// From the current end: only data appended later.
-    #[default]
     End,
     /// From the start of the last `n` lines.
     LastLines(usize),
@@ -61,6 +74,117 @@ pub enum FileStreamEvent {
 }
 
 type OnRead = Box<dyn FnMut(&mut BytesMut, bool) -> ReadAction + Send>;
+type OnInitial = Box<dyn FnMut(&mut Initial<'_>) + Send>;
+
+/// The file as first opened, handed to [`FileStreamSpec::on_initial`]
+/// (IO::Async's `on_initial $size` with its `seek` and `seek_to_last`,
+/// callable only there: this value exists only during the call).
+///
+/// The read position starts where [`StartAt`] puts it (offset 0 by
+/// default, and always for a file that appeared after the stream was
+/// added); seeking moves it. Reading starts there once `on_initial`
+/// returns.
+#[derive(Debug)]
+pub struct Initial<'a> {
+    file: &'a StdFile,
+    path: &'a Path,
+    size: u64,
+    pos: u64,
+}
+
+impl Initial<'_> {
+    /// The file's size when it was opened (IO::Async's `$size`).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Where reading will start.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Moves the read position (IO::Async's `seek($offset, $whence)`):
+    /// from the start, from the current position, or from the size. A
+    /// position past the end is kept (reading starts once the file grows
+    /// to it); one before the start is refused: `seek: PATH: Invalid
+    /// argument (os error 22)`. Returns the new position.
+    pub fn seek(&mut self, to: SeekFrom) -> Result<u64> {
+        let (base, off) = match to {
+            SeekFrom::Start(n) => {
+                self.pos = n;
+                return Ok(n);
+            }
+            SeekFrom::Current(d) => (self.pos, d),
+            SeekFrom::End(d) => (self.size, d),
+        };
+        match base.checked_add_signed(off) {
+            Some(p) => {
+                self.pos = p;
+                Ok(p)
+            }
+            None => Err(Error::io_at(
+                "seek",
+                self.path.display(),
+                std::io::Error::from_raw_os_error(libc::EINVAL),
+            )),
+        }
+    }
+
+    /// IO::Async's `seek_to_last($str)`: moves the read position to just
+    /// after the last occurrence of `pattern` within the last 32 KiB of
+    /// the file (IO::Async's default horizon, 4 blocks of 8 KiB); true
+    /// when found. When it is not found the position is the start of the
+    /// searched range and the answer false. `seek_to_last(b"\n")` starts
+    /// after the last complete line. Patterns are literal bytes (IO::Async
+    /// also takes a regexp).
+    pub fn seek_to_last(&mut self, pattern: &[u8]) -> Result<bool> {
+        self.seek_to_last_within(pattern, 8192, 4 * 8192)
+    }
+
+    /// [`Initial::seek_to_last`] reading blocks of `blocksize` bytes back
+    /// from the end, giving up after `horizon` bytes (0: search the whole
+    /// file), as IO::Async's `blocksize` and `horizon` options. A failed
+    /// read is `read` with its errno.
+    pub fn seek_to_last_within(
+        &mut self,
+        pattern: &[u8],
+        blocksize: usize,
+        horizon: u64,
+    ) -> Result<bool> {
+        let floor = if horizon == 0 {
+            0
+        } else {
+            self.size.saturating_sub(horizon)
+        };
+        if pattern.is_empty() {
+            self.pos = self.size;
+            return Ok(true);
+        }
+        let blocksize = blocksize.max(pattern.len()).max(1);
+        let mut buf = vec![0u8; blocksize + pattern.len() - 1];
+        let mut end = self.size;
+        // The first pattern.len()-1 bytes of the block after this one,
+        // kept so a match split across two blocks is found.
+        let mut carry = 0usize;
+        while end > floor {
+            let start = end.saturating_sub(blocksize as u64).max(floor);
+            let len = (end - start) as usize;
+            buf.copy_within(0..carry, len);
+            self.file
+                .read_exact_at(&mut buf[..len], start)
+                .map_err(|e| Error::io_at("read", self.path.display(), e))?;
+            let hay = &buf[..len + carry];
+            if let Some(i) = hay.windows(pattern.len()).rposition(|w| w == pattern) {
+                self.pos = start + (i + pattern.len()) as u64;
+                return Ok(true);
+            }
+            carry = (pattern.len() - 1).min(len);
+            end = start;
+        }
+        self.pos = floor;
+        Ok(false)
+    }
+}
 
 /// How to start a [`FileStream`].
 pub struct FileStreamArgs {
@@ -68,7 +192,9 @@ pub struct FileStreamArgs {
     start: StartAt,
     truncate: OnTruncate,
     interval: Duration,
+    watch: WatchMode,
     on_read: Option<OnRead>,
+    on_initial: Option<OnInitial>,
 }
 
 impl fmt::Debug for FileStreamArgs {
@@ -107,9 +233,37 @@ impl FileStreamSpec {
         self
     }
 
-    /// Where to start (default: the end).
+    /// Where to start in a file that exists when the stream is added
+    /// (default: the beginning, as IO::Async; see [`StartAt`]).
     pub fn start(mut self, at: StartAt) -> Self {
         self.args.start = at;
+        self
+    }
+
+    /// IO::Async's `on_initial $size`: called once, when the file is first
+    /// opened (at add, or when a missing path appears), with its size; it
+    /// may seek to set where reading starts (see [`Initial`]), after
+    /// [`StartAt`] placed the position.
+    ///
+    /// ```
+    /// use std::io::SeekFrom;
+    /// use ioasync::FileStream;
+    ///
+    /// // Only the last 4 KiB of what is there, then everything appended.
+    /// let spec = FileStream::spec("log", "/var/log/syslog").on_initial(|init| {
+    ///     let _ = init.seek(SeekFrom::End(-(init.size().min(4096) as i64)));
+    /// });
+    /// # drop(spec);
+    /// ```
+    pub fn on_initial(mut self, f: impl FnMut(&mut Initial<'_>) + Send + 'static) -> Self {
+        self.args.on_initial = Some(Box::new(f));
+        self
+    }
+
+    /// How changes are noticed (default: change events, polling as the
+    /// backstop; see [`WatchMode`]).
+    pub fn watch(mut self, mode: WatchMode) -> Self {
+        self.args.watch = mode;
         self
     }
 
@@ -119,7 +273,8 @@ impl FileStreamSpec {
         self
     }
 
-    /// How often the path is polled (default 100 ms).
+    /// How often the path is polled (default 100 ms): alone under
+    /// [`WatchMode::Poll`], as the backstop beside change events otherwise.
     pub fn interval(mut self, d: Duration) -> Self {
         self.args.interval = d.max(Duration::from_millis(1));
         self
@@ -140,6 +295,39 @@ impl From<FileStreamSpec> for Spec<FileStream> {
 const CHUNK: usize = 1 << 20;
 
 /// Follows a file as it grows, across truncation and rotation.
+///
+/// ```
+/// use std::io::Write;
+/// use ioasync::{FileStream, Loop, ReadAction};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let path = std::env::temp_dir().join(format!("filestream-doc-{}", std::process::id()));
+/// std::fs::write(&path, "old\npartial")?;
+/// let lp = Loop::current()?;
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// lp.add(
+///     FileStream::spec("log", &path)
+///         // Skip the complete lines there already (IO::Async's synopsis).
+///         .on_initial(|init| {
+///             let _ = init.seek_to_last(b"\n");
+///         })
+///         .on_read(move |buf, _eof| {
+///             while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+///                 let line = buf.split_to(i + 1);
+///                 let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+///             }
+///             ReadAction::Wait
+///         }),
+/// )
+/// .await?;
+/// std::fs::OpenOptions::new().append(true).open(&path)?.write_all(b" line\n")?;
+/// assert_eq!(rx.recv().await.as_deref(), Some("partial line\n"));
+/// lp.shutdown(None).await;
+/// std::fs::remove_file(&path)?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct FileStream {
     path: PathBuf,
     start: Option<StartAt>,
@@ -150,9 +338,11 @@ pub struct FileStream {
     rbuf: BytesMut,
     scratch: Vec<u8>,
     on_read: Option<OnRead>,
+    on_initial: Option<OnInitial>,
     next: Instant,
     more: bool,
     failed: Option<i32>,
+    watch: PathWatch,
 }
 
 impl FileStream {
@@ -162,10 +352,12 @@ impl FileStream {
             name: name.into(),
             args: FileStreamArgs {
                 path: path.as_ref().to_owned(),
-                start: StartAt::End,
+                start: StartAt::Beginning,
                 truncate: OnTruncate::FromStart,
                 interval: Duration::from_millis(100),
+                watch: WatchMode::Events,
                 on_read: None,
+                on_initial: None,
             },
         }
     }
@@ -194,6 +386,17 @@ impl FileStream {
                     Some(StartAt::LastLines(n)) => last_lines_offset(&f, st.size, n),
                     Some(StartAt::Beginning) | None => 0,
                 };
+                if let Some(mut on_initial) = self.on_initial.take() {
+                    let mut init = Initial {
+                        file: &f,
+                        path: &self.path,
+                        size: st.size,
+                        pos: self.pos,
+                    };
+                    on_initial(&mut init);
+                    self.pos = init.pos;
+                }
+                tracing::debug!(path = %self.path.display(), pos = self.pos, size = st.size, "filestream: opened");
                 self.file = Some((f, st));
                 self.failed = None;
                 ctx.emit(FileStreamEvent::Opened).await;
@@ -351,6 +554,8 @@ impl Notifier for FileStream {
 
     async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let args = args.take_for(ctx.path())?;
+        // Watch first: a file created while we open is not missed.
+        let watch = PathWatch::new(&args.path, args.watch);
         let mut fs = FileStream {
             path: args.path,
             start: Some(args.start),
@@ -361,22 +566,36 @@ impl Notifier for FileStream {
             rbuf: BytesMut::new(),
             scratch: Vec::new(),
             on_read: args.on_read,
+            on_initial: args.on_initial,
             next: Instant::now(),
             more: false,
             failed: None,
+            watch,
         };
-        // Open now: "from the end" means the end as of when it was added.
-        fs.open(ctx).await;
+        // Open now: "from the end" means the end as of when it was added;
+        // a file that appears later is all new, read from its start.
+        if !fs.open(ctx).await {
+            fs.start = Some(StartAt::Beginning);
+        }
+        tracing::debug!(path = %fs.path.display(), events = fs.watch.has_events(), "filestream: following");
         Ok(fs)
     }
 
     async fn ready(&mut self) {
-        if !self.more {
-            tokio::time::sleep_until(self.next).await;
+        if self.more {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(self.next) => {}
+            () = self.watch.changed() => {}
         }
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        // Forget the wake-ups so far first: one that comes while we look
+        // wakes the next look.
+        self.watch.clear();
+        self.watch.refresh();
         self.poll(ctx).await;
         ctx.set_buffered(self.rbuf.len());
         self.next = Instant::now() + self.interval;

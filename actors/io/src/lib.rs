@@ -29,6 +29,7 @@ mod connection;
 mod duplex;
 mod file;
 mod file_stream;
+mod file_watch;
 mod framed;
 mod framed_socket;
 mod handle;
@@ -44,9 +45,11 @@ pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
 pub use connection::Connection;
 pub use duplex::Limits;
 pub use file::{File, FileArgs, FileEvent, FileStat};
+pub use file_stream::Initial;
 pub use file_stream::{
     FileStream, FileStreamArgs, FileStreamEvent, FileStreamSpec, OnTruncate, StartAt,
 };
+pub use file_watch::WatchMode;
 pub use framed::{
     FrameCodec, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame,
 };
