@@ -61,10 +61,12 @@
 //!
 //! | IO::Async | ioasync |
 //! |---|---|
-//! | `IO::Async::Function->new(code => sub {...}, min_workers, max_workers, idle_timeout, max_worker_calls)` | [`Function::spec`](crate::Function::spec)`(name, entry)` with the same options; the code is an [`Entry`](crate::Entry) registered with [`run_if_worker`](crate::run_if_worker) at the top of `main` |
-//! | `$function->call(args => [...])` (a Future) | [`FunctionRef::call`](crate::FunctionRef::call) (serde arguments and results), [`call_with`](crate::FunctionRef::call_with) for a timeout or retry-safety |
+//! | `IO::Async::Function->new(code => sub {...}, min_workers, max_workers, idle_timeout, max_worker_calls, exit_on_die, setup)` | [`Function::spec`](crate::Function::spec)`(name, entry)` (or [`EntryPoint::pool`](crate::EntryPoint::pool)) with the same options ([`exit_on_die`](crate::FunctionSpec::exit_on_die), [`worker_setup`](crate::FunctionSpec::worker_setup)); the code is an [`Entry`](crate::Entry) registered with [`run_if_worker`](crate::run_if_worker) at the top of `main` |
+//! | `init_code` (once per worker) | [`Entry::with_state`](crate::Entry::with_state) / [`EntryPoint::runs_with`](crate::EntryPoint::runs_with): per-worker state built at worker start |
+//! | `$function->call(args => [...], priority => N)` (a Future) | [`FunctionRef::call`](crate::FunctionRef::call) (serde arguments and results), [`call_with`](crate::FunctionRef::call_with) for a timeout, retry-safety or [`priority`](crate::CallOptions::priority); typed: [`EntryPoint::on`](crate::EntryPoint::on) |
+//! | `$function->restart`, `workers_busy`, `workers_idle` | [`FunctionRef::restart_workers`](crate::FunctionRef::restart_workers), [`FunctionStats`](crate::FunctionStats) `busy`, `idle`; each worker is a child `worker-<pid>` of the pool in the tree |
 //! | `IO::Async::Channel` | [`channel::channel`](crate::channel::channel) (local) and [`channel::bridge`](crate::channel::bridge) (over a socket to another process) |
-//! | `IO::Async::Routine->new(code =>, channels_in =>, channels_out =>, on_finish, on_die)` | [`Routine::spec`](crate::Routine::spec)`(name, entry, capacity)` with an [`Entry::routine`](crate::Entry::routine); its [`RoutineIoHandle`](crate::RoutineIoHandle) holds the input, the output and the result; a panic arrives as [`ExitReason::Panicked`](crate::ExitReason::Panicked) |
+//! | `IO::Async::Routine->new(code =>, channels_in =>, channels_out =>, setup, on_finish, on_die)`, `->kill(sig)` | [`Routine::spec`](crate::Routine::spec)`(name, entry, capacity)` with an [`Entry::routine`](crate::Entry::routine) and [`worker_setup`](crate::RoutineSpec::worker_setup); its [`RoutineIoHandle`](crate::RoutineIoHandle) holds the input, the output and the result; a panic arrives as [`ExitReason::Panicked`](crate::ExitReason::Panicked); [`KillRoutine`](crate::KillRoutine) signals it |
 //!
 //! Workers are the program's own binary re-executed with an entry name,
 //! never a `fork` of a process running tokio threads.
@@ -74,7 +76,7 @@
 //! | IO::Async | ioasync |
 //! |---|---|
 //! | `IO::Async::File` (`filename`, `interval`, `on_size_changed`, `on_mtime_changed`, `on_stat_changed`, `on_devino_changed`, ...) | [`File::spec`](crate::File::spec), events [`FileEvent`](crate::FileEvent) (`Size`, `Mtime`, `Mode`, `Inode`, `Nlink`, `Owner`, `Changed`, `Appeared`, `Vanished`) |
-//! | `IO::Async::FileStream` (`on_read`, `on_truncated`, `on_initial`, `seek_to_last`) | [`FileStream::spec`](crate::FileStream::spec) with [`StartAt`](crate::StartAt) and [`OnTruncate`](crate::OnTruncate); events [`FileStreamEvent`](crate::FileStreamEvent) |
+//! | `IO::Async::FileStream` (`on_read`, `on_truncated`, `on_initial`, `seek_to_last`) | [`FileStream::spec`](crate::FileStream::spec) with [`on_initial`](crate::FileStreamSpec::on_initial) ([`Initial`](crate::Initial): `size`, `seek`, `seek_to_last`), [`StartAt`](crate::StartAt) and [`OnTruncate`](crate::OnTruncate); events [`FileStreamEvent`](crate::FileStreamEvent); inotify with polling as the backstop ([`WatchMode`](crate::WatchMode)) |
 //! | `$loop->watch_file` / `unwatch_file` (IO::Async's TODO) | [`Loop::watch_file`](crate::Loop::watch_file) / [`Loop::unwatch_file`](crate::Loop::unwatch_file) |
 //! | `IO::Async::Protocol` over a `Socket` | [`FramedSocket`](crate::FramedSocket) with a [`codec`](crate::codec) |
 //!
