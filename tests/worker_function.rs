@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use ioasync::{CallOptions, Entry, EntryPoint, Function, FunctionRef, FunctionSpec};
+use ioasync::{CallOptions, Entry, EntryPoint, Failure, Function, FunctionRef, FunctionSpec};
 use serde::{Deserialize, Serialize};
 use support::{bounded, test_loop};
 
@@ -28,9 +28,14 @@ struct Counter {
 
 static STATEFUL: EntryPoint<u64, (u32, u128, u64, u32)> = EntryPoint::new("stateful");
 static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+static CHECKED_DIV: EntryPoint<(u64, u64), Result<u64, Failure>> = EntryPoint::new("checked_div");
 
 fn entries() -> Vec<Entry> {
     vec![
+        CHECKED_DIV.runs(|(a, b)| {
+            a.checked_div(b)
+                .ok_or_else(|| Failure::new("division by zero", "arith").detail(format!("{a}/{b}")))
+        }),
         STATEFUL.runs_with(
             || {
                 INITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -497,4 +502,24 @@ async fn worker_setup_applies_to_every_worker_replacements_included() {
     );
     let second = p.stats().await.unwrap().pids;
     assert_ne!(first, second, "a new worker, set up the same way");
+}
+
+flavours!(an_entry_fails_with_a_structured_failure_the_caller_receives_whole);
+async fn an_entry_fails_with_a_structured_failure_the_caller_receives_whole() {
+    let lp = test_loop();
+    let p = lp
+        .add(
+            CHECKED_DIV
+                .pool("div")
+                .exec_args(["--exact", "ioasync_worker", "--nocapture"]),
+        )
+        .await
+        .unwrap();
+    let div = CHECKED_DIV.on(&p).unwrap();
+    assert_eq!(div.call(&(84, 2)).await.unwrap(), Ok(42));
+    let failure = div.call(&(1, 0)).await.unwrap().unwrap_err();
+    assert_eq!(failure.message, "division by zero");
+    assert_eq!(failure.category, "arith");
+    assert_eq!(failure.details, ["1/0"]);
+    assert_eq!(failure.to_string(), "arith: division by zero (1/0)");
 }

@@ -44,5 +44,5 @@ pub use routine::{
     KillRoutine, Routine, RoutineArgs, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec,
     WorkerPid,
 };
-pub use typed::{EntryPoint, EntryRef};
+pub use typed::{EntryPoint, EntryRef, Failure};
 pub use worker::{FunctionWorker, WorkerArgs};

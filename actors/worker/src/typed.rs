@@ -182,3 +182,59 @@ impl<A, R> fmt::Debug for EntryRef<A, R> {
             .finish()
     }
 }
+
+/// A structured failure an entry returns as its error (IO::Async's
+/// `die [message, category, @details]`): declare the entry as
+/// `EntryPoint<A, Result<T, Failure>>` and the caller receives
+/// `Ok(Err(failure))` with every part, apart from the pool's own errors
+/// (a worker that died, a timeout), which stay the outer `Err`.
+///
+/// ```
+/// use ioasync::Failure;
+///
+/// fn parse(s: String) -> Result<u32, Failure> {
+///     s.parse()
+///         .map_err(|e| Failure::new(format!("{e}"), "parse").detail(s.clone()))
+/// }
+/// let f = parse("x".into()).unwrap_err();
+/// assert_eq!(f.category, "parse");
+/// assert_eq!(f.details, ["x"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    /// What went wrong.
+    pub message: String,
+    /// Its kind, for the caller to match on (IO::Async's category).
+    pub category: String,
+    /// Anything else the caller may need.
+    pub details: Vec<String>,
+}
+
+impl Failure {
+    /// A failure with no details.
+    pub fn new(message: impl Into<String>, category: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            category: category.into(),
+            details: Vec::new(),
+        }
+    }
+
+    /// Adds a detail.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.details.push(detail.into());
+        self
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.category, self.message)?;
+        for d in &self.details {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Failure {}
