@@ -24,10 +24,35 @@ fn doubler(io: &mut RoutineIo<u32, u64>) -> u32 {
     n
 }
 
+/// Channel 1 in: names, answered upper-cased on channel 1 out, until it
+/// closes; then channel 0 in: numbers, answered doubled on channel 0 out
+/// (they waited meanwhile), until it closes. Returns how many of each.
+fn mux(io: &mut RoutineIo<u32, u64>) -> (u32, u32) {
+    let mut names = 0;
+    while let Some(name) = io.recv_on::<String>(1) {
+        io.send_on(1, &name.to_uppercase());
+        names += 1;
+    }
+    let mut numbers = 0;
+    while let Some(x) = io.recv() {
+        io.send(&(u64::from(x) * 2));
+        numbers += 1;
+    }
+    (names, numbers)
+}
+
 #[test]
 fn ioasync_worker() {
     ioasync::run_if_worker([
         Entry::routine("doubler", doubler),
+        Entry::routine("mux", mux),
+        Entry::routine("summer", |io: &mut RoutineIo<(), ()>| {
+            let mut sum = 0u64;
+            while let Some(x) = io.recv_on::<u64>(1) {
+                sum += x;
+            }
+            sum
+        }),
         Entry::routine("where", |_: &mut RoutineIo<(), ()>| {
             (
                 std::env::var("IOASYNC_TEST_SETUP").ok(),
@@ -157,4 +182,58 @@ async fn a_routine_worker_setup_is_applied_before_exec() {
         bounded("result", io.result.wait()).await.unwrap(),
         (Some("routine".to_string()), "/".to_string())
     );
+}
+
+flavours!(a_routine_with_several_channels_in_and_out_keeps_them_apart_and_closes_each_alone);
+async fn a_routine_with_several_channels_in_and_out_keeps_them_apart_and_closes_each_alone() {
+    let lp = test_loop();
+    let (mut spec, mut io) = Routine::<u32, u64, (u32, u32)>::spec("mux", "mux", 16);
+    let names = spec.channel_in::<String>(16);
+    let mut upper = spec.channel_out::<String>(16);
+    lp.add(spec.exec_args(args())).await.unwrap();
+    // Numbers first: the routine reads names until that channel closes,
+    // so these wait in order.
+    for x in 1..=5u32 {
+        io.input.send(x).await.unwrap();
+    }
+    for n in ["ada", "bob", "cy"] {
+        names.send(n.to_string()).await.unwrap();
+        assert_eq!(
+            bounded("upper", upper.recv()).await.unwrap().unwrap(),
+            n.to_uppercase()
+        );
+    }
+    drop(names); // channel 1 alone closes: the routine moves on
+    for x in 1..=5u64 {
+        assert_eq!(
+            bounded("doubled", io.output.recv()).await.unwrap().unwrap(),
+            x * 2
+        );
+    }
+    drop(io.input);
+    assert_eq!(bounded("result", io.result.wait()).await.unwrap(), (3, 5));
+}
+
+flavours!(one_routines_output_feeds_another_routines_input);
+async fn one_routines_output_feeds_another_routines_input() {
+    let lp = test_loop();
+    let (a, mut a_io) = Routine::<u32, u64, u32>::spec("a", "doubler", 16);
+    let (mut b, mut b_io) = Routine::<(), (), u64>::spec("b", "summer", 16);
+    // What `a` writes is what `b` reads on its channel 1.
+    let a_output = std::mem::replace(&mut a_io.output, ioasync::channel::channel(1).1);
+    b.channel_in_from(a_output);
+    let a_ref = lp
+        .add(a.exec_args(args()).restart(Restart::Temporary))
+        .await
+        .unwrap();
+    lp.add(b.exec_args(args())).await.unwrap();
+    for x in 1..=10u32 {
+        a_io.input.send(x).await.unwrap();
+    }
+    drop(a_io.input);
+    assert_eq!(bounded("a's result", a_io.result.wait()).await.unwrap(), 10);
+    // `a` gone: its output ends, so does `b`'s channel 1.
+    bounded("a stopped", a_ref.wait_stopped()).await;
+    drop(b_io.input);
+    assert_eq!(bounded("b's sum", b_io.result.wait()).await.unwrap(), 110);
 }

@@ -13,7 +13,7 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::frame::{self, CALL, MSG, PANIC, REPLY_ERR, REPLY_OK, RESULT};
+use crate::frame::{self, CALL, CLOSE, MSG, PANIC, REPLY_ERR, REPLY_OK, RESULT};
 
 /// Environment variable naming the entry a worker runs.
 pub const ENTRY_ENV: &str = "IOASYNC_WORKER_ENTRY";
@@ -111,6 +111,9 @@ impl Entry {
         let run: RoutineFn = Arc::new(move |sock: UnixStream| {
             let mut io = RoutineIo {
                 frames: frame::BlockingFrames::new(sock, frame::DEFAULT_MAX_FRAME),
+                pending: Vec::new(),
+                closed: Vec::new(),
+                eof: false,
                 _types: std::marker::PhantomData,
             };
             match std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut io))) {
@@ -249,31 +252,81 @@ fn serve(make: Erased) -> i32 {
 /// `send` of MessagePack frames over its socket.
 pub struct RoutineIo<In, Out> {
     frames: frame::BlockingFrames<UnixStream>,
+    /// Messages read for each channel in, waiting for their `recv_on`.
+    pending: Vec<std::collections::VecDeque<bytes::Bytes>>,
+    /// Channels in that their sender closed.
+    closed: Vec<bool>,
+    /// The parent closed every channel (EOF), or the socket failed.
+    eof: bool,
     _types: std::marker::PhantomData<fn(In) -> Out>,
 }
 
 impl<In: DeserializeOwned, Out: Serialize> RoutineIo<In, Out> {
-    /// The next message from the parent; `None` once the parent closed its
-    /// sending side (or sent something that is not an `In`).
+    /// The next message from the parent on channel 0; `None` once the
+    /// parent closed it (or sent something that is not an `In`).
     pub fn recv(&mut self) -> Option<In> {
-        let buf = self.frames.recv().ok()??;
-        let (kind, _, payload) = frame::parse_worker_frame(&buf).ok()?;
-        if kind != MSG {
-            return None;
-        }
-        frame::decode(payload).ok()
+        self.recv_on(0)
     }
 
-    /// Sends a message to the parent; false once the parent is gone.
+    /// Sends a message to the parent on channel 0; false once the parent
+    /// is gone.
     pub fn send(&mut self, value: &Out) -> bool {
-        match frame::encode(value) {
-            Ok(b) => self.write(MSG, &b),
-            Err(_) => false,
-        }
+        self.send_on(0, value)
     }
 }
 
 impl<In, Out> RoutineIo<In, Out> {
+    /// The next message on channel `ch` into the routine (0 is the
+    /// spec's input, 1.. those added with
+    /// [`RoutineSpec::channel_in`](crate::RoutineSpec::channel_in)), as a
+    /// `T`; `None` once that channel is closed, or the message is not a
+    /// `T`. Messages for other channels that arrive meanwhile wait for
+    /// their own `recv_on`.
+    pub fn recv_on<T: DeserializeOwned>(&mut self, ch: usize) -> Option<T> {
+        loop {
+            if let Some(payload) = self.pending.get_mut(ch).and_then(|q| q.pop_front()) {
+                return frame::decode(&payload).ok();
+            }
+            if self.eof || self.closed.get(ch).copied().unwrap_or(false) {
+                return None;
+            }
+            let buf = match self.frames.recv() {
+                Ok(Some(buf)) => buf.freeze(),
+                _ => {
+                    self.eof = true;
+                    continue;
+                }
+            };
+            let Ok((kind, id, _)) = frame::parse_worker_frame(&buf) else {
+                continue;
+            };
+            let id = id as usize;
+            if self.pending.len() <= id {
+                self.pending.resize_with(id + 1, Default::default);
+                self.closed.resize(id + 1, false);
+            }
+            match kind {
+                MSG => self.pending[id].push_back(buf.slice(frame::HEADER..)),
+                CLOSE => self.closed[id] = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends `value` on channel `ch` out of the routine (0 is the spec's
+    /// output, 1.. those added with
+    /// [`RoutineSpec::channel_out`](crate::RoutineSpec::channel_out));
+    /// false once the parent is gone.
+    pub fn send_on<T: Serialize>(&mut self, ch: usize, value: &T) -> bool {
+        match frame::encode(value) {
+            Ok(b) => {
+                let f = frame::worker_frame(MSG, ch as u64, &b);
+                self.frames.send(&f).is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+
     fn write(&mut self, kind: u8, payload: &[u8]) -> bool {
         let f = frame::worker_frame(kind, 0, payload);
         self.frames.send(&f).is_ok()

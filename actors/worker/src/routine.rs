@@ -22,7 +22,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::{
     channel,
-    frame::{self, MSG, PANIC, RESULT},
+    frame::{self, CLOSE, MSG, PANIC, RESULT},
 };
 
 type ResultSlot<R> = Option<std::result::Result<R, Error>>;
@@ -31,6 +31,48 @@ struct Shared<In, Out, R> {
     input: Mutex<Option<mpsc::Receiver<In>>>,
     output: mpsc::Sender<Result<Out>>,
     result: watch::Sender<ResultSlot<R>>,
+    /// Channels 1.. into the routine (`RoutineSpec::channel_in`), each
+    /// taken by the running incarnation and handed back at its end.
+    extra_in: Mutex<Vec<Option<Box<dyn ErasedIn>>>>,
+    /// Channels 1.. out of the routine (`RoutineSpec::channel_out`).
+    extra_out: Mutex<Vec<Arc<dyn ErasedOut>>>,
+}
+
+/// A typed channel into the routine, its values encoded for the wire.
+trait ErasedIn: Send {
+    fn poll_frame(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes>>>;
+}
+
+struct InChannel<T>(channel::Receiver<T>);
+
+impl<T: Serialize + Send + 'static> ErasedIn for InChannel<T> {
+    fn poll_frame(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes>>> {
+        use futures_util::Stream as _;
+        std::pin::Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|v| v.map(|v| v.and_then(|v| frame::encode(&v))))
+    }
+}
+
+/// A typed channel out of the routine: decodes what arrives for it.
+trait ErasedOut: Send + Sync {
+    fn deliver<'a>(&'a self, payload: &'a [u8]) -> futures_util::future::BoxFuture<'a, ()>;
+}
+
+struct OutChannel<T>(mpsc::Sender<Result<T>>);
+
+impl<T: DeserializeOwned + Send + 'static> ErasedOut for OutChannel<T> {
+    fn deliver<'a>(&'a self, payload: &'a [u8]) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let _ = self.0.send(frame::decode::<T>(payload)).await;
+        })
+    }
 }
 
 /// How to start a [`Routine`]; cheap to clone (a restart reuses it, and
@@ -111,6 +153,43 @@ impl<In, Out, R> fmt::Debug for RoutineSpec<In, Out, R> {
 }
 
 impl<In, Out, R> RoutineSpec<In, Out, R> {
+    /// Adds a channel into the routine, number 1, 2, … in the order they
+    /// are added (the spec's own input is channel 0), holding `capacity`
+    /// messages; the worker reads it with
+    /// [`RoutineIo::recv_on`](crate::RoutineIo::recv_on). Dropping the
+    /// returned sender closes that channel alone (`recv_on` then returns
+    /// `None`); a restarted routine gets the same channels.
+    pub fn channel_in<T: Serialize + Send + 'static>(
+        &mut self,
+        capacity: usize,
+    ) -> channel::Sender<T> {
+        let (tx, rx) = channel::channel(capacity);
+        self.channel_in_from(rx);
+        tx
+    }
+
+    /// Adds a channel into the routine fed from `rx`: any receiver, such
+    /// as another routine's output, so that one routine's messages reach
+    /// another (IO::Async's one Channel linking two Routines; here the
+    /// parent relays them, decoded and encoded again). Numbered as for
+    /// [`channel_in`](Self::channel_in).
+    pub fn channel_in_from<T: Serialize + Send + 'static>(&mut self, rx: channel::Receiver<T>) {
+        lock(&self.args.shared.extra_in).push(Some(Box::new(InChannel(rx))));
+    }
+
+    /// Adds a channel out of the routine, number 1, 2, … in the order they
+    /// are added (the spec's own output is channel 0), holding `capacity`
+    /// messages; the worker writes it with
+    /// [`RoutineIo::send_on`](crate::RoutineIo::send_on).
+    pub fn channel_out<T: DeserializeOwned + Send + 'static>(
+        &mut self,
+        capacity: usize,
+    ) -> channel::Receiver<T> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        lock(&self.args.shared.extra_out).push(Arc::new(OutChannel(tx)));
+        channel::Receiver::from_results(rx)
+    }
+
     /// Arguments for the re-executed binary (see
     /// [`FunctionSpec::exec_args`](crate::FunctionSpec::exec_args)).
     pub fn exec_args<I, S>(mut self, args: I) -> Self
@@ -162,6 +241,9 @@ pub struct Routine<In, Out, R> {
     frames: Option<FramedRead<OwnedReadHalf, LengthDelimitedCodec>>,
     sink: Option<FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>>,
     input: Option<mpsc::Receiver<In>>,
+    /// Channels 1.. into it (`None` once closed).
+    extra_in: Vec<Option<Box<dyn ErasedIn>>>,
+    extra_out: Vec<Arc<dyn ErasedOut>>,
     shared: Arc<Shared<In, Out, R>>,
     pending: Option<Event<In>>,
     outcome: Option<std::result::Result<Bytes, String>>,
@@ -170,6 +252,8 @@ pub struct Routine<In, Out, R> {
 
 enum Event<In> {
     In(Option<In>),
+    /// Channel `.0 + 1` into the routine.
+    ExtraIn(usize, Option<Result<Bytes>>),
     Frame(Option<std::result::Result<bytes::BytesMut, std::io::Error>>),
     Exit(Result<ExitStatus>),
 }
@@ -195,6 +279,8 @@ where
             input: Mutex::new(Some(in_rx)),
             output: out_tx,
             result: res_tx,
+            extra_in: Mutex::new(Vec::new()),
+            extra_out: Mutex::new(Vec::new()),
         });
         (
             RoutineSpec {
@@ -217,10 +303,21 @@ where
 
     async fn on_frame(&mut self, f: &[u8]) {
         match frame::parse_worker_frame(f) {
-            Ok((MSG, _, payload)) => {
+            Ok((MSG, 0, payload)) => {
                 let v = frame::decode::<Out>(payload);
                 let _ = self.shared.output.send(v).await;
             }
+            Ok((MSG, ch, payload)) => match self.extra_out.get(ch as usize - 1) {
+                Some(out) => out.clone().deliver(payload).await,
+                None => {
+                    let e = Error::new(
+                        "decode",
+                        ErrorKind::Protocol,
+                        format!("the routine wrote to channel {ch}, which it does not have"),
+                    );
+                    let _ = self.shared.output.send(Err(e)).await;
+                }
+            },
             Ok((RESULT, _, payload)) => {
                 self.outcome = Some(Ok(Bytes::copy_from_slice(payload)));
             }
@@ -234,6 +331,24 @@ where
             Err(e) => {
                 let _ = self.shared.output.send(Err(e)).await;
             }
+        }
+    }
+
+    /// Tells the routine that channel `ch` into it closed; once every
+    /// channel in is closed, its socket's write side is shut down (EOF).
+    async fn close_channel(&mut self, ch: u64) {
+        let open = self.input.is_some() || self.extra_in.iter().any(Option::is_some);
+        if !open {
+            self.sink = None;
+            return;
+        }
+        if let Some(sink) = self.sink.as_mut()
+            && sink
+                .send(frame::worker_frame(CLOSE, ch, &[]).freeze())
+                .await
+                .is_err()
+        {
+            self.sink = None;
         }
     }
 
@@ -265,7 +380,11 @@ where
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        Ok(Routine {
+        let extra_in = std::mem::take(&mut *lock(&args.shared.extra_in));
+        let extra_out = lock(&args.shared.extra_out).clone();
+        let mut routine = Routine {
+            extra_in,
+            extra_out,
             child,
             frames: Some(FramedRead::new(rd, frame::codec(frame::DEFAULT_MAX_FRAME))),
             sink: Some(FramedWrite::new(wr, frame::codec(frame::DEFAULT_MAX_FRAME))),
@@ -274,7 +393,18 @@ where
             pending: None,
             outcome: None,
             _types: PhantomData,
-        })
+        };
+        // A restarted routine: channels closed in an earlier incarnation
+        // are closed for this one too.
+        if routine.input.is_none() {
+            routine.close_channel(0).await;
+        }
+        for i in 0..routine.extra_in.len() {
+            if routine.extra_in[i].is_none() {
+                routine.close_channel(i as u64 + 1).await;
+            }
+        }
+        Ok(routine)
     }
 
     async fn ready(&mut self) {
@@ -282,9 +412,21 @@ where
             return;
         }
         let want_input = self.input.is_some() && self.sink.is_some();
+        let want_extra = self.sink.is_some() && self.extra_in.iter().any(Option::is_some);
         let reading = self.frames.is_some();
+        let extra_in = &mut self.extra_in;
         self.pending = Some(tokio::select! {
             v = async { self.input.as_mut().expect("checked").recv().await }, if want_input => Event::In(v),
+            (i, v) = std::future::poll_fn(|cx| {
+                for (i, slot) in extra_in.iter_mut().enumerate() {
+                    if let Some(rx) = slot
+                        && let std::task::Poll::Ready(v) = rx.poll_frame(cx)
+                    {
+                        return std::task::Poll::Ready((i, v));
+                    }
+                }
+                std::task::Poll::Pending
+            }), if want_extra => Event::ExtraIn(i, v),
             f = async { self.frames.as_mut().expect("checked").next().await }, if reading => Event::Frame(f),
             st = self.child.wait() => Event::Exit(st),
         });
@@ -312,8 +454,23 @@ where
             }
             Some(Event::In(None)) => {
                 // The caller closed its sender: the routine's recv ends.
-                self.sink = None;
                 self.input = None;
+                self.close_channel(0).await;
+            }
+            Some(Event::ExtraIn(i, Some(Ok(b)))) => {
+                let frame = frame::worker_frame(MSG, i as u64 + 1, &b).freeze();
+                if let Some(sink) = self.sink.as_mut()
+                    && sink.send(frame).await.is_err()
+                {
+                    self.sink = None;
+                }
+            }
+            Some(Event::ExtraIn(i, Some(Err(e)))) => {
+                tracing::warn!(channel = i + 1, error = %e, "routine input not sent");
+            }
+            Some(Event::ExtraIn(i, None)) => {
+                self.extra_in[i] = None;
+                self.close_channel(i as u64 + 1).await;
             }
             Some(Event::Frame(Some(Ok(f)))) => self.on_frame(&f).await,
             Some(Event::Frame(Some(Err(e)))) => {
@@ -361,10 +518,11 @@ where
 
 impl<In, Out, R> Drop for Routine<In, Out, R> {
     fn drop(&mut self) {
-        // Hand the input back for the next incarnation.
+        // Hand the inputs back for the next incarnation.
         if let Some(rx) = self.input.take() {
             *self.shared.input.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
         }
+        *lock(&self.shared.extra_in) = std::mem::take(&mut self.extra_in);
         let _ = self.child.start_kill();
     }
 }
@@ -375,6 +533,10 @@ impl<In, Out, R> fmt::Debug for Routine<In, Out, R> {
             .field("pid", &self.child.pid())
             .finish()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Routine handles.
