@@ -320,7 +320,11 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                         signal = mailbox_rx.recv(), if accepting => return Ok(signal),
                     };
                     match turn {
-                        Turn::Ready => self.run_hook(Hook::Ready).await,
+                        // Boxed: the notifier's `on_ready` future is the
+                        // largest of its turn, and every idle actor's
+                        // memory would hold room for it (~1.1 KiB for a
+                        // stream); one allocation per readiness turn.
+                        Turn::Ready => Box::pin(self.run_hook(Hook::Ready)).await,
                         Turn::Ctl => Box::pin(self.run_ctl()).await,
                         Turn::Lossy => Box::pin(self.run_lossy()).await,
                     }
@@ -357,10 +361,12 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                 }
                 Phase::Backoff(until) => {
                     let until = *until;
+                    // Boxed: a timer is large, and rarely waited on.
+                    let backoff = Box::pin(tokio::time::sleep_until(until));
                     tokio::select! {
                         biased;
                         _ = self.node.ctl_ready(false) => Box::pin(self.run_ctl()).await,
-                        _ = tokio::time::sleep_until(until) => self.phase = Phase::Starting(None),
+                        _ = backoff => self.phase = Phase::Starting(None),
                     }
                 }
                 Phase::Draining => {
