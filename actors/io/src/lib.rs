@@ -41,7 +41,7 @@ mod sys;
 
 pub use addr::{Address, SockAddr};
 pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
-pub use connection::Connection;
+pub use connection::{AsyncIo, Connection, IoConnection};
 pub use duplex::Limits;
 pub use file::{File, FileArgs, FileEvent, FileStat};
 pub use file_stream::{
