@@ -144,6 +144,8 @@ pub use ioasync_io::{
     StreamIo, StreamRef, StreamSpec, WantRead, WantReady, Write, codec, name_of, open_fd_count,
     resolve,
 };
+#[cfg(feature = "tls")]
+pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
 pub use ioasync_process::{
     ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
     ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, RLIM_INFINITY,

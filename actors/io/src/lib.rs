@@ -12,7 +12,10 @@
 //!   programs that do their own reads and writes;
 //! - [`Listener`]: accepts and starts a supervised child per connection;
 //! - [`Connect`], [`Listen`], [`resolve()`]: connecting (Happy Eyeballs),
-//!   listening (socket2 options) and name resolution off the reactor.
+//!   listening (socket2 options) and name resolution off the reactor;
+//! - TLS (feature `tls`): [`Listen::tls`] and [`Connect::tls`] over rustls;
+//! - any `AsyncRead + AsyncWrite` ([`AsyncIo`]) as a stream's source:
+//!   [`Stream::spec_io`], [`Framed::spec_io`], [`Connection::from_io`].
 //!
 //! # Implementation
 //!
@@ -38,6 +41,8 @@ mod resolve;
 mod socket;
 mod stream;
 mod sys;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use addr::{Address, SockAddr};
 pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
@@ -57,7 +62,7 @@ pub use handle::{Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, WantRead
 pub use listen::{Listen, ListenSocket};
 pub use listener::{
     ACCEPT_BACKOFF, Accepted, Listener, ListenerArgs, ListenerEvent, ListenerRef, LocalAddr,
-    MAX_ACCEPT_BACKOFF, OnStream,
+    MAX_ACCEPT_BACKOFF, MAX_HANDSHAKES, OnStream,
 };
 pub use resolve::{Family, SockType, name_of, resolve};
 pub use socket::{
@@ -68,6 +73,8 @@ pub use stream::{
     StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, Write,
 };
 pub use sys::open_fd_count;
+#[cfg(feature = "tls")]
+pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
 
 /// Codecs for [`Framed`]: tokio-util's, re-exported.
 pub mod codec {
