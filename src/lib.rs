@@ -139,10 +139,10 @@ pub use ioasync_io::{
     FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, Info,
     IoConnection, Limits, Listen, ListenSocket, Listener, ListenerArgs, ListenerEvent, ListenerRef,
     LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, OnTruncate, Read, ReadAction, ReadFor, ReadResult,
-    SendDatagram, SendFrame, SendTo, ShutdownWrite, SockAddr, SockType, Socket, SocketAddrOf,
-    SocketArgs, SocketEvent, SocketRef, StartAt, Stream, StreamArgs, StreamEvent, StreamInfo,
-    StreamIo, StreamRef, StreamSpec, WantRead, WantReady, Write, codec, name_of, open_fd_count,
-    resolve,
+    SendDatagram, SendFrame, SendTo, Session, SessionArgs, SessionInfo, ShutdownWrite, SockAddr,
+    SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StartAt, StopSignal,
+    Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead,
+    WantReady, Write, codec, name_of, open_fd_count, resolve,
 };
 #[cfg(feature = "tls")]
 pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};

@@ -11,6 +11,8 @@
 //! - [`Handle`]: readiness of one fd or a read fd and a write fd, for
 //!   programs that do their own reads and writes;
 //! - [`Listener`]: accepts and starts a supervised child per connection;
+//! - [`Session`]: a supervised connection driving any future over it
+//!   (hyper's `serve_connection`), with a graceful-stop signal;
 //! - [`Connect`], [`Listen`], [`resolve()`]: connecting (Happy Eyeballs),
 //!   listening (socket2 options) and name resolution off the reactor;
 //! - TLS (feature `tls`): [`Listen::tls`] and [`Connect::tls`] over rustls;
@@ -38,6 +40,7 @@ mod handle;
 mod listen;
 mod listener;
 mod resolve;
+mod session;
 mod socket;
 mod stream;
 mod sys;
@@ -65,6 +68,7 @@ pub use listener::{
     MAX_ACCEPT_BACKOFF, MAX_HANDSHAKES, OnStream,
 };
 pub use resolve::{Family, SockType, name_of, resolve};
+pub use session::{Session, SessionArgs, SessionInfo, StopSignal};
 pub use socket::{
     Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
 };

@@ -70,6 +70,9 @@ pub struct Listener {
     tls: Option<(crate::tls::TlsServer, Box<Handshakes>)>,
     backoff: Option<(Instant, Duration)>,
     accepted: u64,
+    /// Stopping for good: accept no more (what the backlog holds is reset
+    /// when the socket closes).
+    closed: bool,
 }
 
 #[cfg(feature = "tls")]
@@ -112,6 +115,14 @@ impl Listener {
     }
 
     async fn accept_one(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if ctx.is_stopping() {
+            // The tree is stopping this listener (its connections drain
+            // first): a connection accepted now would be cut at once, so
+            // none is started.
+            self.closed = true;
+            self.pending = None;
+            return;
+        }
         match self.pending.take() {
             Some(Ok((conn, peer))) => {
                 self.backoff = None;
@@ -165,10 +176,14 @@ impl Notifier for Listener {
                 .map(|t| (t.clone(), Box::default())),
             backoff: None,
             accepted: 0,
+            closed: false,
         })
     }
 
     async fn ready(&mut self) {
+        if self.closed {
+            return std::future::pending().await;
+        }
         if let Some((until, _)) = self.backoff
             && Instant::now() < until
         {
