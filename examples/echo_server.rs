@@ -22,8 +22,7 @@ use std::{
 };
 
 use ioasync::{
-    Address, Listen, Listener, ListenerEvent, LocalAddr, Loop, ReadAction, Spec, Stream,
-    Subscription,
+    Address, Listen, Listener, ListenerEvent, LocalAddr, Loop, ReadAction, Stream, Subscription,
 };
 
 fn usage() -> ExitCode {
@@ -115,7 +114,7 @@ async fn serve(o: Opts) -> ioasync::Result<()> {
             eprintln!("accept error: {}: {e}", e.op());
         }
     });
-    let listener = lp.add(Spec::from(spec).subscribe(errors)).await?;
+    let listener = lp.add(spec.subscribe(errors)).await?;
     let local = listener.ask(LocalAddr).await?;
     println!("listening on {local}");
     let _ = std::io::stdout().flush();

@@ -104,29 +104,22 @@ async fn an_io_stream_has_the_events_read_futures_and_eof_of_a_socket_stream() {
     let mut back = [0u8; 4];
     theirs.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"pong");
-    loop {
-        match bounded("Flushed", events.next()).await {
-            Some(StreamEvent::Flushed) => break,
-            Some(other) => panic!("{other:?}"),
-            None => panic!("events ended"),
-        }
+    match bounded("Flushed", events.next()).await {
+        Some(StreamEvent::Flushed) => {}
+        other => panic!("{other:?}"),
     }
     theirs.write_all(b"last").await.unwrap();
-    loop {
-        match bounded("Read", events.next()).await {
-            Some(StreamEvent::Read(b)) => break assert_eq!(&b[..], b"last"),
-            Some(other) => panic!("{other:?}"),
-            None => panic!("events ended"),
+    match bounded("Read", events.next()).await {
+        Some(StreamEvent::Read(b)) => {
+            assert_eq!(&b[..], b"last");
         }
+        other => panic!("{other:?}"),
     }
     // The peer closes its write side: ReadEof; a read now is the end.
     theirs.shutdown().await.unwrap();
-    loop {
-        match bounded("ReadEof", events.next()).await {
-            Some(StreamEvent::ReadEof) => break,
-            Some(other) => panic!("{other:?}"),
-            None => panic!("events ended"),
-        }
+    match bounded("ReadEof", events.next()).await {
+        Some(StreamEvent::ReadEof) => {}
+        other => panic!("{other:?}"),
     }
     let (nothing, eof) = bounded("eof", s.read(ReadFor::Eof)).await.unwrap();
     assert_eq!((&nothing[..], eof), (&b""[..], true));
@@ -137,12 +130,9 @@ async fn an_io_stream_has_the_events_read_futures_and_eof_of_a_socket_stream() {
         .await
         .unwrap();
     assert!(tail.is_empty());
-    loop {
-        match bounded("WriteEof", events.next()).await {
-            Some(StreamEvent::WriteEof) => break,
-            Some(other) => panic!("{other:?}"),
-            None => panic!("events ended"),
-        }
+    match bounded("WriteEof", events.next()).await {
+        Some(StreamEvent::WriteEof) => {}
+        other => panic!("{other:?}"),
     }
     s.close_when_empty().await.unwrap();
     bounded("closed", s.closed()).await;

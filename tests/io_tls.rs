@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use ioasync::{
-    Connect, ErrorKind, Listen, Listener, ListenerEvent, LocalAddr, ReadAction, Spec, Stream,
+    Connect, ErrorKind, Listen, Listener, ListenerEvent, LocalAddr, ReadAction, Stream,
     Subscription, TlsClient, TlsServer,
 };
 use support::{bounded, test_certs, test_loop};
@@ -43,7 +43,7 @@ async fn tls_echo_listener(
             ReadAction::Wait
         })
     });
-    let l = lp.add(Spec::from(spec).subscribe(sub)).await.unwrap();
+    let l = lp.add(spec.subscribe(sub)).await.unwrap();
     let addr = l.ask(LocalAddr).await.unwrap().to_string();
     (l, events, addr)
 }

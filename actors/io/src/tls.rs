@@ -236,7 +236,7 @@ impl TlsClient {
         let name = ServerName::try_from(name.to_owned())
             .map_err(|e| tls_err(format!("{name:?}: not a server name: {e}")))?;
         let (local, peer) = conn.addrs();
-        let at = peer.clone().unwrap_or_else(|| SockAddr::Unix(None));
+        let at = peer.clone().unwrap_or(SockAddr::Unix(None));
         let connector = tokio_rustls::TlsConnector::from(self.config.clone());
         let tls = bounded(self.handshake_timeout, &at, connector.connect(name, conn)).await?;
         Ok(Connection::Io(IoConnection {
