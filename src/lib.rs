@@ -132,18 +132,21 @@ pub use ioasync_core::{
     SupervisionEventKind, Tree,
 };
 pub use ioasync_io::{
-    ACCEPT_BACKOFF, Accepted, Address, CloseNow, CloseWhenEmpty, Connect, Connection,
+    ACCEPT_BACKOFF, Accepted, Address, AsyncIo, CloseNow, CloseWhenEmpty, Connect, Connection,
     DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest, Family, File,
     FileArgs, FileEvent, FileStat, FileStream, FileStreamArgs, FileStreamEvent, FileStreamSpec,
     Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSocket, FramedSocketArgs,
     FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, Info,
-    Limits, Listen, ListenSocket, Listener, ListenerArgs, ListenerEvent, ListenerRef, LocalAddr,
-    MAX_ACCEPT_BACKOFF, OnStream, OnTruncate, Read, ReadAction, ReadFor, ReadResult, SendDatagram,
-    SendFrame, SendTo, ShutdownWrite, SockAddr, SockType, Socket, SocketAddrOf, SocketArgs,
-    SocketEvent, SocketRef, StartAt, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo,
-    StreamRef, StreamSpec, WantRead, WantReady, Write, codec, name_of, open_fd_count, resolve,
+    IoConnection, Limits, Listen, ListenSocket, Listener, ListenerArgs, ListenerEvent, ListenerRef,
+    LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, OnTruncate, Read, ReadAction, ReadFor, ReadResult,
+    SendDatagram, SendFrame, SendTo, Session, SessionArgs, SessionInfo, ShutdownWrite, SockAddr,
+    SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StartAt, StopSignal,
+    Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead,
+    WantReady, Write, codec, name_of, open_fd_count, resolve,
 };
 pub use ioasync_io::{Initial, WatchMode};
+#[cfg(feature = "tls")]
+pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
 pub use ioasync_process::{
     ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
     ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, RLIM_INFINITY,

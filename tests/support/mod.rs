@@ -324,3 +324,67 @@ pub fn append(path: &std::path::Path, text: &str) {
         .unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
+
+/// A test CA and a server certificate it signed for `localhost` and
+/// `127.0.0.1`, made now with rcgen (no key material is committed), as
+/// PEM files in a fresh directory.
+#[cfg(feature = "tls")]
+pub struct TestCerts {
+    /// The CA certificate (PEM): what clients trust.
+    pub ca: std::path::PathBuf,
+    /// The server's certificate chain (PEM).
+    pub cert: std::path::PathBuf,
+    /// The server's private key (PEM, PKCS#8).
+    pub key: std::path::PathBuf,
+}
+
+#[cfg(feature = "tls")]
+pub fn test_certs() -> TestCerts {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ioasync test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("server params");
+    let cert = params
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server certificate");
+    let dir = fresh_dir("certs");
+    let certs = TestCerts {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&certs.ca, ca.pem()).unwrap();
+    std::fs::write(&certs.cert, cert.pem()).unwrap();
+    std::fs::write(&certs.key, key.serialize_pem()).unwrap();
+    certs
+}
+
+/// An outside program the test drives (`openssl`, `curl`): `Some(cmd)`
+/// when `probe` runs it successfully. Without it the test fails under CI
+/// (`CI=true`) with the install hint, and elsewhere is skipped with the
+/// reason printed: `None`.
+pub fn tool(program: &str, probe: &[&str], package: &str) -> Option<tokio::process::Command> {
+    let ok = std::process::Command::new(program)
+        .args(probe)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        return Some(tokio::process::Command::new(program));
+    }
+    let hint = format!("{program} is missing: apt-get install {package} (.ci/run does)");
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{hint}");
+    }
+    eprintln!("skipped: {hint}");
+    None
+}

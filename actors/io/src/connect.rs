@@ -41,6 +41,8 @@ pub struct Connect {
     family: Family,
     timeout: Option<Duration>,
     attempt_delay: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsClient>,
 }
 
 impl Connect {
@@ -51,7 +53,19 @@ impl Connect {
             family: Family::Any,
             timeout: None,
             attempt_delay: DEFAULT_ATTEMPT_DELAY,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// TLS (feature `tls`): the handshake follows the connect, within the
+    /// client's handshake timeout (and this connect's timeout); it fails
+    /// with an error of op `tls`. The certificate must name the host
+    /// connected to, or the client's `server_name`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, client: crate::tls::TlsClient) -> Self {
+        self.tls = Some(client);
+        self
     }
 
     /// Restrict to one address family.
@@ -84,6 +98,20 @@ impl Connect {
     }
 
     async fn connect(self) -> Result<Connection> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let conn = self.connect_plain().await?;
+            let host = match &self.target {
+                Address::Inet { host, .. } => Some(host.clone()),
+                Address::Socket(a) => Some(a.ip().to_string()),
+                Address::Unix(_) => None,
+            };
+            return tls.connect(conn, host.as_deref()).await;
+        }
+        self.connect_plain().await
+    }
+
+    async fn connect_plain(&self) -> Result<Connection> {
         match &self.target {
             Address::Unix(path) => UnixStream::connect(path)
                 .await

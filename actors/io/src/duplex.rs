@@ -2,26 +2,34 @@
 //! [`Framed`](crate::Framed): one OS source, a read buffer, a write queue
 //! with flush futures, watermarks, half-close.
 //!
-//! Reads and writes use tokio's readiness API (`readable` + `try_read`), so
-//! waiting is cancel safe and the notifier's actor owns the socket: no
-//! second task, no extra copy.
+//! Reads and writes over a socket or pipe use tokio's readiness API
+//! (`readable` + `try_read`), so waiting is cancel safe and the notifier's
+//! actor owns the socket: no second task, no extra copy. Over any other
+//! [`AsyncIo`] (a TLS stream) `ready` itself polls the reads and writes
+//! into the same buffers and keeps what they did for `progress`: a
+//! cancelled `ready` loses nothing, and the events, watermarks, read
+//! futures and drain are those of the raw path.
 
 use std::{
     collections::VecDeque,
     io::{self, IoSlice},
     os::fd::OwnedFd,
-    task::{Context, Poll},
+    pin::Pin,
+    task::{Context, Poll, Waker},
 };
 
 use bytes::{Buf, Bytes, BytesMut};
 use ioasync_core::{Error, Result};
 use tokio::{
-    io::{Interest, unix::AsyncFd},
+    io::{AsyncRead, AsyncWrite, Interest, ReadBuf, unix::AsyncFd},
     net::{TcpStream, UnixStream, unix::pipe},
     sync::oneshot,
 };
 
-use crate::{addr::SockAddr, connection::Connection};
+use crate::{
+    addr::SockAddr,
+    connection::{AsyncIo, Connection},
+};
 
 /// Buffer limits of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +71,47 @@ pub(crate) enum Source {
         rd: Option<AsyncFd<OwnedFd>>,
         wr: Option<AsyncFd<OwnedFd>>,
     },
+    /// Any [`AsyncIo`] (boxed: the raw variants stay small and their paths
+    /// untouched).
+    Io(Box<IoSource>),
     Closed,
+}
+
+/// An [`AsyncIo`] source and what its polls did since `progress` last
+/// looked.
+pub(crate) struct IoSource {
+    /// In a mutex only to make the source `Sync` (the raw paths borrow it
+    /// across awaits); always reached through `get_mut`, never locked.
+    io: std::sync::Mutex<Box<dyn AsyncIo>>,
+    local: Option<SockAddr>,
+    peer: Option<SockAddr>,
+    /// Bytes handed to `io` and not yet flushed through it.
+    unflushed: bool,
+    /// `poll_shutdown` done.
+    shut: bool,
+    /// What the polls did, for the next `progress`.
+    done: Progress,
+}
+
+fn pin_io(io: &mut std::sync::Mutex<Box<dyn AsyncIo>>) -> Pin<&mut Box<dyn AsyncIo>> {
+    Pin::new(io.get_mut().unwrap_or_else(|e| e.into_inner()))
+}
+
+impl IoSource {
+    fn io(&mut self) -> Pin<&mut Box<dyn AsyncIo>> {
+        pin_io(&mut self.io)
+    }
+
+    fn has_news(&self) -> bool {
+        let d = &self.done;
+        d.read
+            || d.read_eof
+            || d.read_error.is_some()
+            || d.write_error.is_some()
+            || d.flushed
+            || d.write_eof
+            || d.wrote
+    }
 }
 
 fn is_fifo(fd: &OwnedFd) -> bool {
@@ -84,6 +132,14 @@ impl Source {
         match c {
             Connection::Tcp(s) => Source::Tcp(s),
             Connection::Unix(s) => Source::Unix(s),
+            Connection::Io(c) => Source::Io(Box::new(IoSource {
+                io: std::sync::Mutex::new(c.io),
+                local: c.local,
+                peer: c.peer,
+                unflushed: false,
+                shut: false,
+                done: Progress::default(),
+            })),
         }
     }
 
@@ -199,6 +255,7 @@ impl Source {
             Source::Tcp(_) | Source::Unix(_) => true,
             Source::Pipes { rd, .. } => rd.is_some(),
             Source::Fds { rd, .. } => rd.is_some(),
+            Source::Io(_) => true,
             Source::Closed => false,
         }
     }
@@ -208,6 +265,7 @@ impl Source {
             Source::Tcp(_) | Source::Unix(_) => true,
             Source::Pipes { wr, .. } => wr.is_some(),
             Source::Fds { wr, .. } => wr.is_some(),
+            Source::Io(s) => !s.shut,
             Source::Closed => false,
         }
     }
@@ -224,7 +282,8 @@ impl Source {
                 wr.take();
                 Ok(())
             }
-            Source::Closed => Ok(()),
+            // Shut down by `io_flush` (`poll_shutdown`), never here.
+            Source::Io(_) | Source::Closed => Ok(()),
         }
     }
 
@@ -232,6 +291,7 @@ impl Source {
         match self {
             Source::Tcp(s) => s.local_addr().ok().map(SockAddr::Inet),
             Source::Unix(s) => s.local_addr().ok().map(|a| SockAddr::from_unix(&a)),
+            Source::Io(s) => s.local.clone(),
             _ => None,
         }
     }
@@ -240,6 +300,7 @@ impl Source {
         match self {
             Source::Tcp(s) => s.peer_addr().ok().map(SockAddr::Inet),
             Source::Unix(s) => s.peer_addr().ok().map(|a| SockAddr::from_unix(&a)),
+            Source::Io(s) => s.peer.clone(),
             _ => None,
         }
     }
@@ -258,6 +319,8 @@ pub(crate) struct Progress {
     pub(crate) flushed: bool,
     /// The write side was shut down (first time only).
     pub(crate) write_eof: bool,
+    /// (An `AsyncIo` source) bytes were written: `progress` has news.
+    pub(crate) wrote: bool,
 }
 
 type Waiter = (u64, oneshot::Sender<Result<()>>);
@@ -346,6 +409,9 @@ impl Duplex {
 
     /// Waits until the source can make progress. Cancel safe.
     pub(crate) async fn ready(&mut self) {
+        if matches!(self.src, Source::Io(_)) {
+            return self.io_ready().await;
+        }
         let (r, w) = (self.wants_read(), self.wants_write());
         if !r && !w {
             return std::future::pending().await;
@@ -454,6 +520,9 @@ impl Duplex {
 
     /// Runs the reads and writes readiness allowed, without blocking.
     pub(crate) fn progress(&mut self) -> Progress {
+        if matches!(self.src, Source::Io(_)) {
+            return self.io_progress();
+        }
         let mut p = Progress::default();
         if std::mem::take(&mut self.ready_w) || self.has_pending() {
             self.flush_some(&mut p);
@@ -467,6 +536,9 @@ impl Duplex {
     /// Writes what the socket takes now (after a reader queued replies),
     /// saving a trip through the event loop.
     pub(crate) fn flush_now(&mut self) -> Progress {
+        if matches!(self.src, Source::Io(_)) {
+            return self.io_progress();
+        }
         let mut p = Progress::default();
         if self.wants_write() {
             self.flush_some(&mut p);
@@ -623,6 +695,9 @@ impl Duplex {
     /// Writes out the queue, waiting for the socket as needed (graceful
     /// close). Stops at the first error.
     pub(crate) async fn drain(&mut self) -> Result<()> {
+        if matches!(self.src, Source::Io(_)) {
+            return self.io_drain().await;
+        }
         while self.wants_write() {
             if let Err(e) = self.src.writable().await {
                 let e = Error::io("write", e);
@@ -640,6 +715,15 @@ impl Duplex {
 
     /// Closes the fds now; pending flush futures fail with `Closed`.
     pub(crate) fn close(&mut self) {
+        if let Source::Io(s) = &mut self.src
+            && !s.shut
+        {
+            // A clean end for a TLS peer (close_notify): the alert is one
+            // small write, taken by the socket buffer at once in practice;
+            // a peer that reads nothing gets a plain close.
+            let mut cx = Context::from_waker(Waker::noop());
+            let _ = s.io().poll_shutdown(&mut cx);
+        }
         self.src = Source::Closed;
         let e = Error::closed("write", "the stream closed before the data was written");
         self.fail_waiters(&e);
@@ -647,5 +731,186 @@ impl Duplex {
         self.tail = BytesMut::new();
         self.wq_bytes = 0;
         self.write_full = false;
+    }
+}
+
+/// The [`AsyncIo`] path: the polls happen in `ready` (with the actor's
+/// waker) and in `progress` (writes only, with a no-op waker: the next
+/// `ready` polls again with the real one).
+impl Duplex {
+    fn io_src(&mut self) -> Option<&mut IoSource> {
+        match &mut self.src {
+            Source::Io(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn io_wants_write(&self) -> bool {
+        match &self.src {
+            Source::Io(s) => {
+                !s.shut && (self.has_pending() || s.unflushed || self.shutdown_when_empty)
+            }
+            _ => false,
+        }
+    }
+
+    async fn io_ready(&mut self) {
+        std::future::poll_fn(|cx| {
+            let (r, w) = (self.wants_read(), self.io_wants_write());
+            if w {
+                self.io_flush(cx);
+            }
+            if r {
+                self.io_read(cx);
+            }
+            match self.io_src() {
+                Some(s) if s.has_news() => Poll::Ready(()),
+                _ => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// What the polls did since the last call, after trying the writes
+    /// queued since.
+    fn io_progress(&mut self) -> Progress {
+        if self.io_wants_write() {
+            self.io_flush(&mut Context::from_waker(Waker::noop()));
+        }
+        self.ready_r = false;
+        self.ready_w = false;
+        match self.io_src() {
+            Some(s) => std::mem::take(&mut s.done),
+            None => Progress::default(),
+        }
+    }
+
+    /// Reads what `io` has, up to `read_chunk`, into the read buffer.
+    fn io_read(&mut self, cx: &mut Context<'_>) {
+        let mut got = 0;
+        let mut small = [0u8; SMALL_READ];
+        let chunk = self.limits.read_chunk;
+        let Source::Io(s) = &mut self.src else { return };
+        let IoSource { io, done, .. } = &mut **s;
+        let mut io = pin_io(io);
+        while got < chunk && !self.read_eof && done.read_error.is_none() {
+            let room = self.rbuf.capacity() - self.rbuf.len();
+            let res = if room >= SMALL_READ {
+                tokio_util::io::poll_read_buf(io.as_mut(), cx, &mut self.rbuf)
+            } else {
+                let mut rb = ReadBuf::new(&mut small);
+                io.as_mut().poll_read(cx, &mut rb).map_ok(|()| {
+                    self.rbuf.extend_from_slice(rb.filled());
+                    rb.filled().len()
+                })
+            };
+            match res {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0)) => {
+                    self.read_eof = true;
+                    done.read_eof = true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    got += n;
+                    done.read = true;
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => done.read_error = Some(Error::io("read", e)),
+            }
+        }
+        self.update_read_pause();
+    }
+
+    /// Writes the queue into `io`, flushes it, and shuts it down when asked
+    /// and empty.
+    fn io_flush(&mut self, cx: &mut Context<'_>) {
+        while self.has_pending() {
+            let Source::Io(s) = &mut self.src else { return };
+            let io = s.io();
+            let res = if self.wq.is_empty() {
+                io.poll_write(cx, &self.tail)
+            } else {
+                let mut slices = [IoSlice::new(&[]); 16];
+                let mut n = self
+                    .wq
+                    .iter()
+                    .zip(slices.iter_mut())
+                    .map(|(b, s)| *s = IoSlice::new(b))
+                    .count();
+                if n < slices.len() && !self.tail.is_empty() {
+                    slices[n] = IoSlice::new(&self.tail);
+                    n += 1;
+                }
+                io.poll_write_vectored(cx, &slices[..n])
+            };
+            match res {
+                Poll::Pending => return,
+                Poll::Ready(Ok(0)) => {
+                    return self.io_write_failed(io::ErrorKind::WriteZero.into(), "write");
+                }
+                Poll::Ready(Ok(n)) => {
+                    s.unflushed = true;
+                    s.done.wrote = true;
+                    self.advance(n);
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return self.io_write_failed(e, "write"),
+            }
+        }
+        let shutdown = self.shutdown_when_empty && !self.write_shut;
+        let Source::Io(s) = &mut self.src else { return };
+        if s.unflushed {
+            match s.io().poll_flush(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Ok(())) => {
+                    // Queue written and flushed through: `Flushed`.
+                    s.unflushed = false;
+                    s.done.flushed = true;
+                }
+                Poll::Ready(Err(e)) => return self.io_write_failed(e, "write"),
+            }
+        }
+        if shutdown {
+            match s.io().poll_shutdown(cx) {
+                Poll::Pending => {}
+                Poll::Ready(res) => {
+                    s.shut = true;
+                    s.done.write_eof = true;
+                    self.write_shut = true;
+                    if let Err(e) = res {
+                        self.io_write_failed(e, "shutdown");
+                    }
+                }
+            }
+        }
+    }
+
+    fn io_write_failed(&mut self, e: io::Error, op: &'static str) {
+        let e = Error::io(op, e);
+        self.fail_waiters(&e);
+        if let Source::Io(s) = &mut self.src {
+            s.done.write_error = Some(e);
+        }
+    }
+
+    /// `drain` over an `AsyncIo`: write, flush (a TLS stream's records),
+    /// then report the first write error.
+    async fn io_drain(&mut self) -> Result<()> {
+        std::future::poll_fn(|cx| {
+            if self.io_wants_write() {
+                self.io_flush(cx);
+            }
+            let pending_err = self.io_src().and_then(|s| s.done.write_error.clone());
+            if let Some(e) = pending_err {
+                return Poll::Ready(Err(e));
+            }
+            let busy = self.has_pending() || self.io_src().is_some_and(|s| s.unflushed);
+            if busy {
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        })
+        .await
     }
 }

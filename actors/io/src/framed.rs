@@ -263,16 +263,69 @@ where
     C: FrameCodec<O>,
     O: Send + 'static,
 {
-    /// A framed stream over a connected socket.
+    /// A framed stream over a connection: a socket, a TLS stream, any
+    /// [`Connection`].
     pub fn spec(
         name: impl Into<String>,
         conn: impl Into<Connection>,
         codec: C,
     ) -> FramedSpec<C, O> {
+        Self::over(name, Source::from_connection(conn.into()), codec)
+    }
+
+    /// A framed stream over any [`AsyncIo`](crate::AsyncIo) (a TLS
+    /// stream...), as [`Stream::spec_io`](crate::Stream::spec_io).
+    pub fn spec_io(name: impl Into<String>, io: impl crate::AsyncIo, codec: C) -> FramedSpec<C, O> {
+        Self::spec(name, Connection::from_io(io), codec)
+    }
+
+    /// A framed stream reading `read` and writing `write` (either may be
+    /// absent): pipe ends, a child's stdout, a tty, stdio, as
+    /// [`Stream::from_fds`](crate::Stream::from_fds).
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use ioasync::{Framed, FramedEvent, Loop, Spec, Subscription, codec::LinesCodec};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut child = std::process::Command::new("printf")
+    ///     .arg("one\ntwo\n")
+    ///     .stdout(std::process::Stdio::piped())
+    ///     .spawn()
+    ///     .unwrap();
+    /// let out = child.stdout.take().unwrap();
+    /// let spec = Framed::<LinesCodec, String>::from_fds("out", Some(out.into()), None, LinesCodec::new())?;
+    /// // Subscribed before it starts: not a line is missed.
+    /// let (sub, mut events) = Subscription::stream(64);
+    /// lp.add(Spec::from(spec).subscribe(sub)).await?;
+    /// let mut got = Vec::new();
+    /// while let Some(ev) = events.next().await {
+    ///     match ev {
+    ///         FramedEvent::Frame(line) => got.push(line),
+    ///         FramedEvent::ReadEof => break,
+    ///         _ => {}
+    ///     }
+    /// }
+    /// assert_eq!(got, ["one", "two"]);
+    /// child.wait().unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn from_fds(
+        name: impl Into<String>,
+        read: Option<std::os::fd::OwnedFd>,
+        write: Option<std::os::fd::OwnedFd>,
+        codec: C,
+    ) -> Result<FramedSpec<C, O>> {
+        Ok(Self::over(name, Source::from_fds(read, write)?, codec))
+    }
+
+    fn over(name: impl Into<String>, source: Source, codec: C) -> FramedSpec<C, O> {
         FramedSpec {
             name: name.into(),
             args: FramedArgs {
-                source: Source::from_connection(conn.into()),
+                source,
                 codec,
                 limits: Limits::default(),
                 on_frame: None,

@@ -11,8 +11,13 @@
 //! - [`Handle`]: readiness of one fd or a read fd and a write fd, for
 //!   programs that do their own reads and writes;
 //! - [`Listener`]: accepts and starts a supervised child per connection;
+//! - [`Session`]: a supervised connection driving any future over it
+//!   (hyper's `serve_connection`), with a graceful-stop signal;
 //! - [`Connect`], [`Listen`], [`resolve()`]: connecting (Happy Eyeballs),
-//!   listening (socket2 options) and name resolution off the reactor.
+//!   listening (socket2 options) and name resolution off the reactor;
+//! - TLS (feature `tls`): [`Listen::tls`] and [`Connect::tls`] over rustls;
+//! - any `AsyncRead + AsyncWrite` ([`AsyncIo`]) as a stream's source:
+//!   [`Stream::spec_io`], [`Framed::spec_io`], [`Connection::from_io`].
 //!
 //! # Implementation
 //!
@@ -36,13 +41,16 @@ mod handle;
 mod listen;
 mod listener;
 mod resolve;
+mod session;
 mod socket;
 mod stream;
 mod sys;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use addr::{Address, SockAddr};
 pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
-pub use connection::Connection;
+pub use connection::{AsyncIo, Connection, IoConnection};
 pub use duplex::Limits;
 pub use file::{File, FileArgs, FileEvent, FileStat};
 pub use file_stream::Initial;
@@ -60,9 +68,10 @@ pub use handle::{Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, WantRead
 pub use listen::{Listen, ListenSocket};
 pub use listener::{
     ACCEPT_BACKOFF, Accepted, Listener, ListenerArgs, ListenerEvent, ListenerRef, LocalAddr,
-    MAX_ACCEPT_BACKOFF, OnStream,
+    MAX_ACCEPT_BACKOFF, MAX_HANDSHAKES, OnStream,
 };
 pub use resolve::{Family, SockType, name_of, resolve};
+pub use session::{Session, SessionArgs, SessionInfo, StopSignal};
 pub use socket::{
     Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
 };
@@ -71,6 +80,8 @@ pub use stream::{
     StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, Write,
 };
 pub use sys::open_fd_count;
+#[cfg(feature = "tls")]
+pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
 
 /// Codecs for [`Framed`]: tokio-util's, re-exported.
 pub mod codec {

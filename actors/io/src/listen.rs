@@ -30,6 +30,8 @@ pub struct Listen {
     backlog: i32,
     reuseaddr: bool,
     v6only: Option<bool>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsServer>,
 }
 
 impl Listen {
@@ -41,7 +43,26 @@ impl Listen {
             backlog: 1024,
             reuseaddr: true,
             v6only: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// TLS (feature `tls`): a [`Listener`](crate::Listener) on this
+    /// address makes a TLS handshake part of each accept, within the
+    /// server's handshake timeout; a failed handshake is an
+    /// [`AcceptError`](crate::ListenerEvent::AcceptError) of op `tls` and
+    /// costs nothing else. Handshakes run inside the listener, many at
+    /// once: a slow client holds up no other.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, server: crate::tls::TlsServer) -> Self {
+        self.tls = Some(server);
+        self
+    }
+
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_server(&self) -> Option<&crate::tls::TlsServer> {
+        self.tls.as_ref()
     }
 
     /// The address asked for.

@@ -27,7 +27,11 @@ pub enum ListenerEvent {
         path: String,
     },
     /// `accept` failed (op `accept`, errno kept). On EMFILE/ENFILE the
-    /// listener backs off before accepting again instead of spinning.
+    /// listener backs off before accepting again instead of spinning. On a
+    /// TLS listener, also a handshake that failed (op `tls`, the errno
+    /// kept when the socket failed) or overran the handshake timeout (op
+    /// `tls`, kind `Timeout`): that connection is dropped, nothing else
+    /// is touched.
     AcceptError(Error),
     /// The child for a connection could not be added (a name already
     /// taken, the listener stopping). A child whose `init` fails exits
@@ -60,10 +64,25 @@ impl fmt::Debug for ListenerArgs {
 pub struct Listener {
     socket: ListenSocket,
     on_stream: OnStream,
-    pending: Option<std::io::Result<(Connection, SockAddr)>>,
+    pending: Option<Result<(Connection, SockAddr)>>,
+    /// TLS handshakes under way (allocated with the first).
+    #[cfg(feature = "tls")]
+    tls: Option<(crate::tls::TlsServer, Box<Handshakes>)>,
     backoff: Option<(Instant, Duration)>,
     accepted: u64,
+    /// Stopping for good: accept no more (what the backlog holds is reset
+    /// when the socket closes).
+    closed: bool,
 }
+
+#[cfg(feature = "tls")]
+type Handshakes = futures_util::stream::FuturesUnordered<
+    futures_util::future::BoxFuture<'static, Result<(Connection, SockAddr)>>,
+>;
+
+/// The most TLS handshakes a listener runs at once; past it, it stops
+/// accepting until one finishes (the kernel's backlog holds the rest).
+pub const MAX_HANDSHAKES: usize = 1024;
 
 /// The pause after EMFILE/ENFILE, doubling to [`MAX_ACCEPT_BACKOFF`].
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
@@ -96,6 +115,14 @@ impl Listener {
     }
 
     async fn accept_one(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if ctx.is_stopping() {
+            // The tree is stopping this listener (its connections drain
+            // first): a connection accepted now would be cut at once, so
+            // none is started.
+            self.closed = true;
+            self.pending = None;
+            return;
+        }
         match self.pending.take() {
             Some(Ok((conn, peer))) => {
                 self.backoff = None;
@@ -113,7 +140,7 @@ impl Listener {
                 }
             }
             Some(Err(e)) => {
-                let fd_limit = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                let fd_limit = matches!(e.errno(), Some(libc::EMFILE | libc::ENFILE));
                 if fd_limit {
                     let next = self
                         .backoff
@@ -121,8 +148,8 @@ impl Listener {
                     tracing::warn!(pause = ?next, "accept: out of file descriptors; backing off");
                     self.backoff = Some((Instant::now() + next, next));
                 }
-                ctx.emit(ListenerEvent::AcceptError(Error::io("accept", e)))
-                    .await;
+                tracing::debug!(error = %e, "accept failed");
+                ctx.emit(ListenerEvent::AcceptError(e)).await;
             }
             None => {}
         }
@@ -142,22 +169,65 @@ impl Notifier for Listener {
             socket,
             on_stream: args.on_stream,
             pending: None,
+            #[cfg(feature = "tls")]
+            tls: args
+                .listen
+                .tls_server()
+                .map(|t| (t.clone(), Box::default())),
             backoff: None,
             accepted: 0,
+            closed: false,
         })
     }
 
     async fn ready(&mut self) {
+        if self.closed {
+            return std::future::pending().await;
+        }
         if let Some((until, _)) = self.backoff
             && Instant::now() < until
         {
             tokio::time::sleep_until(until).await;
         }
-        self.pending = Some(self.socket.accept().await);
+        #[cfg(feature = "tls")]
+        if let Some((server, handshakes)) = &mut self.tls {
+            return self.pending = Some(handshake_turn(&self.socket, server, handshakes).await);
+        }
+        self.pending = Some(
+            self.socket
+                .accept()
+                .await
+                .map_err(|e| Error::io("accept", e)),
+        );
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.accept_one(ctx).await;
+    }
+}
+
+/// Accepts and runs handshakes until one finishes (or accept fails).
+/// Cancel safe: the handshakes live in the listener.
+#[cfg(feature = "tls")]
+async fn handshake_turn(
+    socket: &ListenSocket,
+    server: &crate::tls::TlsServer,
+    handshakes: &mut Handshakes,
+) -> Result<(Connection, SockAddr)> {
+    use futures_util::StreamExt;
+    loop {
+        let room = handshakes.len() < MAX_HANDSHAKES;
+        tokio::select! {
+            Some(done) = handshakes.next(), if !handshakes.is_empty() => return done,
+            accepted = socket.accept(), if room => {
+                let (conn, peer) = accepted.map_err(|e| Error::io("accept", e))?;
+                let server = server.clone();
+                handshakes.push(Box::pin(async move {
+                    let conn = server.accept(conn, &peer).await?;
+                    Ok((conn, peer))
+                }));
+            }
+        }
     }
 }
 

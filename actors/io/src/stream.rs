@@ -322,12 +322,43 @@ impl PendingRead {
 }
 
 impl Stream {
-    /// A stream over a connected socket.
+    /// A stream over a connection: a socket, a TLS stream, any
+    /// [`Connection`].
     pub fn spec(name: impl Into<String>, conn: impl Into<Connection>) -> StreamSpec {
         StreamSpec {
             name: name.into(),
             args: StreamArgs::new(Source::from_connection(conn.into())),
         }
+    }
+
+    /// A stream over any [`AsyncIo`](crate::AsyncIo): a `tokio_rustls`
+    /// TLS stream, an in-memory `tokio::io::duplex` pipe, any adapter. The
+    /// same events, watermarks, read futures and drain as over a socket;
+    /// a write's future resolves once the bytes are handed to `io`, and
+    /// `Flushed` once `io` has flushed them. A close shuts `io` down
+    /// (`poll_shutdown`: a TLS stream sends its close_notify).
+    ///
+    /// ```
+    /// use ioasync::{Loop, ReadAction, Stream};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut theirs) = tokio::io::duplex(1024);
+    /// lp.add(Stream::spec_io("upcase", ours).on_read(|io, buf, _eof| {
+    ///     io.write(buf.split().to_ascii_uppercase());
+    ///     ReadAction::Wait
+    /// }))
+    /// .await?;
+    /// theirs.write_all(b"hello").await.unwrap();
+    /// let mut back = [0u8; 5];
+    /// theirs.read_exact(&mut back).await.unwrap();
+    /// assert_eq!(&back, b"HELLO");
+    /// # Ok(()) }
+    /// ```
+    pub fn spec_io(name: impl Into<String>, io: impl crate::AsyncIo) -> StreamSpec {
+        Stream::spec(name, Connection::from_io(io))
     }
 
     /// A stream reading `read` and writing `write` (either may be absent):
