@@ -144,9 +144,9 @@ pub use ioasync_io::{
     Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead,
     WantReady, Write, codec, name_of, open_fd_count, resolve,
 };
-pub use ioasync_io::{Initial, WatchMode};
 #[cfg(feature = "tls")]
 pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
+pub use ioasync_io::{Initial, WatchMode};
 pub use ioasync_process::{
     ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
     ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, RLIM_INFINITY,

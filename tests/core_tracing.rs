@@ -71,6 +71,37 @@ fn lines_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// Panics in its `ready` once armed: a notifier driving a user future.
+struct Tripwire {
+    armed: bool,
+    message: &'static str,
+}
+
+struct Arm;
+
+impl Notifier for Tripwire {
+    type Args = &'static str;
+    async fn init(message: &'static str, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        Ok(Tripwire {
+            armed: false,
+            message,
+        })
+    }
+    async fn ready(&mut self) {
+        if self.armed {
+            panic!("{}", self.message);
+        }
+        std::future::pending().await
+    }
+}
+
+impl Handler<Arm> for Tripwire {
+    type Reply = ();
+    async fn handle(&mut self, _: Arm, _ctx: &mut Ctx<'_, Self>) {
+        self.armed = true;
+    }
+}
+
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 flavours!(handler_logs_carry_the_notifier_span_with_its_path);
@@ -141,5 +172,30 @@ async fn contained_panics_print_no_default_report_unless_asked() {
     assert!(
         err.contains("panicked at examples/supervision.rs"),
         "the default report when asked: {err}"
+    );
+}
+
+flavours!(a_panic_in_ready_ends_the_incarnation_as_one_error_line);
+async fn a_panic_in_ready_ends_the_incarnation_as_one_error_line() {
+    logged();
+    let lp = test_loop();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("tripwire{n}");
+    let message: &'static str = Box::leak(format!("ready tripped {n}").into_boxed_str());
+    let t = lp
+        .add(Spec::<Tripwire>::new(&name, message).restart(ioasync::Restart::Temporary))
+        .await
+        .unwrap();
+    let mut exits = t.exits().unwrap();
+    t.tell(Arm).await.unwrap();
+    let exit = bounded("exit", exits.recv()).await.unwrap();
+    assert_eq!(exit.reason.panic_message(), Some(message), "{exit:?}");
+    bounded("stopped", t.wait_stopped()).await;
+    let lines = lines_with(message);
+    assert_eq!(lines.len(), 1, "one line for the panic: {lines:?}");
+    assert!(
+        lines[0].contains("ERROR") && lines[0].contains(&format!("path=/{name}")),
+        "{}",
+        lines[0]
     );
 }

@@ -22,13 +22,18 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(std::process::Stdio::inherit()).await
+}
+
+async fn start_with(stderr: std::process::Stdio) -> Server {
     let certs = test_certs();
     let (child, first, rest) = spawn_with_first_line(
         Command::new(example("https_hello"))
             .args(["--listen", "127.0.0.1:0", "--tls-cert"])
             .arg(&certs.cert)
             .arg("--tls-key")
-            .arg(&certs.key),
+            .arg(&certs.key)
+            .stderr(stderr),
     )
     .await;
     let addr = first
@@ -161,7 +166,8 @@ async fn a_panic_in_one_requests_handler_closes_that_connection_and_the_others_a
     if curl().is_none() {
         return;
     }
-    let s = start().await;
+    let mut s = start_with(std::process::Stdio::piped()).await;
+    let mut stderr = s.child.stderr.take().expect("stderr");
     let others: Vec<_> = (0..10)
         .map(|_| {
             let addr = s.addr.clone();
@@ -179,4 +185,15 @@ async fn a_panic_in_one_requests_handler_closes_that_connection_and_the_others_a
     assert!(!body.contains("restarts=1"), "nothing restarted: {body}");
     let last = stop(s).await;
     assert_eq!(last, "answered 11 of 12 requests on 12 connections");
+    // The panic is contained: logged once by the session's notifier, no
+    // default report, no backtrace.
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err)
+        .await
+        .unwrap();
+    assert!(
+        !err.contains("panicked at"),
+        "a default panic report:\n{err}"
+    );
+    assert!(!err.contains("stack backtrace"), "a backtrace:\n{err}");
 }

@@ -542,7 +542,13 @@ pub(crate) type ArgsFactory<A> = Arc<dyn Fn() -> A + Send + Sync>;
 /// The kameo actor that runs a notifier `N`. Users meet it only in kameo
 /// types (`ActorRef<NotifierActor<N>>`); everything else goes through
 /// [`NotifierRef`].
-pub struct NotifierActor<N: Notifier> {
+///
+/// One pointer: kameo's actor task keeps the actor in several places of
+/// its lifecycle future at once, so its state lives on the heap, once.
+pub struct NotifierActor<N: Notifier>(pub(crate) Box<ActorState<N>>);
+
+/// What the runtime keeps for one notifier (see [`NotifierActor`]).
+pub(crate) struct ActorState<N: Notifier> {
     pub(crate) node: Arc<Node>,
     pub(crate) state: Option<N>,
     pub(crate) args: ArgsFactory<N::Args>,
@@ -558,7 +564,7 @@ pub struct NotifierActor<N: Notifier> {
     /// Messages that arrived before `StartupFinished`, held for the first
     /// incarnation (rare: allocated when it happens).
     #[allow(clippy::box_collection)] // 8 bytes in every actor instead of 24
-    pub(crate) held: Option<Box<Vec<kameo::mailbox::Signal<Self>>>>,
+    pub(crate) held: Option<Box<Vec<kameo::mailbox::Signal<NotifierActor<N>>>>>,
 }
 
 /// Messages taken from the mailbox in a row before the notifier's source

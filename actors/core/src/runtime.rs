@@ -35,7 +35,9 @@ use crate::{
     exit::{Exit, ExitReason, SupervisionEventKind},
     node::{Ctl, Node},
     notifier::ArgsFactory,
-    notifier::{Ctx, FAIR_BURST, Handler, Notifier, NotifierActor, NotifierRef, Phase, Start},
+    notifier::{
+        ActorState, Ctx, FAIR_BURST, Handler, Notifier, NotifierActor, NotifierRef, Phase, Start,
+    },
     panic::{self, Caught},
     queue::Overflow,
     shutdown::ShutdownReport,
@@ -190,7 +192,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
     }
 
     async fn on_start(start: Start<N>, _actor_ref: ActorRef<Self>) -> Result<Self> {
-        Ok(NotifierActor {
+        Ok(NotifierActor(Box::new(ActorState {
             node: start.node,
             state: None,
             args: start.args,
@@ -200,7 +202,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
             burst: 0,
             startup_seen: false,
             held: None,
-        })
+        })))
     }
 
     async fn on_panic(
@@ -226,35 +228,37 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         if matches!(reason, ActorStopReason::Killed) {
             // A kill: no teardown ran. Drop the state (its Drop impls
             // release what it owns), report, and tell the subscribers.
-            self.state = None;
-            tracing::warn!(parent: self.node.span(), "notifier killed");
-            self.node
-                .shared
-                .publish(&self.node, SupervisionEventKind::Exited(ExitReason::Killed));
+            self.0.state = None;
+            tracing::warn!(parent: self.0.node.span(), "notifier killed");
+            self.0.node.shared.publish(
+                &self.0.node,
+                SupervisionEventKind::Exited(ExitReason::Killed),
+            );
             Box::pin(self.emit_exit(ExitReason::Killed, false)).await;
-            if let Some(tx) = self.started.take() {
+            if let Some(tx) = self.0.started.take() {
                 let _ = tx.send(Err(Error::closed(
                     "add",
-                    format!("{} was killed during init", self.node.path),
+                    format!("{} was killed during init", self.0.node.path),
                 )));
             }
         }
         // Leave the tree first: whoever hears `Stopped` (or returns from
         // `wait_stopped`) finds it gone.
-        self.node.retire();
+        self.0.node.retire();
         // Control left unanswered (urgent asks) is dropped: its askers hear.
-        while self.node.pop_ctl().is_some() {}
-        let lossy = self.node.clear_lossy();
+        while self.0.node.pop_ctl().is_some() {}
+        let lossy = self.0.node.clear_lossy();
         if lossy > 0 {
-            tracing::warn!(parent: self.node.span(), count = lossy, "messages undelivered at stop");
-            self.node.shared.publish(
-                &self.node,
+            tracing::warn!(parent: self.0.node.span(), count = lossy, "messages undelivered at stop");
+            self.0.node.shared.publish(
+                &self.0.node,
                 SupervisionEventKind::Undelivered { count: lossy },
             );
         }
-        self.node
+        self.0
+            .node
             .shared
-            .publish(&self.node, SupervisionEventKind::Stopped);
+            .publish(&self.0.node, SupervisionEventKind::Stopped);
         Ok(())
     }
 
@@ -264,10 +268,11 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         undelivered: Vec<BoxMessage<Self>>,
     ) -> Result<()> {
         let count = undelivered.len();
-        tracing::warn!(parent: self.node.span(), count, "messages undelivered at stop");
-        self.node
+        tracing::warn!(parent: self.0.node.span(), count, "messages undelivered at stop");
+        self.0
+            .node
             .shared
-            .publish(&self.node, SupervisionEventKind::Undelivered { count });
+            .publish(&self.0.node, SupervisionEventKind::Undelivered { count });
         Ok(())
     }
 
@@ -279,47 +284,55 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         // Fast path: a queued message needs no waker registration. Every
         // FAIR_BURST messages the select below runs anyway, so a busy
         // mailbox cannot starve the notifier's source or its control.
-        if matches!(self.phase, Phase::Running)
-            && self.burst < FAIR_BURST
-            && self.held.is_none()
-            && !self.node.ctl_pending()
-            && self.state.as_ref().is_some_and(N::accepting)
+        if matches!(self.0.phase, Phase::Running)
+            && self.0.burst < FAIR_BURST
+            && self.0.held.is_none()
+            && !self.0.node.ctl_pending()
+            && self.0.state.as_ref().is_some_and(N::accepting)
             && let Ok(signal) = mailbox_rx.try_recv()
         {
-            self.burst += 1;
+            self.0.burst += 1;
             return Ok(Some(signal));
         }
         loop {
-            match &mut self.phase {
+            match &mut self.0.phase {
                 Phase::Running => {
-                    if let Some(held) = &mut self.held {
+                    if let Some(held) = &mut self.0.held {
                         let first = held.remove(0);
                         if held.is_empty() {
-                            self.held = None;
+                            self.0.held = None;
                         }
                         return Ok(Some(first));
                     }
-                    if self.node.ctl_pending() {
+                    if self.0.node.ctl_pending() {
                         Box::pin(self.run_ctl()).await;
                         continue;
                     }
-                    self.burst = 0;
-                    let Some(state) = self.state.as_mut() else {
-                        self.phase = Phase::Waiting;
+                    self.0.burst = 0;
+                    let Some(state) = self.0.state.as_mut() else {
+                        self.0.phase = Phase::Waiting;
                         continue;
                     };
                     // Control first, then the source, then the mailbox: the
                     // fast path above already favours the mailbox.
                     // The lossy lane before the mailbox: the fast path
                     // favours the mailbox, so neither starves the other.
+                    // `ready` is contained code: a panic in it (a
+                    // notifier driving a user future there) ends the
+                    // incarnation, logged once, like one in a handler.
                     let accepting = state.accepting();
+                    let span = self.0.node.span();
                     let turn = tokio::select! {
                         biased;
-                        lossy = self.node.ctl_ready(accepting) => if lossy { Turn::Lossy } else { Turn::Ctl },
-                        _ = state.ready() => Turn::Ready,
+                        lossy = self.0.node.ctl_ready(accepting) => if lossy { Turn::Lossy } else { Turn::Ctl },
+                        ready = panic::catch(state.ready(), span) => match ready {
+                            Ok(()) => Turn::Ready,
+                            Err(caught) => Turn::Panicked(caught),
+                        },
                         signal = mailbox_rx.recv(), if accepting => return Ok(signal),
                     };
                     match turn {
+                        Turn::Panicked(caught) => self.end(panicked(caught)),
                         // Boxed: the notifier's `on_ready` future is the
                         // largest of its turn, and every idle actor's
                         // memory would hold room for it (~1.1 KiB for a
@@ -330,20 +343,20 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     }
                 }
                 Phase::Starting(ack) => {
-                    if !self.startup_seen {
+                    if !self.0.startup_seen {
                         // kameo queued StartupFinished after `on_start`:
                         // hand it back now, before the first `init`, holding
                         // any message that came before it.
                         match mailbox_rx.try_recv() {
                             Ok(Signal::StartupFinished) => {
-                                self.startup_seen = true;
+                                self.0.startup_seen = true;
                                 return Ok(Some(Signal::StartupFinished));
                             }
                             Ok(message) => {
-                                self.held.get_or_insert_default().push(message);
+                                self.0.held.get_or_insert_default().push(message);
                                 continue;
                             }
-                            Err(_) => self.startup_seen = true,
+                            Err(_) => self.0.startup_seen = true,
                         }
                     }
                     let ack = ack.take();
@@ -356,7 +369,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     Box::pin(self.exit_incarnation(reason)).await;
                 }
                 Phase::Waiting => {
-                    self.node.ctl_ready(false).await;
+                    self.0.node.ctl_ready(false).await;
                     Box::pin(self.run_ctl()).await;
                 }
                 Phase::Backoff(until) => {
@@ -365,17 +378,17 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     let backoff = Box::pin(tokio::time::sleep_until(until));
                     tokio::select! {
                         biased;
-                        _ = self.node.ctl_ready(false) => Box::pin(self.run_ctl()).await,
-                        _ = backoff => self.phase = Phase::Starting(None),
+                        _ = self.0.node.ctl_ready(false) => Box::pin(self.run_ctl()).await,
+                        _ = backoff => self.0.phase = Phase::Starting(None),
                     }
                 }
                 Phase::Draining => {
-                    if self.state.is_some()
+                    if self.0.state.is_some()
                         && let Ok(signal) = mailbox_rx.try_recv()
                     {
                         return Ok(Some(signal));
                     }
-                    if self.state.is_some() && self.node.lossy_pending() {
+                    if self.0.state.is_some() && self.0.node.lossy_pending() {
                         Box::pin(self.run_lossy()).await;
                         continue;
                     }
@@ -392,6 +405,8 @@ enum Turn {
     Ctl,
     Ready,
     Lossy,
+    /// `ready` panicked.
+    Panicked(Caught),
 }
 
 /// A message handled outside kameo's mailbox: ahead of it (see
@@ -610,14 +625,14 @@ impl<N: Notifier> NotifierActor<N> {
     /// Ends the running incarnation with `reason` (at the next turn of the
     /// loop); ignored in any other phase.
     fn end(&mut self, reason: ExitReason) {
-        if matches!(self.phase, Phase::Running) {
-            self.phase = Phase::Exiting(Box::new(reason));
+        if matches!(self.0.phase, Phase::Running) {
+            self.0.phase = Phase::Exiting(Box::new(reason));
         }
     }
 
     /// Runs `init` (first start or restart), bounded by the init timeout.
     async fn start_incarnation(&mut self, ack: Option<oneshot::Sender<()>>) {
-        let node = self.node.clone();
+        let node = self.0.node.clone();
         let first = node.begin_incarnation() == 1;
         if !first {
             // (A new node is already `Starting`; the root is `Running` from
@@ -625,10 +640,10 @@ impl<N: Notifier> NotifierActor<N> {
             node.count_restart();
             node.set_state(NodeState::Starting);
         }
-        node.take_subscriptions(&mut self.subs);
+        node.take_subscriptions(&mut self.0.subs);
         let bound = node.policy.init_timeout;
-        let mut ctx = Ctx::new(&node, &mut self.subs);
-        let init = panic::catch(N::init((self.args)(), &mut ctx), node.span());
+        let mut ctx = Ctx::new(&node, &mut self.0.subs);
+        let init = panic::catch(N::init((self.0.args)(), &mut ctx), node.span());
         let outcome = match tokio::time::timeout(bound, init).await {
             Ok(Ok(Ok(state))) => Ok(state),
             Ok(Ok(Err(e))) => Err(ExitReason::Failed(e)),
@@ -642,8 +657,8 @@ impl<N: Notifier> NotifierActor<N> {
         let exit = ctx.exit.take().map(|b| *b);
         match outcome {
             Ok(state) => {
-                self.state = Some(state);
-                self.phase = Phase::Running;
+                self.0.state = Some(state);
+                self.0.phase = Phase::Running;
                 node.set_state(NodeState::Running);
                 if !first {
                     node.shared.publish(
@@ -653,11 +668,11 @@ impl<N: Notifier> NotifierActor<N> {
                         },
                     );
                 }
-                if let Some(tx) = self.started.take() {
+                if let Some(tx) = self.0.started.take() {
                     let _ = tx.send(Ok(()));
                 }
                 if let Some(reason) = exit {
-                    self.phase = Phase::Exiting(Box::new(reason));
+                    self.0.phase = Phase::Exiting(Box::new(reason));
                 }
             }
             Err(reason) if first => {
@@ -672,13 +687,13 @@ impl<N: Notifier> NotifierActor<N> {
                     .publish(&node, SupervisionEventKind::Exited(reason.clone()));
                 // Out of the tree before the `add` hears: its name is free.
                 node.retire();
-                if let Some(tx) = self.started.take() {
+                if let Some(tx) = self.0.started.take() {
                     let _ = tx.send(Err(start_error(&reason)));
                 }
                 self.emit_exit(reason, false).await;
-                self.phase = Phase::Done;
+                self.0.phase = Phase::Done;
             }
-            Err(reason) => self.phase = Phase::Exiting(Box::new(reason)),
+            Err(reason) => self.0.phase = Phase::Exiting(Box::new(reason)),
         }
         if let Some(ack) = ack {
             let _ = ack.send(());
@@ -687,7 +702,7 @@ impl<N: Notifier> NotifierActor<N> {
 
     /// Tears the ended incarnation down, decides, and applies the decision.
     async fn exit_incarnation(&mut self, mut reason: ExitReason) {
-        let node = self.node.clone();
+        let node = self.0.node.clone();
         node.set_state(NodeState::Failed);
         self.teardown(&mut reason).await;
         log_exit(&node, &reason);
@@ -697,7 +712,7 @@ impl<N: Notifier> NotifierActor<N> {
             // The root: nobody above decides. The loop hears of it.
             node.shared.fatal.set(reason.clone());
             self.emit_exit(reason, false).await;
-            self.phase = Phase::Waiting;
+            self.0.phase = Phase::Waiting;
             return;
         };
         let stopping = node.is_stopping() || parent.is_stopping();
@@ -718,7 +733,7 @@ impl<N: Notifier> NotifierActor<N> {
             Decision::Stop => {
                 node.mark_stopping();
                 self.emit_exit(reason, false).await;
-                self.phase = Phase::Done;
+                self.0.phase = Phase::Done;
             }
             Decision::Escalate => {
                 node.shared
@@ -729,7 +744,7 @@ impl<N: Notifier> NotifierActor<N> {
                     cause: Box::new(reason.clone()),
                 }));
                 self.emit_exit(reason, false).await;
-                self.phase = Phase::Done;
+                self.0.phase = Phase::Done;
             }
             Decision::Restart { delay, group } => {
                 node.shared.publish(
@@ -741,7 +756,7 @@ impl<N: Notifier> NotifierActor<N> {
                 );
                 node.set_state(NodeState::Restarting);
                 self.emit_exit(reason, restarting).await;
-                self.phase = match group {
+                self.0.phase = match group {
                     Group::One if delay.is_zero() => Phase::Starting(None),
                     Group::One => Phase::Backoff(Instant::now() + delay),
                     _ => {
@@ -764,16 +779,16 @@ impl<N: Notifier> NotifierActor<N> {
     /// becomes the reason).
     async fn teardown(&mut self, reason: &mut ExitReason) {
         let mut report = ShutdownReport::default();
-        self.node.shutdown_children(None, &mut report).await;
+        self.0.node.shutdown_children(None, &mut report).await;
         self.teardown_state(reason).await;
     }
 
     async fn teardown_state(&mut self, reason: &mut ExitReason) {
-        let Some(mut state) = self.state.take() else {
+        let Some(mut state) = self.0.state.take() else {
             return;
         };
-        let node = self.node.clone();
-        let mut ctx = Ctx::new(&node, &mut self.subs);
+        let node = self.0.node.clone();
+        let mut ctx = Ctx::new(&node, &mut self.0.subs);
         if let Err(caught) = panic::catch(state.on_stop(&mut ctx), node.span()).await {
             tracing::error!(
                 parent: node.span(),
@@ -795,15 +810,16 @@ impl<N: Notifier> NotifierActor<N> {
         let mut reason = ExitReason::Normal;
         self.teardown(&mut reason).await;
         self.emit_exit(reason, false).await;
-        self.phase = Phase::Done;
+        self.0.phase = Phase::Done;
     }
 
     /// Tells the `Exit` subscribers.
     async fn emit_exit(&mut self, reason: ExitReason, restarting: bool) {
-        self.node.take_subscriptions(&mut self.subs);
-        self.subs
+        self.0.node.take_subscriptions(&mut self.0.subs);
+        self.0
+            .subs
             .emit(Exit {
-                path: self.node.path.clone(),
+                path: self.0.node.path.clone(),
                 reason,
                 restarting,
             })
@@ -813,9 +829,9 @@ impl<N: Notifier> NotifierActor<N> {
     /// Runs `on_ready`, `on_subscribe` or an urgent message's handler as
     /// contained code; a panic or an exit it asks for ends the incarnation.
     async fn run_hook(&mut self, hook: Hook<N>) {
-        let NotifierActor {
+        let ActorState {
             node, state, subs, ..
-        } = self;
+        } = &mut *self.0;
         let Some(state) = state.as_mut() else {
             return;
         };
@@ -847,7 +863,7 @@ impl<N: Notifier> NotifierActor<N> {
 
     /// Handles the lossy lane's oldest message (a `DropOldest` tell).
     async fn run_lossy(&mut self) {
-        let Some(msg) = self.node.pop_lossy() else {
+        let Some(msg) = self.0.node.pop_lossy() else {
             return;
         };
         if let Ok(msg) = msg.downcast::<Box<dyn Urgent<N>>>() {
@@ -860,30 +876,30 @@ impl<N: Notifier> NotifierActor<N> {
     async fn run_ctl(&mut self) {
         // Taken in any phase (the lists outlive incarnations); a running
         // notifier hears of them.
-        let took = self.node.take_subscriptions(&mut self.subs);
-        if took && matches!(self.phase, Phase::Running) {
+        let took = self.0.node.take_subscriptions(&mut self.0.subs);
+        if took && matches!(self.0.phase, Phase::Running) {
             self.run_hook(Hook::Subscribe).await;
         }
-        while let Some(ctl) = self.node.pop_ctl() {
+        while let Some(ctl) = self.0.node.pop_ctl() {
             match ctl {
                 Ctl::Stop => self.stop(),
                 Ctl::Suspend(ack) => {
-                    if matches!(self.phase, Phase::Running) {
-                        self.node.set_state(NodeState::Restarting);
+                    if matches!(self.0.phase, Phase::Running) {
+                        self.0.node.set_state(NodeState::Restarting);
                         let mut reason = ExitReason::Normal;
                         self.teardown(&mut reason).await;
                         self.emit_exit(reason, true).await;
-                        self.phase = Phase::Waiting;
-                    } else if matches!(self.phase, Phase::Backoff(_)) {
-                        self.phase = Phase::Waiting;
+                        self.0.phase = Phase::Waiting;
+                    } else if matches!(self.0.phase, Phase::Backoff(_)) {
+                        self.0.phase = Phase::Waiting;
                     }
                     let _ = ack.send(());
                 }
                 Ctl::Resume(ack) => {
-                    if matches!(self.phase, Phase::Waiting | Phase::Backoff(_))
-                        && !self.node.is_stopping()
+                    if matches!(self.0.phase, Phase::Waiting | Phase::Backoff(_))
+                        && !self.0.node.is_stopping()
                     {
-                        self.phase = Phase::Starting(Some(ack));
+                        self.0.phase = Phase::Starting(Some(ack));
                         return;
                     }
                     let _ = ack.send(());
@@ -893,7 +909,7 @@ impl<N: Notifier> NotifierActor<N> {
                     // Dropped (its asker hears "not running") unless an
                     // incarnation runs.
                     if let (Phase::Running, Ok(msg)) =
-                        (&self.phase, msg.downcast::<Box<dyn Urgent<N>>>())
+                        (&self.0.phase, msg.downcast::<Box<dyn Urgent<N>>>())
                     {
                         self.run_hook(Hook::Urgent(*msg)).await;
                     }
@@ -904,15 +920,15 @@ impl<N: Notifier> NotifierActor<N> {
 
     /// Stop for good: a running incarnation drains; a torn-down one leaves.
     fn stop(&mut self) {
-        self.node.mark_stopping();
-        match self.phase {
+        self.0.node.mark_stopping();
+        match self.0.phase {
             Phase::Running | Phase::Exiting(_) => {
-                self.node.set_state(NodeState::Stopping);
-                self.phase = Phase::Draining;
+                self.0.node.set_state(NodeState::Stopping);
+                self.0.phase = Phase::Draining;
             }
             Phase::Waiting | Phase::Backoff(_) => {
-                self.node.set_state(NodeState::Stopping);
-                self.phase = Phase::Done;
+                self.0.node.set_state(NodeState::Stopping);
+                self.0.phase = Phase::Done;
             }
             Phase::Starting(_) | Phase::Draining | Phase::Done => {}
         }
@@ -953,9 +969,9 @@ where
     type Reply = N::Reply;
 
     async fn handle(&mut self, msg: M, _kctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
-        let NotifierActor {
+        let ActorState {
             node, state, subs, ..
-        } = self;
+        } = &mut *self.0;
         let state = state
             .as_mut()
             .expect("invariant: the mailbox is read only while an incarnation runs");
@@ -972,8 +988,8 @@ where
 impl<N: Notifier> fmt::Debug for NotifierActor<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NotifierActor")
-            .field("path", &self.node.path)
-            .field("phase", &self.phase.name())
+            .field("path", &self.0.node.path)
+            .field("phase", &self.0.phase.name())
             .finish()
     }
 }

@@ -10,7 +10,7 @@
 //! session's stop timeout.
 //!
 //! ```no_run
-//! use ioasync::{Listen, Listener, Session};
+//! use ioasync::{Error, Listen, Listener, Session};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! let at: ioasync::Address = "127.0.0.1:0".parse().unwrap();
@@ -19,12 +19,12 @@
 //!         let mut buf = [0u8; 1024];
 //!         loop {
 //!             tokio::select! {
-//!                 n = conn.read(&mut buf) => match n? {
+//!                 n = conn.read(&mut buf) => match n.map_err(|e| Error::io("read", e))? {
 //!                     0 => return Ok(()),
-//!                     n => conn.write_all(&buf[..n]).await?,
+//!                     n => conn.write_all(&buf[..n]).await.map_err(|e| Error::io("write", e))?,
 //!                 },
 //!                 () = stop.stopping() => {
-//!                     conn.write_all(b"bye\n").await?;
+//!                     conn.write_all(b"bye\n").await.map_err(|e| Error::io("write", e))?;
 //!                     return Ok(());
 //!                 }
 //!             }

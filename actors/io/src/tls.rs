@@ -15,7 +15,7 @@
 //! use ioasync::{Listen, TlsServer};
 //! use std::time::Duration;
 //!
-//! # fn f() -> ioasync::Result<()> {
+//! # fn main() -> ioasync::Result<()> {
 //! let tls = TlsServer::from_pem_files("cert.pem", "key.pem")?
 //!     .handshake_timeout(Duration::from_secs(5));
 //! let _listen = Listen::new("127.0.0.1:8443".parse::<ioasync::Address>()?).tls(tls);
