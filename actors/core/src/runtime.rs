@@ -278,9 +278,12 @@ impl<N: Notifier> Actor for NotifierActor<N> {
 
     async fn next(
         &mut self,
-        _actor_ref: WeakActorRef<Self>,
+        actor_ref: WeakActorRef<Self>,
         mailbox_rx: &mut MailboxReceiver<Self>,
     ) -> Result<Option<Signal<Self>>> {
+        // Unused: dropped before the first await, so the future (held by
+        // every idle actor) keeps no room for it (88 bytes).
+        drop(actor_ref);
         // Fast path: a queued message needs no waker registration. Every
         // FAIR_BURST messages the select below runs anyway, so a busy
         // mailbox cannot starve the notifier's source or its control.
@@ -327,12 +330,12 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                         lossy = self.0.node.ctl_ready(accepting) => if lossy { Turn::Lossy } else { Turn::Ctl },
                         ready = panic::catch(state.ready(), span) => match ready {
                             Ok(()) => Turn::Ready,
-                            Err(caught) => Turn::Panicked(caught),
+                            Err(caught) => Turn::Panicked(Box::new(caught)),
                         },
                         signal = mailbox_rx.recv(), if accepting => return Ok(signal),
                     };
                     match turn {
-                        Turn::Panicked(caught) => self.end(panicked(caught)),
+                        Turn::Panicked(caught) => self.end(panicked(*caught)),
                         // Boxed: the notifier's `on_ready` future is the
                         // largest of its turn, and every idle actor's
                         // memory would hold room for it (~1.1 KiB for a
@@ -405,8 +408,8 @@ enum Turn {
     Ctl,
     Ready,
     Lossy,
-    /// `ready` panicked.
-    Panicked(Caught),
+    /// `ready` panicked (boxed: rare, and the turn is held across awaits).
+    Panicked(Box<Caught>),
 }
 
 /// A message handled outside kameo's mailbox: ahead of it (see
