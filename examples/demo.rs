@@ -5,6 +5,8 @@
 //! cargo run --release --example demo                      # self-driving run, exits 0 if all is well
 //! cargo run --release --example demo -- --serve ADDR      # just the service
 //! cargo run --release --example demo -- --seconds 5 --clients 8
+//! cargo run --release --example demo -- --dot | dot -Tsvg > tree.svg
+//! cargo run --release --example demo -- --serve ADDR --control /tmp/demo.tree
 //! ```
 //!
 //! Protocol: a request is a line holding an integer n (0 ≤ n ≤ 10,000,000);
@@ -22,6 +24,12 @@
 //! answered and flushed, then connections close. `--drain SECS` (default
 //! 5) bounds that; what overruns it is cut, named on stderr, and the exit
 //! status is 1.
+//!
+//! `--dot` prints the final tree (taken just before the shutdown) as
+//! Graphviz DOT on stdout after the self-driving run, and nothing else on
+//! stdout: the run's report goes to stderr; the exit status is as without
+//! it. `--control PATH` serves the live tree on a Unix socket for
+//! `examples/top.rs` (see `ioasync::control`).
 //!
 //! A line the codec refuses (longer than 64 bytes, or not UTF-8) is
 //! answered `ERR <message>` in its place. Any number of pipelined requests
@@ -130,8 +138,25 @@ async fn start_service(
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: demo [--serve ADDR] [--seconds N] [--clients N] [--drain SECS]");
+    eprintln!(
+        "usage: demo [--serve ADDR] [--seconds N] [--clients N] [--drain SECS] [--control PATH] [--dot]"
+    );
     ExitCode::from(2)
+}
+
+/// `--dot`: stdout carries the final tree as DOT and nothing else; what
+/// the self-driving run reports goes to stderr.
+static DOT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A line of the run's report: stdout, or stderr under `--dot`.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if DOT.load(Ordering::Relaxed) {
+            eprintln!($($t)*);
+        } else {
+            println!($($t)*);
+        }
+    };
 }
 
 fn main() -> ExitCode {
@@ -140,8 +165,14 @@ fn main() -> ExitCode {
 
     let mut args = std::env::args().skip(1);
     let (mut serve, mut seconds, mut clients, mut drain) = (None, 3.0f64, 4usize, 5.0f64);
+    let mut control: Option<String> = None;
     while let Some(a) = args.next() {
+        if a == "--dot" {
+            DOT.store(true, Ordering::Relaxed);
+            continue;
+        }
         match (a.as_str(), args.next()) {
+            ("--control", Some(v)) => control = Some(v),
             ("--serve", Some(v)) => serve = Some(v),
             ("--seconds", Some(v)) => match v.parse() {
                 Ok(s) if s > 0.0 => seconds = s,
@@ -170,6 +201,10 @@ fn main() -> ExitCode {
     };
     let l = lp.clone();
     let result = lp.block_on(async move {
+        if let Some(path) = &control {
+            // The live view's socket (see examples/top.rs).
+            ioasync::control::serve_tree(&l, path).await?;
+        }
         match serve {
             Some(addr) => serve_only(l, &addr, Duration::from_secs_f64(drain)).await,
             None => self_drive(l, seconds, clients).await,
@@ -273,7 +308,7 @@ async fn client(
 
 async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<()> {
     let (pool, addr) = start_service(&lp, "127.0.0.1:0".parse()?, Duration::from_secs(5)).await?;
-    println!("listening on {addr}");
+    say!("listening on {addr}");
     // The client checks answers against its own sieve (n up to 200,000).
     let limit = 200_000usize;
     let mut counts = vec![0u64; limit];
@@ -294,7 +329,7 @@ async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<(
     let tally = Arc::new(Tally::default());
     let start = tokio::time::Instant::now();
     let until = start + Duration::from_secs_f64(seconds);
-    println!("driving {clients} connections for {seconds} s");
+    say!("driving {clients} connections for {seconds} s");
     let mut tasks = Vec::new();
     for i in 0..clients {
         tasks.push(tokio::spawn(client(
@@ -313,12 +348,12 @@ async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
-        println!(
+        say!(
             "killed worker {pid} with SIGKILL at {:.1} s",
             start.elapsed().as_secs_f64()
         );
     }
-    println!("tree while serving:\n{}", lp.tree());
+    say!("tree while serving:\n{}", lp.tree());
     for t in tasks {
         let _ = t.await;
     }
@@ -328,20 +363,26 @@ async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<(
         tally.correct.load(Ordering::Relaxed),
         tally.wrong.load(Ordering::Relaxed),
     );
-    println!(
+    say!(
         "requests: {sent} sent, {correct} answered correctly, {wrong} wrong or lost; {:.0} requests/s",
         correct as f64 / elapsed
     );
     let stats = pool.stats().await?;
-    println!(
+    say!(
         "pool: {} workers started, {} died and were replaced, {} calls completed",
-        stats.started, stats.died, stats.completed
+        stats.started,
+        stats.died,
+        stats.completed
     );
+    let final_tree = lp.tree();
     let report = lp.shutdown(Some(Duration::from_secs(5))).await;
-    println!("shut down, leaves first: {}", report.stopped.join(", "));
+    if DOT.load(Ordering::Relaxed) {
+        print!("{}", final_tree.to_dot());
+    }
+    say!("shut down, leaves first: {}", report.stopped.join(", "));
     let recovered = victim.is_none() || stats.died >= 1;
     if wrong == 0 && correct == sent && sent > 0 && recovered && report.is_clean() {
-        println!("ok: every request was answered correctly");
+        say!("ok: every request was answered correctly");
         Ok(())
     } else {
         Err(ioasync::Error::invalid_input(

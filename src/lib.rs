@@ -121,6 +121,7 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+pub mod control;
 pub mod guide;
 mod ioloop;
 mod timer_queue;

@@ -158,6 +158,8 @@ struct Extras {
     /// Messages told with `Overflow::DropOldest` that met a full mailbox
     /// (the lossy lane: see `NotifierRef::tell_with`).
     lossy: Mutex<VecDeque<Box<dyn Any + Send>>>,
+    /// What the notifier says of itself in snapshots (`Ctx::set_detail`).
+    detail: Mutex<Option<Arc<str>>>,
 }
 
 /// One notifier's place in the tree.
@@ -424,6 +426,19 @@ impl Node {
         std::mem::take(&mut *lane).len()
     }
 
+    /// Sets what snapshots show of this notifier (`None` clears it).
+    pub(crate) fn set_detail(&self, detail: Option<Arc<str>>) {
+        if detail.is_none() && self.extras.get().is_none() {
+            return;
+        }
+        *lock(&self.extras().detail) = detail;
+    }
+
+    fn detail(&self) -> Option<String> {
+        let extras = self.extras.get()?;
+        lock(&extras.detail).as_deref().map(str::to_owned)
+    }
+
     pub(crate) fn state(&self) -> NodeState {
         NodeState::from_u8(self.state.load(Ordering::Acquire))
     }
@@ -571,6 +586,7 @@ impl Node {
             restarts: self.restarts(),
             queue: self.queue_depth(),
             buffered: self.buffered(),
+            detail: self.detail(),
             children: self.children().iter().map(|c| c.snapshot()).collect(),
         }
     }

@@ -234,6 +234,16 @@ impl<'a, N: Notifier> Ctx<'a, N> {
         self.node.restarts()
     }
 
+    /// Sets what tree snapshots show of this notifier beside its state
+    /// (a child process's pid, a connection's peer): shown as `detail` in
+    /// [`NodeSnapshot`](crate::NodeSnapshot), its text form and its DOT
+    /// drawing. Kept across restarts until set again; `""` clears it.
+    pub fn set_detail(&self, detail: impl Into<String>) {
+        let d: String = detail.into();
+        self.node
+            .set_detail((!d.is_empty()).then(|| Arc::from(d.as_str())));
+    }
+
     /// Reports how many bytes this notifier holds in its buffers; shown in
     /// tree snapshots (`buffered=`). One relaxed atomic store.
     pub fn set_buffered(&self, bytes: usize) {

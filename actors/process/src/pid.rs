@@ -58,6 +58,7 @@ impl Notifier for Pid {
         let fd = sys::pidfd_open(args.pid as i32)
             .and_then(sys::async_fd)
             .map_err(|e| Error::io_at("pidfd_open", args.pid, e))?;
+        ctx.set_detail(format!("pid={}", args.pid));
         Ok(Pid {
             pid: args.pid,
             fd,

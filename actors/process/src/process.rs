@@ -273,6 +273,7 @@ impl Notifier for Process {
         };
         let pid = child.id().unwrap_or(0);
         *args.shared.pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
+        ctx.set_detail(format!("pid={pid}"));
         let mut reading = Vec::new();
         for end in ends {
             match end.setup {

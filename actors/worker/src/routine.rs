@@ -370,9 +370,10 @@ where
         "routine"
     }
 
-    async fn init(args: Self::Args, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+    async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let (child, sock) =
             crate::entry::spawn_worker(&args.entry, &args.exec_args, true, args.setup.as_ref())?;
+        ctx.set_detail(format!("pid={}", child.pid()));
         let (rd, wr) = sock.into_split();
         let input = args
             .shared

@@ -139,6 +139,7 @@ impl Notifier for FunctionWorker {
 
     async fn init(args: Once<WorkerArgs>, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let args = args.take_for(ctx.path())?;
+        ctx.set_detail(format!("pid={}", args.child.pid()));
         Ok(FunctionWorker {
             child: args.child,
             sock: args.sock,
