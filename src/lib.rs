@@ -159,10 +159,10 @@ pub use ioasync_time::{
     Periodic, PeriodicArgs, PeriodicSpec, Reschedule, Reset, Start, Stop, Tick,
 };
 pub use ioasync_worker::{
-    CallOptions, CallRaw, Entry, EntryPoint, EntryRef, Failure, Function, FunctionArgs,
+    CallOptions, CallRaw, DeadLetter, Entry, EntryPoint, EntryRef, Failure, Function, FunctionArgs,
     FunctionRef, FunctionSpec, FunctionStats, FunctionWorker, KillRoutine, RestartWorkers, Routine,
     RoutineArgs, RoutineIo, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, Stats,
-    WorkerArgs, WorkerOutput, WorkerPid, channel, run_if_worker,
+    WorkerArgs, WorkerOutput, WorkerPid, channel, heartbeat, run_if_worker,
 };
 pub use ioloop::{Loop, LoopBuilder, TimerId, When};
 

@@ -197,6 +197,50 @@ fn quiet_panics() {
     }));
 }
 
+thread_local! {
+    /// The worker's socket and the call it runs, for `heartbeat`.
+    static CURRENT: std::cell::RefCell<Option<(UnixStream, u64)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Called from inside a Function entry during a long call: tells the
+/// pool the call is alive, so its dead man's switch
+/// ([`FunctionSpec::stuck_after`](crate::FunctionSpec::stuck_after))
+/// starts again. True when it was sent; false outside a call (in the
+/// parent, or in a routine).
+///
+/// ```
+/// fn crunch(rows: Vec<u64>) -> u64 {
+///     let mut sum = 0;
+///     for (i, r) in rows.iter().enumerate() {
+///         sum += r;
+///         if i % 1_000_000 == 0 {
+///             ioasync::heartbeat(); // still working
+///         }
+///     }
+///     sum
+/// }
+/// assert_eq!(crunch(vec![1, 2, 3]), 6);
+/// ```
+pub fn heartbeat() -> bool {
+    CURRENT.with_borrow_mut(|cur| {
+        let Some((sock, id)) = cur.as_mut().filter(|(_, id)| *id != 0) else {
+            return false;
+        };
+        let frame = frame::worker_frame(frame::HEARTBEAT, *id, &[]);
+        let mut framed = frame::BlockingFrames::new(&*sock, frame::DEFAULT_MAX_FRAME);
+        framed.send(&frame).is_ok()
+    })
+}
+
+fn set_current_call(id: u64) {
+    CURRENT.with_borrow_mut(|cur| {
+        if let Some((_, current)) = cur.as_mut() {
+            *current = id;
+        }
+    });
+}
+
 /// Keeps the socket to the parent out of processes the worker's code
 /// starts: their holding it would hide the worker's exit from the parent.
 fn close_on_exec(sock: &UnixStream) {
@@ -221,6 +265,10 @@ fn serve(make: Erased) -> i32 {
     // nothing else in this process owns it.
     let sock = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
     close_on_exec(&sock);
+    // The call id is set for each call; 0 (no call) between calls.
+    if let Ok(beat) = sock.try_clone() {
+        CURRENT.with_borrow_mut(|cur| *cur = Some((beat, 0)));
+    }
     let mut frames = frame::BlockingFrames::new(sock, frame::DEFAULT_MAX_FRAME);
     loop {
         let buf = match frames.recv() {
@@ -238,7 +286,10 @@ fn serve(make: Erased) -> i32 {
         if kind != CALL {
             return 65;
         }
-        let reply = match run(payload) {
+        set_current_call(id);
+        let out = run(payload);
+        set_current_call(0);
+        let reply = match out {
             Ok(out) => frame::worker_frame(REPLY_OK, id, &out),
             Err(msg) => frame::worker_frame(REPLY_ERR, id, msg.as_bytes()),
         };

@@ -63,6 +63,8 @@ pub(crate) const RESULT: u8 = 5;
 pub(crate) const PANIC: u8 = 6;
 /// A routine channel closed by its sender (the id names the channel).
 pub(crate) const CLOSE: u8 = 7;
+/// A worker running a long call says it is alive (the id names the call).
+pub(crate) const HEARTBEAT: u8 = 8;
 
 pub(crate) fn worker_frame(kind: u8, id: u64, payload: &[u8]) -> BytesMut {
     let mut b = BytesMut::with_capacity(HEADER + payload.len());

@@ -39,6 +39,42 @@ pub struct FunctionArgs {
     output: WorkerOutput,
     exit_on_die: bool,
     setup: Option<crate::entry::WorkerSetup>,
+    call_ttl: Option<Duration>,
+    stuck_after: Option<Duration>,
+    dead_letter: Option<DeadLetterHook>,
+}
+
+/// A call that failed for good, handed to the pool's dead-letter hook
+/// ([`FunctionSpec::dead_letter`]) with the reason: past its deadline or
+/// its TTL, its worker stuck, dead or broken (and the call not retried),
+/// the entry panicked, dropped by a full queue, or the pool stopped. A
+/// call whose caller gave up is not one.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The entry the pool runs.
+    pub entry: Arc<str>,
+    /// The call's arguments, encoded ([`DeadLetter::args`] decodes them).
+    pub payload: Bytes,
+    /// Why it failed: the error its caller received.
+    pub error: Error,
+    /// Times it was handed to a worker.
+    pub attempts: u32,
+}
+
+impl DeadLetter {
+    /// The call's arguments, decoded as `A`.
+    pub fn args<A: DeserializeOwned>(&self) -> Result<A> {
+        frame::decode(&self.payload)
+    }
+}
+
+#[derive(Clone)]
+struct DeadLetterHook(Arc<dyn Fn(DeadLetter) + Send + Sync>);
+
+impl fmt::Debug for DeadLetterHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeadLetterHook(..)")
+    }
 }
 
 /// Where a worker's stdout and stderr go.
@@ -152,6 +188,34 @@ impl FunctionSpec {
         self
     }
 
+    /// Default time a call may wait in the queue before a worker takes it
+    /// (its time to live; none by default): past it the call fails with a
+    /// `Timeout` error naming the TTL, without running. Per call:
+    /// [`CallOptions::ttl`].
+    pub fn call_ttl(mut self, d: Duration) -> Self {
+        self.args.call_ttl = Some(d);
+        self
+    }
+
+    /// Default dead man's switch for running calls (none by default): a
+    /// worker that neither answers nor sends a [`heartbeat`](crate::heartbeat)
+    /// within this long of taking the call (or of its last heartbeat) is
+    /// stuck: it is killed and replaced, and the call runs again elsewhere
+    /// when retry-safe, else fails with a `Timeout` error naming the
+    /// worker. Per call: [`CallOptions::stuck_after`].
+    pub fn stuck_after(mut self, d: Duration) -> Self {
+        self.args.stuck_after = Some(d);
+        self
+    }
+
+    /// Receives each call that failed for good, with the reason (see
+    /// [`DeadLetter`]); runs inside the pool, so keep it short (send the
+    /// letter on, e.g. into a channel).
+    pub fn dead_letter(mut self, hook: impl Fn(DeadLetter) + Send + Sync + 'static) -> Self {
+        self.args.dead_letter = Some(DeadLetterHook(Arc::new(hook)));
+        self
+    }
+
     /// Where workers' stdout and stderr go (default: the parent's).
     pub fn worker_output(mut self, output: WorkerOutput) -> Self {
         self.args.output = output;
@@ -176,6 +240,11 @@ pub struct CallOptions {
     /// Its place among queued calls: higher first, in order within the
     /// same priority (default 0; IO::Async's `priority`).
     pub priority: i32,
+    /// How long it may wait in the queue (see [`FunctionSpec::call_ttl`]).
+    pub ttl: Option<Duration>,
+    /// Its dead man's switch while running (see
+    /// [`FunctionSpec::stuck_after`]).
+    pub stuck_after: Option<Duration>,
 }
 
 struct Call {
@@ -186,6 +255,11 @@ struct Call {
     retry_safe: bool,
     priority: i32,
     attempts: u32,
+    /// Its TTL and when it runs out (queued calls only).
+    ttl: Option<(Duration, Instant)>,
+    stuck_after: Option<Duration>,
+    /// When its worker counts as stuck (running calls only).
+    stuck_at: Option<Instant>,
     /// Its place in the bounded call queue, given back when a worker takes
     /// the call.
     slot: Option<OwnedSemaphorePermit>,
@@ -295,6 +369,8 @@ enum FromWorker {
     },
     /// It sent a frame that cannot be read.
     Broken { worker: u64, error: Error },
+    /// A long call it runs is alive.
+    Heartbeat { worker: u64, id: u64 },
     /// Its notifier ended (the process is gone).
     Exited { worker: u64 },
     /// Its reader task read everything the worker wrote (EOF): after its
@@ -321,6 +397,12 @@ pub struct FunctionStats {
     pub idle: usize,
     /// Calls answered.
     pub completed: u64,
+    /// Calls that failed for good (each handed to the dead-letter hook).
+    pub dead_lettered: u64,
+    /// Calls that waited past their TTL.
+    pub expired: u64,
+    /// Workers killed as stuck.
+    pub stuck: u64,
 }
 
 /// A pool of worker processes running one entry point: calls with serde
@@ -346,6 +428,25 @@ pub struct Function {
     next_call: u64,
     stats: FunctionStats,
     slots: Arc<CallSlots>,
+    /// The counters last shown in the tree (see `show`).
+    shown: (u64, u64, u64, u64, u64),
+}
+
+impl FunctionStats {
+    /// Fails `call` for good: its caller gets `err`, the dead-letter hook
+    /// (if any) the letter.
+    fn fail(&mut self, args: &FunctionArgs, call: Call, err: Error) {
+        self.dead_lettered += 1;
+        if let Some(hook) = &args.dead_letter {
+            (hook.0)(DeadLetter {
+                entry: args.entry.as_str().into(),
+                payload: call.payload.clone(),
+                error: err.clone(),
+                attempts: call.attempts,
+            });
+        }
+        let _ = call.reply.send(Err(err));
+    }
 }
 
 impl Function {
@@ -369,6 +470,9 @@ impl Function {
                 output: WorkerOutput::Inherit,
                 exit_on_die: false,
                 setup: None,
+                call_ttl: None,
+                stuck_after: None,
+                dead_letter: None,
             },
         }
     }
@@ -421,7 +525,7 @@ impl Function {
             let mut frames = FramedRead::new(rd, frame::codec(max));
             while let Some(next) = frames.next().await {
                 let reply = match next {
-                    Ok(f) => parse_reply(&f),
+                    Ok(f) => parse_from_worker(&f),
                     Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                         Err(frame::frame_error(e))
                     }
@@ -429,10 +533,14 @@ impl Function {
                     Err(_) => break,
                 };
                 let msg = match reply {
-                    Ok((cid, result)) => FromWorker::Reply {
+                    Ok(Parsed::Reply(cid, result)) => FromWorker::Reply {
                         worker: id,
                         id: cid,
                         result,
+                    },
+                    Ok(Parsed::Heartbeat(cid)) => FromWorker::Heartbeat {
+                        worker: id,
+                        id: cid,
                     },
                     Err(error) => FromWorker::Broken { worker: id, error },
                 };
@@ -459,6 +567,20 @@ impl Function {
     }
 
     /// Hands queued calls to idle workers, starting workers as allowed.
+    /// Shows the pool's rare counters in tree snapshots when they change
+    /// (not per call: workers and calls in flight are in `stats`).
+    fn show(&mut self, ctx: &Ctx<'_, Self>) {
+        let s = &self.stats;
+        let now = (s.started, s.died, s.stuck, s.expired, s.dead_lettered);
+        if now != self.shown {
+            self.shown = now;
+            ctx.set_detail(format!(
+                "started={} died={} stuck={} expired={} dead_lettered={}",
+                now.0, now.1, now.2, now.3, now.4
+            ));
+        }
+    }
+
     async fn dispatch(&mut self, ctx: &Ctx<'_, Self>) {
         // Live workers count toward min_workers; retiring ones still count
         // toward max_workers (processes at most).
@@ -482,7 +604,7 @@ impl Function {
                 Some(i) => i,
                 None if self.workers.len() < self.args.max_workers => {
                     if let Err(e) = self.start_worker(ctx) {
-                        let _ = call.reply.send(Err(e));
+                        self.stats.fail(&self.args, call, e);
                         continue;
                     }
                     self.workers.len() - 1
@@ -495,6 +617,8 @@ impl Function {
             let w = &mut self.workers[idx];
             let mut call = call;
             call.slot = None; // out of the queue: room for the next caller
+            call.ttl = None;
+            call.stuck_at = call.stuck_after.map(|d| Instant::now() + d);
             let frame = frame::worker_frame(CALL, call.id, &call.payload).freeze();
             let writer = w.writer.as_mut().expect("checked above");
             match writer.send(frame).await {
@@ -506,6 +630,7 @@ impl Function {
                 }
             }
         }
+        self.show(ctx);
     }
 
     fn on_reply(&mut self, worker: u64, id: u64, result: Result<Bytes>) {
@@ -518,13 +643,28 @@ impl Function {
             if result.is_err() && self.args.exit_on_die {
                 w.retire(); // it exits once it reads EOF
             }
-            let _ = call.reply.send(result);
             self.stats.completed += 1;
+            match result {
+                Ok(bytes) => {
+                    let _ = call.reply.send(Ok(bytes));
+                }
+                Err(e) => self.stats.fail(&self.args, call, e),
+            }
         }
         w.calls += 1;
         w.idle_since = Instant::now();
         if self.args.max_worker_calls.is_some_and(|m| w.calls >= m) {
             w.retire(); // a new one replaces it
+        }
+    }
+
+    /// A long call is alive: its dead man's switch starts again.
+    fn on_heartbeat(&mut self, worker: u64, id: u64) {
+        let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else {
+            return;
+        };
+        if let Some(call) = w.busy.as_mut().filter(|c| c.id == id) {
+            call.stuck_at = call.stuck_after.map(|d| Instant::now() + d);
         }
     }
 
@@ -545,7 +685,8 @@ impl Function {
         );
         tracing::error!(pid = w.pid, "{err}");
         if let Some(call) = w.busy.take() {
-            let _ = call.reply.send(Err(err.clone()));
+            w.set_busy(None);
+            self.stats.fail(&self.args, call, err.clone());
         }
         w.kill(err);
     }
@@ -577,47 +718,83 @@ impl Function {
             call.attempts += 1;
             if pool_stopping {
                 // The tree is ending the pool, its workers first.
-                let _ = call
-                    .reply
-                    .send(Err(Error::closed("call", "the function pool stopped")));
+                let err = Error::closed("call", "the function pool stopped");
+                self.stats.fail(&self.args, call, err);
             } else if call.retry_safe && call.attempts < 2 {
                 self.queue.push_front(call);
             } else {
-                let _ = call.reply.send(Err(Error::new(
+                let err = Error::new(
                     "call",
                     ErrorKind::PeerDied,
                     format!("worker {} {how} while running the call", w.pid),
-                )));
+                );
+                self.stats.fail(&self.args, call, err);
             }
         }
     }
 
-    /// Fails calls past their deadline; stops workers idle too long.
+    /// Fails calls past their deadline or TTL; kills stuck workers; stops
+    /// workers idle too long.
     fn on_timers(&mut self) {
         let now = Instant::now();
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for call in self.queue.drain(..) {
             if call.deadline.is_some_and(|d| d <= now) {
-                let _ = call.reply.send(Err(Error::timeout("call")));
+                self.stats.fail(&self.args, call, Error::timeout("call"));
+            } else if let Some((ttl, _)) = call.ttl.filter(|(_, at)| *at <= now) {
+                self.stats.expired += 1;
+                let err = Error::new(
+                    "call",
+                    ErrorKind::Timeout,
+                    format!("waited in the queue past its TTL ({ttl:?}); it did not run"),
+                );
+                self.stats.fail(&self.args, call, err);
             } else {
                 kept.push_back(call);
             }
         }
         self.queue = kept;
+        let mut again = Vec::new();
         for w in &mut self.workers {
-            if w.busy
-                .as_ref()
-                .is_some_and(|c| c.deadline.is_some_and(|d| d <= now))
-            {
+            let Some(call) = w.busy.as_ref() else {
+                continue;
+            };
+            if call.deadline.is_some_and(|d| d <= now) {
                 let call = w.busy.take().expect("checked");
-                let _ = call.reply.send(Err(Error::timeout("call")));
+                w.set_busy(None);
+                self.stats.fail(&self.args, call, Error::timeout("call"));
                 // The call cannot be stopped inside the worker: replace it.
                 w.kill(Error::new(
                     "call",
                     ErrorKind::Timeout,
                     "its call ran past the deadline",
                 ));
+            } else if call.stuck_at.is_some_and(|d| d <= now) {
+                let mut call = w.busy.take().expect("checked");
+                w.set_busy(None);
+                self.stats.stuck += 1;
+                let quiet = call.stuck_after.unwrap_or_default();
+                let err = Error::new(
+                    "call",
+                    ErrorKind::Timeout,
+                    format!(
+                        "worker {} is stuck: no answer or heartbeat for {quiet:?}",
+                        w.pid
+                    ),
+                );
+                tracing::warn!(pid = w.pid, "{err}; killing it");
+                w.kill(err.clone());
+                call.attempts += 1;
+                call.stuck_at = None;
+                if call.retry_safe && call.attempts < 2 {
+                    again.push(call);
+                } else {
+                    self.stats.fail(&self.args, call, err);
+                }
             }
+        }
+        for call in again.into_iter().rev() {
+            self.queue.push_front(call);
         }
         if let Some(idle) = self.args.idle_timeout {
             let mut alive = self.workers.iter().filter(|w| w.writer.is_some()).count();
@@ -639,7 +816,8 @@ impl Function {
             .queue
             .iter()
             .chain(self.workers.iter().filter_map(|w| w.busy.as_ref()))
-            .filter_map(|c| c.deadline);
+            .flat_map(|c| [c.deadline, c.ttl.map(|(_, at)| at), c.stuck_at])
+            .flatten();
         let idle = self.args.idle_timeout.map(|d| {
             self.workers
                 .iter()
@@ -686,6 +864,7 @@ impl Notifier for Function {
             next_call: 0,
             stats: FunctionStats::default(),
             slots,
+            shown: (0, 0, 0, 0, 0),
         };
         for _ in 0..f.args.min_workers {
             f.start_worker(ctx)?;
@@ -708,6 +887,7 @@ impl Notifier for Function {
             match m {
                 FromWorker::Reply { worker, id, result } => self.on_reply(worker, id, result),
                 FromWorker::Broken { worker, error } => self.on_broken(worker, error),
+                FromWorker::Heartbeat { worker, id } => self.on_heartbeat(worker, id),
                 FromWorker::Exited { worker } => self.on_gone(worker, true, ctx.is_stopping()),
                 FromWorker::ReaderDone { worker } => self.on_gone(worker, false, ctx.is_stopping()),
             }
@@ -719,17 +899,14 @@ impl Notifier for Function {
     async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
         // The worker notifiers (children) have stopped first: their
         // processes are gone and reaped.
-        for call in self.queue.drain(..) {
-            let _ = call
-                .reply
-                .send(Err(Error::closed("call", "the function pool stopped")));
+        let stopped = || Error::closed("call", "the function pool stopped");
+        for call in std::mem::take(&mut self.queue) {
+            self.stats.fail(&self.args, call, stopped());
         }
         for w in &mut self.workers {
             w.retire(); // EOF: workers exit after their current call
             if let Some(call) = w.busy.take() {
-                let _ = call
-                    .reply
-                    .send(Err(Error::closed("call", "the function pool stopped")));
+                self.stats.fail(&self.args, call, stopped());
             }
         }
     }
@@ -800,14 +977,15 @@ impl Handler<EvictingCall> for Function {
         };
         let mut old = self.queue.remove(i).expect("found above");
         let slot = old.slot.take();
-        let _ = old.reply.send(Err(Error::new(
+        let err = Error::new(
             "call",
             ErrorKind::Full,
             format!(
                 "dropped from the full call queue ({} calls) for a newer call",
                 self.args.queue
             ),
-        )));
+        );
+        self.stats.fail(&self.args, old, err);
         self.enqueue(m, slot, ctx).await;
     }
 }
@@ -829,6 +1007,13 @@ impl Function {
             retry_safe: m.options.retry_safe,
             priority: m.options.priority,
             attempts: 0,
+            ttl: m
+                .options
+                .ttl
+                .or(self.args.call_ttl)
+                .map(|t| (t, Instant::now() + t)),
+            stuck_after: m.options.stuck_after.or(self.args.stuck_after),
+            stuck_at: None,
             slot,
         };
         // Higher priority first; in order within a priority.
@@ -847,10 +1032,18 @@ impl Function {
     }
 }
 
-/// Reads one reply frame: the call id and its result.
-fn parse_reply(f: &[u8]) -> Result<(u64, Result<Bytes>)> {
+/// What a worker frame says.
+enum Parsed {
+    Reply(u64, Result<Bytes>),
+    Heartbeat(u64),
+}
+
+/// Reads one frame from a worker: a reply (the call id and its result) or
+/// a heartbeat.
+fn parse_from_worker(f: &[u8]) -> Result<Parsed> {
     let (kind, cid, payload) = frame::parse_worker_frame(f)?;
     let result = match kind {
+        frame::HEARTBEAT => return Ok(Parsed::Heartbeat(cid)),
         REPLY_OK => Ok(Bytes::copy_from_slice(payload)),
         REPLY_ERR => Err(Error::new(
             "call",
@@ -865,7 +1058,7 @@ fn parse_reply(f: &[u8]) -> Result<(u64, Result<Bytes>)> {
             ));
         }
     };
-    Ok((cid, result))
+    Ok(Parsed::Reply(cid, result))
 }
 
 /// Message: retire every worker (IO::Async's `restart`): calls in flight

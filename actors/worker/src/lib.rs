@@ -34,11 +34,11 @@ mod routine;
 mod typed;
 mod worker;
 
-pub use entry::{ENTRY_ENV, Entry, RoutineIo, WORKER_FD, run_if_worker};
+pub use entry::{ENTRY_ENV, Entry, RoutineIo, WORKER_FD, heartbeat, run_if_worker};
 pub use frame::{DEFAULT_MAX_FRAME, decode, encode};
 pub use function::{
-    CallOptions, CallRaw, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats,
-    RestartWorkers, Stats, WorkerOutput,
+    CallOptions, CallRaw, DeadLetter, Function, FunctionArgs, FunctionRef, FunctionSpec,
+    FunctionStats, RestartWorkers, Stats, WorkerOutput,
 };
 pub use routine::{
     KillRoutine, Routine, RoutineArgs, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec,
