@@ -45,14 +45,52 @@ pub enum HandleEvent {
     ReadReady,
     /// The write fd is writable (only without an `on_write_ready` closure).
     WriteReady,
+    /// The other end hung up (IO::Async's `on_hangup`): the poll reported
+    /// `EPOLLHUP` or a read-side close (`EPOLLRDHUP`) on the read fd, or a
+    /// hangup or error on the write fd. Emitted once per handle, before the
+    /// readiness of that turn is reported; reading then sees the end of
+    /// file (or the error).
+    Hangup,
     /// The handle closed; its fds are closed.
     Closed,
 }
 
+/// One of a handle's fds: registered with the reactor, or a regular file,
+/// which epoll refuses (`EPERM`) and which is always ready (IO::Async
+/// treats regular files as always read- and write-ready).
+enum Fd {
+    Polled(AsyncFd<OwnedFd>),
+    File(OwnedFd),
+}
+
+impl Fd {
+    fn get(&self) -> &OwnedFd {
+        match self {
+            Fd::Polled(a) => a.get_ref(),
+            Fd::File(f) => f,
+        }
+    }
+
+    fn is_file(&self) -> bool {
+        matches!(self, Fd::File(_))
+    }
+
+    fn polled(&self) -> Option<&AsyncFd<OwnedFd>> {
+        match self {
+            Fd::Polled(a) => Some(a),
+            Fd::File(_) => None,
+        }
+    }
+}
+
+fn is_regular_file(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| (st.st_mode & libc::S_IFMT) == libc::S_IFREG)
+}
+
 /// What readiness closures may do: read, write, close, change interest.
 pub struct HandleIo<'a> {
-    rd: Option<&'a AsyncFd<OwnedFd>>,
-    wr: Option<&'a AsyncFd<OwnedFd>>,
+    rd: Option<&'a Fd>,
+    wr: Option<&'a Fd>,
     flags: &'a mut Flags,
 }
 
@@ -70,7 +108,7 @@ impl HandleIo<'_> {
     /// then re-armed).
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = self.rd.ok_or(io::ErrorKind::NotConnected)?;
-        let r = nix::unistd::read(fd.get_ref(), buf).map_err(io::Error::from);
+        let r = nix::unistd::read(fd.get(), buf).map_err(io::Error::from);
         if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             self.flags.read_blocked = true;
         }
@@ -81,7 +119,7 @@ impl HandleIo<'_> {
     /// then re-armed).
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let fd = self.wr.ok_or(io::ErrorKind::NotConnected)?;
-        let r = nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from);
+        let r = nix::unistd::write(fd.get(), buf).map_err(io::Error::from);
         if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             self.flags.write_blocked = true;
         }
@@ -171,13 +209,17 @@ impl From<HandleSpec> for Spec<Handle> {
 
 /// A readiness notifier over a read fd and/or a write fd.
 pub struct Handle {
-    rd: Option<AsyncFd<OwnedFd>>,
-    wr: Option<AsyncFd<OwnedFd>>,
+    rd: Option<Fd>,
+    wr: Option<Fd>,
     flags: Flags,
     on_read: Option<Ready>,
     on_write: Option<Ready>,
     ready_r: bool,
     ready_w: bool,
+    /// The poll reported a hangup not yet emitted...
+    hup: bool,
+    /// ...and whether `Hangup` was emitted already.
+    hup_sent: bool,
 }
 
 fn nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -236,8 +278,13 @@ impl Notifier for Handle {
         let args = args.take_for(ctx.path())?;
         let (read, write) = args.fds;
         let wrap = |fd: OwnedFd, interest| {
+            if is_regular_file(&fd) {
+                return Ok(Fd::File(fd));
+            }
             let raw = fd.as_raw_fd();
-            crate::sys::async_fd(fd, interest).map_err(|e| Error::io_at("epoll_ctl", raw, e))
+            crate::sys::async_fd(fd, interest)
+                .map(Fd::Polled)
+                .map_err(|e| Error::io_at("epoll_ctl", raw, e))
         };
         let rd = read.map(|fd| wrap(fd, Interest::READABLE)).transpose()?;
         let wr = write.map(|fd| wrap(fd, Interest::WRITABLE)).transpose()?;
@@ -253,6 +300,8 @@ impl Notifier for Handle {
             on_write: args.on_write,
             ready_r: false,
             ready_w: false,
+            hup: false,
+            hup_sent: false,
         })
     }
 
@@ -261,8 +310,26 @@ impl Notifier for Handle {
             self.flags.want_read && self.rd.is_some(),
             self.flags.want_write && self.wr.is_some(),
         );
+        // A regular file is always ready: report it after one yield, so a
+        // handle that never drains it cannot starve its neighbours.
+        let (fr, fw) = (
+            r && self.rd.as_ref().is_some_and(Fd::is_file),
+            w && self.wr.as_ref().is_some_and(Fd::is_file),
+        );
+        if fr || fw {
+            tokio::task::yield_now().await;
+            self.ready_r |= fr;
+            self.ready_w |= fw;
+            return;
+        }
+        let rd = self.rd.as_ref().and_then(Fd::polled);
+        let wr = self.wr.as_ref().and_then(Fd::polled);
+        // The error condition (EPOLLERR) wakes the handle too and reports
+        // as read-ready (write-ready for a write-only fd), as in IO::Async:
+        // the program's read or write then gets the pending error.
         tokio::select! {
-            Ok(mut g) = async { self.rd.as_ref().expect("checked").readable().await }, if r => {
+            Ok(mut g) = async { rd.expect("checked").ready(Interest::READABLE | Interest::ERROR).await }, if r => {
+                self.hup |= g.ready().is_read_closed();
                 // The last read drained the fd: forget the cached readiness
                 // and wait for new data; otherwise report it again.
                 if std::mem::take(&mut self.flags.read_blocked) {
@@ -272,7 +339,8 @@ impl Notifier for Handle {
                     self.ready_r = true;
                 }
             }
-            Ok(mut g) = async { self.wr.as_ref().expect("checked").writable().await }, if w => {
+            Ok(mut g) = async { wr.expect("checked").ready(Interest::WRITABLE | Interest::ERROR).await }, if w => {
+                self.hup |= g.ready().is_write_closed();
                 if std::mem::take(&mut self.flags.write_blocked) {
                     g.clear_ready();
                 } else {
@@ -285,6 +353,9 @@ impl Notifier for Handle {
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if std::mem::take(&mut self.hup) && !std::mem::replace(&mut self.hup_sent, true) {
+            ctx.emit(HandleEvent::Hangup).await;
+        }
         if std::mem::take(&mut self.ready_r) {
             match self.on_read.take() {
                 Some(mut f) => {
