@@ -25,6 +25,27 @@ use crate::timer_queue::TimerQueue;
 type Later = Box<dyn FnOnce() + Send>;
 type StopSlot = Option<Result<Box<dyn Any + Send>>>;
 
+/// The runs in progress, innermost last, each with the value a stop gave
+/// it; and a stop made while no run was waiting, for the next run.
+#[derive(Default)]
+struct Runs {
+    next: u64,
+    frames: Vec<(u64, StopSlot)>,
+    pending: StopSlot,
+}
+
+/// Takes a run's frame off the stack when the run ends or is dropped.
+struct Frame<'a> {
+    runs: &'a Mutex<Runs>,
+    id: u64,
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        lock(self.runs).frames.retain(|(id, _)| *id != self.id);
+    }
+}
+
 /// When a [`Loop::watch_time`] timer fires: at an instant, or after a
 /// duration from now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +189,7 @@ impl LoopBuilder {
             tree,
             timers,
             later: later_tx,
-            stop: Mutex::new(None),
+            runs: Mutex::new(Runs::default()),
             stopped: Notify::new(),
             next_watch: std::sync::atomic::AtomicU64::new(1),
         });
@@ -218,20 +239,20 @@ async fn shutdown_on(lp: Loop, deadline: Duration, name: &'static str) {
         // Something was cut: `run` fails with what (not a clean cancel), so
         // a program exits non-zero.
         tracing::warn!(overran = ?report.overran, "shutdown overran its deadline");
-        return lp.finish(Err(Error::new(
+        return lp.finish(Error::new(
             "run",
             ErrorKind::Timeout,
             format!(
                 "shut down on {name}, but {} overran the {deadline:?} deadline and was cut",
                 report.overran.join(", ")
             ),
-        )));
+        ));
     }
-    lp.finish(Err(Error::new(
+    lp.finish(Error::new(
         "run",
         ErrorKind::Cancelled,
         format!("shut down on {name}"),
-    )));
+    ));
 }
 
 struct Inner {
@@ -240,7 +261,7 @@ struct Inner {
     tree: Tree,
     timers: Arc<TimerQueue>,
     later: mpsc::UnboundedSender<Later>,
-    stop: Mutex<StopSlot>,
+    runs: Mutex<Runs>,
     stopped: Notify,
     next_watch: std::sync::atomic::AtomicU64,
 }
@@ -337,6 +358,32 @@ impl Loop {
     /// it. Fails when a failure escalated past the root (`Escalated`), when
     /// the value is not a `T` (`InvalidInput`), or on a signal-triggered
     /// shutdown (`Cancelled`).
+    ///
+    /// Runs nest as in IO::Async: a `run` started while another is in
+    /// progress (from a callback, a task) is the innermost, and a `stop`
+    /// ends the innermost run still running, which returns that stop's
+    /// value; the next `stop` ends the run around it.
+    ///
+    /// ```
+    /// use ioasync::Loop;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let outer = tokio::spawn({
+    ///     let lp = lp.clone();
+    ///     async move { lp.run::<&str>().await }
+    /// });
+    /// tokio::task::yield_now().await; // the outer run has begun
+    /// let l = lp.clone();
+    /// lp.later(move || {
+    ///     l.stop("inner");
+    ///     l.stop("outer");
+    /// });
+    /// assert_eq!(lp.run::<&str>().await?, "inner");
+    /// assert_eq!(outer.await.unwrap()?, "outer");
+    /// # Ok(()) }
+    /// ```
     pub async fn run<T: Send + 'static>(&self) -> Result<T> {
         let value = tokio::select! {
             v = self.wait_stop() => v,
@@ -354,22 +401,62 @@ impl Loop {
     }
 
     async fn wait_stop(&self) -> Result<Box<dyn Any + Send>> {
+        let runs = &self.inner.runs;
+        let id = {
+            let mut r = lock(runs);
+            let id = r.next;
+            r.next += 1;
+            let early = r.pending.take();
+            r.frames.push((id, early));
+            id
+        };
+        let _frame = Frame { runs, id };
         loop {
             let notified = self.inner.stopped.notified();
-            if let Some(v) = lock(&self.inner.stop).take() {
+            let taken = lock(runs)
+                .frames
+                .iter_mut()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, slot)| slot.take());
+            if let Some(v) = taken {
                 return v;
             }
             notified.await;
         }
     }
 
-    /// Ends the current (or next) [`Loop::run`], which returns `value`.
-    pub fn stop<T: Send + 'static>(&self, value: T) {
-        self.finish(Ok(Box::new(value)));
+    /// Whether a [`Loop::run`] is in progress (IO::Async's `is_running`).
+    pub fn is_running(&self) -> bool {
+        !lock(&self.inner.runs).frames.is_empty()
     }
 
-    fn finish(&self, value: Result<Box<dyn Any + Send>>) {
-        *lock(&self.inner.stop) = Some(value);
+    /// Ends the innermost [`Loop::run`] still running (or, with none, the
+    /// next one to start), which returns `value`.
+    pub fn stop<T: Send + 'static>(&self, value: T) {
+        {
+            let mut r = lock(&self.inner.runs);
+            let value: Result<Box<dyn Any + Send>> = Ok(Box::new(value));
+            match r.frames.iter_mut().rev().find(|(_, slot)| slot.is_none()) {
+                Some((_, slot)) => *slot = Some(value),
+                None => r.pending = Some(value),
+            }
+        }
+        self.inner.stopped.notify_waiters();
+    }
+
+    /// Ends every run in progress (or the next one) with `err`.
+    fn finish(&self, err: Error) {
+        {
+            let mut r = lock(&self.inner.runs);
+            let mut any = false;
+            for (_, slot) in r.frames.iter_mut().filter(|(_, s)| s.is_none()) {
+                *slot = Some(Err(err.clone()));
+                any = true;
+            }
+            if !any {
+                r.pending = Some(Err(err));
+            }
+        }
         self.inner.stopped.notify_waiters();
     }
 
