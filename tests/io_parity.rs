@@ -14,8 +14,8 @@ use std::{
 };
 
 use ioasync::{
-    Dest, Handle, HandleEvent, Limits, ReadAction, Socket, SocketEvent, SocketRef, Spec, Stream,
-    test_util::Recorder,
+    Dest, Handle, HandleEvent, IoDirs, IoWatch, Limits, ReadAction, Socket, SocketEvent, SocketRef,
+    Spec, Stream, test_util::Recorder,
 };
 use support::{bounded, test_loop};
 use tokio::{net::UdpSocket, sync::mpsc};
@@ -230,4 +230,88 @@ async fn nested_runs_each_return_their_own_stop_value() {
     // A stop with no run waiting is kept for the next run.
     lp.stop(7u32);
     assert_eq!(bounded("next run", lp.run::<u32>()).await.unwrap(), 7);
+}
+
+// IO::Async::Loop `watch_io`: readiness callbacks on a raw fd, one per
+// direction per fd (watching again replaces that direction's), level
+// triggered (a callback that leaves data is called again, one that drained
+// it is not), `unwatch_io` per direction, and `on_hangup`.
+flavours!(watch_io_is_level_triggered_replaces_per_direction_and_unwatches);
+async fn watch_io_is_level_triggered_replaces_per_direction_and_unwatches() {
+    use std::io::{Read, Write};
+    let lp = test_loop();
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(&'static str, Vec<u8>)>();
+    let reader = |tag: &'static str| {
+        let mut fd = a.try_clone().unwrap();
+        let tx = tx.clone();
+        move |_io: &mut ioasync::HandleIo<'_>| {
+            let mut buf = [0u8; 2];
+            match fd.read(&mut buf) {
+                Ok(n) => tx.send((tag, buf[..n].to_vec())).unwrap(),
+                Err(e) => tx.send(("spurious", e.to_string().into_bytes())).unwrap(),
+            }
+        }
+    };
+    let mut next = async || bounded("a callback", rx.recv()).await.unwrap();
+    lp.watch_io(&a, IoWatch::new().on_read_ready(reader("r1")))
+        .await
+        .unwrap();
+    (&b).write_all(b"abcde").unwrap();
+    // Two bytes per call, called again while data is left.
+    for want in [&b"ab"[..], b"cd", b"e"] {
+        assert_eq!(next().await, ("r1", want.to_vec()));
+    }
+    // Write readiness on the same fd joins the watch (read kept).
+    let t = tx.clone();
+    lp.watch_io(
+        &a,
+        IoWatch::new().on_write_ready(move |io| {
+            io.want_write(false);
+            t.send(("w", Vec::new())).unwrap();
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next().await, ("w", Vec::new()));
+    // Watching the read direction again replaces its callback.
+    lp.watch_io(&a, IoWatch::new().on_read_ready(reader("r2")))
+        .await
+        .unwrap();
+    (&b).write_all(b"x").unwrap();
+    assert_eq!(next().await, ("r2", b"x".to_vec()));
+    // Unwatched: data that arrives is left for the next watch, which sees
+    // it at once.
+    assert!(lp.unwatch_io(&a, IoDirs::READ).await);
+    (&b).write_all(b"y").unwrap();
+    let t = tx.clone();
+    lp.watch_io(
+        &a,
+        IoWatch::new().on_hangup(move || t.send(("hup", Vec::new())).unwrap()),
+    )
+    .await
+    .unwrap();
+    lp.watch_io(&a, IoWatch::new().on_read_ready(reader("r3")))
+        .await
+        .unwrap();
+    assert_eq!(next().await, ("r3", b"y".to_vec()));
+    assert!(lp.unwatch_io(&a, IoDirs::READ | IoDirs::WRITE).await);
+    // The hangup callback alone still hears the peer go.
+    drop(b);
+    assert_eq!(next().await, ("hup", Vec::new()));
+    assert!(lp.unwatch_io(&a, IoDirs::ALL).await);
+    assert!(!lp.unwatch_io(&a, IoDirs::ALL).await);
+    // The watched fd itself stays open.
+    assert!(nix::fcntl::fcntl(&a, nix::fcntl::FcntlArg::F_GETFD).is_ok());
+    assert!(rx.try_recv().is_err(), "no spurious or late callback");
+}
+
+// Bad input is refused with the operation named.
+flavours!(watch_io_without_a_callback_is_refused);
+async fn watch_io_without_a_callback_is_refused() {
+    let lp = test_loop();
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let e = lp.watch_io(&a, IoWatch::new()).await.unwrap_err();
+    assert_eq!(e.op(), "watch_io");
+    assert!(e.is_invalid_input(), "{e}");
 }
