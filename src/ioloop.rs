@@ -3,8 +3,10 @@
 
 use std::{
     any::Any,
+    collections::HashMap,
     fmt,
     future::Future,
+    os::fd::{AsFd, AsRawFd, RawFd},
     panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
     time::Duration,
@@ -24,6 +26,27 @@ use crate::timer_queue::TimerQueue;
 
 type Later = Box<dyn FnOnce() + Send>;
 type StopSlot = Option<Result<Box<dyn Any + Send>>>;
+
+/// The runs in progress, innermost last, each with the value a stop gave
+/// it; and a stop made while no run was waiting, for the next run.
+#[derive(Default)]
+struct Runs {
+    next: u64,
+    frames: Vec<(u64, StopSlot)>,
+    pending: StopSlot,
+}
+
+/// Takes a run's frame off the stack when the run ends or is dropped.
+struct Frame<'a> {
+    runs: &'a Mutex<Runs>,
+    id: u64,
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        lock(self.runs).frames.retain(|(id, _)| *id != self.id);
+    }
+}
 
 /// When a [`Loop::watch_time`] timer fires: at an instant, or after a
 /// duration from now.
@@ -59,6 +82,114 @@ impl When {
 /// The id of a [`Loop::watch_time`] timer, for [`Loop::unwatch_time`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerId(u64);
+
+/// The callbacks of a [`Loop::watch_io`] watch, each called inside the
+/// watch's [`Handle`](ioasync_io::Handle) notifier. They get the handle's
+/// [`HandleIo`](ioasync_io::HandleIo) (read and write through it, or
+/// through the program's own fd).
+#[derive(Default)]
+#[must_use = "an IoWatch does nothing until given to Loop::watch_io"]
+pub struct IoWatch {
+    read: Option<ioasync_io::ReadyFn>,
+    write: Option<ioasync_io::ReadyFn>,
+    hangup: Option<ioasync_io::HangupFn>,
+}
+
+impl IoWatch {
+    /// No callbacks yet.
+    pub fn new() -> IoWatch {
+        IoWatch::default()
+    }
+
+    /// Called whenever the fd is readable, has hung up or has a pending
+    /// error (IO::Async: "HUP and error conditions report as read-ready").
+    pub fn on_read_ready(
+        mut self,
+        f: impl FnMut(&mut ioasync_io::HandleIo<'_>) + Send + 'static,
+    ) -> Self {
+        self.read = Some(Box::new(f));
+        self
+    }
+
+    /// Called whenever the fd is writable.
+    pub fn on_write_ready(
+        mut self,
+        f: impl FnMut(&mut ioasync_io::HandleIo<'_>) + Send + 'static,
+    ) -> Self {
+        self.write = Some(Box::new(f));
+        self
+    }
+
+    /// Called once when the other end hangs up (watched on the read side
+    /// even while no read callback is set).
+    pub fn on_hangup(mut self, f: impl FnMut() + Send + 'static) -> Self {
+        self.hangup = Some(Box::new(f));
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        self.read.is_none() && self.write.is_none() && self.hangup.is_none()
+    }
+}
+
+impl fmt::Debug for IoWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoWatch")
+            .field("read", &self.read.is_some())
+            .field("write", &self.write.is_some())
+            .field("hangup", &self.hangup.is_some())
+            .finish()
+    }
+}
+
+/// Which callbacks [`Loop::unwatch_io`] removes; combine with `|`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoDirs {
+    /// The read-readiness callback.
+    pub read: bool,
+    /// The write-readiness callback.
+    pub write: bool,
+    /// The hangup callback.
+    pub hangup: bool,
+}
+
+impl IoDirs {
+    /// The read-readiness callback.
+    pub const READ: IoDirs = IoDirs {
+        read: true,
+        write: false,
+        hangup: false,
+    };
+    /// The write-readiness callback.
+    pub const WRITE: IoDirs = IoDirs {
+        read: false,
+        write: true,
+        hangup: false,
+    };
+    /// The hangup callback.
+    pub const HANGUP: IoDirs = IoDirs {
+        read: false,
+        write: false,
+        hangup: true,
+    };
+    /// Every callback: the whole watch.
+    pub const ALL: IoDirs = IoDirs {
+        read: true,
+        write: true,
+        hangup: true,
+    };
+}
+
+impl std::ops::BitOr for IoDirs {
+    type Output = IoDirs;
+    fn bitor(self, o: IoDirs) -> IoDirs {
+        IoDirs {
+            read: self.read || o.read,
+            write: self.write || o.write,
+            hangup: self.hangup || o.hangup,
+        }
+    }
+}
 
 /// Builds a [`Loop`]: runtime flavor, root strategy, signal handling.
 #[derive(Debug)]
@@ -168,9 +299,10 @@ impl LoopBuilder {
             tree,
             timers,
             later: later_tx,
-            stop: Mutex::new(None),
+            runs: Mutex::new(Runs::default()),
             stopped: Notify::new(),
             next_watch: std::sync::atomic::AtomicU64::new(1),
+            io_watches: tokio::sync::Mutex::new(HashMap::new()),
         });
         let lp = Loop { inner };
         if let Some(deadline) = self.signals {
@@ -218,20 +350,20 @@ async fn shutdown_on(lp: Loop, deadline: Duration, name: &'static str) {
         // Something was cut: `run` fails with what (not a clean cancel), so
         // a program exits non-zero.
         tracing::warn!(overran = ?report.overran, "shutdown overran its deadline");
-        return lp.finish(Err(Error::new(
+        return lp.finish(Error::new(
             "run",
             ErrorKind::Timeout,
             format!(
                 "shut down on {name}, but {} overran the {deadline:?} deadline and was cut",
                 report.overran.join(", ")
             ),
-        )));
+        ));
     }
-    lp.finish(Err(Error::new(
+    lp.finish(Error::new(
         "run",
         ErrorKind::Cancelled,
         format!("shut down on {name}"),
-    )));
+    ));
 }
 
 struct Inner {
@@ -240,9 +372,10 @@ struct Inner {
     tree: Tree,
     timers: Arc<TimerQueue>,
     later: mpsc::UnboundedSender<Later>,
-    stop: Mutex<StopSlot>,
+    runs: Mutex<Runs>,
     stopped: Notify,
     next_watch: std::sync::atomic::AtomicU64,
+    io_watches: tokio::sync::Mutex<HashMap<RawFd, NotifierRef<ioasync_io::Handle>>>,
 }
 
 impl Drop for Inner {
@@ -337,6 +470,32 @@ impl Loop {
     /// it. Fails when a failure escalated past the root (`Escalated`), when
     /// the value is not a `T` (`InvalidInput`), or on a signal-triggered
     /// shutdown (`Cancelled`).
+    ///
+    /// Runs nest as in IO::Async: a `run` started while another is in
+    /// progress (from a callback, a task) is the innermost, and a `stop`
+    /// ends the innermost run still running, which returns that stop's
+    /// value; the next `stop` ends the run around it.
+    ///
+    /// ```
+    /// use ioasync::Loop;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let outer = tokio::spawn({
+    ///     let lp = lp.clone();
+    ///     async move { lp.run::<&str>().await }
+    /// });
+    /// tokio::task::yield_now().await; // the outer run has begun
+    /// let l = lp.clone();
+    /// lp.later(move || {
+    ///     l.stop("inner");
+    ///     l.stop("outer");
+    /// });
+    /// assert_eq!(lp.run::<&str>().await?, "inner");
+    /// assert_eq!(outer.await.unwrap()?, "outer");
+    /// # Ok(()) }
+    /// ```
     pub async fn run<T: Send + 'static>(&self) -> Result<T> {
         let value = tokio::select! {
             v = self.wait_stop() => v,
@@ -354,22 +513,62 @@ impl Loop {
     }
 
     async fn wait_stop(&self) -> Result<Box<dyn Any + Send>> {
+        let runs = &self.inner.runs;
+        let id = {
+            let mut r = lock(runs);
+            let id = r.next;
+            r.next += 1;
+            let early = r.pending.take();
+            r.frames.push((id, early));
+            id
+        };
+        let _frame = Frame { runs, id };
         loop {
             let notified = self.inner.stopped.notified();
-            if let Some(v) = lock(&self.inner.stop).take() {
+            let taken = lock(runs)
+                .frames
+                .iter_mut()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, slot)| slot.take());
+            if let Some(v) = taken {
                 return v;
             }
             notified.await;
         }
     }
 
-    /// Ends the current (or next) [`Loop::run`], which returns `value`.
-    pub fn stop<T: Send + 'static>(&self, value: T) {
-        self.finish(Ok(Box::new(value)));
+    /// Whether a [`Loop::run`] is in progress (IO::Async's `is_running`).
+    pub fn is_running(&self) -> bool {
+        !lock(&self.inner.runs).frames.is_empty()
     }
 
-    fn finish(&self, value: Result<Box<dyn Any + Send>>) {
-        *lock(&self.inner.stop) = Some(value);
+    /// Ends the innermost [`Loop::run`] still running (or, with none, the
+    /// next one to start), which returns `value`.
+    pub fn stop<T: Send + 'static>(&self, value: T) {
+        {
+            let mut r = lock(&self.inner.runs);
+            let value: Result<Box<dyn Any + Send>> = Ok(Box::new(value));
+            match r.frames.iter_mut().rev().find(|(_, slot)| slot.is_none()) {
+                Some((_, slot)) => *slot = Some(value),
+                None => r.pending = Some(value),
+            }
+        }
+        self.inner.stopped.notify_waiters();
+    }
+
+    /// Ends every run in progress (or the next one) with `err`.
+    fn finish(&self, err: Error) {
+        {
+            let mut r = lock(&self.inner.runs);
+            let mut any = false;
+            for (_, slot) in r.frames.iter_mut().filter(|(_, s)| s.is_none()) {
+                *slot = Some(Err(err.clone()));
+                any = true;
+            }
+            if !any {
+                r.pending = Some(Err(err));
+            }
+        }
         self.inner.stopped.notify_waiters();
     }
 
@@ -543,6 +742,129 @@ impl Loop {
             return false;
         };
         self.remove(&child.path).await.is_some()
+    }
+
+    /// Watches `fd` for readiness (IO::Async's `watch_io`): the callbacks
+    /// of `watch` run inside a [`Handle`](ioasync_io::Handle) notifier
+    /// under the root, which is returned (subscribe to its
+    /// [`HandleEvent`](ioasync_io::HandleEvent)s for the events form: a
+    /// direction without a callback is not watched). There is at most one
+    /// callback per direction per fd: watching the same fd again replaces
+    /// the callbacks `watch` gives and keeps the others. The fd is set
+    /// non-blocking (its file description is shared) and is not closed by
+    /// the watch, which holds duplicates of it; readiness is
+    /// level-triggered, as IO::Async's: a callback that leaves data unread
+    /// is called again. A regular file is always ready.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use ioasync::{IoDirs, IoWatch, Loop};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (rx, tx) = std::io::pipe().unwrap();
+    /// let (got, mut recv) = tokio::sync::mpsc::unbounded_channel();
+    /// let mut reader = rx.try_clone().unwrap();
+    /// lp.watch_io(&rx, IoWatch::new().on_read_ready(move |_io| {
+    ///     let mut buf = [0u8; 16];
+    ///     let n = reader.read(&mut buf).unwrap();
+    ///     let _ = got.send(buf[..n].to_vec());
+    /// }))
+    /// .await?;
+    /// std::io::Write::write_all(&mut &tx, b"ping").unwrap();
+    /// assert_eq!(recv.recv().await.unwrap(), b"ping");
+    /// assert!(lp.unwatch_io(&rx, IoDirs::ALL).await);
+    /// # Ok(()) }
+    /// ```
+    pub async fn watch_io(
+        &self,
+        fd: impl AsFd,
+        watch: IoWatch,
+    ) -> Result<NotifierRef<ioasync_io::Handle>> {
+        use ioasync_io::Rewatch;
+        let raw = fd.as_fd().as_raw_fd();
+        let mut watches = self.inner.io_watches.lock().await;
+        if let Some(h) = watches.get(&raw).filter(|h| h.is_alive()) {
+            let IoWatch {
+                read,
+                write,
+                hangup,
+            } = watch;
+            if let Some(f) = read {
+                h.ask(Rewatch::Read(Some(f))).await?;
+            }
+            if let Some(f) = write {
+                h.ask(Rewatch::Write(Some(f))).await?;
+            }
+            if let Some(f) = hangup {
+                h.ask(Rewatch::Hangup(Some(f))).await?;
+            }
+            return Ok(h.clone());
+        }
+        if watch.is_empty() {
+            return Err(Error::invalid_input(
+                "watch_io",
+                format!("fd {raw}: no callback to watch with"),
+            ));
+        }
+        let dup = || {
+            fd.as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::io_at("watch_io: dup", raw, e))
+        };
+        let mut spec = ioasync_io::Handle::spec(
+            format!("watch-io-{raw}-{}", self.next_watch_id()),
+            Some(dup()?),
+            Some(dup()?),
+        )?
+        .level_triggered(true)
+        .want_read(watch.read.is_some())
+        .want_write(watch.write.is_some());
+        if let Some(f) = watch.read {
+            spec = spec.on_read_ready(f);
+        }
+        if let Some(f) = watch.write {
+            spec = spec.on_write_ready(f);
+        }
+        if let Some(f) = watch.hangup {
+            spec = spec.on_hangup(f);
+        }
+        let h = self.add(spec).await?;
+        watches.insert(raw, h.clone());
+        Ok(h)
+    }
+
+    /// Removes the callbacks `dirs` names from the watch of `fd`
+    /// (IO::Async's `unwatch_io`); once none is left the watch stops and
+    /// closes its duplicates (never `fd` itself). False when `fd` has no
+    /// watch.
+    pub async fn unwatch_io(&self, fd: impl AsFd, dirs: IoDirs) -> bool {
+        use ioasync_io::Rewatch;
+        let raw = fd.as_fd().as_raw_fd();
+        let mut watches = self.inner.io_watches.lock().await;
+        let Some(h) = watches.get(&raw).filter(|h| h.is_alive()).cloned() else {
+            watches.remove(&raw);
+            return false;
+        };
+        let mut left = (true, true, true);
+        for (on, m) in [
+            (dirs.read, Rewatch::Read(None)),
+            (dirs.write, Rewatch::Write(None)),
+            (dirs.hangup, Rewatch::Hangup(None)),
+        ] {
+            if on {
+                match h.ask(m).await {
+                    Ok(l) => left = l,
+                    Err(_) => left = (false, false, false),
+                }
+            }
+        }
+        if left == (false, false, false) {
+            watches.remove(&raw);
+            self.remove(h.path()).await;
+        }
+        true
     }
 
     /// Stops a [`Loop::watch_file`] watch; false when there is none.

@@ -147,6 +147,7 @@ pub use ioasync_io::{
 };
 #[cfg(feature = "tls")]
 pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
+pub use ioasync_io::{HangupFn, ReadyFn, Rewatch};
 pub use ioasync_io::{Initial, WatchMode};
 pub use ioasync_process::{
     ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
@@ -164,7 +165,7 @@ pub use ioasync_worker::{
     RoutineArgs, RoutineIo, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, Stats,
     WorkerArgs, WorkerOutput, WorkerPid, channel, heartbeat, run_if_worker,
 };
-pub use ioloop::{Loop, LoopBuilder, TimerId, When};
+pub use ioloop::{IoDirs, IoWatch, Loop, LoopBuilder, TimerId, When};
 
 /// Test utilities: gated notifiers, journals, event recorders, paused time.
 #[cfg(feature = "test-util")]

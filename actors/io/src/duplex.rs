@@ -18,7 +18,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ioasync_core::{Error, Result};
 use tokio::{
     io::{AsyncRead, AsyncWrite, Interest, ReadBuf, unix::AsyncFd},
@@ -42,7 +42,10 @@ pub struct Limits {
     pub write_high: usize,
     /// ...until the queue drains below this many.
     pub write_low: usize,
-    /// Most bytes read per readiness event, for fairness.
+    /// Most bytes read per readiness event, for fairness (IO::Async's
+    /// `read_len`): a maximum, so with `read_chunk = 2` a 7-byte write
+    /// is read as 2, 2, 2 and 1 bytes, each chunk handed to the reader
+    /// before the next is read. Zero is taken as one.
     pub read_chunk: usize,
 }
 
@@ -198,15 +201,16 @@ impl Source {
         std::future::poll_fn(|cx| self.poll_write_ready(cx)).await
     }
 
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+    fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         match self {
             Source::Tcp(s) => s.try_read_buf(buf),
             Source::Unix(s) => s.try_read_buf(buf),
             Source::Pipes { rd: Some(r), .. } => r.try_read_buf(buf),
             Source::Fds { rd: Some(_), .. } => {
                 let mut chunk = [0u8; 8192];
-                let n = self.try_read(&mut chunk)?;
-                buf.extend_from_slice(&chunk[..n]);
+                let n = buf.remaining_mut().min(chunk.len());
+                let n = self.try_read(&mut chunk[..n])?;
+                buf.put_slice(&chunk[..n]);
                 Ok(n)
             }
             _ => Err(io::ErrorKind::NotConnected.into()),
@@ -549,14 +553,18 @@ impl Duplex {
     fn read_some(&mut self, p: &mut Progress) {
         let mut got = 0;
         let mut small = [0u8; SMALL_READ];
-        while got < self.limits.read_chunk {
+        let chunk = self.limits.read_chunk.max(1);
+        while got < chunk {
             // Small messages go through a stack buffer, so the read buffer
             // holds exactly what is unconsumed (an idle connection: nothing);
-            // bulk transfers read straight into the growing buffer.
+            // bulk transfers read straight into the growing buffer. No read
+            // goes past `read_chunk`.
+            let left = chunk - got;
             let res = if self.rbuf.capacity() - self.rbuf.len() >= SMALL_READ {
-                self.src.try_read_buf(&mut self.rbuf)
+                self.src.try_read_buf(&mut (&mut self.rbuf).limit(left))
             } else {
-                self.src.try_read(&mut small).inspect(|n| {
+                let small = &mut small[..left.min(SMALL_READ)];
+                self.src.try_read(small).inspect(|n| {
                     self.rbuf.extend_from_slice(&small[..*n]);
                 })
             };
@@ -789,16 +797,17 @@ impl Duplex {
     fn io_read(&mut self, cx: &mut Context<'_>) {
         let mut got = 0;
         let mut small = [0u8; SMALL_READ];
-        let chunk = self.limits.read_chunk;
+        let chunk = self.limits.read_chunk.max(1);
         let Source::Io(s) = &mut self.src else { return };
         let IoSource { io, done, .. } = &mut **s;
         let mut io = pin_io(io);
         while got < chunk && !self.read_eof && done.read_error.is_none() {
             let room = self.rbuf.capacity() - self.rbuf.len();
+            let left = chunk - got;
             let res = if room >= SMALL_READ {
-                tokio_util::io::poll_read_buf(io.as_mut(), cx, &mut self.rbuf)
+                tokio_util::io::poll_read_buf(io.as_mut(), cx, &mut (&mut self.rbuf).limit(left))
             } else {
-                let mut rb = ReadBuf::new(&mut small);
+                let mut rb = ReadBuf::new(&mut small[..left.min(SMALL_READ)]);
                 io.as_mut().poll_read(cx, &mut rb).map_ok(|()| {
                     self.rbuf.extend_from_slice(rb.filled());
                     rb.filled().len()

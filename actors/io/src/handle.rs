@@ -45,14 +45,63 @@ pub enum HandleEvent {
     ReadReady,
     /// The write fd is writable (only without an `on_write_ready` closure).
     WriteReady,
+    /// The other end hung up (IO::Async's `on_hangup`): the poll reported
+    /// `EPOLLHUP` or a read-side close (`EPOLLRDHUP`) on the read fd, or a
+    /// hangup or error on the write fd. Emitted once per handle, before the
+    /// readiness of that turn is reported; reading then sees the end of
+    /// file (or the error).
+    Hangup,
     /// The handle closed; its fds are closed.
     Closed,
 }
 
+/// One of a handle's fds: registered with the reactor, or a regular file,
+/// which epoll refuses (`EPERM`) and which is always ready (IO::Async
+/// treats regular files as always read- and write-ready).
+enum Fd {
+    Polled(AsyncFd<OwnedFd>),
+    File(OwnedFd),
+}
+
+impl Fd {
+    fn get(&self) -> &OwnedFd {
+        match self {
+            Fd::Polled(a) => a.get_ref(),
+            Fd::File(f) => f,
+        }
+    }
+
+    fn is_file(&self) -> bool {
+        matches!(self, Fd::File(_))
+    }
+
+    fn polled(&self) -> Option<&AsyncFd<OwnedFd>> {
+        match self {
+            Fd::Polled(a) => Some(a),
+            Fd::File(_) => None,
+        }
+    }
+}
+
+/// Whether `fd` is ready for `what` now (a zero-timeout `poll(2)`).
+fn poll_now(fd: &OwnedFd, what: nix::poll::PollFlags) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(fd.as_fd(), what)];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(n) => n > 0,
+        // Cannot tell: report it, the program's own call will say.
+        Err(_) => true,
+    }
+}
+
+fn is_regular_file(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| (st.st_mode & libc::S_IFMT) == libc::S_IFREG)
+}
+
 /// What readiness closures may do: read, write, close, change interest.
 pub struct HandleIo<'a> {
-    rd: Option<&'a AsyncFd<OwnedFd>>,
-    wr: Option<&'a AsyncFd<OwnedFd>>,
+    rd: Option<&'a Fd>,
+    wr: Option<&'a Fd>,
     flags: &'a mut Flags,
 }
 
@@ -63,6 +112,13 @@ struct Flags {
     close: bool,
     read_blocked: bool,
     write_blocked: bool,
+    /// Readiness is checked again with `poll(2)` before it is reported a
+    /// second time (the program reads the fd itself: see
+    /// [`HandleSpec::level_triggered`]).
+    recheck: bool,
+    /// A read edge was cleared while only a hangup was watched: check with
+    /// `poll(2)` once read readiness is wanted again.
+    edge_lost: bool,
 }
 
 impl HandleIo<'_> {
@@ -70,7 +126,7 @@ impl HandleIo<'_> {
     /// then re-armed).
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = self.rd.ok_or(io::ErrorKind::NotConnected)?;
-        let r = nix::unistd::read(fd.get_ref(), buf).map_err(io::Error::from);
+        let r = nix::unistd::read(fd.get(), buf).map_err(io::Error::from);
         if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             self.flags.read_blocked = true;
         }
@@ -81,7 +137,7 @@ impl HandleIo<'_> {
     /// then re-armed).
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let fd = self.wr.ok_or(io::ErrorKind::NotConnected)?;
-        let r = nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from);
+        let r = nix::unistd::write(fd.get(), buf).map_err(io::Error::from);
         if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             self.flags.write_blocked = true;
         }
@@ -112,14 +168,22 @@ impl fmt::Debug for HandleIo<'_> {
     }
 }
 
-type Ready = Box<dyn FnMut(&mut HandleIo<'_>) + Send>;
+/// A readiness callback of a [`Handle`].
+pub type ReadyFn = Box<dyn FnMut(&mut HandleIo<'_>) + Send>;
+type Ready = ReadyFn;
+
+/// A hangup callback of a [`Handle`].
+pub type HangupFn = Box<dyn FnMut() + Send>;
 
 /// How to start a [`Handle`].
 pub struct HandleArgs {
     fds: (Option<OwnedFd>, Option<OwnedFd>),
     on_read: Option<Ready>,
     on_write: Option<Ready>,
+    on_hangup: Option<HangupFn>,
+    want_read: Option<bool>,
     want_write: bool,
+    recheck: bool,
 }
 
 impl fmt::Debug for HandleArgs {
@@ -157,6 +221,31 @@ impl HandleSpec {
         self.args.want_write = on;
         self
     }
+
+    /// Start with read readiness wanted (default on when there is a read
+    /// fd).
+    pub fn want_read(mut self, on: bool) -> Self {
+        self.args.want_read = Some(on);
+        self
+    }
+
+    /// Called inside the notifier, once, when the other end hangs up
+    /// (IO::Async's `on_hangup`; [`HandleEvent::Hangup`] is emitted too).
+    pub fn on_hangup(mut self, f: impl FnMut() + Send + 'static) -> Self {
+        self.args.on_hangup = Some(Box::new(f));
+        self
+    }
+
+    /// Level-triggered readiness for programs that read and write the fd
+    /// themselves rather than through [`HandleIo`] (what
+    /// `Loop::watch_io` does): before readiness is reported again, it is
+    /// checked with a zero-timeout `poll(2)`, so a callback that drained
+    /// the fd is not called again until new data arrives, and one that
+    /// left data is. Costs one `poll(2)` per readiness event.
+    pub fn level_triggered(mut self, on: bool) -> Self {
+        self.args.recheck = on;
+        self
+    }
 }
 
 impl IntoSpec for HandleSpec {
@@ -171,13 +260,18 @@ impl From<HandleSpec> for Spec<Handle> {
 
 /// A readiness notifier over a read fd and/or a write fd.
 pub struct Handle {
-    rd: Option<AsyncFd<OwnedFd>>,
-    wr: Option<AsyncFd<OwnedFd>>,
+    rd: Option<Fd>,
+    wr: Option<Fd>,
     flags: Flags,
     on_read: Option<Ready>,
     on_write: Option<Ready>,
+    on_hangup: Option<HangupFn>,
     ready_r: bool,
     ready_w: bool,
+    /// The poll reported a hangup not yet emitted...
+    hup: bool,
+    /// ...and whether `Hangup` was emitted already.
+    hup_sent: bool,
 }
 
 fn nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -211,7 +305,10 @@ impl Handle {
                 fds: (read, write),
                 on_read: None,
                 on_write: None,
+                on_hangup: None,
+                want_read: None,
                 want_write: false,
+                recheck: false,
             },
         })
     }
@@ -236,23 +333,32 @@ impl Notifier for Handle {
         let args = args.take_for(ctx.path())?;
         let (read, write) = args.fds;
         let wrap = |fd: OwnedFd, interest| {
+            if is_regular_file(&fd) {
+                return Ok(Fd::File(fd));
+            }
             let raw = fd.as_raw_fd();
-            crate::sys::async_fd(fd, interest).map_err(|e| Error::io_at("epoll_ctl", raw, e))
+            crate::sys::async_fd(fd, interest)
+                .map(Fd::Polled)
+                .map_err(|e| Error::io_at("epoll_ctl", raw, e))
         };
         let rd = read.map(|fd| wrap(fd, Interest::READABLE)).transpose()?;
         let wr = write.map(|fd| wrap(fd, Interest::WRITABLE)).transpose()?;
         Ok(Handle {
             flags: Flags {
-                want_read: rd.is_some(),
+                want_read: args.want_read.unwrap_or(true) && rd.is_some(),
                 want_write: args.want_write && wr.is_some(),
+                recheck: args.recheck,
                 ..Flags::default()
             },
             rd,
             wr,
             on_read: args.on_read,
             on_write: args.on_write,
+            on_hangup: args.on_hangup,
             ready_r: false,
             ready_w: false,
+            hup: false,
+            hup_sent: false,
         })
     }
 
@@ -261,30 +367,79 @@ impl Notifier for Handle {
             self.flags.want_read && self.rd.is_some(),
             self.flags.want_write && self.wr.is_some(),
         );
+        // A regular file is always ready: report it after one yield, so a
+        // handle that never drains it cannot starve its neighbours.
+        let (fr, fw) = (
+            r && self.rd.as_ref().is_some_and(Fd::is_file),
+            w && self.wr.as_ref().is_some_and(Fd::is_file),
+        );
+        if fr || fw {
+            tokio::task::yield_now().await;
+            self.ready_r |= fr;
+            self.ready_w |= fw;
+            return;
+        }
+        let rd = self.rd.as_ref().and_then(Fd::polled);
+        let wr = self.wr.as_ref().and_then(Fd::polled);
+        if r && std::mem::take(&mut self.flags.edge_lost)
+            && rd.is_some_and(|a| poll_now(a.get_ref(), nix::poll::PollFlags::POLLIN))
+        {
+            self.ready_r = true;
+            return;
+        }
+        // A hangup callback is served while read readiness is off, too.
+        let hr = !r && rd.is_some() && self.on_hangup.is_some() && !self.hup_sent;
+        // The error condition (EPOLLERR) wakes the handle too and reports
+        // as read-ready (write-ready for a write-only fd), as in IO::Async:
+        // the program's read or write then gets the pending error.
         tokio::select! {
-            Ok(mut g) = async { self.rd.as_ref().expect("checked").readable().await }, if r => {
+            Ok(mut g) = async { rd.expect("checked").ready(Interest::READABLE | Interest::ERROR).await }, if r || hr => {
+                self.hup |= g.ready().is_read_closed();
+                if !r {
+                    // Only the hangup is watched: a plain read edge is
+                    // dropped now and checked again when reads are wanted.
+                    if !g.ready().is_read_closed() {
+                        g.clear_ready();
+                        self.flags.edge_lost = true;
+                    }
+                    return;
+                }
                 // The last read drained the fd: forget the cached readiness
                 // and wait for new data; otherwise report it again.
-                if std::mem::take(&mut self.flags.read_blocked) {
+                let drained = self.flags.recheck
+                    && !g.ready().is_read_closed()
+                    && !g.ready().is_error()
+                    && !poll_now(g.get_ref().get_ref(), nix::poll::PollFlags::POLLIN);
+                if std::mem::take(&mut self.flags.read_blocked) || drained {
                     g.clear_ready();
                 } else {
                     g.retain_ready();
                     self.ready_r = true;
                 }
             }
-            Ok(mut g) = async { self.wr.as_ref().expect("checked").writable().await }, if w => {
-                if std::mem::take(&mut self.flags.write_blocked) {
+            Ok(mut g) = async { wr.expect("checked").ready(Interest::WRITABLE | Interest::ERROR).await }, if w => {
+                self.hup |= g.ready().is_write_closed();
+                let full = self.flags.recheck
+                    && !g.ready().is_write_closed()
+                    && !poll_now(g.get_ref().get_ref(), nix::poll::PollFlags::POLLOUT);
+                if std::mem::take(&mut self.flags.write_blocked) || full {
                     g.clear_ready();
                 } else {
                     g.retain_ready();
                     self.ready_w = true;
                 }
             }
-            () = std::future::pending::<()>(), if !r && !w => {}
+            () = std::future::pending::<()>(), if !r && !w && !hr => {}
         }
     }
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if std::mem::take(&mut self.hup) && !std::mem::replace(&mut self.hup_sent, true) {
+            if let Some(f) = self.on_hangup.as_mut() {
+                f();
+            }
+            ctx.emit(HandleEvent::Hangup).await;
+        }
         if std::mem::take(&mut self.ready_r) {
             match self.on_read.take() {
                 Some(mut f) => {
@@ -343,5 +498,54 @@ impl Handler<WantReady> for Handle {
     async fn handle(&mut self, m: WantReady, _ctx: &mut Ctx<'_, Self>) {
         self.flags.want_read = m.read;
         self.flags.want_write = m.write;
+    }
+}
+
+/// Message: replace or remove one of a handle's callbacks (what
+/// `Loop::watch_io` and `Loop::unwatch_io` send). Setting a readiness
+/// callback turns that readiness on; removing it turns it off. Replies
+/// which callbacks remain: (read, write, hangup).
+pub enum Rewatch {
+    /// The read-readiness callback: `Some` sets it, `None` removes it.
+    Read(Option<ReadyFn>),
+    /// The write-readiness callback.
+    Write(Option<ReadyFn>),
+    /// The hangup callback.
+    Hangup(Option<HangupFn>),
+}
+
+impl fmt::Debug for Rewatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (which, set) = match self {
+            Rewatch::Read(c) => ("read", c.is_some()),
+            Rewatch::Write(c) => ("write", c.is_some()),
+            Rewatch::Hangup(c) => ("hangup", c.is_some()),
+        };
+        f.debug_struct("Rewatch")
+            .field("which", &which)
+            .field("set", &set)
+            .finish()
+    }
+}
+
+impl Handler<Rewatch> for Handle {
+    type Reply = (bool, bool, bool);
+    async fn handle(&mut self, m: Rewatch, _ctx: &mut Ctx<'_, Self>) -> (bool, bool, bool) {
+        match m {
+            Rewatch::Read(f) => {
+                self.flags.want_read = f.is_some() && self.rd.is_some();
+                self.on_read = f;
+            }
+            Rewatch::Write(f) => {
+                self.flags.want_write = f.is_some() && self.wr.is_some();
+                self.on_write = f;
+            }
+            Rewatch::Hangup(f) => self.on_hangup = f,
+        }
+        (
+            self.on_read.is_some(),
+            self.on_write.is_some(),
+            self.on_hangup.is_some(),
+        )
     }
 }

@@ -64,7 +64,9 @@ pub use framed::{
 pub use framed_socket::{
     DatagramEvent, FramedSocket, FramedSocketArgs, FramedSocketRef, SendDatagram,
 };
-pub use handle::{Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, WantReady};
+pub use handle::{
+    Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, HangupFn, ReadyFn, Rewatch, WantReady,
+};
 pub use listen::{Listen, ListenSocket};
 pub use listener::{
     ACCEPT_BACKOFF, Accepted, Listener, ListenerArgs, ListenerEvent, ListenerRef, LocalAddr,

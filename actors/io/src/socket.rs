@@ -8,7 +8,10 @@ use bytes::{Bytes, BytesMut};
 use ioasync_core::{
     Ctx, Emits, Error, Handler, Notifier, NotifierRef, Once, Restart, Result, Spec,
 };
-use tokio::net::{UdpSocket, UnixDatagram};
+use tokio::{
+    io::Interest,
+    net::{UdpSocket, UnixDatagram},
+};
 
 use crate::addr::SockAddr;
 
@@ -27,7 +30,11 @@ pub struct Datagram {
 pub enum SocketEvent {
     /// A datagram arrived.
     Recv(Datagram),
-    /// Receiving failed (op `recv`, errno kept).
+    /// Receiving failed (op `recv`, errno kept); the socket lives on
+    /// (IO::Async's `on_recv_error`). A pending socket error — the ICMP
+    /// "port unreachable" a connected UDP socket gets as `ECONNREFUSED`
+    /// (errno 111) — arrives here too: the socket wakes on the error
+    /// condition (`EPOLLERR`) as well as on readability.
     RecvError(Error),
     /// Sending failed (op `send`, errno kept); the datagram is dropped.
     SendError(Error),
@@ -69,6 +76,8 @@ pub struct Socket {
     queue: VecDeque<(Bytes, Dest)>,
     max_queue: usize,
     buf: BytesMut,
+    /// The last wait saw the error condition (`EPOLLERR`).
+    err_ready: bool,
 }
 
 impl Socket {
@@ -113,32 +122,51 @@ impl Socket {
             queue: VecDeque::new(),
             max_queue: args.max_queue,
             buf: BytesMut::new(),
+            err_ready: false,
         })
     }
 
-    /// Waits until the socket can receive, or send what is queued.
+    /// Waits until the socket can receive, has a pending error, or can
+    /// send what is queued.
     pub(crate) async fn wait(&mut self) {
-        let w = !self.queue.is_empty();
-        match &self.sock {
-            Sock::Udp(s) => {
-                tokio::select! {
-                    _ = s.readable() => {}
-                    _ = s.writable(), if w => {}
-                }
-            }
-            Sock::Unix(s) => {
-                tokio::select! {
-                    _ = s.readable() => {}
-                    _ = s.writable(), if w => {}
-                }
-            }
+        let mut interest = Interest::READABLE | Interest::ERROR;
+        if !self.queue.is_empty() {
+            interest = interest | Interest::WRITABLE;
         }
+        let ready = match &self.sock {
+            Sock::Udp(s) => s.ready(interest).await,
+            Sock::Unix(s) => s.ready(interest).await,
+        };
+        if ready.as_ref().is_ok_and(|r| r.is_error()) || ready.is_err() {
+            self.err_ready = true;
+        }
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`), clearing the error
+    /// readiness once there is none.
+    fn take_error(&self) -> Option<io::Error> {
+        let take = |e: io::Result<Option<io::Error>>| match e {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => Ok(e),
+        };
+        match &self.sock {
+            Sock::Udp(s) => s.try_io(Interest::ERROR, || take(s.take_error())),
+            Sock::Unix(s) => s.try_io(Interest::ERROR, || take(s.take_error())),
+        }
+        .ok()
     }
 
     /// Sends what the socket takes, then receives what arrived; the events
     /// go to `out`.
     pub(crate) fn pump(&mut self, out: &mut Vec<SocketEvent>) {
         self.flush(out);
+        if std::mem::take(&mut self.err_ready)
+            && let Some(e) = self.take_error()
+        {
+            // What recv(2) would have failed with (IO::Async's recv_error).
+            out.push(SocketEvent::RecvError(Error::io("recv", e)));
+        }
         for _ in 0..64 {
             match self.try_recv() {
                 Ok(d) => out.push(SocketEvent::Recv(d)),

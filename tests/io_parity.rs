@@ -1,0 +1,317 @@
+//! IO::Async parity (issue 12): pending socket errors, `read_len` as a
+//! maximum, regular files as always-ready handles, nested runs, and the
+//! Loop's and streams' smaller IO::Async methods — each as IO::Async's
+//! documentation describes it.
+
+#[macro_use]
+mod support;
+
+use std::{
+    os::fd::OwnedFd,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::Poll,
+};
+
+use ioasync::{
+    Dest, Handle, HandleEvent, IoDirs, IoWatch, Limits, ReadAction, Socket, SocketEvent, SocketRef,
+    Spec, Stream, test_util::Recorder,
+};
+use support::{bounded, test_loop};
+use tokio::{net::UdpSocket, sync::mpsc};
+
+// IO::Async::Socket: a connected UDP socket whose peer port is closed
+// gets the ICMP refusal as `on_recv_error` with ECONNREFUSED (111), and
+// the socket stays in the loop.
+flavours!(connected_udp_refusal_is_a_recv_error_111_and_the_socket_lives_on);
+async fn connected_udp_refusal_is_a_recv_error_111_and_the_socket_lives_on() {
+    let lp = test_loop();
+    let gone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer = gone.local_addr().unwrap();
+    drop(gone);
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(peer).await.unwrap();
+    let (rec, sub) = Recorder::new();
+    let sock = lp
+        .add(Socket::udp("udp", client).subscribe(sub))
+        .await
+        .unwrap();
+    for round in 1..=2 {
+        sock.send_to("anyone?", Dest::Peer).await.unwrap();
+        let evs = bounded("the refusal", rec.wait_len(round)).await;
+        match &evs[round - 1] {
+            SocketEvent::RecvError(e) => {
+                assert_eq!(e.op(), "recv", "{e}");
+                assert_eq!(e.errno(), Some(libc::ECONNREFUSED), "{e}");
+                assert_eq!(e.errno(), Some(111));
+            }
+            other => panic!("expected a receive error, got {other:?}"),
+        }
+    }
+    // It lives on: once something listens on the port, datagrams flow.
+    let server = UdpSocket::bind(peer).await.unwrap();
+    sock.send_to("hello", Dest::Peer).await.unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = bounded("hello", server.recv_from(&mut buf)).await.unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    server.send_to(b"back", from).await.unwrap();
+    let evs = bounded("the reply", rec.wait_len(3)).await;
+    match &evs[2] {
+        SocketEvent::Recv(d) => assert_eq!(&d.data[..], b"back"),
+        other => panic!("expected the reply, got {other:?}"),
+    }
+    assert!(sock.is_alive());
+}
+
+// IO::Async::Stream `read_len`: at most that many bytes per read; the
+// reader sees each chunk.
+flavours!(read_chunk_is_a_maximum_a_7_byte_write_reads_as_2_2_2_1);
+async fn read_chunk_is_a_maximum_a_7_byte_write_reads_as_2_2_2_1() {
+    let lp = test_loop();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    std::io::Write::write_all(&mut &theirs, b"1234567").unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let limits = Limits {
+        read_chunk: 2,
+        ..Limits::default()
+    };
+    lp.add(
+        Stream::spec("chunks", ours)
+            .limits(limits)
+            .on_read(move |_io, buf, _eof| {
+                let _ = tx.send(buf.split().freeze());
+                ReadAction::Wait
+            }),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while got.iter().map(|b: &bytes::Bytes| b.len()).sum::<usize>() < 7 {
+        got.push(bounded("a chunk", rx.recv()).await.unwrap());
+    }
+    let sizes: Vec<usize> = got.iter().map(|b| b.len()).collect();
+    assert_eq!(sizes, [2, 2, 2, 1]);
+    assert_eq!(got.concat(), b"1234567");
+    drop(theirs);
+}
+
+// IO::Async treats a regular file as always ready: a Handle over one is
+// read-ready and write-ready at once (epoll itself refuses files, EPERM).
+flavours!(a_handle_on_a_regular_file_is_read_and_write_ready_at_once);
+async fn a_handle_on_a_regular_file_is_read_and_write_ready_at_once() {
+    let lp = test_loop();
+    let dir = support::fresh_dir("parity-file");
+    let path = dir.join("f");
+    std::fs::write(&path, b"hello").unwrap();
+    let open = || -> OwnedFd {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .into()
+    };
+    // Events (no closures): both directions reported.
+    let (rec, sub) = Recorder::new();
+    let spec = Handle::spec("file-events", Some(open()), Some(open()))
+        .unwrap()
+        .want_write(true);
+    lp.add(Spec::<Handle>::from(spec).subscribe(sub))
+        .await
+        .unwrap();
+    let evs = bounded("both readinesses", rec.wait_len(2)).await;
+    assert!(evs.contains(&HandleEvent::ReadReady), "{evs:?}");
+    assert!(evs.contains(&HandleEvent::WriteReady), "{evs:?}");
+    // Closures: the read gets the content, the write goes to the file.
+    let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
+    let (tr, tw) = (tx.clone(), tx);
+    let content = Arc::new(Mutex::new(Vec::new()));
+    let c = content.clone();
+    lp.add(
+        Handle::spec("file-io", Some(open()), Some(open()))
+            .unwrap()
+            .want_write(true)
+            .on_read_ready(move |io| {
+                let mut buf = [0u8; 64];
+                let n = io.read(&mut buf).unwrap();
+                c.lock().unwrap().extend_from_slice(&buf[..n]);
+                io.want_read(false);
+                let _ = tr.send("read");
+            })
+            .on_write_ready(move |io| {
+                io.write(b"J").unwrap();
+                io.want_write(false);
+                let _ = tw.send("write");
+            }),
+    )
+    .await
+    .unwrap();
+    let mut seen = vec![
+        bounded("readiness", rx.recv()).await.unwrap(),
+        bounded("readiness", rx.recv()).await.unwrap(),
+    ];
+    seen.sort();
+    assert_eq!(seen, ["read", "write"]);
+    assert_eq!(&content.lock().unwrap()[..], b"hello");
+    assert_eq!(std::fs::read(&path).unwrap(), b"Jello");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// IO::Async::Handle: the other end hanging up is reported (on_hangup).
+flavours!(a_handle_reports_the_hangup_of_its_pipe);
+async fn a_handle_reports_the_hangup_of_its_pipe() {
+    let lp = test_loop();
+    let (rx, tx) = std::io::pipe().unwrap();
+    let (rec, sub) = Recorder::new();
+    let h = lp
+        .add(Handle::spec("pipe", Some(OwnedFd::from(rx)), None).unwrap())
+        .await
+        .unwrap();
+    h.subscribe(sub).unwrap();
+    drop(tx);
+    bounded("the hangup", async {
+        let mut n = 1;
+        while !rec.wait_len(n).await.contains(&HandleEvent::Hangup) {
+            n += 1;
+        }
+    })
+    .await;
+    let hups = rec
+        .events()
+        .iter()
+        .filter(|e| **e == HandleEvent::Hangup)
+        .count();
+    assert_eq!(hups, 1);
+}
+
+/// Polls `fut` once (it registers what it waits for).
+async fn poll_once<F: Future>(fut: Pin<&mut F>) {
+    let mut fut = Some(fut);
+    std::future::poll_fn(|cx| {
+        if let Some(f) = fut.take() {
+            assert!(f.poll(cx).is_pending(), "finished at its first poll");
+        }
+        Poll::Ready(())
+    })
+    .await
+}
+
+// IO::Async::Loop `run` is re-entrant: a nested run is stopped by the
+// innermost stop and returns its value; the outer run then gets its own.
+flavours!(nested_runs_each_return_their_own_stop_value);
+async fn nested_runs_each_return_their_own_stop_value() {
+    let lp = test_loop();
+    let outer = lp.run::<&'static str>();
+    tokio::pin!(outer);
+    poll_once(outer.as_mut()).await;
+    assert!(lp.is_running());
+    let inner = lp.run::<&'static str>();
+    tokio::pin!(inner);
+    poll_once(inner.as_mut()).await;
+    lp.stop("inner");
+    assert_eq!(bounded("the inner run", inner).await.unwrap(), "inner");
+    // The outer run is still running: the inner stop was not its.
+    poll_once(outer.as_mut()).await;
+    assert!(lp.is_running());
+    lp.stop("outer");
+    assert_eq!(bounded("the outer run", outer).await.unwrap(), "outer");
+    assert!(!lp.is_running());
+    // Two stops at once: innermost first, then outward.
+    let (a, b) = (lp.run::<u32>(), lp.run::<u32>());
+    tokio::pin!(a, b);
+    poll_once(a.as_mut()).await;
+    poll_once(b.as_mut()).await;
+    lp.stop(2u32);
+    lp.stop(1u32);
+    assert_eq!(bounded("inner", b).await.unwrap(), 2);
+    assert_eq!(bounded("outer", a).await.unwrap(), 1);
+    // A stop with no run waiting is kept for the next run.
+    lp.stop(7u32);
+    assert_eq!(bounded("next run", lp.run::<u32>()).await.unwrap(), 7);
+}
+
+// IO::Async::Loop `watch_io`: readiness callbacks on a raw fd, one per
+// direction per fd (watching again replaces that direction's), level
+// triggered (a callback that leaves data is called again, one that drained
+// it is not), `unwatch_io` per direction, and `on_hangup`.
+flavours!(watch_io_is_level_triggered_replaces_per_direction_and_unwatches);
+async fn watch_io_is_level_triggered_replaces_per_direction_and_unwatches() {
+    use std::io::{Read, Write};
+    let lp = test_loop();
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(&'static str, Vec<u8>)>();
+    let reader = |tag: &'static str| {
+        let mut fd = a.try_clone().unwrap();
+        let tx = tx.clone();
+        move |_io: &mut ioasync::HandleIo<'_>| {
+            let mut buf = [0u8; 2];
+            match fd.read(&mut buf) {
+                Ok(n) => tx.send((tag, buf[..n].to_vec())).unwrap(),
+                Err(e) => tx.send(("spurious", e.to_string().into_bytes())).unwrap(),
+            }
+        }
+    };
+    let mut next = async || bounded("a callback", rx.recv()).await.unwrap();
+    lp.watch_io(&a, IoWatch::new().on_read_ready(reader("r1")))
+        .await
+        .unwrap();
+    (&b).write_all(b"abcde").unwrap();
+    // Two bytes per call, called again while data is left.
+    for want in [&b"ab"[..], b"cd", b"e"] {
+        assert_eq!(next().await, ("r1", want.to_vec()));
+    }
+    // Write readiness on the same fd joins the watch (read kept).
+    let t = tx.clone();
+    lp.watch_io(
+        &a,
+        IoWatch::new().on_write_ready(move |io| {
+            io.want_write(false);
+            t.send(("w", Vec::new())).unwrap();
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next().await, ("w", Vec::new()));
+    // Watching the read direction again replaces its callback.
+    lp.watch_io(&a, IoWatch::new().on_read_ready(reader("r2")))
+        .await
+        .unwrap();
+    (&b).write_all(b"x").unwrap();
+    assert_eq!(next().await, ("r2", b"x".to_vec()));
+    // Unwatched: data that arrives is left for the next watch, which sees
+    // it at once.
+    assert!(lp.unwatch_io(&a, IoDirs::READ).await);
+    (&b).write_all(b"y").unwrap();
+    let t = tx.clone();
+    lp.watch_io(
+        &a,
+        IoWatch::new().on_hangup(move || t.send(("hup", Vec::new())).unwrap()),
+    )
+    .await
+    .unwrap();
+    lp.watch_io(&a, IoWatch::new().on_read_ready(reader("r3")))
+        .await
+        .unwrap();
+    assert_eq!(next().await, ("r3", b"y".to_vec()));
+    assert!(lp.unwatch_io(&a, IoDirs::READ | IoDirs::WRITE).await);
+    // The hangup callback alone still hears the peer go.
+    drop(b);
+    assert_eq!(next().await, ("hup", Vec::new()));
+    assert!(lp.unwatch_io(&a, IoDirs::ALL).await);
+    assert!(!lp.unwatch_io(&a, IoDirs::ALL).await);
+    // The watched fd itself stays open.
+    assert!(nix::fcntl::fcntl(&a, nix::fcntl::FcntlArg::F_GETFD).is_ok());
+    assert!(rx.try_recv().is_err(), "no spurious or late callback");
+}
+
+// Bad input is refused with the operation named.
+flavours!(watch_io_without_a_callback_is_refused);
+async fn watch_io_without_a_callback_is_refused() {
+    let lp = test_loop();
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let e = lp.watch_io(&a, IoWatch::new()).await.unwrap_err();
+    assert_eq!(e.op(), "watch_io");
+    assert!(e.is_invalid_input(), "{e}");
+}
