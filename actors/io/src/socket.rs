@@ -131,7 +131,7 @@ impl Socket {
     pub(crate) async fn wait(&mut self) {
         let mut interest = Interest::READABLE | Interest::ERROR;
         if !self.queue.is_empty() {
-            interest = interest | Interest::WRITABLE;
+            interest |= Interest::WRITABLE;
         }
         let ready = match &self.sock {
             Sock::Udp(s) => s.ready(interest).await,
