@@ -414,6 +414,12 @@ pub(crate) fn check_not_in_worker(op: &'static str) -> ioasync_core::Result<()> 
 #[derive(Clone)]
 pub(crate) struct WorkerSetup(pub(crate) Arc<dyn Fn(&mut ioasync_process::Command) + Send + Sync>);
 
+impl WorkerSetup {
+    pub(crate) fn new(f: impl Fn(&mut ioasync_process::Command) + Send + Sync + 'static) -> Self {
+        WorkerSetup(Arc::new(f))
+    }
+}
+
 impl std::fmt::Debug for WorkerSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("WorkerSetup(..)")

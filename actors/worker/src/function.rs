@@ -184,7 +184,7 @@ impl FunctionSpec {
         mut self,
         setup: impl Fn(&mut ioasync_process::Command) + Send + Sync + 'static,
     ) -> Self {
-        self.args.setup = Some(crate::entry::WorkerSetup(Arc::new(setup)));
+        self.args.setup = Some(crate::entry::WorkerSetup::new(setup));
         self
     }
 
