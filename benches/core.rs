@@ -18,14 +18,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ioasync::Overflow;
+use ioasync::notifier::Overflow;
 use ioasync::{
-    Ctx, Emits, Handler, Loop, Notifier, Result, Spec, Subscription,
+    Loop, Result,
     kameo::{
         Actor,
         actor::{ActorRef, Spawn},
         message::{Context, Message},
     },
+    notifier::{Ctx, Emits, Handler, Notifier, Spec, Subscription},
 };
 use tokio_stream::StreamExt;
 

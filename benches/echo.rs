@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ioasync::{Address, Listen, LocalAddr, Loop, ReadAction, Stream};
+use ioasync::{
+    Loop,
+    io::{Address, Listen, LocalAddr, ReadAction, Stream},
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},

@@ -23,7 +23,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ioasync::{FileStream, Loop, ReadAction, StartAt, WatchMode};
+use ioasync::{
+    Loop,
+    fs::{FileStream, StartAt, WatchMode},
+    io::ReadAction,
+};
 use tokio::{io::AsyncBufReadExt, sync::Notify};
 
 /// p50 and p99 of `v`, in ms.

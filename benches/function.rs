@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ioasync::{Entry, Function, FunctionRef, Loop};
+use ioasync::{
+    Loop,
+    worker::{Entry, Function, FunctionRef},
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::UnixStream,
@@ -39,14 +42,14 @@ fn raw_worker() -> ! {
 
 /// A raw worker process (this binary re-executed) and our end of its
 /// socketpair.
-fn raw_worker_process() -> (ioasync::SpawnedChild, UnixStream) {
+fn raw_worker_process() -> (ioasync::process::SpawnedChild, UnixStream) {
     let (ours, theirs) = StdUnixStream::pair().unwrap();
-    let mut cmd = ioasync::Command::new(std::env::current_exe().unwrap());
+    let mut cmd = ioasync::process::Command::new(std::env::current_exe().unwrap());
     cmd.env("BENCH_RAW_WORKER", "1")
-        .stdin(ioasync::Stdio::Null)
-        .stdout(ioasync::Stdio::Null)
-        .fd_to_child(3, ioasync::Stdio::Fd(theirs.into()));
-    let child = ioasync::spawn_child(cmd).unwrap();
+        .stdin(ioasync::process::Stdio::Null)
+        .stdout(ioasync::process::Stdio::Null)
+        .fd_to_child(3, ioasync::process::Stdio::Fd(theirs.into()));
+    let child = ioasync::process::spawn_child(cmd).unwrap();
     ours.set_nonblocking(true).unwrap();
     (child, UnixStream::from_std(ours).unwrap())
 }
@@ -68,7 +71,11 @@ async fn raw_loop(calls: u64) -> f64 {
 
 /// A pool of `workers` square workers, warmed up: every worker started
 /// and answered.
-async fn warm_pool(lp: &Loop, name: String, workers: usize) -> ioasync::NotifierRef<Function> {
+async fn warm_pool(
+    lp: &Loop,
+    name: String,
+    workers: usize,
+) -> ioasync::notifier::NotifierRef<Function> {
     let f = lp
         .add(
             Function::spec(name, "square")
@@ -205,7 +212,7 @@ async fn replacement_p50(lp: &Loop, rounds: usize) -> Duration {
         )
         .unwrap();
         // Retry-safe: if the call reaches the dying worker it runs again.
-        let opts = ioasync::CallOptions {
+        let opts = ioasync::worker::CallOptions {
             timeout: None,
             retry_safe: true,
             ..Default::default()
@@ -222,7 +229,7 @@ fn main() {
     if std::env::var_os("BENCH_RAW_WORKER").is_some() {
         raw_worker();
     }
-    ioasync::run_if_worker([Entry::function("square", square)]);
+    ioasync::worker::run_if_worker([Entry::function("square", square)]);
     let quick = std::env::args().any(|a| a == "--quick");
     let calls = if quick { 5_000 } else { 50_000 };
     let rt = tokio::runtime::Builder::new_multi_thread()

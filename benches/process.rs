@@ -13,8 +13,12 @@
 
 use std::time::{Duration, Instant};
 
-use ioasync::Overflow;
-use ioasync::{Command, Loop, Periodic, Reschedule, Stop, Tick};
+use ioasync::notifier::Overflow;
+use ioasync::{
+    Loop,
+    process::Command,
+    time::{Periodic, Reschedule, Stop, Tick},
+};
 
 fn true_cmd(pdeath: bool) -> Command {
     let mut c = Command::new("/bin/true");

@@ -48,8 +48,11 @@ use std::{
 };
 
 use ioasync::{
-    Address, CallOptions, EntryPoint, EntryRef, Framed, Function, FunctionRef, IntoSpec, Listen,
-    LocalAddr, Loop, NotifierRef, codec::LinesCodec,
+    Loop,
+    io::codec::LinesCodec,
+    io::{Address, Framed, Listen, LocalAddr},
+    notifier::{IntoSpec, NotifierRef},
+    worker::{CallOptions, EntryPoint, EntryRef, Function, FunctionRef},
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -161,7 +164,7 @@ macro_rules! say {
 
 fn main() -> ExitCode {
     // First thing: when re-executed as a worker, this runs the entry.
-    ioasync::run_if_worker([PRIMES.runs(count_primes)]);
+    ioasync::worker::run_if_worker([PRIMES.runs(count_primes)]);
 
     let mut args = std::env::args().skip(1);
     let (mut serve, mut seconds, mut clients, mut drain) = (None, 3.0f64, 4usize, 5.0f64);

@@ -22,7 +22,9 @@ use std::{
 };
 
 use ioasync::{
-    Address, Listen, Listener, ListenerEvent, LocalAddr, Loop, ReadAction, Stream, Subscription,
+    Loop,
+    io::{Address, Listen, Listener, ListenerEvent, LocalAddr, ReadAction, Stream},
+    notifier::Subscription,
 };
 
 fn usage() -> ExitCode {
@@ -76,7 +78,7 @@ fn listen_on(addr: Address, o: &Opts) -> ioasync::Result<Listen> {
     };
     #[cfg(feature = "tls")]
     {
-        let mut tls = ioasync::TlsServer::from_pem_files(cert, key)?;
+        let mut tls = ioasync::io::TlsServer::from_pem_files(cert, key)?;
         if let Some(secs) = o.handshake {
             tls = tls.handshake_timeout(Duration::from_secs_f64(secs));
         }

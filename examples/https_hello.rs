@@ -34,7 +34,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
-use ioasync::{Address, Error, Listen, LocalAddr, Loop, Session, StopSignal, TlsServer};
+use ioasync::{
+    Error, Loop,
+    io::{Address, Listen, LocalAddr, Session, StopSignal, TlsServer},
+};
 
 fn usage() -> ExitCode {
     eprintln!("usage: https_hello [--listen ADDR] --tls-cert PEM --tls-key PEM");
@@ -110,7 +113,7 @@ async fn serve(addr: &str, cert: &str, key: &str) -> ioasync::Result<()> {
 /// One connection: hyper's HTTP/1 server, told to finish gracefully when
 /// the session is asked to stop.
 async fn http1(
-    conn: ioasync::Connection,
+    conn: ioasync::io::Connection,
     mut stop: StopSignal,
     tree: Loop,
     counts: Arc<Counts>,
@@ -134,7 +137,7 @@ async fn http1(
             http.await
         }
     };
-    res.map_err(|e| Error::new("http", ioasync::ErrorKind::Protocol, e.to_string()))
+    res.map_err(|e| Error::new("http", ioasync::error::ErrorKind::Protocol, e.to_string()))
 }
 
 async fn answer(req: Request<Incoming>, tree: &Loop) -> Response<Full<Bytes>> {

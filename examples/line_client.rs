@@ -11,7 +11,11 @@
 
 use std::process::ExitCode;
 
-use ioasync::{Address, IntoSpec, Loop, ReadAction, Stream, StreamEvent, StreamRef, Subscription};
+use ioasync::{
+    Loop,
+    io::{Address, ReadAction, Stream, StreamEvent, StreamRef},
+    notifier::{IntoSpec, Subscription},
+};
 
 fn usage() -> ExitCode {
     eprintln!("usage: line_client --connect HOST:PORT [--line TEXT]");

@@ -9,7 +9,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use ioasync::{SupervisionEventKind, prelude::*};
+use ioasync::{prelude::*, supervision::SupervisionEventKind};
 
 /// A pool: it only supervises its workers.
 struct Pool;

@@ -23,7 +23,12 @@ use std::{
     time::Duration,
 };
 
-use ioasync::{FileStream, FileStreamEvent, IntoSpec, Loop, ReadAction, StartAt, Subscription};
+use ioasync::{
+    Loop,
+    fs::{FileStream, FileStreamEvent, StartAt},
+    io::ReadAction,
+    notifier::{IntoSpec, Subscription},
+};
 
 fn usage() -> ExitCode {
     eprintln!("usage: tail [-n N] [-s SECONDS] PATH");

@@ -26,9 +26,12 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use ioasync::Overflow;
+use ioasync::notifier::Overflow;
 use ioasync::{
-    Command, Countdown, ExitStatus, Expired, Loop, Process, Signal, SignalEvent, SignalKind,
+    Loop,
+    process::{Command, ExitStatus, Process},
+    signal::{Signal, SignalEvent, SignalKind},
+    time::{Countdown, Expired},
 };
 
 /// Durations past this are effectively infinite: no timer.
@@ -217,7 +220,7 @@ async fn run(args: Args) -> ioasync::Result<Outcome> {
     // forwarded signal, once (as coreutils does).
     let mut kill_after = args.kill_after;
     let mut _killer = None;
-    let mut kill_fired: Option<ioasync::EventStream<Expired>> = None;
+    let mut kill_fired: Option<ioasync::notifier::EventStream<Expired>> = None;
     let mut timed_out = false;
     let exit = child.wait();
     tokio::pin!(exit);

@@ -7,7 +7,11 @@
 
 use std::process::ExitCode;
 
-use ioasync::{IntoSpec, Loop, ReadAction, Stream, StreamEvent, Subscription};
+use ioasync::{
+    Loop,
+    io::{ReadAction, Stream, StreamEvent},
+    notifier::{IntoSpec, Subscription},
+};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

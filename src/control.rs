@@ -25,13 +25,13 @@ use std::path::Path;
 use ioasync_io::{Address, Listen, Listener, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Error, Loop, NotifierRef, Result};
+use crate::{Error, Loop, Result, notifier::NotifierRef};
 
 /// Serves the tree of `lp` on a Unix socket at `path` (a listener named
 /// `control` in the tree, each client a short-lived `session`): a client
 /// that sends nothing, or anything but `dot`, within 100 ms gets
-/// [`NodeSnapshot`](crate::NodeSnapshot)'s text form; one that sends
-/// `dot\n` gets [`NodeSnapshot::to_dot`](crate::NodeSnapshot::to_dot).
+/// [`NodeSnapshot`](crate::supervision::NodeSnapshot)'s text form; one that sends
+/// `dot\n` gets [`NodeSnapshot::to_dot`](crate::supervision::NodeSnapshot::to_dot).
 /// Only this machine's users with access to `path` can read it.
 pub async fn serve_tree(lp: &Loop, path: impl AsRef<Path>) -> Result<NotifierRef<Listener>> {
     let at = Address::Unix(path.as_ref().to_path_buf());

@@ -758,7 +758,7 @@ impl Loop {
     ///
     /// ```
     /// use std::io::Read;
-    /// use ioasync::{IoDirs, IoWatch, Loop};
+    /// use ioasync::{io::{IoDirs, IoWatch}, Loop};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {

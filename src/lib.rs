@@ -10,9 +10,9 @@
 //!
 //! ## A tour
 //!
-//! A notifier is a type implementing [`Notifier`] (how it starts, stops and
-//! what OS source it waits on) and [`Handler`] for each message it takes.
-//! A [`Spec`] says how to start it and how its parent supervises it.
+//! A notifier is a type implementing [`Notifier`](crate::notifier::Notifier) (how it starts, stops and
+//! what OS source it waits on) and [`Handler`](crate::notifier::Handler) for each message it takes.
+//! A [`Spec`](crate::notifier::Spec) says how to start it and how its parent supervises it.
 //!
 //! ```
 //! use std::time::Duration;
@@ -55,8 +55,8 @@
 //!
 //! A panic in a notifier's handler is contained to that notifier: its
 //! children are stopped, its state dropped, and its parent applies the
-//! child's [`Restart`] type, its restart limit and [`Backoff`], and its own
-//! [`Strategy`] (one-for-one, one-for-all, rest-for-one). Past the limit the
+//! child's [`Restart`](crate::supervision::Restart) type, its restart limit and [`Backoff`](crate::supervision::Backoff), and its own
+//! [`Strategy`](crate::supervision::Strategy) (one-for-one, one-for-all, rest-for-one). Past the limit the
 //! failure escalates to the grandparent, once. See [`ioasync_core`]'s
 //! "Supervision rules" for the whole contract, including what happens to
 //! queued messages.
@@ -65,9 +65,9 @@
 //!
 //! A notifier's events reach a closure run inside the notifier, a typed
 //! message to any kameo actor, or a [`tokio_stream::Stream`]: see
-//! [`Subscription`], [`NotifierRef::events`] and [`Emits`]. Subscriber
+//! [`Subscription`](crate::notifier::Subscription), [`NotifierRef::events`](crate::notifier::NotifierRef::events) and [`Emits`](crate::notifier::Emits). Subscriber
 //! lists belong to each notifier's runtime, so they outlive restarts; every
-//! notifier emits [`Exit`] when an incarnation ends, however it ended.
+//! notifier emits [`Exit`](crate::supervision::Exit) when an incarnation ends, however it ended.
 //!
 //! ### The Loop
 //!
@@ -79,25 +79,25 @@
 //!
 //! ### Network
 //!
-//! [`Stream`] (IO::Async's `on_read` contract, flush futures, watermarks,
-//! half-close), [`Framed`] (codecs: typed frames in and out), [`Socket`]
-//! (datagrams), [`Listener`] (a supervised child per connection),
-//! [`Handle`] (raw readiness), and [`Loop::connect`] (Happy Eyeballs),
+//! [`Stream`](crate::io::Stream) (IO::Async's `on_read` contract, flush futures, watermarks,
+//! half-close), [`Framed`](crate::io::Framed) (codecs: typed frames in and out), [`Socket`](crate::io::Socket)
+//! (datagrams), [`Listener`](crate::io::Listener) (a supervised child per connection),
+//! [`Handle`](crate::io::Handle) (raw readiness), and [`Loop::connect`] (Happy Eyeballs),
 //! [`Loop::listen`], [`Loop::resolve`].
 //!
 //! ### Time, signals, processes
 //!
-//! Timers ([`Absolute`], [`Countdown`], [`Periodic`] with hard, skip and
-//! drift rescheduling), [`Signal`] watchers, child processes ([`Process`]
-//! with any fd as a pipe or a [`Stream`], [`Pid`]) and the Loop's
+//! Timers ([`Absolute`](crate::time::Absolute), [`Countdown`](crate::time::Countdown), [`Periodic`](crate::time::Periodic) with hard, skip and
+//! drift rescheduling), [`Signal`](crate::signal::Signal) watchers, child processes ([`Process`](crate::process::Process)
+//! with any fd as a pipe or a [`Stream`](crate::io::Stream), [`Pid`](crate::process::Pid)) and the Loop's
 //! [`spawn_child`](Loop::spawn_child), [`run_child`](Loop::run_child) and
 //! [`open_process`](Loop::open_process). Children are always reaped, lead
 //! their own process group, and die with this process.
 //!
 //! ### Worker processes
 //!
-//! [`Function`] pools run a registered [`Entry`] in worker processes (the
-//! program re-executes itself; call [`run_if_worker`] first thing in
+//! [`Function`](crate::worker::Function) pools run a registered [`Entry`](crate::worker::Entry) in worker processes (the
+//! program re-executes itself; call [`run_if_worker`](crate::worker::run_if_worker) first thing in
 //! `main`); [`channel`]s carry typed messages within a process or across
 //! one.
 //!
@@ -126,46 +126,110 @@ pub mod guide;
 mod ioloop;
 mod timer_queue;
 
-pub use ioasync_core::{
-    AnySpec, Backoff, Ctx, Emits, Error, ErrorKind, EventStream, Exit, ExitReason, Handler,
-    IntoSpec, NodeSnapshot, NodeState, Notifier, NotifierActor, NotifierRef, Once, Overflow,
-    Policy, Restart, Result, Root, ShutdownReport, Spec, Strategy, Subscription, SupervisionEvent,
-    SupervisionEventKind, Tree,
-};
-pub use ioasync_io::{
-    ACCEPT_BACKOFF, Accepted, Address, AsyncIo, CloseNow, CloseWhenEmpty, Connect, Connection,
-    DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest, Family, File,
-    FileArgs, FileEvent, FileStat, FileStream, FileStreamArgs, FileStreamEvent, FileStreamSpec,
-    Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSocket, FramedSocketArgs,
-    FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, Info,
-    IoConnection, Limits, Listen, ListenSocket, Listener, ListenerArgs, ListenerEvent, ListenerRef,
-    LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, OnTruncate, Read, ReadAction, ReadFor, ReadResult,
-    SendDatagram, SendFrame, SendTo, Session, SessionArgs, SessionInfo, ShutdownWrite, SockAddr,
-    SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StartAt, StopSignal,
-    Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead,
-    WantReady, Write, codec, name_of, open_fd_count, resolve,
-};
-#[cfg(feature = "tls")]
-pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
-pub use ioasync_io::{HangupFn, ReadyFn, Rewatch};
-pub use ioasync_io::{Initial, WatchMode};
-pub use ioasync_process::{
-    ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
-    ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, RLIM_INFINITY,
-    Resource, SpawnedChild, Stdio, StreamSetup, run_child, spawn_child,
-};
-pub use ioasync_signal::{Hold, Signal, SignalArgs, SignalEvent, SignalKind, SignalRef, hold};
-pub use ioasync_time::{
-    Absolute, AbsoluteArgs, Countdown, CountdownArgs, CountdownRef, Expired, IsExpired, IsRunning,
-    Periodic, PeriodicArgs, PeriodicSpec, Reschedule, Reset, Start, Stop, Tick,
-};
-pub use ioasync_worker::{
-    CallOptions, CallRaw, DeadLetter, Entry, EntryPoint, EntryRef, Failure, Function, FunctionArgs,
-    FunctionRef, FunctionSpec, FunctionStats, FunctionWorker, KillRoutine, RestartWorkers, Routine,
-    RoutineArgs, RoutineIo, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, Stats,
-    WorkerArgs, WorkerOutput, WorkerPid, channel, heartbeat, run_if_worker,
-};
-pub use ioloop::{IoDirs, IoWatch, Loop, LoopBuilder, TimerId, When};
+pub use ioasync_core::{Error, Result};
+pub use ioloop::Loop;
+
+/// Errors: every failure names its operation, and its errno where a system
+/// call failed.
+pub mod error {
+    pub use ioasync_core::{Error, ErrorKind, Result};
+}
+
+/// How a [`Loop`] is built and owns its runtime.
+pub mod runtime {
+    pub use crate::ioloop::{Loop, LoopBuilder};
+}
+
+/// Writing and addressing notifiers: the [`Notifier`](crate::notifier::Notifier) and [`Handler`](crate::notifier::Handler)
+/// traits, the [`Spec`](crate::notifier::Spec) that starts one, its [`NotifierRef`](crate::notifier::NotifierRef) handle, its
+/// [`Ctx`](crate::notifier::Ctx) inside handlers, and events ([`Subscription`](crate::notifier::Subscription), [`Emits`](crate::notifier::Emits),
+/// [`EventStream`](crate::notifier::EventStream)).
+pub mod notifier {
+    pub use ioasync_core::{
+        AnySpec, Ctx, Emits, EventStream, Handler, IntoSpec, Notifier, NotifierActor, NotifierRef,
+        Once, Overflow, Spec, Subscription,
+    };
+}
+
+/// The tree and its rules: [`Restart`](crate::supervision::Restart) types, [`Strategy`](crate::supervision::Strategy), [`Backoff`](crate::supervision::Backoff),
+/// supervision events, the [`Tree`](crate::supervision::Tree) snapshot and ordered shutdown reports.
+pub mod supervision {
+    pub use ioasync_core::{
+        Backoff, Exit, ExitReason, NodeSnapshot, NodeState, Policy, Restart, Root, ShutdownReport,
+        Strategy, SupervisionEvent, SupervisionEventKind, Tree,
+    };
+}
+
+/// Byte streams, framed streams, sockets, listeners and raw readiness:
+/// IO::Async's Stream, Protocol::Stream, Socket, Listener and Handle, plus
+/// connecting, listening, resolving, codecs and (feature `tls`) TLS.
+pub mod io {
+    pub use crate::ioloop::{IoDirs, IoWatch};
+    pub use ioasync_io::{
+        ACCEPT_BACKOFF, Accepted, Address, AsyncIo, CloseNow, CloseWhenEmpty, Connect, Connection,
+        DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest, Family, Framed,
+        FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSocket, FramedSocketArgs,
+        FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec,
+        HangupFn, Info, IoConnection, Limits, Listen, ListenSocket, Listener, ListenerArgs,
+        ListenerEvent, ListenerRef, LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, Read, ReadAction,
+        ReadFor, ReadResult, ReadyFn, Rewatch, SendDatagram, SendFrame, SendTo, Session,
+        SessionArgs, SessionInfo, ShutdownWrite, SockAddr, SockType, Socket, SocketAddrOf,
+        SocketArgs, SocketEvent, SocketRef, StopSignal, Stream, StreamArgs, StreamEvent,
+        StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, WantReady, Write, codec, name_of,
+        open_fd_count, resolve,
+    };
+    #[cfg(feature = "tls")]
+    pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
+}
+
+/// Watching files: IO::Async's File (stat changes) and FileStream (a
+/// growing file read as a stream, `tail -F`).
+pub mod fs {
+    pub use ioasync_io::{
+        File, FileArgs, FileEvent, FileStat, FileStream, FileStreamArgs, FileStreamEvent,
+        FileStreamSpec, Initial, OnTruncate, StartAt, WatchMode,
+    };
+}
+
+/// Timers: [`Absolute`](crate::time::Absolute), [`Countdown`](crate::time::Countdown) and [`Periodic`](crate::time::Periodic) notifiers, and the
+/// Loop's `watch_time` ids.
+pub mod time {
+    pub use crate::ioloop::{TimerId, When};
+    pub use ioasync_time::{
+        Absolute, AbsoluteArgs, Countdown, CountdownArgs, CountdownRef, Expired, IsExpired,
+        IsRunning, Periodic, PeriodicArgs, PeriodicSpec, Reschedule, Reset, Start, Stop, Tick,
+    };
+}
+
+/// Signal watchers: the [`Signal`](crate::signal::Signal) notifier, [`SignalKind`](crate::signal::SignalKind), and [`hold`](crate::signal::hold)
+/// to keep a signal's disposition while nothing watches it.
+pub mod signal {
+    pub use ioasync_signal::{Hold, Signal, SignalArgs, SignalEvent, SignalKind, SignalRef, hold};
+}
+
+/// Child processes: [`Command`](crate::process::Command), the [`Process`](crate::process::Process) and [`Pid`](crate::process::Pid) notifiers,
+/// [`spawn_child`](crate::process::spawn_child) and [`run_child`](crate::process::run_child).
+pub mod process {
+    pub use ioasync_process::{
+        ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
+        ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, RLIM_INFINITY,
+        Resource, SpawnedChild, Stdio, StreamSetup, run_child, spawn_child,
+    };
+}
+
+/// Code in worker processes: [`Function`](crate::worker::Function) pools and [`Routine`](crate::worker::Routine)s running a
+/// registered [`Entry`](crate::worker::Entry); call [`run_if_worker`](crate::worker::run_if_worker) first thing in `main`.
+pub mod worker {
+    pub use ioasync_worker::{
+        CallOptions, CallRaw, DeadLetter, Entry, EntryPoint, EntryRef, Failure, Function,
+        FunctionArgs, FunctionRef, FunctionSpec, FunctionStats, FunctionWorker, KillRoutine,
+        RestartWorkers, Routine, RoutineArgs, RoutineIo, RoutineIoHandle, RoutineRef,
+        RoutineResult, RoutineSpec, Stats, WorkerArgs, WorkerOutput, WorkerPid, heartbeat,
+        run_if_worker,
+    };
+}
+
+pub use ioasync_worker::channel;
 
 /// Test utilities: gated notifiers, journals, event recorders, paused time.
 #[cfg(feature = "test-util")]
@@ -174,11 +238,19 @@ pub use ioasync_core::test_util;
 /// kameo, for users who send notifier events to their own actors.
 pub use kameo;
 
-/// The names most programs need.
+/// The names most programs need: the Loop, writing and starting notifiers,
+/// supervision, and every handle trait (their methods need them in scope).
 pub mod prelude {
-    pub use crate::{
-        Address, Backoff, Connect, Ctx, Emits, Error, Exit, FramedRef, Handler, IntoSpec, Listen,
-        Listener, Loop, Notifier, NotifierRef, ReadAction, Restart, Result, SocketRef, Spec,
-        Strategy, Stream, StreamRef, Subscription,
+    pub use crate::io::{
+        Address, Connect, Framed, FramedRef, FramedSocketRef, Listen, Listener, ListenerRef,
+        ReadAction, ReadFor, SocketRef, Stream, StreamRef,
     };
+    pub use crate::notifier::{
+        Ctx, Emits, Handler, IntoSpec, Notifier, NotifierRef, Overflow, Spec, Subscription,
+    };
+    pub use crate::signal::SignalRef;
+    pub use crate::supervision::{Backoff, Exit, Restart, Strategy};
+    pub use crate::time::CountdownRef;
+    pub use crate::worker::{FunctionRef, RoutineRef};
+    pub use crate::{Error, Loop, Result};
 }

@@ -5,10 +5,11 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use ioasync::Overflow;
+use ioasync::notifier::Overflow;
 use ioasync::{
-    Ctx, Emits, Handler, Notifier, Result, Spec, Subscription,
+    Result,
     kameo::{self, Actor, message::Context},
+    notifier::{Ctx, Emits, Handler, Notifier, Spec, Subscription},
     test_util::Recorder,
 };
 use support::{bounded, test_loop};

@@ -10,8 +10,11 @@ use std::{
 };
 
 use ioasync::{
-    Loop, Restart, Spec, When,
+    Loop,
+    notifier::Spec,
+    supervision::Restart,
     test_util::{Journal, Panic, Probe, ProbeArgs},
+    time::When,
 };
 use support::{bounded, parent, probe, test_loop};
 use tokio::time::Instant;

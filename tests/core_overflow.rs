@@ -14,8 +14,9 @@ use std::sync::{
 };
 
 use ioasync::{
-    Ctx, Emits, Handler, Notifier, Overflow, Result, Spec, Subscription, SupervisionEventKind,
-    channel,
+    Result, channel,
+    notifier::{Ctx, Emits, Handler, Notifier, Overflow, Spec, Subscription},
+    supervision::SupervisionEventKind,
     test_util::{Gate, Hang, Journal, Note, Probe, ProbeArgs},
 };
 use support::{bounded, test_loop};
@@ -57,7 +58,7 @@ impl Handler<Sync> for Emitter {
     async fn handle(&mut self, _: Sync, _: &mut Ctx<'_, Self>) {}
 }
 
-async fn drain(stream: &mut ioasync::EventStream<Ev>) -> Vec<u32> {
+async fn drain(stream: &mut ioasync::notifier::EventStream<Ev>) -> Vec<u32> {
     let mut got = Vec::new();
     while let Some(Ev(i)) = bounded("events", stream.recv()).await {
         got.push(i);

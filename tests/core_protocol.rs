@@ -15,11 +15,15 @@ use std::{
 };
 
 use ioasync::{
-    Command, Ctx, Exit, ExitReason, ExitStatus, File, FileEvent, Listen, Listener, ListenerEvent,
-    ListenerRef, NodeState, Notifier, Periodic, Process, ReadAction, Restart, Result, Spec, Stdio,
-    Strategy, Stream, StreamEvent, Subscription, SupervisionEventKind,
+    Result,
+    fs::{File, FileEvent},
+    io::{Listen, Listener, ListenerEvent, ListenerRef, ReadAction, Stream, StreamEvent},
     kameo::{self, actor::ActorRef, message::Context},
+    notifier::{Ctx, Notifier, Spec, Subscription},
+    process::{Command, ExitStatus, Process, Stdio},
+    supervision::{Exit, ExitReason, NodeState, Restart, Strategy, SupervisionEventKind},
     test_util::{Gate, Journal, Note, Panic, Probe, ProbeArgs},
+    time::Periodic,
 };
 use support::{append, bounded, bounded_for, fresh_dir, probe, test_loop, wait_event};
 
@@ -116,7 +120,7 @@ struct Subscribers {
 impl Subscribers {
     fn attach<N, E>(spec: Spec<N>, label: fn(&E) -> Option<String>) -> (Spec<N>, Subscribers)
     where
-        N: Notifier + ioasync::Emits<E>,
+        N: Notifier + ioasync::notifier::Emits<E>,
         E: Clone + Send + Sync + 'static,
         Collector: kameo::message::Message<E>,
     {
@@ -204,7 +208,7 @@ trait Label {
 fn label_of<E: Label>(e: &E) -> Option<String> {
     e.label()
 }
-impl Label for ioasync::Tick {
+impl Label for ioasync::time::Tick {
     fn label(&self) -> Option<String> {
         Some("tick".into())
     }
@@ -231,11 +235,11 @@ impl Label for StreamEvent {
         }
     }
 }
-collects!(ioasync::Tick, FileEvent, ListenerEvent, StreamEvent);
+collects!(ioasync::time::Tick, FileEvent, ListenerEvent, StreamEvent);
 
 /// Waits for the `n`-th restart of `path`.
 async fn restarted(
-    events: &mut tokio::sync::broadcast::Receiver<ioasync::SupervisionEvent>,
+    events: &mut tokio::sync::broadcast::Receiver<ioasync::supervision::SupervisionEvent>,
     path: &str,
     n: u32,
 ) {
@@ -300,7 +304,7 @@ flavours!(a_listener_restarted_ten_times_by_panics_keeps_all_its_subscribers);
 async fn a_listener_restarted_ten_times_by_panics_keeps_all_its_subscribers() {
     let lp = test_loop();
     let mut events = lp.supervision_events();
-    let at: ioasync::Address = "127.0.0.1:0".parse().unwrap();
+    let at: ioasync::io::Address = "127.0.0.1:0".parse().unwrap();
     let spec = Listener::spec("l", Listen::new(at), |conn, peer| {
         Stream::spec(format!("c{peer}").replace(':', "_"), conn)
     })

@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use ioasync::{
-    Backoff, ExitReason, NodeState, Restart, Spec, Strategy, SupervisionEventKind,
+    notifier::Spec,
+    supervision::{Backoff, ExitReason, NodeState, Restart, Strategy, SupervisionEventKind},
     test_util::{Exit, Gate, Hang, Journal, Note, Panic, Probe, ProbeArgs},
 };
 use support::{bounded, parent, probe, stopped, test_loop, wait_event};
@@ -38,7 +39,7 @@ async fn panic_child(lp: &ioasync::Loop, path: &str) {
     lookup(lp, path).tell(Panic("boom")).await.unwrap();
 }
 
-fn lookup(lp: &ioasync::Loop, path: &str) -> ioasync::NotifierRef<Probe> {
+fn lookup(lp: &ioasync::Loop, path: &str) -> ioasync::notifier::NotifierRef<Probe> {
     lp.lookup::<Probe>(path).expect("probe in tree")
 }
 

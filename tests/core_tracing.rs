@@ -11,7 +11,8 @@ use std::{
 };
 
 use ioasync::{
-    Ctx, Handler, Notifier, Result, Spec,
+    Result,
+    notifier::{Ctx, Handler, Notifier, Spec},
     test_util::{Journal, Panic, Probe, ProbeArgs},
 };
 use support::{bounded, example, test_loop};
@@ -183,7 +184,9 @@ async fn a_panic_in_ready_ends_the_incarnation_as_one_error_line() {
     let name = format!("tripwire{n}");
     let message: &'static str = Box::leak(format!("ready tripped {n}").into_boxed_str());
     let t = lp
-        .add(Spec::<Tripwire>::new(&name, message).restart(ioasync::Restart::Temporary))
+        .add(
+            Spec::<Tripwire>::new(&name, message).restart(ioasync::supervision::Restart::Temporary),
+        )
         .await
         .unwrap();
     let mut exits = t.exits().unwrap();

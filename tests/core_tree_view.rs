@@ -7,7 +7,10 @@ mod support;
 
 use std::{process::Stdio, time::Duration};
 
-use ioasync::{Entry, Function, FunctionRef, Listen, LocalAddr, ReadAction, Stream};
+use ioasync::{
+    io::{Listen, LocalAddr, ReadAction, Stream},
+    worker::{Entry, Function, FunctionRef},
+};
 use support::{
     bounded, bounded_for, example, fresh_dir, signal, spawn_with_first_line, test_loop, tool,
 };
@@ -15,7 +18,7 @@ use tokio::{io::AsyncWriteExt, process::Command};
 
 #[test]
 fn ioasync_worker() {
-    ioasync::run_if_worker([Entry::function("id", |n: u64| n)]);
+    ioasync::worker::run_if_worker([Entry::function("id", |n: u64| n)]);
 }
 
 /// Renders `dot` with Graphviz: the SVG, or the error it printed.
@@ -46,7 +49,7 @@ async fn the_dot_of_a_tree_with_a_listener_connections_a_pool_and_workers_parses
     let listener = lp
         .listen(
             "echo",
-            Listen::new("127.0.0.1:0".parse::<ioasync::Address>().unwrap()),
+            Listen::new("127.0.0.1:0".parse::<ioasync::io::Address>().unwrap()),
             |conn, _| {
                 Stream::spec("", conn).on_read(|io, buf, _| {
                     io.write_slice(buf);

@@ -9,8 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use ioasync::{
-    Framed, FramedEvent, FramedRef, Limits, ReadAction, ReadFor, Spec, Stream, StreamEvent,
-    StreamRef, Subscription, codec::LinesCodec,
+    io::codec::LinesCodec,
+    io::{
+        Framed, FramedEvent, FramedRef, Limits, ReadAction, ReadFor, Stream, StreamEvent, StreamRef,
+    },
+    notifier::{Spec, Subscription},
 };
 use support::{bounded, test_loop};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,7 +101,7 @@ async fn an_io_stream_has_the_events_read_futures_and_eof_of_a_socket_stream() {
     assert_eq!((&rest[..], eof), (&b"rest"[..], false));
     // Events, subscribed now that nothing is buffered.
     let mut events = s
-        .events_with::<StreamEvent>(64, ioasync::Overflow::Wait)
+        .events_with::<StreamEvent>(64, ioasync::notifier::Overflow::Wait)
         .unwrap();
     bounded("write", s.write("pong")).await.unwrap();
     let mut back = [0u8; 4];
@@ -180,7 +183,7 @@ async fn an_io_stream_pauses_reading_at_the_read_high_watermark_and_resumes_belo
     // A subscriber consumes: reading resumes, the low-watermark event
     // comes, and all 4 MiB arrive.
     let mut events = s
-        .events_with::<StreamEvent>(64, ioasync::Overflow::Wait)
+        .events_with::<StreamEvent>(64, ioasync::notifier::Overflow::Wait)
         .unwrap();
     let (mut total, mut resumed) = (0usize, false);
     while total < 4 << 20 {

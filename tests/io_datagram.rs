@@ -4,7 +4,10 @@
 #[macro_use]
 mod support;
 
-use ioasync::{Datagram, Dest, SockAddr, Socket, SocketEvent, SocketRef, test_util::Recorder};
+use ioasync::{
+    io::{Datagram, Dest, SockAddr, Socket, SocketEvent, SocketRef},
+    test_util::Recorder,
+};
 use support::{bounded, test_loop};
 use tokio::net::{UdpSocket, UnixDatagram};
 
@@ -69,8 +72,8 @@ async fn connect_datagram_resolves_and_sends_to_its_peer() {
     let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = server.local_addr().unwrap().port();
     let conn = lp
-        .connect(ioasync::Address::inet("localhost", port.to_string()))
-        .family(ioasync::Family::V4)
+        .connect(ioasync::io::Address::inet("localhost", port.to_string()))
+        .family(ioasync::io::Family::V4)
         .datagram()
         .await
         .unwrap();
@@ -86,7 +89,10 @@ async fn connect_datagram_resolves_and_sends_to_its_peer() {
 
 flavours!(typed_datagram_frames_through_a_codec);
 async fn typed_datagram_frames_through_a_codec() {
-    use ioasync::{DatagramEvent, FramedSocket, FramedSocketRef, codec::LinesCodec};
+    use ioasync::{
+        io::codec::LinesCodec,
+        io::{DatagramEvent, FramedSocket, FramedSocketRef},
+    };
     let lp = test_loop();
     let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use ioasync::{Address, Listen, ListenerEvent, LocalAddr, ReadAction, Stream, open_fd_count};
+use ioasync::io::{Address, Listen, ListenerEvent, LocalAddr, ReadAction, Stream, open_fd_count};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use support::{bounded, test_loop};
 use tokio::{net::TcpSocket, sync::Notify};

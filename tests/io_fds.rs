@@ -11,8 +11,11 @@ use std::sync::{
 use std::{io::Read as _, io::Write as _, os::fd::OwnedFd};
 
 use ioasync::{
-    Address, Handle, IntoSpec, Listen, LocalAddr, ReadAction, Stream, StreamEvent, StreamRef,
-    Subscription, open_fd_count,
+    io::{
+        Address, Handle, Listen, LocalAddr, ReadAction, Stream, StreamEvent, StreamRef,
+        open_fd_count,
+    },
+    notifier::{IntoSpec, Subscription},
 };
 use support::{bounded, serial, test_loop};
 use tokio::sync::Notify;

@@ -16,8 +16,10 @@ use std::{
 };
 
 use ioasync::{
-    File, FileEvent, FileStream, FileStreamEvent, FileStreamSpec, IntoSpec, ReadAction, StartAt,
-    WatchMode, test_util::Recorder,
+    fs::{File, FileEvent, FileStream, FileStreamEvent, FileStreamSpec, StartAt, WatchMode},
+    io::ReadAction,
+    notifier::IntoSpec,
+    test_util::Recorder,
 };
 use support::{append, bounded, test_loop};
 use tokio::sync::Notify;

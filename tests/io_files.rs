@@ -10,8 +10,10 @@ use std::{
 };
 
 use ioasync::{
-    File, FileEvent, FileStream, FileStreamEvent, IntoSpec, OnTruncate, ReadAction, StartAt,
-    Subscription, test_util::Recorder,
+    fs::{File, FileEvent, FileStream, FileStreamEvent, OnTruncate, StartAt},
+    io::ReadAction,
+    notifier::{IntoSpec, Subscription},
+    test_util::Recorder,
 };
 use support::{append, bounded, bounded_for, test_loop};
 use tokio::sync::Notify;
@@ -26,7 +28,7 @@ fn lines_of(
     path: &Path,
     start: StartAt,
 ) -> (
-    ioasync::FileStreamSpec,
+    ioasync::fs::FileStreamSpec,
     Arc<Mutex<Vec<String>>>,
     Arc<Notify>,
 ) {

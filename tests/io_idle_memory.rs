@@ -14,7 +14,7 @@ use std::{
     sync::atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
-use ioasync::{Listen, LocalAddr, ReadAction, Stream};
+use ioasync::io::{Listen, LocalAddr, ReadAction, Stream};
 use support::{bounded, test_loop};
 
 /// Heap bytes live now, process-wide.
@@ -93,7 +93,7 @@ async fn a_thousand_idle_connections_stay_under_the_heap_bound() {
     let listener = lp
         .listen(
             "echo",
-            Listen::new("127.0.0.1:0".parse::<ioasync::Address>().unwrap()),
+            Listen::new("127.0.0.1:0".parse::<ioasync::io::Address>().unwrap()),
             move |conn, _| {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 Stream::spec(format!("conn-{n}"), conn).on_read(|io, buf, _eof| {

@@ -13,8 +13,10 @@ use std::{
 };
 
 use ioasync::{
-    Address, Backoff, ExitReason, Framed, FramedRef, IntoSpec, Listen, Listener, LocalAddr,
-    ReadAction, Restart, Stream, SupervisionEventKind, codec::LinesCodec,
+    io::codec::LinesCodec,
+    io::{Address, Framed, FramedRef, Listen, Listener, LocalAddr, ReadAction, Stream},
+    notifier::IntoSpec,
+    supervision::{Backoff, ExitReason, Restart, SupervisionEventKind},
 };
 use support::{bounded, test_loop, wait_event};
 use tokio::{
@@ -140,7 +142,7 @@ async fn framed_line_streams_carry_typed_frames_both_ways() {
         .await
         .into_iter()
         .filter_map(|e| match e {
-            ioasync::FramedEvent::Frame(s) => Some(s),
+            ioasync::io::FramedEvent::Frame(s) => Some(s),
             _ => None,
         })
         .collect();
@@ -172,13 +174,13 @@ async fn an_oversized_frame_is_a_decode_error_and_the_stream_goes_on() {
     c.write_all(&[b'x'; 100]).await.unwrap();
     c.write_all(b"\nshort\n").await.unwrap();
     let evs = bounded("events", recorder.wait_len(2)).await;
-    let ioasync::FramedEvent::DecodeError(e) = &evs[0] else {
+    let ioasync::io::FramedEvent::DecodeError(e) = &evs[0] else {
         panic!("{evs:?}")
     };
     assert_eq!(e.op(), "decode");
     // The connection goes on: the next line is a frame.
     assert!(
-        matches!(&evs[1], ioasync::FramedEvent::Frame(l) if l == "short"),
+        matches!(&evs[1], ioasync::io::FramedEvent::Frame(l) if l == "short"),
         "{evs:?}"
     );
     drop(c);
@@ -187,7 +189,7 @@ async fn an_oversized_frame_is_a_decode_error_and_the_stream_goes_on() {
 flavours!(length_delimited_frames_round_trip);
 async fn length_delimited_frames_round_trip() {
     use bytes::Bytes;
-    use ioasync::codec::LengthDelimitedCodec;
+    use ioasync::io::codec::LengthDelimitedCodec;
     let lp = test_loop();
     let listener = lp
         .listen("ld", local(), |conn, _| {
@@ -210,7 +212,7 @@ async fn length_delimited_frames_round_trip() {
 
 flavours!(future_forms_next_accept_and_stream_closed);
 async fn future_forms_next_accept_and_stream_closed() {
-    use ioasync::{ListenerRef, StreamRef};
+    use ioasync::io::{ListenerRef, StreamRef};
     let lp = test_loop();
     let listener = lp
         .listen("f", local(), |conn, _| {

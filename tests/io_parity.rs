@@ -14,8 +14,12 @@ use std::{
 };
 
 use ioasync::{
-    Dest, Handle, HandleEvent, IoDirs, IoWatch, Limits, ReadAction, Socket, SocketEvent, SocketRef,
-    Spec, Stream, test_util::Recorder,
+    io::{
+        Dest, Handle, HandleEvent, IoDirs, IoWatch, Limits, ReadAction, Socket, SocketEvent,
+        SocketRef, Stream,
+    },
+    notifier::Spec,
+    test_util::Recorder,
 };
 use support::{bounded, test_loop};
 use tokio::{net::UdpSocket, sync::mpsc};
@@ -245,7 +249,7 @@ async fn watch_io_is_level_triggered_replaces_per_direction_and_unwatches() {
     let reader = |tag: &'static str| {
         let mut fd = a.try_clone().unwrap();
         let tx = tx.clone();
-        move |_io: &mut ioasync::HandleIo<'_>| {
+        move |_io: &mut ioasync::io::HandleIo<'_>| {
             let mut buf = [0u8; 2];
             match fd.read(&mut buf) {
                 Ok(n) => tx.send((tag, buf[..n].to_vec())).unwrap(),

@@ -5,7 +5,10 @@
 #[macro_use]
 mod support;
 
-use ioasync::{Command, Process, ReadFor, Stdio, Stream, StreamRef};
+use ioasync::{
+    io::{ReadFor, Stream, StreamRef},
+    process::{Command, Process, Stdio},
+};
 use support::{bounded, test_loop};
 
 flavours!(read_until_on_a_child_that_writes_three_lines_and_exits_gets_them_then_the_end);
@@ -65,7 +68,7 @@ async fn a_pending_read_on_a_connection_reset_by_its_peer_fails_with_econnreset(
 
 flavours!(close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_never_reads);
 async fn close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_never_reads() {
-    use ioasync::{Limits, Write};
+    use ioasync::io::{Limits, Write};
     let lp = test_loop();
     let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = raw.local_addr().unwrap();
@@ -122,7 +125,10 @@ async fn close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_
 
 flavours!(a_write_buffer_fails_or_drops_what_its_policy_names);
 async fn a_write_buffer_fails_or_drops_what_its_policy_names() {
-    use ioasync::{Limits, Overflow, Write};
+    use ioasync::{
+        io::{Limits, Write},
+        notifier::Overflow,
+    };
     use tokio::io::AsyncReadExt;
     let lp = test_loop();
     let limits = Limits {
@@ -158,7 +164,9 @@ async fn a_write_buffer_fails_or_drops_what_its_policy_names() {
                 .unwrap();
             // Through the mailbox, behind the write: once answered, the
             // write has been taken or refused (no timing guess).
-            bounded("info", stream.ask(ioasync::Info)).await.unwrap();
+            bounded("info", stream.ask(ioasync::io::Info))
+                .await
+                .unwrap();
             let mut rx = rx;
             match rx.try_recv() {
                 Ok(Err(e)) => break e,
@@ -190,7 +198,10 @@ async fn a_write_buffer_fails_or_drops_what_its_policy_names() {
 
 flavours!(a_write_buffer_under_drop_oldest_drops_the_oldest_whole_writes_and_keeps_the_newest);
 async fn a_write_buffer_under_drop_oldest_drops_the_oldest_whole_writes_and_keeps_the_newest() {
-    use ioasync::{Limits, Overflow, Write};
+    use ioasync::{
+        io::{Limits, Write},
+        notifier::Overflow,
+    };
     use tokio::io::AsyncReadExt;
     let lp = test_loop();
     let limits = Limits {

@@ -12,10 +12,15 @@ use std::{
     time::Duration,
 };
 
-use ioasync::Overflow;
+use ioasync::notifier::Overflow;
 use ioasync::{
-    Address, IntoSpec, Limits, Listen, LocalAddr, Loop, NotifierRef, ReadAction, SockAddr, Stream,
-    StreamEvent, StreamRef, WantRead, Write, test_util::Recorder,
+    Loop,
+    io::{
+        Address, Limits, Listen, LocalAddr, ReadAction, SockAddr, Stream, StreamEvent, StreamRef,
+        WantRead, Write,
+    },
+    notifier::{IntoSpec, NotifierRef},
+    test_util::Recorder,
 };
 use support::{bounded, test_loop};
 use tokio::{
@@ -28,10 +33,10 @@ use tokio::{
 /// connection our Loop makes to it.
 async fn pair_with<S>(
     lp: &Loop,
-    build: impl FnOnce(ioasync::StreamSpec) -> S,
+    build: impl FnOnce(ioasync::io::StreamSpec) -> S,
 ) -> (NotifierRef<Stream>, TcpStream)
 where
-    S: Into<ioasync::Spec<Stream>>,
+    S: Into<ioasync::notifier::Spec<Stream>>,
 {
     let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = raw.local_addr().unwrap();
@@ -218,7 +223,7 @@ async fn resolve_maps_service_names_and_numeric_hosts() {
     let lp = test_loop();
     let addrs = lp.resolve("127.0.0.1", "http").await.unwrap();
     assert_eq!(addrs, vec!["127.0.0.1:80".parse().unwrap()]);
-    let (host, serv) = ioasync::name_of("127.0.0.1:80".parse().unwrap(), true)
+    let (host, serv) = ioasync::io::name_of("127.0.0.1:80".parse().unwrap(), true)
         .await
         .unwrap();
     assert_eq!((host.as_str(), serv.as_str()), ("127.0.0.1", "80"));
@@ -289,7 +294,7 @@ async fn ipv6_listen_on_loopback_and_connect() {
         .connect(Address::inet("::1", addr.port().to_string()))
         .await
         .unwrap();
-    let ioasync::Connection::Tcp(mut tcp) = conn else {
+    let ioasync::io::Connection::Tcp(mut tcp) = conn else {
         panic!("tcp")
     };
     assert!(tcp.peer_addr().unwrap().is_ipv6());
@@ -436,7 +441,7 @@ async fn reading_pauses_at_the_read_high_watermark_and_resumes_below_the_low_one
 
 flavours!(future_returning_reads_take_exactly_what_they_ask_for_in_order);
 async fn future_returning_reads_take_exactly_what_they_ask_for_in_order() {
-    use ioasync::ReadFor;
+    use ioasync::io::ReadFor;
     let lp = test_loop();
     let (stream, mut peer) = pair_with(&lp, |s| s).await;
     peer.write_all(b"HEAD12345line one\nline two\nrest")

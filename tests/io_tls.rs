@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use ioasync::{
-    Connect, ErrorKind, Listen, Listener, ListenerEvent, LocalAddr, ReadAction, Stream,
-    Subscription, TlsClient, TlsServer,
+    error::ErrorKind,
+    io::{
+        Connect, Listen, Listener, ListenerEvent, LocalAddr, ReadAction, Stream, TlsClient,
+        TlsServer,
+    },
+    notifier::Subscription,
 };
 use support::{bounded, test_certs, test_loop};
 use tokio::{
@@ -24,16 +28,16 @@ async fn tls_echo_listener(
     lp: &ioasync::Loop,
     certs: &support::TestCerts,
 ) -> (
-    ioasync::NotifierRef<Listener>,
-    ioasync::EventStream<ListenerEvent>,
+    ioasync::notifier::NotifierRef<Listener>,
+    ioasync::notifier::EventStream<ListenerEvent>,
     String,
 ) {
     let server = TlsServer::from_pem_files(&certs.cert, &certs.key)
         .unwrap()
         .handshake_timeout(HANDSHAKE);
-    let listen = Listen::new("127.0.0.1:0".parse::<ioasync::Address>().unwrap()).tls(server);
+    let listen = Listen::new("127.0.0.1:0".parse::<ioasync::io::Address>().unwrap()).tls(server);
     let n = std::sync::atomic::AtomicU64::new(0);
-    let (sub, events) = Subscription::stream_with(256, ioasync::Overflow::DropOldest);
+    let (sub, events) = Subscription::stream_with(256, ioasync::notifier::Overflow::DropOldest);
     let spec = Listener::spec("tls-echo", listen, move |conn, _peer| {
         assert!(conn.is_tls(), "{conn:?}");
         let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -51,7 +55,7 @@ async fn tls_echo_listener(
 /// One TLS client doing `rounds` echo round trips of distinct messages.
 async fn good_client(addr: String, ca: std::path::PathBuf, rounds: usize) {
     let client = TlsClient::with_ca_pem_file(ca).unwrap();
-    let conn = Connect::new(addr.parse::<ioasync::Address>().unwrap())
+    let conn = Connect::new(addr.parse::<ioasync::io::Address>().unwrap())
         .tls(client)
         .await
         .expect("TLS connect");
@@ -168,7 +172,7 @@ async fn tls_errors_name_the_operation_and_the_file() {
     // A client that trusts another CA refuses the server: op tls.
     let other = test_certs();
     let (_l, _events, addr) = tls_echo_listener(&lp, &certs).await;
-    let e = Connect::new(addr.parse::<ioasync::Address>().unwrap())
+    let e = Connect::new(addr.parse::<ioasync::io::Address>().unwrap())
         .tls(TlsClient::with_ca_pem_file(&other.ca).unwrap())
         .await
         .unwrap_err();

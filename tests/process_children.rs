@@ -14,8 +14,13 @@ use std::{
 };
 
 use ioasync::{
-    Command, ExitStatus, IntoSpec, KillPolicy, Pid, Process, ProcessEvent, ProcessException,
-    ReadAction, SignalKind, Stdio, test_util::Recorder,
+    io::ReadAction,
+    notifier::IntoSpec,
+    process::{
+        Command, ExitStatus, KillPolicy, Pid, Process, ProcessEvent, ProcessException, Stdio,
+    },
+    signal::SignalKind,
+    test_util::Recorder,
 };
 use support::{bounded, test_loop};
 
@@ -44,7 +49,7 @@ async fn run_child_returns_both_streams_and_the_exit_code() {
 
 flavours!(stdin_and_stdout_as_streams_in_both_directions);
 async fn stdin_and_stdout_as_streams_in_both_directions() {
-    use ioasync::{StreamEvent, StreamRef};
+    use ioasync::io::{StreamEvent, StreamRef};
     let lp = test_loop();
     let (rec, sub) = Recorder::new();
     let mut cmd = Command::new("cat");

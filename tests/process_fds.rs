@@ -15,7 +15,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
-use ioasync::{Command, Stdio};
+use ioasync::process::{Command, Stdio};
 use support::{bounded, test_loop};
 
 const HELPER: &str = "IOASYNC_FDS_HELPER";
@@ -145,7 +145,7 @@ async fn swap_crosswise(a: RawFd, b: RawFd, wa: OwnedFd, wb: OwnedFd, ra: OwnedF
     let mut cmd = bash(&format!("echo to-{a} >&{a}; echo to-{b} >&{b}"));
     cmd.fd_from_child(b, Stdio::Fd(wa))
         .fd_from_child(a, Stdio::Fd(wb));
-    let mut child = ioasync::spawn_child(cmd).unwrap();
+    let mut child = ioasync::process::spawn_child(cmd).unwrap();
     assert!(bounded("exit", child.wait()).await.unwrap().success());
     let read = |fd: OwnedFd| {
         let mut s = String::new();
@@ -181,7 +181,7 @@ async fn fds_3_and_4_swapped_arrive_crosswise() {
         .fd_from_child(4, Stdio::Pipe)
         .stdout(Stdio::Null);
     let out = lp
-        .open_process(ioasync::Process::spec("swap-helper", cmd))
+        .open_process(ioasync::process::Process::spec("swap-helper", cmd))
         .await
         .unwrap();
     let (three, four) = (out.take_fd(3).unwrap(), out.take_fd(4).unwrap());
@@ -217,7 +217,7 @@ fn helper() {
         let mut cmd = sh("echo to-3 >&3; echo to-4 >&4");
         cmd.fd_from_child(4, Stdio::Fd(w3))
             .fd_from_child(3, Stdio::Fd(w4));
-        let mut child = ioasync::spawn_child(cmd).unwrap();
+        let mut child = ioasync::process::spawn_child(cmd).unwrap();
         assert!(child.wait().await.unwrap().success());
     });
 }

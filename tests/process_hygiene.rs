@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use ioasync::{Command, open_fd_count};
+use ioasync::{io::open_fd_count, process::Command};
 use support::{bounded, example, serial, zombie_children};
 use tokio::io::AsyncBufReadExt;
 

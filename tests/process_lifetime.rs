@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use ioasync::{Command, SpawnedChild};
+use ioasync::process::{Command, SpawnedChild};
 use support::{bounded, repeats};
 use tokio::io::AsyncBufReadExt;
 
@@ -84,12 +84,12 @@ fn children_outlive_the_threads_that_spawned_them(workers: usize) {
             let handle = tokio::runtime::Handle::current();
             let from_thread: SpawnedChild = std::thread::spawn(move || {
                 let _rt = handle.enter();
-                ioasync::spawn_child(sleeper()).unwrap()
+                ioasync::process::spawn_child(sleeper()).unwrap()
             })
             .join()
             .unwrap();
             let (from_blocking, tid) = tokio::task::spawn_blocking(|| {
-                (ioasync::spawn_child(sleeper()).unwrap(), gettid())
+                (ioasync::process::spawn_child(sleeper()).unwrap(), gettid())
             })
             .await
             .unwrap();
@@ -188,7 +188,7 @@ fn helper() {
     let handle = rt.handle().clone();
     let child = std::thread::spawn(move || {
         let _rt = handle.enter();
-        ioasync::spawn_child(sleeper()).unwrap()
+        ioasync::process::spawn_child(sleeper()).unwrap()
     })
     .join()
     .unwrap();

@@ -7,7 +7,10 @@ mod support;
 
 use std::{os::fd::OwnedFd, time::Duration};
 
-use ioasync::{Command, ExitStatus, RLIM_INFINITY, Resource, SignalKind, Stdio};
+use ioasync::{
+    process::{Command, ExitStatus, RLIM_INFINITY, Resource, Stdio},
+    signal::SignalKind,
+};
 use support::{bounded, test_loop};
 use tokio::io::AsyncBufReadExt;
 

@@ -3,7 +3,10 @@
 #[macro_use]
 mod support;
 
-use ioasync::{Signal, SignalEvent, SignalKind, test_util::Recorder};
+use ioasync::{
+    signal::{Signal, SignalEvent, SignalKind},
+    test_util::Recorder,
+};
 use support::{bounded, test_loop};
 
 fn raise(sig: SignalKind) {

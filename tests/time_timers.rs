@@ -7,10 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use ioasync::Overflow;
+use ioasync::notifier::Overflow;
 use ioasync::{
-    Absolute, Countdown, CountdownRef, Expired, NodeState, Periodic, Reschedule, Stop, Tick,
+    supervision::NodeState,
     test_util::Recorder,
+    time::{Absolute, Countdown, CountdownRef, Expired, Periodic, Reschedule, Stop, Tick},
 };
 use support::{bounded_for, test_loop};
 
@@ -61,7 +62,7 @@ trait TryEmpty {
     fn try_next_is_empty(&mut self) -> bool;
 }
 
-impl<E> TryEmpty for ioasync::EventStream<E> {
+impl<E> TryEmpty for ioasync::notifier::EventStream<E> {
     fn try_next_is_empty(&mut self) -> bool {
         use futures_util::FutureExt;
         self.recv().now_or_never().is_none()

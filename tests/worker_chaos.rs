@@ -7,7 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use ioasync::{CallOptions, Entry, Function, FunctionRef, open_fd_count};
+use ioasync::{
+    io::open_fd_count,
+    worker::{CallOptions, Entry, Function, FunctionRef},
+};
 use support::{bounded_for, zombie_children};
 
 fn entries() -> Vec<Entry> {
@@ -16,7 +19,7 @@ fn entries() -> Vec<Entry> {
 
 #[test]
 fn ioasync_worker() {
-    ioasync::run_if_worker(entries());
+    ioasync::worker::run_if_worker(entries());
 }
 
 #[test]
@@ -100,7 +103,7 @@ fn ten_thousand_calls_while_a_worker_is_sigkilled_every_few_hundred() {
         // Each death was also a supervision event, with its exit status.
         let mut deaths = 0;
         while let Ok(ev) = events.try_recv() {
-            if let ioasync::SupervisionEventKind::Exited(reason) = &ev.what
+            if let ioasync::supervision::SupervisionEventKind::Exited(reason) = &ev.what
                 && ev.kind == "worker"
             {
                 assert!(ev.path.starts_with("/chaos/worker-"), "{ev:?}");

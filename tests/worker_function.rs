@@ -6,7 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use ioasync::{CallOptions, Entry, EntryPoint, Failure, Function, FunctionRef, FunctionSpec};
+use ioasync::worker::{
+    CallOptions, Entry, EntryPoint, Failure, Function, FunctionRef, FunctionSpec,
+};
 use serde::{Deserialize, Serialize};
 use support::{bounded, test_loop};
 
@@ -82,7 +84,7 @@ fn entries() -> Vec<Entry> {
 /// When this binary runs as a worker, this test is the entry point.
 #[test]
 fn ioasync_worker() {
-    ioasync::run_if_worker(entries());
+    ioasync::worker::run_if_worker(entries());
 }
 
 fn pool(name: &str, entry: &str) -> FunctionSpec {
@@ -249,7 +251,7 @@ async fn a_full_call_queue_makes_call_wait_and_try_call_fail_naming_its_bound() 
 
 flavours!(a_full_call_queue_drops_what_its_policy_names);
 async fn a_full_call_queue_drops_what_its_policy_names() {
-    use ioasync::Overflow;
+    use ioasync::notifier::Overflow;
     let lp = test_loop();
     for (i, policy) in [Overflow::DropOldest, Overflow::DropNewest, Overflow::Fail]
         .into_iter()

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use ioasync::{CallOptions, DeadLetter, Entry, Function, FunctionRef, FunctionSpec};
+use ioasync::worker::{CallOptions, DeadLetter, Entry, Function, FunctionRef, FunctionSpec};
 use support::{bounded, fresh_dir, test_loop};
 
 fn nap(ms: u64) {
@@ -31,7 +31,7 @@ fn entries() -> Vec<Entry> {
         Entry::function("beating", |_: ()| {
             for _ in 0..6 {
                 nap(100);
-                assert!(ioasync::heartbeat(), "inside a call");
+                assert!(ioasync::worker::heartbeat(), "inside a call");
             }
             std::process::id()
         }),
@@ -54,7 +54,7 @@ fn entries() -> Vec<Entry> {
 
 #[test]
 fn ioasync_worker() {
-    ioasync::run_if_worker(entries());
+    ioasync::worker::run_if_worker(entries());
 }
 
 type Letters = Arc<Mutex<Vec<DeadLetter>>>;

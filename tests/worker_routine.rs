@@ -5,8 +5,9 @@
 mod support;
 
 use ioasync::{
-    Entry, ExitReason, KillRoutine, Restart, Routine, RoutineIo, SignalKind, SupervisionEventKind,
-    WorkerPid,
+    signal::SignalKind,
+    supervision::{ExitReason, Restart, SupervisionEventKind},
+    worker::{Entry, KillRoutine, Routine, RoutineIo, WorkerPid},
 };
 use support::{bounded, test_loop, wait_event};
 
@@ -43,7 +44,7 @@ fn mux(io: &mut RoutineIo<u32, u64>) -> (u32, u32) {
 
 #[test]
 fn ioasync_worker() {
-    ioasync::run_if_worker([
+    ioasync::worker::run_if_worker([
         Entry::routine("doubler", doubler),
         Entry::routine("mux", mux),
         Entry::routine("summer", |io: &mut RoutineIo<(), ()>| {

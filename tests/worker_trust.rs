@@ -10,7 +10,10 @@ mod support;
 use std::{io::Write, time::Duration};
 
 use ioasync::{
-    Entry, Function, FunctionRef, FunctionSpec, Loop, SupervisionEventKind, open_fd_count,
+    Loop,
+    io::open_fd_count,
+    supervision::SupervisionEventKind,
+    worker::{Entry, Function, FunctionRef, FunctionSpec},
 };
 use support::{bounded, bounded_for, zombie_children};
 
@@ -72,7 +75,7 @@ fn entries() -> Vec<Entry> {
         Entry::function("pid", |_: ()| std::process::id()),
         Entry::routine(
             "shout_routine",
-            |io: &mut ioasync::RoutineIo<String, ()>| {
+            |io: &mut ioasync::worker::RoutineIo<String, ()>| {
                 while let Some(word) = io.recv() {
                     println!("routine {} says {word}", std::process::id());
                     std::io::stdout().flush().unwrap();
@@ -86,7 +89,7 @@ fn entries() -> Vec<Entry> {
 /// When this binary runs as a worker, this test is the entry point.
 #[test]
 fn ioasync_worker() {
-    ioasync::run_if_worker(entries());
+    ioasync::worker::run_if_worker(entries());
 }
 
 fn pool(name: &str, entry: &str) -> FunctionSpec {
@@ -296,7 +299,8 @@ fn shouting_parent() {
         let n: usize = f.call(&"hello".to_string()).await.unwrap();
         assert_eq!(n, 5);
         f.stop().await;
-        let (spec, mut io) = ioasync::Routine::<String, (), u32>::spec("r", "shout_routine", 4);
+        let (spec, mut io) =
+            ioasync::worker::Routine::<String, (), u32>::spec("r", "shout_routine", 4);
         l.add(spec.exec_args(["--exact", "ioasync_worker", "--nocapture"]))
             .await
             .unwrap();

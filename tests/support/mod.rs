@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use ioasync::{
-    Loop, Spec, SupervisionEvent, SupervisionEventKind,
+    Loop,
+    notifier::Spec,
+    supervision::{SupervisionEvent, SupervisionEventKind},
     test_util::{Journal, Probe, ProbeArgs},
 };
 use tokio::sync::broadcast;

@@ -244,7 +244,7 @@ impl<T> fmt::Debug for Receiver<T> {
 /// when it is full (see [`Overflow`] for every queue's policies).
 ///
 /// ```
-/// use ioasync::{Overflow, channel};
+/// use ioasync::{notifier::Overflow, channel};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

@@ -44,7 +44,7 @@ pub enum ErrorKind {
 /// failed system call, the errno.
 ///
 /// ```
-/// use ioasync::{Error, ErrorKind};
+/// use ioasync::{Error, error::ErrorKind};
 ///
 /// let err = Error::io("connect", std::io::Error::from_raw_os_error(111));
 /// assert_eq!(err.op(), "connect");

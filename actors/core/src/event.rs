@@ -42,7 +42,7 @@ use crate::queue::{Offer, Overflow, Queue};
 /// inferred at `subscribe`.
 ///
 /// ```
-/// use ioasync::{Ctx, Emits, Loop, Notifier, Result, Spec, Subscription};
+/// use ioasync::{notifier::{Ctx, Emits, Notifier, Spec, Subscription}, Loop, Result};
 ///
 /// #[derive(Clone, Debug, PartialEq)]
 /// struct Beep(u32);

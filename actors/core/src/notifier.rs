@@ -2,7 +2,7 @@
 //! its messages, [`Ctx`] given to both, and [`NotifierRef`], its handle.
 //!
 //! ```
-//! use ioasync::{Ctx, Handler, Loop, Notifier, Result, Spec};
+//! use ioasync::{notifier::{Ctx, Handler, Notifier, Spec}, Loop, Result};
 //!
 //! struct Counter { n: u64 }
 //!

@@ -42,7 +42,7 @@ pub enum Strategy {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ioasync::Backoff;
+/// use ioasync::supervision::Backoff;
 ///
 /// let b = Backoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(1));
 /// assert_eq!(b.delay(1), Duration::from_millis(100));

@@ -489,7 +489,7 @@ impl<N: Notifier> NotifierRef<N> {
     ///   holds at a stop is reported undelivered, as the mailbox's is.
     ///
     /// ```
-    /// use ioasync::{Ctx, Handler, Loop, Notifier, Overflow, Result, Spec};
+    /// use ioasync::{notifier::{Ctx, Handler, Notifier, Overflow, Spec}, Loop, Result};
     ///
     /// /// Keeps the last position it was told.
     /// struct Cursor(u32);

@@ -18,8 +18,8 @@ use crate::{
 ///
 /// ```
 /// use std::time::Duration;
-/// use ioasync::{Restart, Spec, Strategy};
-/// # use ioasync::{Ctx, Notifier, Result};
+/// use ioasync::{supervision::{Restart, Strategy}, notifier::Spec};
+/// # use ioasync::{notifier::{Ctx, Notifier}, Result};
 /// # struct Worker;
 /// # impl Notifier for Worker {
 /// #     type Args = u32;
@@ -179,7 +179,7 @@ impl<N: Notifier> fmt::Debug for Spec<N> {
 /// [`Spec::subscribe`].
 ///
 /// ```
-/// use ioasync::{IntoSpec, ReadAction, Stream, StreamEvent, Subscription};
+/// use ioasync::{notifier::{IntoSpec, Subscription}, io::{ReadAction, Stream, StreamEvent}};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> ioasync::Result<()> {
 /// let (a, _b) = tokio::net::UnixStream::pair().unwrap();
@@ -215,7 +215,7 @@ pub trait IntoSpec: Into<Spec<Self::Notifier>> {
 /// not know the type of (a listener starting a connection handler).
 ///
 /// ```
-/// # use ioasync::{Ctx, Notifier, Result, Spec, AnySpec};
+/// # use ioasync::{notifier::{Ctx, Notifier, Spec, AnySpec}, Result};
 /// # struct Conn;
 /// # impl Notifier for Conn {
 /// #     type Args = ();
@@ -260,7 +260,7 @@ impl fmt::Debug for AnySpec {
 /// error. Cheap to clone (shared).
 ///
 /// ```
-/// use ioasync::Once;
+/// use ioasync::notifier::Once;
 ///
 /// let args = Once::new(7);
 /// let copy = args.clone();

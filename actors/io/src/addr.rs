@@ -13,7 +13,7 @@ use ioasync_core::Error;
 /// Where to connect or listen.
 ///
 /// ```
-/// use ioasync::Address;
+/// use ioasync::io::Address;
 ///
 /// let a: Address = "localhost:http".parse().unwrap();
 /// assert_eq!(a, Address::inet("localhost", "http"));

@@ -27,9 +27,9 @@ pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// # #[allow(dead_code)]
 /// # async fn f() -> ioasync::Result<()> {
 /// use std::time::Duration;
-/// use ioasync::Connect;
+/// use ioasync::io::Connect;
 ///
-/// let _conn = Connect::new("localhost:8080".parse::<ioasync::Address>()?)
+/// let _conn = Connect::new("localhost:8080".parse::<ioasync::io::Address>()?)
 ///     .timeout(Duration::from_secs(5))
 ///     .await?;
 /// # Ok(()) }

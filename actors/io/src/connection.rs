@@ -87,7 +87,7 @@ impl Connection {
     ///
     /// ```
     /// let (ours, _theirs) = tokio::io::duplex(64);
-    /// let conn = ioasync::Connection::from_io(ours);
+    /// let conn = ioasync::io::Connection::from_io(ours);
     /// assert!(conn.peer_addr().is_err()); // not a socket
     /// ```
     pub fn from_io(io: impl AsyncIo) -> Connection {

@@ -151,7 +151,7 @@ pub struct FileArgs {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ioasync::{File, FileEvent, Loop, Subscription};
+/// use ioasync::{fs::{File, FileEvent}, Loop, notifier::Subscription};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -192,7 +192,7 @@ impl File {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use ioasync::{File, WatchMode};
+    /// use ioasync::fs::{File, WatchMode};
     ///
     /// let spec = File::spec_with("conf", "/etc/hosts", Duration::from_secs(2), WatchMode::Poll);
     /// # drop(spec);

@@ -247,7 +247,7 @@ impl FileStreamSpec {
     ///
     /// ```
     /// use std::io::SeekFrom;
-    /// use ioasync::FileStream;
+    /// use ioasync::fs::FileStream;
     ///
     /// // Only the last 4 KiB of what is there, then everything appended.
     /// let spec = FileStream::spec("log", "/var/log/syslog").on_initial(|init| {
@@ -298,7 +298,7 @@ const CHUNK: usize = 1 << 20;
 ///
 /// ```
 /// use std::io::Write;
-/// use ioasync::{FileStream, Loop, ReadAction};
+/// use ioasync::{fs::FileStream, Loop, io::ReadAction};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

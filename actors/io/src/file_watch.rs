@@ -43,7 +43,7 @@ use tokio::sync::mpsc;
 ///
 /// ```
 /// use std::time::Duration;
-/// use ioasync::{FileStream, WatchMode};
+/// use ioasync::fs::{FileStream, WatchMode};
 ///
 /// // A log on NFS: other hosts' writes raise no local events, so poll.
 /// let spec = FileStream::spec("log", "/mnt/nfs/app.log")

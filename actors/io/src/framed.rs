@@ -2,9 +2,9 @@
 //! (IO::Async's Protocol::Stream and Protocol::LineStream).
 //!
 //! ```no_run
-//! use ioasync::{Framed, FramedRef, codec::LinesCodec};
+//! use ioasync::{io::{Framed, FramedRef}, io::codec::LinesCodec};
 //! # #[allow(dead_code)]
-//! # async fn f(lp: ioasync::Loop, conn: ioasync::Connection) -> ioasync::Result<()> {
+//! # async fn f(lp: ioasync::Loop, conn: ioasync::io::Connection) -> ioasync::Result<()> {
 //! let lines = lp
 //!     .add(Framed::spec("client", conn, LinesCodec::new_with_max_length(64 << 10))
 //!         .on_frame(|_io, line: String| println!("Received a line {line}")))
@@ -285,7 +285,7 @@ where
     ///
     /// ```
     /// use futures_util::StreamExt;
-    /// use ioasync::{Framed, FramedEvent, Loop, Spec, Subscription, codec::LinesCodec};
+    /// use ioasync::{io::{Framed, FramedEvent}, Loop, io::codec::LinesCodec, notifier::{Spec, Subscription}};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {

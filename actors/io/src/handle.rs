@@ -5,7 +5,7 @@
 //!
 //! ```
 //! use std::os::fd::OwnedFd;
-//! use ioasync::{Handle, Loop};
+//! use ioasync::{io::Handle, Loop};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> ioasync::Result<()> {

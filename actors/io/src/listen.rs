@@ -16,9 +16,9 @@ use crate::{
 /// How to listen: where, and the socket options.
 ///
 /// ```
-/// use ioasync::Listen;
+/// use ioasync::io::Listen;
 ///
-/// let l = Listen::new("[::1]:0".parse::<ioasync::Address>().unwrap())
+/// let l = Listen::new("[::1]:0".parse::<ioasync::io::Address>().unwrap())
 ///     .v6only(true)
 ///     .backlog(128);
 /// assert_eq!(l.address().to_string(), "[::1]:0");

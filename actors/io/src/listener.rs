@@ -95,9 +95,9 @@ impl Listener {
     /// [`Framed`](crate::Framed) spec, or any notifier's).
     ///
     /// ```no_run
-    /// use ioasync::{Listen, Listener, ReadAction, Stream};
+    /// use ioasync::io::{Listen, Listener, ReadAction, Stream};
     ///
-    /// let at: ioasync::Address = "127.0.0.1:0".parse().unwrap();
+    /// let at: ioasync::io::Address = "127.0.0.1:0".parse().unwrap();
     /// let _spec = Listener::spec("echo", Listen::new(at), |conn, peer| {
     ///     Stream::spec(format!("conn-{peer}"), conn).on_read(|io, buf, _eof| {
     ///         io.write(buf.split().freeze());

@@ -10,10 +10,10 @@
 //! session's stop timeout.
 //!
 //! ```no_run
-//! use ioasync::{Error, Listen, Listener, Session};
+//! use ioasync::{Error, io::{Listen, Listener, Session}};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
-//! let at: ioasync::Address = "127.0.0.1:0".parse().unwrap();
+//! let at: ioasync::io::Address = "127.0.0.1:0".parse().unwrap();
 //! let _spec = Listener::spec("hello", Listen::new(at), |conn, peer| {
 //!     Session::spec(format!("conn-{peer}"), conn, |mut conn, mut stop| async move {
 //!         let mut buf = [0u8; 1024];

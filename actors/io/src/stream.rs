@@ -9,11 +9,11 @@
 //!
 //! ```no_run
 //! use ioasync::prelude::*;
-//! use ioasync::{Connect, ReadAction, Stream, StreamRef};
+//! use ioasync::io::{Connect, ReadAction, Stream, StreamRef};
 //!
 //! # #[allow(dead_code)]
 //! # async fn f(lp: Loop) -> ioasync::Result<()> {
-//! let conn = Connect::new("127.0.0.1:7".parse::<ioasync::Address>()?).await?;
+//! let conn = Connect::new("127.0.0.1:7".parse::<ioasync::io::Address>()?).await?;
 //! let stream = lp
 //!     .add(Stream::spec("echo-client", conn).on_read(|_io, buf, eof| {
 //!         while let Some(i) = buf.iter().position(|b| *b == b'\n') {
@@ -339,7 +339,7 @@ impl Stream {
     /// (`poll_shutdown`: a TLS stream sends its close_notify).
     ///
     /// ```
-    /// use ioasync::{Loop, ReadAction, Stream};
+    /// use ioasync::{Loop, io::{ReadAction, Stream}};
     /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -383,7 +383,7 @@ impl Stream {
     /// any permanent notifier; an `Err` fails that start.
     ///
     /// ```
-    /// use ioasync::{Loop, ReadAction, Stream};
+    /// use ioasync::{Loop, io::{ReadAction, Stream}};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {

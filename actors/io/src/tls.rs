@@ -12,13 +12,13 @@
 //! other connections go on.
 //!
 //! ```no_run
-//! use ioasync::{Listen, TlsServer};
+//! use ioasync::io::{Listen, TlsServer};
 //! use std::time::Duration;
 //!
 //! # fn main() -> ioasync::Result<()> {
 //! let tls = TlsServer::from_pem_files("cert.pem", "key.pem")?
 //!     .handshake_timeout(Duration::from_secs(5));
-//! let _listen = Listen::new("127.0.0.1:8443".parse::<ioasync::Address>()?).tls(tls);
+//! let _listen = Listen::new("127.0.0.1:8443".parse::<ioasync::io::Address>()?).tls(tls);
 //! # Ok(()) }
 //! ```
 

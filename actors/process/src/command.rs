@@ -84,7 +84,7 @@ pub(crate) enum Dir {
 /// SIGKILL: no orphans.
 ///
 /// ```
-/// use ioasync::{Command, Stdio};
+/// use ioasync::process::{Command, Stdio};
 ///
 /// let mut cmd = Command::new("sh");
 /// cmd.args(["-c", "echo hi >&3"]).fd_from_child(3, Stdio::Pipe).stdin(Stdio::Null);

@@ -7,7 +7,7 @@ use ioasync_signal::SignalKind;
 /// How a child process ended: an exit code, or a terminating signal.
 ///
 /// ```
-/// use ioasync::{ExitStatus, SignalKind};
+/// use ioasync::{process::ExitStatus, signal::SignalKind};
 ///
 /// assert_eq!(ExitStatus::Code(3).to_string(), "exited with code 3");
 /// let killed = ExitStatus::Signal { signal: SignalKind::kill(), core_dumped: false };

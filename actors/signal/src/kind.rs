@@ -7,7 +7,7 @@ use ioasync_core::Error;
 /// A POSIX signal, by number, with its name.
 ///
 /// ```
-/// use ioasync::SignalKind;
+/// use ioasync::signal::SignalKind;
 ///
 /// let usr1: SignalKind = "USR1".parse().unwrap();
 /// assert_eq!(usr1, SignalKind::user_defined1());

@@ -25,7 +25,7 @@ pub struct SignalArgs {
 /// kernel coalesces deliveries that arrive before the first is handled.
 ///
 /// ```no_run
-/// use ioasync::{Loop, Signal, SignalEvent, SignalKind};
+/// use ioasync::{Loop, signal::{Signal, SignalEvent, SignalKind}};
 ///
 /// # #[tokio::main]
 /// # async fn main() -> ioasync::Result<()> {

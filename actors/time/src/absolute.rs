@@ -27,7 +27,7 @@ impl fmt::Debug for AbsoluteArgs {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ioasync::{Absolute, Expired, Loop};
+/// use ioasync::{time::{Absolute, Expired}, Loop};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> ioasync::Result<()> {

@@ -22,7 +22,7 @@ pub struct CountdownArgs {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ioasync::{Countdown, CountdownRef, Loop};
+/// use ioasync::{time::{Countdown, CountdownRef}, Loop};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> ioasync::Result<()> {

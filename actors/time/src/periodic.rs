@@ -47,7 +47,7 @@ pub struct PeriodicArgs {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ioasync::{Loop, Periodic, Reschedule, Tick};
+/// use ioasync::{Loop, time::{Periodic, Reschedule, Tick}};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> ioasync::Result<()> {

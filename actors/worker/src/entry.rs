@@ -215,7 +215,7 @@ thread_local! {
 ///     for (i, r) in rows.iter().enumerate() {
 ///         sum += r;
 ///         if i % 1_000_000 == 0 {
-///             ioasync::heartbeat(); // still working
+///             ioasync::worker::heartbeat(); // still working
 ///         }
 ///     }
 ///     sum

@@ -18,7 +18,7 @@ use crate::{
 /// `call` takes an `&A` and returns an `R`.
 ///
 /// ```no_run
-/// use ioasync::{EntryPoint, Loop, run_if_worker};
+/// use ioasync::{worker::{EntryPoint, run_if_worker}, Loop};
 ///
 /// static DOUBLE: EntryPoint<u64, u64> = EntryPoint::new("double");
 ///
@@ -39,7 +39,7 @@ use crate::{
 /// The types are checked when the call compiles:
 ///
 /// ```compile_fail
-/// use ioasync::{EntryPoint, NotifierRef, Function};
+/// use ioasync::{worker::{EntryPoint, Function}, notifier::NotifierRef};
 ///
 /// static DOUBLE: EntryPoint<u64, u64> = EntryPoint::new("double");
 ///
@@ -190,7 +190,7 @@ impl<A, R> fmt::Debug for EntryRef<A, R> {
 /// (a worker that died, a timeout), which stay the outer `Err`.
 ///
 /// ```
-/// use ioasync::Failure;
+/// use ioasync::worker::Failure;
 ///
 /// fn parse(s: String) -> Result<u32, Failure> {
 ///     s.parse()

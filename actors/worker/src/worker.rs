@@ -75,7 +75,7 @@ impl std::fmt::Debug for WorkerArgs {
 /// events:
 ///
 /// ```no_run
-/// use ioasync::{Entry, Function, FunctionRef, Loop, run_if_worker};
+/// use ioasync::{worker::{Entry, Function, FunctionRef, run_if_worker}, Loop};
 ///
 /// fn double(x: u64) -> u64 {
 ///     x * 2
