@@ -9,9 +9,9 @@
 //! | `$loop->run` / `$loop->stop($v)` | [`Loop::run`](crate::Loop::run) returns the value given to [`Loop::stop`](crate::Loop::stop) |
 //! | `$loop->add($n)` / `$loop->remove($n)` | [`Loop::add`](crate::Loop::add) / [`Loop::remove`](crate::Loop::remove) (stops the subtree, leaves first) |
 //! | `$loop->later(sub)` | [`Loop::later`](crate::Loop::later) |
-//! | `$loop->watch_time(after =>, code =>)` / `unwatch_time` | [`Loop::watch_time`](crate::Loop::watch_time) / [`Loop::unwatch_time`](crate::Loop::unwatch_time) |
-//! | `$loop->attach_signal(NAME, code)` / `detach_signal` | [`Loop::attach_signal`](crate::Loop::attach_signal) / [`Loop::detach_signal`](crate::Loop::detach_signal) |
-//! | `$loop->watch_process(pid, code)` / `unwatch_process` | [`Loop::watch_process`](crate::Loop::watch_process) / [`Loop::unwatch_process`](crate::Loop::unwatch_process) |
+//! | `$loop->watch_time(after =>, code =>)` / `unwatch_time` | [`Loop::watch_time`](crate::Loop::watch_time) returns a [`TimerWatch`](crate::time::TimerWatch): `cancel()`, or dropping it, unwatches; `detach()` lets it fire |
+//! | `$loop->attach_signal(NAME, code)` / `detach_signal` | [`Loop::attach_signal`](crate::Loop::attach_signal) returns a [`Watch`](crate::notifier::Watch): `cancel()`, or dropping it, detaches |
+//! | `$loop->watch_process(pid, code)` / `unwatch_process` | [`Loop::watch_process`](crate::Loop::watch_process) returns a [`Watch`](crate::notifier::Watch): `cancel()`, or dropping it, unwatches |
 //! | `$loop->delay_future(after =>)` / `timeout_future` | [`Loop::delay_future`](crate::Loop::delay_future) / [`Loop::timeout_future`](crate::Loop::timeout_future) |
 //! | `IO::Async::Notifier` | a type implementing [`Notifier`](crate::notifier::Notifier), run as a supervised kameo actor |
 //! | `$notifier->add_child` / `remove_child` | [`Ctx::add_child`](crate::notifier::Ctx::add_child), [`NotifierRef::add_child`](crate::notifier::NotifierRef::add_child) / [`NotifierRef::stop`](crate::notifier::NotifierRef::stop) |
@@ -78,7 +78,7 @@
 //! |---|---|
 //! | `IO::Async::File` (`filename`, `interval`, `on_size_changed`, `on_mtime_changed`, `on_stat_changed`, `on_devino_changed`, ...) | [`File::spec`](crate::fs::File::spec), events [`FileEvent`](crate::fs::FileEvent) (`Size`, `Mtime`, `Mode`, `Inode`, `Nlink`, `Owner`, `Changed`, `Appeared`, `Vanished`) |
 //! | `IO::Async::FileStream` (`on_read`, `on_truncated`, `on_initial`, `seek_to_last`) | [`FileStream::spec`](crate::fs::FileStream::spec) with [`on_initial`](crate::fs::FileStreamSpec::on_initial) ([`Initial`](crate::fs::Initial): `size`, `seek`, `seek_to_last`), [`StartAt`](crate::fs::StartAt) and [`OnTruncate`](crate::fs::OnTruncate); events [`FileStreamEvent`](crate::fs::FileStreamEvent); inotify with polling as the backstop ([`WatchMode`](crate::fs::WatchMode)) |
-//! | `$loop->watch_file` / `unwatch_file` (IO::Async's TODO) | [`Loop::watch_file`](crate::Loop::watch_file) / [`Loop::unwatch_file`](crate::Loop::unwatch_file) |
+//! | `$loop->watch_file` / `unwatch_file` (IO::Async's TODO) | [`Loop::watch_file`](crate::Loop::watch_file) returns a [`Watch`](crate::notifier::Watch): `cancel()`, or dropping it, unwatches |
 //! | `IO::Async::Protocol` over a `Socket` | [`FramedSocket`](crate::io::FramedSocket) with a [`codec`](crate::io::codec) |
 //!
 //! # Futures of things that complete once

@@ -7,7 +7,6 @@ use std::{
     fmt,
     future::Future,
     os::fd::{AsFd, AsRawFd, RawFd},
-    panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -18,13 +17,12 @@ use ioasync_core::{
 };
 use tokio::{
     runtime::{Handle, Runtime},
-    sync::{Notify, broadcast, mpsc},
+    sync::{Notify, broadcast},
     time::Instant,
 };
 
-use crate::timer_queue::TimerQueue;
+use crate::watch::{TimerWatch, Watch};
 
-type Later = Box<dyn FnOnce() + Send>;
 type StopSlot = Option<Result<Box<dyn Any + Send>>>;
 
 /// The runs in progress, innermost last, each with the value a stop gave
@@ -78,10 +76,6 @@ impl When {
         }
     }
 }
-
-/// The id of a [`Loop::watch_time`] timer, for [`Loop::unwatch_time`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TimerId(u64);
 
 /// The callbacks of a [`Loop::watch_io`] watch, each called inside the
 /// watch's [`Handle`](ioasync_io::Handle) notifier. They get the handle's
@@ -289,16 +283,10 @@ impl LoopBuilder {
         };
         let _guard = handle.enter();
         let tree = Tree::start(self.strategy)?;
-        let timers = Arc::new(TimerQueue::default());
-        handle.spawn(timers.clone().run());
-        let (later_tx, later_rx) = mpsc::unbounded_channel();
-        handle.spawn(run_later(later_rx));
         let inner = Arc::new(Inner {
             runtime: Mutex::new(runtime),
             handle,
             tree,
-            timers,
-            later: later_tx,
             runs: Mutex::new(Runs::default()),
             stopped: Notify::new(),
             next_watch: std::sync::atomic::AtomicU64::new(1),
@@ -310,14 +298,6 @@ impl LoopBuilder {
             lp.inner.handle.spawn(task);
         }
         Ok(lp)
-    }
-}
-
-async fn run_later(mut rx: mpsc::UnboundedReceiver<Later>) {
-    while let Some(f) = rx.recv().await {
-        if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
-            tracing::error!("a `later` callback panicked");
-        }
     }
 }
 
@@ -366,12 +346,10 @@ async fn shutdown_on(lp: Loop, deadline: Duration, name: &'static str) {
     ));
 }
 
-struct Inner {
+pub(crate) struct Inner {
     runtime: Mutex<Option<Runtime>>,
     handle: Handle,
-    tree: Tree,
-    timers: Arc<TimerQueue>,
-    later: mpsc::UnboundedSender<Later>,
+    pub(crate) tree: Tree,
     runs: Mutex<Runs>,
     stopped: Notify,
     next_watch: std::sync::atomic::AtomicU64,
@@ -400,7 +378,8 @@ impl Drop for Inner {
 ///     l.watch_time(Duration::from_millis(5), {
 ///         let l = l.clone();
 ///         move || l.stop(42u32)
-///     });
+///     })
+///     .detach();
 ///     l.run::<u32>().await
 /// })?;
 /// assert_eq!(answer, 42);
@@ -661,87 +640,64 @@ impl Loop {
     }
 
     /// Watches `path`'s `stat` every `interval`, calling `f` for each
-    /// [`FileEvent`](ioasync_io::FileEvent) (IO::Async's `watch_file`);
-    /// returns the watch's id for [`Loop::unwatch_file`].
+    /// [`FileEvent`](ioasync_io::FileEvent) (IO::Async's `watch_file`).
+    /// The watch is a [`File`](ioasync_io::File) notifier under the root;
+    /// dropping the returned guard removes it (IO::Async's `unwatch_file`).
     pub async fn watch_file(
         &self,
         path: impl AsRef<std::path::Path>,
         interval: Duration,
         f: impl FnMut(ioasync_io::FileEvent) + Send + 'static,
-    ) -> Result<u64> {
-        let name = format!(
-            "watch-file-{}",
-            self.inner
-                .next_watch
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
+    ) -> Result<Watch<ioasync_io::File>> {
+        let name = format!("watch-file-{}", self.next_watch_id());
         // Subscribed at spec time: the callback belongs to the watcher's
         // runtime and keeps firing across its restarts.
         let spec = ioasync_io::File::spec(name, path, interval)
             .subscribe(ioasync_core::Subscription::closure(f));
-        let w = self.add(spec).await?;
-        Ok(w.id())
+        Ok(self.watch(self.add(spec).await?))
     }
 
     /// Calls `f` for each delivery of `signal` (IO::Async's
-    /// `attach_signal`; several per signal are fine); returns an id for
-    /// [`Loop::detach_signal`].
+    /// `attach_signal`; several per signal are fine). The watch is a
+    /// [`Signal`](ioasync_signal::Signal) notifier under the root; dropping
+    /// the returned guard removes it (`detach_signal`), and the last one of
+    /// a signal gives it back its default disposition.
     pub async fn attach_signal(
         &self,
         signal: ioasync_signal::SignalKind,
         f: impl FnMut(ioasync_signal::SignalEvent) + Send + 'static,
-    ) -> Result<u64> {
+    ) -> Result<Watch<ioasync_signal::Signal>> {
         let name = format!("signal-{}-{}", signal.name(), self.next_watch_id());
         let spec = ioasync_signal::Signal::spec(name, signal)
             .subscribe(ioasync_core::Subscription::closure(f));
-        let w = self.add(spec).await?;
-        Ok(w.id())
-    }
-
-    /// Removes an [`Loop::attach_signal`] watcher; the last one of a signal
-    /// gives it back its default disposition.
-    pub async fn detach_signal(&self, id: u64) -> bool {
-        self.remove_top_level(id, "signal").await
+        Ok(self.watch(self.add(spec).await?))
     }
 
     /// Calls `f` once with the exit status of child `pid` (one started by
-    /// other means than ioasync; IO::Async's `watch_process`); returns an
-    /// id for [`Loop::unwatch_process`].
+    /// other means than ioasync; IO::Async's `watch_process`). The watch is
+    /// a [`Pid`](ioasync_process::Pid) notifier under the root; dropping
+    /// the returned guard removes it (`unwatch_process`).
     pub async fn watch_process(
         &self,
         pid: u32,
         f: impl FnMut(ioasync_process::ExitStatus) + Send + 'static,
-    ) -> Result<u64> {
+    ) -> Result<Watch<ioasync_process::Pid>> {
         let name = format!("pid-{pid}-{}", self.next_watch_id());
         // Subscribed before the watch starts: even an exit that already
         // happened is seen.
         let spec =
             ioasync_process::Pid::spec(name, pid).subscribe(ioasync_core::Subscription::closure(f));
-        let w = self.add(spec).await?;
-        Ok(w.id())
+        Ok(self.watch(self.add(spec).await?))
     }
 
-    /// Stops a [`Loop::watch_process`] watch; false when there is none.
-    pub async fn unwatch_process(&self, id: u64) -> bool {
-        self.remove_top_level(id, "pid").await
+    fn watch<N: Notifier>(&self, n: NotifierRef<N>) -> Watch<N> {
+        Watch::new(n, self.inner.handle.clone())
     }
 
     fn next_watch_id(&self) -> u64 {
         self.inner
             .next_watch
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-
-    async fn remove_top_level(&self, id: u64, kind: &str) -> bool {
-        let Some(child) = self
-            .tree()
-            .children
-            .into_iter()
-            .find(|c| c.id == id && c.kind == kind)
-        else {
-            return false;
-        };
-        self.remove(&child.path).await.is_some()
     }
 
     /// Watches `fd` for readiness (IO::Async's `watch_io`): the callbacks
@@ -867,32 +823,23 @@ impl Loop {
         true
     }
 
-    /// Stops a [`Loop::watch_file`] watch; false when there is none.
-    pub async fn unwatch_file(&self, id: u64) -> bool {
-        self.remove_top_level(id, "file").await
-    }
-
-    /// Runs `f` on the loop soon, after every `later` queued before it.
+    /// Runs `f` on the loop soon, after every `later` queued before it,
+    /// inside the root notifier (a panic in it is contained and logged).
     pub fn later(&self, f: impl FnOnce() + Send + 'static) {
-        if self.inner.later.send(Box::new(f)).is_err() {
-            tracing::error!("later: the loop's runtime has shut down");
-        }
+        let _ = self.inner.tree.call_at(Instant::now(), Box::new(f));
     }
 
-    /// Calls `f` once at `when`; timers fire in deadline order.
-    pub fn watch_time(&self, when: impl Into<When>, f: impl FnOnce() + Send + 'static) -> TimerId {
-        let f = Box::new(move || {
-            if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
-                tracing::error!("a watch_time callback panicked");
-            }
-        });
-        TimerId(self.inner.timers.insert(when.into().instant(), f))
-    }
-
-    /// Cancels a [`Loop::watch_time`] timer; false when it already fired
-    /// or was cancelled.
-    pub fn unwatch_time(&self, id: TimerId) -> bool {
-        self.inner.timers.remove(id.0)
+    /// Calls `f` once at `when`, inside the root notifier; timers fire in
+    /// deadline order, ties in the order they were set. Dropping the
+    /// returned guard cancels the timer (IO::Async's `unwatch_time`);
+    /// [`TimerWatch::detach`] lets it fire.
+    pub fn watch_time(
+        &self,
+        when: impl Into<When>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> TimerWatch {
+        let call = self.inner.tree.call_at(when.into().instant(), Box::new(f));
+        TimerWatch::new(call, &self.inner)
     }
 
     /// A future that completes at `when`.

@@ -73,7 +73,7 @@
 //!
 //! [`Loop`] owns (or adopts) the tokio runtime and the root notifier, and
 //! offers IO::Async's loop methods: `run` / `stop`, `add` / `remove`,
-//! `later`, `watch_time` / `unwatch_time`, `delay_future`,
+//! `later`, `watch_time` (a [`TimerWatch`](crate::time::TimerWatch) guard), `delay_future`,
 //! `timeout_future`, the [`tree`](Loop::tree) snapshot and an ordered
 //! [`shutdown`](Loop::shutdown) with deadlines.
 //!
@@ -108,8 +108,13 @@
 //! - Each notifier is one kameo actor, that is one tokio task; its `next`
 //!   selects over a control queue, its kameo mailbox and its OS source.
 //!   No notifier has a second task.
-//! - The loop adds two tasks: one runs `later` callbacks in order, one
-//!   holds the `watch_time` timers in a deadline-ordered map.
+//! - The loop has no task outside the tree: `later` and `watch_time`
+//!   callbacks run inside the root notifier, from one deadline-ordered map
+//!   over tokio's timer. The watches (`watch_file`, `attach_signal`,
+//!   `watch_process`) are notifiers under the root, each returned behind a
+//!   guard ([`Watch`](crate::notifier::Watch)) that removes it when
+//!   dropped; `watch_io` is a [`Handle`](crate::io::Handle) notifier keyed
+//!   by its fd, as IO::Async's.
 //! - [`Loop::block_on`] runs user code on a runtime worker, never on the
 //!   calling thread (an `ask` from `block_on`'s own thread costs 25x more).
 //! - kameo is used without its `tracing` feature; each notifier has its own
@@ -124,7 +129,7 @@
 pub mod control;
 pub mod guide;
 mod ioloop;
-mod timer_queue;
+mod watch;
 
 pub use ioasync_core::{Error, Result};
 pub use ioloop::Loop;
@@ -145,6 +150,7 @@ pub mod runtime {
 /// [`Ctx`](crate::notifier::Ctx) inside handlers, and events ([`Subscription`](crate::notifier::Subscription), [`Emits`](crate::notifier::Emits),
 /// [`EventStream`](crate::notifier::EventStream)).
 pub mod notifier {
+    pub use crate::watch::Watch;
     pub use ioasync_core::{
         AnySpec, Ctx, Emits, EventStream, Handler, IntoSpec, Notifier, NotifierActor, NotifierRef,
         Once, Overflow, Spec, Subscription,
@@ -192,9 +198,10 @@ pub mod fs {
 }
 
 /// Timers: [`Absolute`](crate::time::Absolute), [`Countdown`](crate::time::Countdown) and [`Periodic`](crate::time::Periodic) notifiers, and the
-/// Loop's `watch_time` ids.
+/// Loop's `watch_time` guards.
 pub mod time {
-    pub use crate::ioloop::{TimerId, When};
+    pub use crate::ioloop::When;
+    pub use crate::watch::TimerWatch;
     pub use ioasync_time::{
         Absolute, AbsoluteArgs, Countdown, CountdownArgs, CountdownRef, Expired, IsExpired,
         IsRunning, Periodic, PeriodicArgs, PeriodicSpec, Reschedule, Reset, Start, Stop, Tick,

@@ -1,4 +1,4 @@
-//! The Loop: run/stop, later, watch_time/unwatch_time, delay and timeout
+//! The Loop: run/stop, later, watch_time and its guard, delay and timeout
 //! futures, runtimes, tree snapshots, escalation past the root.
 
 #[macro_use]
@@ -53,16 +53,70 @@ async fn watch_time_fires_each_timer_once_in_deadline_order_and_unwatched_never(
             }),
         ));
     }
-    assert!(lp.unwatch_time(ids[2].1), "x cancelled before it fired");
+    let mut ids: Vec<_> = ids.into_iter().map(|(_, w)| Some(w)).collect();
+    assert!(
+        ids[2].take().unwrap().cancel(),
+        "x cancelled before it fired"
+    );
     let l = lp.clone();
-    lp.watch_time(Duration::from_millis(100), move || l.stop(()));
+    lp.watch_time(Duration::from_millis(100), move || l.stop(()))
+        .detach();
     lp.run::<()>().await.unwrap();
     let ms = |n| Duration::from_millis(n);
     assert_eq!(
         *fired.lock().unwrap(),
         vec![("a", ms(10)), ("b", ms(20)), ("c", ms(30)), ("d", ms(40))]
     );
-    assert!(!lp.unwatch_time(ids[1].1), "a already fired");
+    let a = ids[1].take().unwrap();
+    assert!(!a.is_pending());
+    assert!(!a.cancel(), "a already fired");
+}
+
+flavours!(loop_callbacks_run_inside_the_root_and_a_panicking_one_is_contained);
+async fn loop_callbacks_run_inside_the_root_and_a_panicking_one_is_contained() {
+    let lp = test_loop();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let s = seen.clone();
+    lp.later(move || s.lock().unwrap().push("first"));
+    lp.later(|| panic!("injected panic in a later callback"));
+    let s = seen.clone();
+    lp.watch_time(Duration::from_millis(1), move || panic!("and in a timer"))
+        .detach();
+    let s2 = s.clone();
+    lp.later(move || s2.lock().unwrap().push("after the panic"));
+    lp.watch_time(Duration::from_millis(2), move || {
+        s.lock().unwrap().push("timer after the panic");
+        let _ = tx.send(());
+    })
+    .detach();
+    bounded("the last timer", rx).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["first", "after the panic", "timer after the panic"]
+    );
+    // No notifier and no task of their own: the root runs them.
+    assert!(lp.tree().children.is_empty(), "{}", lp.tree());
+    assert_eq!(lp.live_notifiers(), 1);
+    assert!(lp.root().is_alive(), "the root contained both panics");
+}
+
+paused!(a_dropped_timer_watch_never_fires_and_a_detached_one_does);
+async fn a_dropped_timer_watch_never_fires_and_a_detached_one_does() {
+    let lp = test_loop();
+    let fired = Arc::new(Mutex::new(Vec::new()));
+    let f = fired.clone();
+    drop(lp.watch_time(Duration::from_millis(10), move || {
+        f.lock().unwrap().push("dropped")
+    }));
+    let f = fired.clone();
+    let kept = lp.watch_time(Duration::from_millis(10), move || {
+        f.lock().unwrap().push("kept")
+    });
+    assert!(kept.is_pending());
+    kept.detach();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(*fired.lock().unwrap(), ["kept"]);
 }
 
 paused!(delay_future_and_timeout_future_complete_exactly_once_at_their_time);

@@ -368,7 +368,7 @@ async fn watch_file_callbacks_keep_firing_across_watcher_restarts() {
     let seen = Journal::new();
     let armed = Arc::new(AtomicBool::new(false));
     let (s, a) = (seen.clone(), armed.clone());
-    let id = lp
+    let watch = lp
         .watch_file(&path, Duration::from_millis(5), move |e| {
             if a.swap(false, Ordering::SeqCst) {
                 panic!("injected panic");
@@ -380,13 +380,11 @@ async fn watch_file_callbacks_keep_firing_across_watcher_restarts() {
         .await
         .unwrap();
     bounded("appeared", seen.wait_count("appeared", 1)).await;
-    let watcher = lp
-        .tree()
-        .iter()
-        .find(|n| n.id == id)
-        .expect("the watcher")
-        .path
-        .clone();
+    let watcher = watch.path().to_string();
+    assert!(
+        lp.tree().find(&watcher).is_some(),
+        "the watcher is in the tree"
+    );
     // The default restart limit is 3 within 5 s.
     let mut size = 1;
     for n in 1..=3 {
@@ -406,7 +404,8 @@ async fn watch_file_callbacks_keep_firing_across_watcher_restarts() {
         )
         .await;
     }
-    assert!(lp.unwatch_file(id).await);
+    assert!(watch.cancel().await);
+    assert!(lp.tree().find(&watcher).is_none());
     std::fs::remove_dir_all(&d).unwrap();
 }
 

@@ -248,14 +248,14 @@ async fn an_unreadable_path_gives_a_clear_error_with_errno() {
     assert_eq!((err.op(), err.errno()), ("read", Some(21)), "{err}");
 }
 
-flavours!(loop_watch_file_and_unwatch_file);
-async fn loop_watch_file_and_unwatch_file() {
+flavours!(loop_watch_file_and_its_guard_unwatches);
+async fn loop_watch_file_and_its_guard_unwatches() {
     let lp = test_loop();
     let d = dir("loopwatch");
     let path = d.join("f");
     let seen = Arc::new(Mutex::new(0usize));
     let s = seen.clone();
-    let id = lp
+    let watch = lp
         .watch_file(&path, Duration::from_millis(5), move |e| {
             if let FileEvent::Appeared(_) = e {
                 *s.lock().unwrap() += 1;
@@ -270,8 +270,21 @@ async fn loop_watch_file_and_unwatch_file() {
         }
     })
     .await;
-    assert!(lp.unwatch_file(id).await);
-    assert!(!lp.unwatch_file(id).await, "already gone");
+    let at = watch.path().to_string();
+    assert!(watch.is_active());
+    // Stopped by other means first: cancel says it was no longer running.
+    lp.remove(&at).await.unwrap();
+    assert!(!watch.cancel().await, "already gone");
+    // A dropped guard removes its watch.
+    let dropped = lp
+        .watch_file(&path, Duration::from_millis(5), |_| {})
+        .await
+        .unwrap();
+    let at = dropped.path().to_string();
+    let n = dropped.notifier().clone();
+    drop(dropped);
+    bounded("the dropped watch stops", n.wait_stopped()).await;
+    assert!(lp.tree().find(&at).is_none(), "{}", lp.tree());
     let _ = Subscription::<FileEvent>::closure(|_| {});
     std::fs::remove_dir_all(&d).unwrap();
 }

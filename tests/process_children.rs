@@ -245,6 +245,7 @@ async fn loop_watch_process_reports_the_exit_once() {
         }
     })
     .await
-    .unwrap();
+    .unwrap()
+    .detach();
     assert_eq!(bounded("exit", rx).await.unwrap(), ExitStatus::Code(9));
 }

@@ -91,7 +91,7 @@ async fn loop_attach_and_detach_signal() {
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let notify = std::sync::Arc::new(tokio::sync::Notify::new());
     let (s, n) = (seen.clone(), notify.clone());
-    let id = lp
+    let watch = lp
         .attach_signal(SignalKind::hangup(), move |e| {
             assert_eq!(e.signal, SignalKind::hangup());
             s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -102,6 +102,15 @@ async fn loop_attach_and_detach_signal() {
     raise(SignalKind::hangup());
     bounded("delivery", notify.notified()).await;
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert!(lp.detach_signal(id).await);
-    assert!(!lp.detach_signal(id).await);
+    let at = watch.path().to_string();
+    assert!(watch.cancel().await);
+    assert!(lp.tree().find(&at).is_none());
+    // A dropped guard detaches the signal too.
+    let dropped = lp
+        .attach_signal(SignalKind::hangup(), |_| {})
+        .await
+        .unwrap();
+    let n = dropped.notifier().clone();
+    drop(dropped);
+    bounded("the dropped watch stops", n.wait_stopped()).await;
 }

@@ -88,6 +88,7 @@ mod snapshot;
 mod spec;
 mod state;
 mod supervisor;
+mod timers;
 mod tree;
 
 #[cfg(feature = "test-util")]
@@ -103,4 +104,4 @@ pub use shutdown::ShutdownReport;
 pub use snapshot::NodeSnapshot;
 pub use spec::{AnySpec, IntoSpec, Once, Spec};
 pub use state::NodeState;
-pub use tree::{Root, Tree};
+pub use tree::{CallAt, Root, RootArgs, Tree};

@@ -15,29 +15,62 @@ use crate::{
     shutdown::ShutdownReport,
     snapshot::NodeSnapshot,
     spec::Spec,
+    timers::{TimerKey, Timers},
 };
 
-/// The root notifier of a tree: it only supervises.
-#[derive(Debug)]
-pub struct Root;
+/// The root notifier of a tree: it supervises the top-level notifiers and
+/// runs the tree's timed callbacks ([`Tree::call_at`]) in its turns.
+pub struct Root {
+    timers: Arc<Timers>,
+}
+
+impl fmt::Debug for Root {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Root").finish_non_exhaustive()
+    }
+}
 
 impl Notifier for Root {
-    type Args = ();
+    type Args = RootArgs;
 
     fn kind() -> &'static str {
         "root"
     }
 
-    async fn init(_: (), _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        Ok(Root)
+    async fn init(RootArgs(timers): RootArgs, _ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        Ok(Root { timers })
+    }
+
+    async fn ready(&mut self) {
+        self.timers.due().await
+    }
+
+    async fn on_ready(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        self.timers.run_due()
     }
 }
+
+/// What the root starts with: the tree's callback queue (made by
+/// [`Tree::start`] only).
+#[derive(Clone)]
+pub struct RootArgs(Arc<Timers>);
+
+impl fmt::Debug for RootArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootArgs").finish_non_exhaustive()
+    }
+}
+
+/// A callback queued on the tree's root with [`Tree::call_at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallAt(TimerKey);
 
 /// A supervision tree: a root notifier, its registry of notifiers by id and
 /// path, and its bus of [`SupervisionEvent`]s.
 pub struct Tree {
     root: NotifierRef<Root>,
     shared: Arc<Shared>,
+    timers: Arc<Timers>,
 }
 
 impl Tree {
@@ -52,9 +85,41 @@ impl Tree {
         let node = Node::new(&shared, None, "", "root", policy)?;
         // The root only supervises; its init cannot fail: it runs from now.
         node.set_state(crate::state::NodeState::Running);
-        let actor = start_actor::<Root>(&node, Arc::new(|| ()), 64, None, None);
+        let timers = Arc::new(Timers::default());
+        let for_root = timers.clone();
+        let actor = start_actor::<Root>(
+            &node,
+            Arc::new(move || RootArgs(for_root.clone())),
+            64,
+            None,
+            None,
+        );
         let root = NotifierRef { actor, node };
-        Ok(Tree { root, shared })
+        Ok(Tree {
+            root,
+            shared,
+            timers,
+        })
+    }
+
+    /// Queues `f` to run inside the root notifier at `at` (at once when
+    /// `at` has passed). Callbacks run in deadline order, ties in the order
+    /// queued, one at a time; a panicking one is contained and logged. They
+    /// share the root's turns with its supervision, so they should be
+    /// short.
+    pub fn call_at(&self, at: Instant, f: Box<dyn FnOnce() + Send>) -> CallAt {
+        CallAt(self.timers.insert(at, f))
+    }
+
+    /// Cancels a [`Tree::call_at`] callback; false when it already ran or
+    /// was cancelled.
+    pub fn cancel_call(&self, call: CallAt) -> bool {
+        self.timers.remove(call.0)
+    }
+
+    /// Whether a [`Tree::call_at`] callback is still waiting to run.
+    pub fn is_call_pending(&self, call: CallAt) -> bool {
+        self.timers.is_pending(call.0)
     }
 
     /// The root notifier.
