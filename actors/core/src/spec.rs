@@ -148,6 +148,11 @@ impl<N: Notifier> Spec<N> {
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
+
+    /// The mailbox capacity as configured.
+    pub fn mailbox_capacity(&self) -> usize {
+        self.mailbox
+    }
 }
 
 impl<N: Notifier> Clone for Spec<N> {
@@ -174,9 +179,12 @@ impl<N: Notifier> fmt::Debug for Spec<N> {
     }
 }
 
-/// A builder that becomes a [`Spec`] (a stream's, a framed stream's...):
-/// subscribing through it subscribes the spec it becomes, with
-/// [`Spec::subscribe`].
+/// A builder that becomes a [`Spec`] (a stream's, a framed stream's, a
+/// pool's...): one builder for every notifier. A notifier's own builder
+/// (`Stream::spec`, `Function::spec`, ...) sets its options first; then
+/// the supervision options every notifier shares (restart type and limit,
+/// backoff, stop and init timeouts, mailbox, strategy, subscriptions) are
+/// set the same way on all of them, and the builder becomes a [`Spec`].
 ///
 /// ```
 /// use ioasync::{notifier::{IntoSpec, Subscription}, io::{ReadAction, Stream, StreamEvent}};
@@ -188,8 +196,11 @@ impl<N: Notifier> fmt::Debug for Spec<N> {
 ///         buf.clear();
 ///         ReadAction::Wait
 ///     })
-///     .subscribe(Subscription::closure(|e: StreamEvent| println!("{e:?}")));
+///     .subscribe(Subscription::closure(|e: StreamEvent| println!("{e:?}")))
+///     .stop_timeout(std::time::Duration::from_secs(1))
+///     .mailbox(16);
 /// assert_eq!(spec.name(), "conn");
+/// assert_eq!(spec.policy().stop_timeout, std::time::Duration::from_secs(1));
 /// # Ok(()) }
 /// ```
 pub trait IntoSpec: Into<Spec<Self::Notifier>> {
@@ -209,6 +220,46 @@ pub trait IntoSpec: Into<Spec<Self::Notifier>> {
     {
         self.into_spec().subscribe(sub)
     }
+
+    /// The spec, with restart type `restart` (see [`Spec::restart`]).
+    fn restart(self, restart: Restart) -> Spec<Self::Notifier> {
+        self.into_spec().restart(restart)
+    }
+
+    /// The spec, with a restart limit (see [`Spec::restart_limit`]).
+    fn restart_limit(self, max: u32, window: Duration) -> Spec<Self::Notifier> {
+        self.into_spec().restart_limit(max, window)
+    }
+
+    /// The spec, with a restart backoff (see [`Spec::backoff`]).
+    fn backoff(self, backoff: Backoff) -> Spec<Self::Notifier> {
+        self.into_spec().backoff(backoff)
+    }
+
+    /// The spec, with a graceful stop timeout (see [`Spec::stop_timeout`]).
+    fn stop_timeout(self, timeout: Duration) -> Spec<Self::Notifier> {
+        self.into_spec().stop_timeout(timeout)
+    }
+
+    /// The spec, applying `strategy` to its children (see
+    /// [`Spec::strategy`]).
+    fn strategy(self, strategy: Strategy) -> Spec<Self::Notifier> {
+        self.into_spec().strategy(strategy)
+    }
+
+    /// The spec, with an `init` timeout (see [`Spec::init_timeout`]).
+    fn init_timeout(self, timeout: Duration) -> Spec<Self::Notifier> {
+        self.into_spec().init_timeout(timeout)
+    }
+
+    /// The spec, with a mailbox of `capacity` (see [`Spec::mailbox`]).
+    fn mailbox(self, capacity: usize) -> Spec<Self::Notifier> {
+        self.into_spec().mailbox(capacity)
+    }
+}
+
+impl<N: Notifier> IntoSpec for Spec<N> {
+    type Notifier = N;
 }
 
 /// A [`Spec`] of any notifier type, for code that starts children it does

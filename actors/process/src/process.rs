@@ -130,6 +130,10 @@ impl ProcessSpec {
     }
 }
 
+impl ioasync_core::IntoSpec for ProcessSpec {
+    type Notifier = Process;
+}
+
 impl From<ProcessSpec> for Spec<Process> {
     fn from(s: ProcessSpec) -> Self {
         let grace = s.args.kill.grace;

@@ -126,6 +126,10 @@ impl PeriodicSpec {
     }
 }
 
+impl ioasync_core::IntoSpec for PeriodicSpec {
+    type Notifier = Periodic;
+}
+
 impl From<PeriodicSpec> for Spec<Periodic> {
     fn from(s: PeriodicSpec) -> Self {
         Spec::new(s.name, s.args).restart(Restart::Permanent)

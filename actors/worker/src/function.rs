@@ -223,6 +223,10 @@ impl FunctionSpec {
     }
 }
 
+impl ioasync_core::IntoSpec for FunctionSpec {
+    type Notifier = Function;
+}
+
 impl From<FunctionSpec> for Spec<Function> {
     fn from(s: FunctionSpec) -> Self {
         Spec::new(s.name, s.args).restart(Restart::Permanent)

@@ -221,6 +221,15 @@ impl<In, Out, R> RoutineSpec<In, Out, R> {
     }
 }
 
+impl<In, Out, R> ioasync_core::IntoSpec for RoutineSpec<In, Out, R>
+where
+    In: Serialize + Send + Sync + 'static,
+    Out: DeserializeOwned + Send + Sync + 'static,
+    R: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    type Notifier = Routine<In, Out, R>;
+}
+
 impl<In, Out, R> From<RoutineSpec<In, Out, R>> for Spec<Routine<In, Out, R>>
 where
     In: Serialize + Send + Sync + 'static,
