@@ -829,6 +829,45 @@ impl Loop {
         let _ = self.inner.tree.call_at(Instant::now(), Box::new(f));
     }
 
+    /// Runs `f` once when the loop is next idle (IO::Async's
+    /// `watch_idle(when => 'later')`): on the root's next round, after the
+    /// callbacks already due; one registered from inside such a callback
+    /// runs on the round after. Dropping the returned guard, or
+    /// [`TimerWatch::cancel`], unwatches it (`unwatch_idle`).
+    ///
+    /// ```
+    /// use ioasync::Loop;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// lp.watch_idle(move || {
+    ///     let _ = tx.send("idle");
+    /// })
+    /// .detach();
+    /// assert!(lp.watch_idle(|| unreachable!()).cancel());
+    /// assert_eq!(rx.await.unwrap(), "idle");
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_idle(&self, f: impl FnOnce() + Send + 'static) -> TimerWatch {
+        self.watch_time(Instant::now(), f)
+    }
+
+    /// A future that completes on the loop's next round (IO::Async's
+    /// `later` without code). Dropping it cancels the wait.
+    pub fn later_future(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let watch = self.watch_idle(move || {
+            let _ = tx.send(());
+        });
+        async move {
+            // Held until done: dropping the future drops it, which cancels.
+            let _watch = watch;
+            let _ = rx.await;
+        }
+    }
+
     /// Calls `f` once at `when`, inside the root notifier; timers fire in
     /// deadline order, ties in the order they were set. Dropping the
     /// returned guard cancels the timer (IO::Async's `unwatch_time`);

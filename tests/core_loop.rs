@@ -259,3 +259,42 @@ fn raise_sigterm() {
         .status()
         .expect("kill -TERM");
 }
+
+// IO::Async's `watch_idle`: idle callbacks run on the next round in the
+// order given; one registered from inside an idle callback runs on the
+// round after; an unwatched one never runs.
+flavours!(watch_idle_runs_in_order_a_nested_one_next_round_and_an_unwatched_one_never);
+async fn watch_idle_runs_in_order_a_nested_one_next_round_and_an_unwatched_one_never() {
+    let lp = test_loop();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (s, l) = (seen.clone(), lp.clone());
+    // Registered from one callback (the root is busy running it), so the
+    // order does not depend on when the root's worker thread gets there.
+    lp.watch_idle(move || {
+        let (s1, l1) = (s.clone(), l.clone());
+        l.watch_idle(move || {
+            s1.lock().unwrap().push("a");
+            let s = s1.clone();
+            l1.watch_idle(move || {
+                s.lock().unwrap().push("nested");
+                let _ = tx.send(());
+            })
+            .detach();
+        })
+        .detach();
+        let s2 = s.clone();
+        l.watch_idle(move || s2.lock().unwrap().push("b")).detach();
+        let s3 = s.clone();
+        let cancelled = l.watch_idle(move || s3.lock().unwrap().push("cancelled"));
+        if cancelled.cancel() {
+            s.lock().unwrap().push("unwatched");
+        }
+    })
+    .detach();
+    bounded("the nested idle", rx).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["unwatched", "a", "b", "nested"]);
+    // The future form completes on the next round; dropped, it cancels.
+    bounded("later_future", lp.later_future()).await;
+    drop(lp.later_future());
+}

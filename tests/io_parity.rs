@@ -319,3 +319,153 @@ async fn watch_io_without_a_callback_is_refused() {
     assert_eq!(e.op(), "watch_io");
     assert!(e.is_invalid_input(), "{e}");
 }
+
+// IO::Async::Stream: `on_writeable_stop` fires when a write gets EAGAIN,
+// `on_writeable_start` on the next write that goes through; a stream
+// starts out writeable; `on_outgoing_empty` once all is written.
+flavours!(writeable_stop_and_start_are_the_edges_of_a_blocked_peer_then_flushed);
+async fn writeable_stop_and_start_are_the_edges_of_a_blocked_peer_then_flushed() {
+    use ioasync::io::{StreamEvent, Write};
+    use ioasync::prelude::*;
+    use tokio::io::AsyncReadExt;
+    const CHUNK: usize = 64 << 10;
+    const TOTAL: usize = 16 << 20; // beyond loopback's kernel buffers
+    let lp = test_loop();
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = raw.local_addr().unwrap();
+    let (conn, accepted) = tokio::join!(lp.connect(addr), raw.accept());
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let stream =
+        lp.add(Stream::spec("w", conn.unwrap()).subscribe(
+            ioasync::notifier::Subscription::closure(move |e: StreamEvent| {
+                if matches!(
+                    e,
+                    StreamEvent::WriteableStop | StreamEvent::WriteableStart | StreamEvent::Flushed
+                ) {
+                    let _ = tx.send(e);
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    let mut peer = accepted.unwrap().0; // not reading yet
+    let writer = tokio::spawn({
+        let stream = stream.clone();
+        async move {
+            for _ in 0..TOTAL / CHUNK {
+                stream
+                    .tell(Write(vec![7u8; CHUNK].into(), None))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    // Nothing is read: the first edge is a stop, and nothing flushed yet
+    // can outrun it for long.
+    let first = loop {
+        match bounded("the first edge", events.recv()).await.unwrap() {
+            StreamEvent::Flushed => continue, // small early writes drained
+            e => break e,
+        }
+    };
+    assert!(matches!(first, StreamEvent::WriteableStop), "{first:?}");
+    // Now the peer reads it all: writeable again, then flushed.
+    let mut got = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    while got < TOTAL {
+        let n = bounded("read", peer.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "the stream closed early");
+        got += n;
+    }
+    bounded("the writer", writer).await.unwrap();
+    let mut edges = vec![first];
+    loop {
+        let e = bounded("the flush", events.recv()).await.unwrap();
+        let done = matches!(e, StreamEvent::Flushed)
+            && matches!(edges.last(), Some(StreamEvent::WriteableStart))
+            && stream.info().await.unwrap().queued == 0;
+        edges.push(e);
+        if done {
+            break;
+        }
+    }
+    // Stop and start alternate, stop first; the last edge is a start.
+    let flips: Vec<_> = edges
+        .iter()
+        .filter(|e| !matches!(e, StreamEvent::Flushed))
+        .collect();
+    for (i, e) in flips.iter().enumerate() {
+        let want_stop = i % 2 == 0;
+        assert_eq!(
+            matches!(e, StreamEvent::WriteableStop),
+            want_stop,
+            "edge {i} of {flips:?}"
+        );
+    }
+    assert!(flips.len() >= 2 && flips.len() % 2 == 0, "{flips:?}");
+}
+
+// IO::Async::Stream `push_on_read`: a FIFO of temporary readers that take
+// precedence over `on_read`; one that returns undef (`Done`) is shifted
+// off and the next one (or `on_read`) takes what is left at once.
+flavours!(pushed_readers_take_precedence_in_order_until_done_then_on_read_gets_the_rest);
+async fn pushed_readers_take_precedence_in_order_until_done_then_on_read_gets_the_rest() {
+    use ioasync::io::{PushedRead, StreamRef};
+    use tokio::io::AsyncWriteExt;
+    let lp = test_loop();
+    let (ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+    let (tx, mut got) = mpsc::unbounded_channel::<String>();
+    let main = tx.clone();
+    let stream = lp
+        .add(Stream::spec("s", ours).on_read(move |_io, buf, eof| {
+            if !buf.is_empty() {
+                let _ = main.send(format!("main:{}", String::from_utf8_lossy(&buf.split())));
+            }
+            if eof {
+                let _ = main.send("main:eof".into());
+            }
+            ReadAction::Wait
+        }))
+        .await
+        .unwrap();
+    // A header reader: exactly 4 bytes, then done. It pushes a second
+    // reader (a 3-byte one) from inside itself.
+    let t1 = tx.clone();
+    let t2 = tx.clone();
+    stream
+        .push_on_read(move |io, buf, _eof| {
+            if buf.len() < 4 {
+                return PushedRead::Wait; // keeps precedence: on_read waits too
+            }
+            let head = buf.split_to(4);
+            let _ = t1.send(format!("head:{}", String::from_utf8_lossy(&head)));
+            let t2 = t2.clone();
+            io.push_on_read(move |_io, buf, _eof| {
+                if buf.len() < 3 {
+                    return PushedRead::Wait;
+                }
+                let _ = t2.send(format!("len:{}", String::from_utf8_lossy(&buf.split_to(3))));
+                PushedRead::Done
+            });
+            PushedRead::Done
+        })
+        .await
+        .unwrap();
+    theirs.write_all(b"HE").await.unwrap();
+    theirs.write_all(b"AD12").await.unwrap();
+    let first = bounded("head", got.recv()).await.unwrap();
+    assert_eq!(first, "head:HEAD");
+    theirs.write_all(b"3body").await.unwrap();
+    let mut rest = vec![bounded("len", got.recv()).await.unwrap()];
+    assert_eq!(rest[0], "len:123");
+    // on_read gets what follows, and the end.
+    theirs.shutdown().await.unwrap();
+    while rest.last().map(String::as_str) != Some("main:eof") {
+        rest.push(bounded("main", got.recv()).await.unwrap());
+    }
+    let body: String = rest[1..rest.len() - 1]
+        .iter()
+        .map(|s| s.strip_prefix("main:").unwrap())
+        .collect();
+    assert_eq!(body, "body");
+}

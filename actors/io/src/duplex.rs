@@ -114,6 +114,8 @@ impl IoSource {
             || d.flushed
             || d.write_eof
             || d.wrote
+            || d.writeable_stop
+            || d.writeable_start
     }
 }
 
@@ -325,6 +327,10 @@ pub(crate) struct Progress {
     pub(crate) write_eof: bool,
     /// (An `AsyncIo` source) bytes were written: `progress` has news.
     pub(crate) wrote: bool,
+    /// A write would block: the stream stopped being writeable.
+    pub(crate) writeable_stop: bool,
+    /// A write went through after one had blocked: writeable again.
+    pub(crate) writeable_start: bool,
 }
 
 type Waiter = (u64, oneshot::Sender<Result<()>>);
@@ -355,6 +361,9 @@ pub(crate) struct Duplex {
     shutdown_when_empty: bool,
     pub(crate) close_when_empty: bool,
     write_shut: bool,
+    /// The last write would block (IO::Async's writeable edges; a stream
+    /// starts out presumed writeable).
+    write_blocked: bool,
     ready_r: bool,
     ready_w: bool,
 }
@@ -379,6 +388,7 @@ impl Duplex {
             shutdown_when_empty: false,
             close_when_empty: false,
             write_shut: false,
+            write_blocked: false,
             ready_r: false,
             ready_w: false,
         }
@@ -639,8 +649,18 @@ impl Duplex {
                     p.write_error = Some(Error::io("write", io::ErrorKind::WriteZero.into()));
                     break;
                 }
-                Ok(n) => self.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(n) => {
+                    if std::mem::take(&mut self.write_blocked) {
+                        p.writeable_start = true;
+                    }
+                    self.advance(n)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !std::mem::replace(&mut self.write_blocked, true) {
+                        p.writeable_stop = true;
+                    }
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     p.write_error = Some(Error::io("write", e));
@@ -853,13 +873,21 @@ impl Duplex {
                 io.poll_write_vectored(cx, &slices[..n])
             };
             match res {
-                Poll::Pending => return,
+                Poll::Pending => {
+                    if !std::mem::replace(&mut self.write_blocked, true) {
+                        s.done.writeable_stop = true;
+                    }
+                    return;
+                }
                 Poll::Ready(Ok(0)) => {
                     return self.io_write_failed(io::ErrorKind::WriteZero.into(), "write");
                 }
                 Poll::Ready(Ok(n)) => {
                     s.unflushed = true;
                     s.done.wrote = true;
+                    if std::mem::take(&mut self.write_blocked) {
+                        s.done.writeable_start = true;
+                    }
                     self.advance(n);
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}

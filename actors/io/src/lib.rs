@@ -78,8 +78,9 @@ pub use socket::{
     Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
 };
 pub use stream::{
-    CloseNow, CloseWhenEmpty, Info, Read, ReadAction, ReadFor, ReadResult, ShutdownWrite, Stream,
-    StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, Write,
+    CloseNow, CloseWhenEmpty, Info, PushOnRead, PushedRead, Read, ReadAction, ReadFor, ReadResult,
+    ShutdownWrite, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec,
+    WantRead, Write,
 };
 pub use sys::open_fd_count;
 #[cfg(feature = "tls")]

@@ -52,12 +52,39 @@ pub enum ReadAction {
     Wait,
 }
 
+/// What a reader pushed with [`StreamIo::push_on_read`] or
+/// [`StreamRef::push_on_read`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushedRead {
+    /// Call me again now: I may be able to consume more of the buffer.
+    Again,
+    /// Wait for more data; I stay in front of the stream's `on_read`.
+    Wait,
+    /// I am done (IO::Async's `undef`): remove me; the next pushed reader,
+    /// or the stream's own `on_read`, takes what is left at once.
+    Done,
+}
+
+type PushedFn = Box<dyn FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> PushedRead + Send>;
+
 /// What an `on_read` closure may do to its own stream.
 pub struct StreamIo<'a> {
     duplex: &'a mut Duplex,
+    /// Readers pushed during this call, queued after it returns.
+    pushed: &'a mut Vec<PushedFn>,
 }
 
 impl StreamIo<'_> {
+    /// Pushes a temporary reader (IO::Async's `push_on_read`): pushed
+    /// readers take the stream's input before its `on_read`, first pushed
+    /// first, each until it returns [`PushedRead::Done`].
+    pub fn push_on_read(
+        &mut self,
+        f: impl FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> PushedRead + Send + 'static,
+    ) {
+        self.pushed.push(Box::new(f));
+    }
+
     /// Queues bytes for writing, without copying them.
     pub fn write(&mut self, data: impl Into<Bytes>) {
         self.duplex.write(data.into(), None);
@@ -112,6 +139,13 @@ pub enum StreamEvent {
     WriteError(Error),
     /// The write queue became empty (IO::Async's `on_outgoing_empty`).
     Flushed,
+    /// A write would block: the peer or the kernel buffer is full
+    /// (IO::Async's `on_writeable_stop`). Once per edge.
+    WriteableStop,
+    /// A write went through again after [`WriteableStop`](StreamEvent::WriteableStop)
+    /// (IO::Async's `on_writeable_start`). A stream starts out writeable,
+    /// with no event.
+    WriteableStart,
     /// Unconsumed input reached the read high watermark: reading pauses
     /// (IO::Async's `on_read_high_watermark`); bytes buffered.
     ReadHighWatermark(usize),
@@ -241,6 +275,11 @@ pub struct Stream {
     /// Whole writes held back under `Overflow::DropOldest` (allocated on
     /// first use).
     held: Option<Box<Held>>,
+    /// Readers pushed in front of `on_read`, first pushed first
+    /// (allocated on first use; boxed so an idle stream carries one
+    /// pointer, not a deque).
+    #[allow(clippy::box_collection)]
+    pushed: Option<Box<std::collections::VecDeque<PushedFn>>>,
 }
 
 /// Writes held back under `Overflow::DropOldest` while the write buffer
@@ -437,12 +476,6 @@ impl Stream {
         Stream::from_fds(name, None, Some(fd))
     }
 
-    fn io(&mut self) -> StreamIo<'_> {
-        StreamIo {
-            duplex: &mut self.duplex,
-        }
-    }
-
     /// Hands buffered data to `on_read` (IO::Async's contract) or emits it.
     async fn deliver(&mut self, ctx: &mut Ctx<'_, Self>) {
         let eof = self.duplex.read_eof;
@@ -464,35 +497,78 @@ impl Stream {
         if !self.reads.is_empty() {
             return self.duplex.update_read_pause();
         }
-        match self.on_read.as_mut() {
-            Some(f) => {
-                let mut buf = std::mem::take(&mut self.duplex.rbuf);
-                let mut io = StreamIo {
-                    duplex: &mut self.duplex,
-                };
-                loop {
-                    let eof_now = eof && !self.eof_delivered;
-                    if buf.is_empty() && !eof_now {
-                        break;
-                    }
-                    let before = buf.len();
-                    let action = f(&mut io, &mut buf, eof);
-                    if eof {
-                        self.eof_delivered = true;
-                    }
-                    if action == ReadAction::Wait || buf.is_empty() || buf.len() == before {
-                        break;
-                    }
-                }
-                self.duplex.rbuf = buf;
-            }
-            None if !self.duplex.rbuf.is_empty() && ctx.has_subscribers::<StreamEvent>() => {
-                let data = self.duplex.rbuf.split().freeze();
-                ctx.emit(StreamEvent::Read(data)).await;
-            }
-            None => {}
+        if self.on_read.is_some() || self.pushed.is_some() {
+            self.run_readers(eof);
+        }
+        if self.on_read.is_none()
+            && self.pushed.is_none()
+            && !self.duplex.rbuf.is_empty()
+            && ctx.has_subscribers::<StreamEvent>()
+        {
+            let data = self.duplex.rbuf.split().freeze();
+            ctx.emit(StreamEvent::Read(data)).await;
         }
         self.duplex.consumed();
+    }
+
+    /// IO::Async's reader contract: pushed readers first (each until it is
+    /// done), then `on_read`; each is called again while it asks to and
+    /// consumes, and once with `eof` at the end of input.
+    fn run_readers(&mut self, eof: bool) {
+        enum Step {
+            Again,
+            Stop,
+            Pop,
+        }
+        let mut buf = std::mem::take(&mut self.duplex.rbuf);
+        let mut staged = Vec::new();
+        loop {
+            let eof_now = eof && !self.eof_delivered;
+            if buf.is_empty() && !eof_now {
+                break;
+            }
+            let before = buf.len();
+            let mut io = StreamIo {
+                duplex: &mut self.duplex,
+                pushed: &mut staged,
+            };
+            let step = if let Some(f) = self.pushed.as_mut().and_then(|q| q.front_mut()) {
+                match f(&mut io, &mut buf, eof) {
+                    PushedRead::Again => Step::Again,
+                    PushedRead::Wait => Step::Stop,
+                    PushedRead::Done => Step::Pop,
+                }
+            } else if let Some(f) = self.on_read.as_mut() {
+                match f(&mut io, &mut buf, eof) {
+                    ReadAction::Again => Step::Again,
+                    ReadAction::Wait => Step::Stop,
+                }
+            } else {
+                break; // the pushed readers are done and there is no on_read
+            };
+            if eof {
+                self.eof_delivered = true;
+            }
+            if !staged.is_empty() {
+                self.pushed.get_or_insert_default().extend(staged.drain(..));
+            }
+            match step {
+                Step::Pop => {
+                    if let Some(q) = self.pushed.as_mut() {
+                        q.pop_front();
+                        if q.is_empty() {
+                            self.pushed = None;
+                        }
+                    }
+                    // The next reader sees the end of input too.
+                    self.eof_delivered = false;
+                }
+                Step::Stop => break,
+                Step::Again if buf.is_empty() || buf.len() == before => break,
+                Step::Again => {}
+            }
+        }
+        self.duplex.rbuf = buf;
     }
 
     /// Turns what a readiness event did into events and state changes.
@@ -529,6 +605,13 @@ impl Stream {
         }
         if p.write_eof {
             ctx.emit(StreamEvent::WriteEof).await;
+        }
+        // Both in one event: it was blocked, wrote, and blocked again.
+        if p.writeable_start {
+            ctx.emit(StreamEvent::WriteableStart).await;
+        }
+        if p.writeable_stop {
+            ctx.emit(StreamEvent::WriteableStop).await;
         }
         if p.flushed && self.held.is_none() {
             ctx.emit(StreamEvent::Flushed).await;
@@ -674,6 +757,7 @@ impl Notifier for Stream {
             reads: std::collections::VecDeque::new(),
             write_overflow: args.write_overflow,
             held: None,
+            pushed: None,
         })
     }
 
@@ -843,7 +927,7 @@ impl Handler<ShutdownWrite> for Stream {
     type Reply = ();
     async fn handle(&mut self, _: ShutdownWrite, ctx: &mut Ctx<'_, Self>) {
         self.commit_held(true);
-        self.io().shutdown_write();
+        self.duplex.shutdown_when_empty();
         let p = self.duplex.progress();
         self.after_progress(p, ctx).await;
     }
@@ -896,9 +980,46 @@ pub trait StreamRef {
     /// was reached. Dropping the future cancels the read before it
     /// consumes anything.
     fn read(&self, want: ReadFor) -> impl Future<Output = ReadResult> + Send;
+
+    /// Pushes a temporary reader in front of the stream's `on_read`
+    /// (IO::Async's `push_on_read`); it is given what is buffered at once.
+    /// Resolves once it is installed: input read before then went to the
+    /// readers already there. See [`StreamIo::push_on_read`].
+    fn push_on_read(
+        &self,
+        f: impl FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> PushedRead + Send + 'static,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Message: push a temporary reader (see [`StreamRef::push_on_read`]).
+pub struct PushOnRead(PushedFn);
+
+impl fmt::Debug for PushOnRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PushOnRead")
+    }
+}
+
+impl Handler<PushOnRead> for Stream {
+    type Reply = ();
+    async fn handle(&mut self, PushOnRead(f): PushOnRead, ctx: &mut Ctx<'_, Self>) {
+        self.pushed.get_or_insert_default().push_back(f);
+        // What is buffered is its at once.
+        self.deliver(ctx).await;
+        let p = self.duplex.progress();
+        self.after_progress(p, ctx).await;
+    }
 }
 
 impl StreamRef for NotifierRef<Stream> {
+    async fn push_on_read(
+        &self,
+        f: impl FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> PushedRead + Send + 'static,
+    ) -> Result<()> {
+        // Resolves once installed: input read after that is its.
+        self.ask(PushOnRead(Box::new(f))).await
+    }
+
     async fn write(&self, data: impl Into<Bytes> + Send) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.tell(Write(data.into(), Some(tx))).await?;
