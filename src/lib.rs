@@ -182,7 +182,7 @@ pub mod io {
         SendFrame, SendTo, Session, SessionArgs, SessionInfo, ShutdownWrite, SockAddr, SockType,
         Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StopSignal, Stream, StreamArgs,
         StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, WantReady, Write,
-        codec, name_of, open_fd_count, resolve,
+        WriteFrom, codec, name_of, open_fd_count, resolve,
     };
     #[cfg(feature = "tls")]
     pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};

@@ -80,7 +80,7 @@ pub use socket::{
 pub use stream::{
     CloseNow, CloseWhenEmpty, Info, PushOnRead, PushedRead, Read, ReadAction, ReadFor, ReadResult,
     ShutdownWrite, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec,
-    WantRead, Write,
+    WantRead, Write, WriteFrom,
 };
 pub use sys::open_fd_count;
 #[cfg(feature = "tls")]

@@ -280,6 +280,37 @@ pub struct Stream {
     /// pointer, not a deque).
     #[allow(clippy::box_collection)]
     pushed: Option<Box<std::collections::VecDeque<PushedFn>>>,
+    /// Producers being pulled and the writes queued behind them
+    /// (allocated on first use).
+    producing: Option<Box<Producing>>,
+}
+
+/// Chunks a producer yields (see [`StreamRef::write_from`]).
+type Chunks = std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>>;
+
+type Done = Option<oneshot::Sender<Result<()>>>;
+
+/// IO::Async's `write(CODE)` / `write(Future)`: producers pulled as the
+/// write buffer drains, and the writes that came after them, in order.
+#[derive(Default)]
+struct Producing {
+    queue: std::collections::VecDeque<Pending>,
+    /// Bytes of the plain writes waiting behind a producer.
+    bytes: usize,
+    /// A `shutdown_write` asked for while producing: done after.
+    shutdown_after: bool,
+}
+
+enum Pending {
+    From(Chunks, Done),
+    Write(Bytes, Done),
+}
+
+/// What waiting on a producer gave.
+enum Pulled {
+    Chunk(Bytes),
+    End,
+    Source,
 }
 
 /// Writes held back under `Overflow::DropOldest` while the write buffer
@@ -627,7 +658,11 @@ impl Stream {
         // Bytes nobody consumed wait for future-returning reads: a stream
         // at EOF closes once they were read (or when it has an on_read).
         let unread = !self.duplex.rbuf.is_empty() && self.on_read.is_none();
-        if self.duplex.close_when_empty && self.duplex.queued() == 0 && !unread {
+        if self.duplex.close_when_empty
+            && self.duplex.queued() == 0
+            && self.producing.is_none()
+            && !unread
+        {
             Box::pin(self.close(ctx)).await;
         }
     }
@@ -637,9 +672,107 @@ impl Stream {
     }
 
     /// Emits `event` (the error), then closes with `err`.
-    /// Bytes queued for writing, held writes included.
+    /// Bytes queued for writing, held writes and those behind a producer
+    /// included.
     fn queued(&self) -> usize {
-        self.duplex.queued() + self.held.as_ref().map_or(0, |h| h.bytes)
+        self.duplex.queued()
+            + self.held.as_ref().map_or(0, |h| h.bytes)
+            + self.producing.as_ref().map_or(0, |p| p.bytes)
+    }
+
+    /// Whether the producer in front may be pulled: the write buffer has
+    /// room (below its low watermark).
+    fn producer_room(&self) -> bool {
+        !self.duplex.is_closed() && self.duplex.queued() < self.duplex.limits.write_low.max(1)
+    }
+
+    /// Waits on the source, and on the producer in front when there is
+    /// room. Cancel safe: a chunk is queued as soon as it is pulled.
+    async fn ready_producing(&mut self) {
+        let room = self.producer_room();
+        let pulled = match self.producing.as_mut().and_then(|p| p.queue.front_mut()) {
+            Some(Pending::From(chunks, _)) if room => {
+                use futures_util::StreamExt;
+                tokio::select! {
+                    biased;
+                    () = self.duplex.ready() => Pulled::Source,
+                    c = chunks.next() => c.map_or(Pulled::End, Pulled::Chunk),
+                }
+            }
+            _ => {
+                self.duplex.ready().await;
+                Pulled::Source
+            }
+        };
+        match pulled {
+            Pulled::Chunk(b) => self.duplex.write(b, None),
+            Pulled::End => self.producer_done(),
+            Pulled::Source => {}
+        }
+    }
+
+    /// The producer in front has ended: a flush marker resolves its future
+    /// once all it gave is written; the writes behind it move into the
+    /// write buffer, up to the next producer.
+    fn producer_done(&mut self) {
+        let Some(p) = self.producing.as_mut() else {
+            return;
+        };
+        if let Some(Pending::From(_, done)) = p.queue.pop_front() {
+            self.duplex.write(Bytes::new(), done);
+        }
+        while let Some(Pending::Write(..)) = p.queue.front() {
+            let Some(Pending::Write(data, done)) = p.queue.pop_front() else {
+                break;
+            };
+            p.bytes -= data.len();
+            self.duplex.write(data, done);
+        }
+        if p.queue.is_empty() {
+            let shutdown = p.shutdown_after;
+            self.producing = None;
+            if shutdown {
+                self.duplex.shutdown_when_empty();
+            }
+        }
+    }
+
+    /// A graceful stop: pulls every producer to its end, writing as it
+    /// goes (bounded by the stop timeout).
+    async fn finish_producing(&mut self) -> Result<()> {
+        use futures_util::StreamExt;
+        let high = self.duplex.limits.write_high;
+        while let Some(p) = self.producing.as_mut() {
+            match p.queue.front_mut() {
+                Some(Pending::From(chunks, _)) => match chunks.next().await {
+                    Some(b) => {
+                        self.duplex.write(b, None);
+                        if self.duplex.queued() >= high {
+                            self.duplex.drain().await?;
+                        }
+                    }
+                    None => self.producer_done(),
+                },
+                _ => self.producer_done(),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails what producers and the writes behind them had not written.
+    fn fail_producing(&mut self) {
+        let Some(p) = self.producing.take() else {
+            return;
+        };
+        for pending in p.queue {
+            let (Pending::From(_, done) | Pending::Write(_, done)) = pending;
+            if let Some(done) = done {
+                let _ = done.send(Err(Error::closed(
+                    "write",
+                    "the stream closed before the producer finished",
+                )));
+            }
+        }
     }
 
     /// Holds a write under `DropOldest`, dropping the oldest held writes
@@ -719,6 +852,7 @@ impl Stream {
             };
             let _ = r.reply.send(reply);
         }
+        self.fail_producing();
         if let Some(held) = self.held.take() {
             for (_, done) in held.writes {
                 if let Some(done) = done {
@@ -758,10 +892,14 @@ impl Notifier for Stream {
             write_overflow: args.write_overflow,
             held: None,
             pushed: None,
+            producing: None,
         })
     }
 
     async fn ready(&mut self) {
+        if self.producing.is_some() {
+            return self.ready_producing().await;
+        }
         self.duplex.ready().await
     }
 
@@ -780,7 +918,12 @@ impl Notifier for Stream {
     fn accepting(&self) -> bool {
         // Only a waiting policy holds writers in the mailbox; the others
         // take every write and apply themselves.
-        self.write_overflow != Overflow::Wait || self.duplex.accepting_writes()
+        self.write_overflow != Overflow::Wait
+            || (self.duplex.accepting_writes()
+                && self
+                    .producing
+                    .as_ref()
+                    .is_none_or(|p| p.bytes < self.duplex.limits.write_high))
     }
 
     async fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
@@ -788,7 +931,10 @@ impl Notifier for Stream {
         // end of stream (after EOF) or a closed error.
         if !self.duplex.is_closed() {
             self.commit_held(true);
-            let err = self.duplex.drain().await.err();
+            let err = match self.finish_producing().await {
+                Ok(()) => self.duplex.drain().await.err(),
+                Err(e) => Some(e),
+            };
             if let Some(e) = &err {
                 ctx.emit(StreamEvent::WriteError(e.clone())).await;
             }
@@ -876,6 +1022,12 @@ impl Handler<Write> for Stream {
     type Reply = ();
     async fn handle(&mut self, Write(data, done): Write, ctx: &mut Ctx<'_, Self>) {
         let high = self.duplex.limits.write_high;
+        if let Some(p) = self.producing.as_mut() {
+            // Behind a producer: written, in order, once it ends.
+            p.bytes += data.len();
+            p.queue.push_back(Pending::Write(data, done));
+            return;
+        }
         if self.write_overflow == Overflow::DropOldest
             && (self.held.is_some() || self.duplex.queued() + data.len() > high)
         {
@@ -923,9 +1075,42 @@ impl Handler<CloseNow> for Stream {
     }
 }
 
+/// Message: write what a producer yields (see [`StreamRef::write_from`]).
+pub struct WriteFrom(Chunks, Option<oneshot::Sender<Result<()>>>);
+
+impl fmt::Debug for WriteFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WriteFrom")
+    }
+}
+
+impl Handler<WriteFrom> for Stream {
+    type Reply = ();
+    async fn handle(&mut self, WriteFrom(chunks, done): WriteFrom, ctx: &mut Ctx<'_, Self>) {
+        if self.duplex.is_closed() {
+            if let Some(done) = done {
+                let _ = done.send(Err(Error::closed("write", "the stream is closed")));
+            }
+            return;
+        }
+        // Whole writes held under DropOldest go first: they came before.
+        self.commit_held(true);
+        self.producing
+            .get_or_insert_default()
+            .queue
+            .push_back(Pending::From(chunks, done));
+        let p = self.duplex.progress();
+        self.after_progress(p, ctx).await;
+    }
+}
+
 impl Handler<ShutdownWrite> for Stream {
     type Reply = ();
     async fn handle(&mut self, _: ShutdownWrite, ctx: &mut Ctx<'_, Self>) {
+        if let Some(p) = self.producing.as_mut() {
+            p.shutdown_after = true;
+            return;
+        }
         self.commit_held(true);
         self.duplex.shutdown_when_empty();
         let p = self.duplex.progress();
@@ -981,6 +1166,51 @@ pub trait StreamRef {
     /// consumes anything.
     fn read(&self, want: ReadFor) -> impl Future<Output = ReadResult> + Send;
 
+    /// Writes what `chunks` yields, pulling the next chunk each time the
+    /// write buffer has room (IO::Async's `write` with a generator or a
+    /// Future: a future is `futures::stream::once(fut)`); writes made after
+    /// it wait behind it. Resolves once the last chunk is written. A
+    /// graceful stop pulls it to its end first; a close fails it.
+    fn write_from(
+        &self,
+        chunks: impl futures_util::Stream<Item = Bytes> + Send + 'static,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Writes what `next` returns, calling it each time the write buffer
+    /// has room, until it returns `None` (IO::Async's `write(CODE)`).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use ioasync::{Loop, io::{Stream, StreamRef}};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("count", ours)).await?;
+    /// let mut n = 0;
+    /// stream
+    ///     .write_with(move || {
+    ///         n += 1;
+    ///         (n <= 3).then(|| Bytes::from(format!("{n} ")))
+    ///     })
+    ///     .await?;
+    /// stream.close_when_empty().await?;
+    /// let mut got = String::new();
+    /// peer.read_to_string(&mut got).await.unwrap();
+    /// assert_eq!(got, "1 2 3 ");
+    /// # Ok(()) }
+    /// ```
+    fn write_with(
+        &self,
+        mut next: impl FnMut() -> Option<Bytes> + Send + 'static,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write_from(futures_util::stream::poll_fn(move |_| {
+            std::task::Poll::Ready(next())
+        }))
+    }
+
     /// Pushes a temporary reader in front of the stream's `on_read`
     /// (IO::Async's `push_on_read`); it is given what is buffered at once.
     /// Resolves once it is installed: input read before then went to the
@@ -1012,6 +1242,16 @@ impl Handler<PushOnRead> for Stream {
 }
 
 impl StreamRef for NotifierRef<Stream> {
+    async fn write_from(
+        &self,
+        chunks: impl futures_util::Stream<Item = Bytes> + Send + 'static,
+    ) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tell(WriteFrom(Box::pin(chunks), Some(tx))).await?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::closed("write", "the stream stopped")))
+    }
+
     async fn push_on_read(
         &self,
         f: impl FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> PushedRead + Send + 'static,
