@@ -682,11 +682,33 @@ impl Loop {
         pid: u32,
         f: impl FnMut(ioasync_process::ExitStatus) + Send + 'static,
     ) -> Result<Watch<ioasync_process::Pid>> {
+        if pid == 0 {
+            return Err(Error::invalid_input(
+                "watch_process",
+                "pid 0: Loop::watch_children watches every child",
+            ));
+        }
         let name = format!("pid-{pid}-{}", self.next_watch_id());
         // Subscribed before the watch starts: even an exit that already
         // happened is seen.
         let spec =
             ioasync_process::Pid::spec(name, pid).subscribe(ioasync_core::Subscription::closure(f));
+        Ok(self.watch(self.add(spec).await?))
+    }
+
+    /// Calls `f` with the exit of every child of this process that
+    /// nothing else watches (IO::Async's `watch_process(0, ...)`): children
+    /// started by other means and never waited for are reaped as they
+    /// exit. Children ioasync runs and those a [`Pid`](ioasync_process::Pid)
+    /// watches are left to their own watchers. See
+    /// [`Children`](ioasync_process::Children).
+    pub async fn watch_children(
+        &self,
+        f: impl FnMut(ioasync_process::ChildExit) + Send + 'static,
+    ) -> Result<Watch<ioasync_process::Children>> {
+        let name = format!("children-{}", self.next_watch_id());
+        let spec =
+            ioasync_process::Children::spec(name).subscribe(ioasync_core::Subscription::closure(f));
         Ok(self.watch(self.add(spec).await?))
     }
 

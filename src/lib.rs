@@ -218,9 +218,9 @@ pub mod signal {
 /// [`spawn_child`](crate::process::spawn_child) and [`run_child`](crate::process::run_child).
 pub mod process {
     pub use ioasync_process::{
-        ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
-        ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, RLIM_INFINITY,
-        Resource, SpawnedChild, Stdio, StreamSetup, run_child, spawn_child,
+        ChildExit, ChildOutput, Children, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid,
+        PidArgs, Process, ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec,
+        RLIM_INFINITY, Resource, SpawnedChild, Stdio, StreamSetup, run_child, spawn_child,
     };
 }
 

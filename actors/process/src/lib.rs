@@ -44,6 +44,7 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+mod children;
 mod command;
 mod pid;
 mod process;
@@ -52,6 +53,7 @@ mod spawner;
 mod status;
 mod sys;
 
+pub use children::{ChildExit, Children};
 pub use command::{Command, RLIM_INFINITY, Resource, Stdio, StreamSetup};
 pub use pid::{Pid, PidArgs};
 pub use process::{

@@ -59,6 +59,8 @@ impl Notifier for Pid {
             .and_then(sys::async_fd)
             .map_err(|e| Error::io_at("pidfd_open", args.pid, e))?;
         ctx.set_detail(format!("pid={}", args.pid));
+        // Reaped here, never by a watch of all children.
+        crate::children::manage(args.pid);
         Ok(Pid {
             pid: args.pid,
             fd,

@@ -110,7 +110,8 @@ impl SpawnJob {
         } = self;
         let _held = sys::reserve_fds(max_fd);
         let _rt = handle.enter();
-        let child = cmd.spawn();
+        // Managed before any watch of all children may look (see children.rs).
+        let child = crate::children::spawning(|| cmd.spawn(), |c| c.as_ref().ok()?.id());
         drop(keep);
         child
     }
