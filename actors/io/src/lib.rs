@@ -59,7 +59,8 @@ pub use file_stream::{
 };
 pub use file_watch::WatchMode;
 pub use framed::{
-    FrameCodec, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame,
+    FrameCodec, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSpec,
+    SendFrame, TrySendError,
 };
 pub use framed_socket::{
     DatagramEvent, FramedSocket, FramedSocketArgs, FramedSocketRef, SendDatagram,
