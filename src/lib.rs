@@ -196,8 +196,9 @@ pub mod fs {
 pub mod time {
     pub use crate::ioloop::{TimerId, When};
     pub use ioasync_time::{
-        Absolute, AbsoluteArgs, Countdown, CountdownArgs, CountdownRef, Expired, IsExpired,
-        IsRunning, Periodic, PeriodicArgs, PeriodicSpec, Reschedule, Reset, Start, Stop, Tick,
+        Absolute, AbsoluteArgs, AbsoluteRef, Countdown, CountdownArgs, CountdownRef, Deadline,
+        Expired, IsExpired, IsRunning, Periodic, PeriodicArgs, PeriodicRef, PeriodicSpec,
+        Reschedule, Reset, Retime, Start, Stop, Tick,
     };
 }
 
@@ -211,9 +212,9 @@ pub mod signal {
 /// [`spawn_child`](crate::process::spawn_child) and [`run_child`](crate::process::run_child).
 pub mod process {
     pub use ioasync_process::{
-        ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, Process,
-        ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec, RLIM_INFINITY,
-        Resource, SpawnedChild, Stdio, StreamSetup, run_child, spawn_child,
+        ChildOutput, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid, PidArgs, PidRef,
+        Process, ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec,
+        RLIM_INFINITY, Resource, SpawnedChild, Stdio, StreamSetup, run_child, spawn_child,
     };
 }
 
@@ -248,9 +249,10 @@ pub mod prelude {
     pub use crate::notifier::{
         Ctx, Emits, Handler, IntoSpec, Notifier, NotifierRef, Overflow, Spec, Subscription,
     };
+    pub use crate::process::PidRef;
     pub use crate::signal::SignalRef;
     pub use crate::supervision::{Backoff, Exit, Restart, Strategy};
-    pub use crate::time::CountdownRef;
+    pub use crate::time::{AbsoluteRef, CountdownRef, PeriodicRef};
     pub use crate::worker::{FunctionRef, RoutineRef};
     pub use crate::{Error, Loop, Result};
 }

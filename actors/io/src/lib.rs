@@ -38,6 +38,7 @@ mod file_watch;
 mod framed;
 mod framed_socket;
 mod handle;
+mod line_codec;
 mod listen;
 mod listener;
 mod resolve;
@@ -86,8 +87,12 @@ pub use sys::open_fd_count;
 #[cfg(feature = "tls")]
 pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
 
-/// Codecs for [`Framed`]: tokio-util's, re-exported.
+/// Codecs for [`Framed`]: tokio-util's, re-exported, and [`LineCodec`]
+/// (lines with IO::Async's LineStream endings, `\r\n` on request).
+///
+/// [`LineCodec`]: codec::LineCodec
 pub mod codec {
+    pub use crate::line_codec::LineCodec;
     pub use tokio_util::codec::{
         AnyDelimiterCodec, BytesCodec, Decoder, Encoder, LengthDelimitedCodec, LinesCodec,
         LinesCodecError,

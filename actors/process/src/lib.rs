@@ -53,7 +53,7 @@ mod status;
 mod sys;
 
 pub use command::{Command, RLIM_INFINITY, Resource, Stdio, StreamSetup};
-pub use pid::{Pid, PidArgs};
+pub use pid::{Pid, PidArgs, PidRef};
 pub use process::{
     ExitWatch, Kill, KillPolicy, Process, ProcessArgs, ProcessEvent, ProcessException,
     ProcessHandle, ProcessSpec,
