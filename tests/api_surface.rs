@@ -156,7 +156,7 @@ fn the_prelude_names_every_handle() {
     let (_, modules) = surface();
     for handle in modules
         .iter()
-        .filter_map(|p| p.split_once("::").map(|(m, n)| (m, n)))
+        .filter_map(|p| p.split_once("::"))
         // EntryRef names a worker entry, not a notifier.
         .filter(|(m, n)| *m != "prelude" && n.ends_with("Ref") && *n != "EntryRef")
         .map(|(_, n)| n)

@@ -15,6 +15,8 @@ use support::{bounded, test_loop};
 flavours!(signalling_a_watched_process_ends_it_and_its_exit_is_reported);
 async fn signalling_a_watched_process_ends_it_and_its_exit_is_reported() {
     let lp = test_loop();
+    // Reaped by the Pid watcher (a `wait` here would race it).
+    #[allow(clippy::zombie_processes)]
     let child = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
