@@ -175,7 +175,8 @@ impl Listen {
     /// Unix path, a stale socket file (one nothing listens on any more,
     /// left by a process that died) is removed first; a file some
     /// listener still answers on is left alone, the bind failing with
-    /// `EADDRINUSE` (op `bind`, naming the path). For an adopted socket
+    /// `EADDRINUSE` (op `bind`, naming the path); that listener sees the
+    /// probe as a connection closed at once. For an adopted socket
     /// ([`Listen::from_fd`]), a duplicate of it.
     pub async fn bind(&self) -> Result<ListenSocket> {
         if let Some(fd) = &self.adopted {

@@ -33,19 +33,21 @@ enum Factory {
 
 /// The live connections of a typed listener, shared by its handles
 /// (kept across restarts; the ones gone are dropped as it goes).
-struct Connections<N: Notifier> {
-    list: Mutex<Vec<NotifierRef<N>>>,
+struct Connections<N: Notifier>(Mutex<ConnList<N>>);
+
+struct ConnList<N: Notifier> {
+    list: Vec<NotifierRef<N>>,
     /// Drop the gone ones when the list reaches this length (amortised:
     /// twice the live count at the last sweep).
-    sweep_at: Mutex<usize>,
+    sweep_at: usize,
 }
 
 impl<N: Notifier> Default for Connections<N> {
     fn default() -> Self {
-        Connections {
-            list: Mutex::new(Vec::new()),
-            sweep_at: Mutex::new(SWEEP_MIN),
-        }
+        Connections(Mutex::new(ConnList {
+            list: Vec::new(),
+            sweep_at: SWEEP_MIN,
+        }))
     }
 }
 
@@ -56,20 +58,23 @@ impl<N: Notifier> Connections<N> {
         listener.handle_state(Connections::<N>::default)
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnList<N>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn push(&self, conn: NotifierRef<N>) {
-        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        let mut sweep_at = self.sweep_at.lock().unwrap_or_else(|e| e.into_inner());
-        if list.len() >= *sweep_at {
-            list.retain(NotifierRef::is_alive);
-            *sweep_at = (list.len() * 2).max(SWEEP_MIN);
+        let mut c = self.lock();
+        if c.list.len() >= c.sweep_at {
+            c.list.retain(NotifierRef::is_alive);
+            c.sweep_at = (c.list.len() * 2).max(SWEEP_MIN);
         }
-        list.push(conn);
+        c.list.push(conn);
     }
 
     fn live(&self) -> Vec<NotifierRef<N>> {
-        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(NotifierRef::is_alive);
-        list.clone()
+        let mut c = self.lock();
+        c.list.retain(NotifierRef::is_alive);
+        c.list.clone()
     }
 }
 
