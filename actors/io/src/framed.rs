@@ -95,16 +95,7 @@ where
 {
     /// Encodes and queues a frame.
     pub fn send(&mut self, item: O) -> Result<()> {
-        let codec = &mut *self.codec;
-        let queued = self
-            .duplex
-            .append_with(|buf| codec.encode(item, buf))
-            .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
-        if queued {
-            Ok(())
-        } else {
-            Err(Error::closed("send", "the stream is closed for writing"))
-        }
+        queue_frame(self.duplex, self.codec, item)
     }
 
     /// Closes once everything queued is written.
@@ -118,6 +109,24 @@ impl<C, O> fmt::Debug for FramedIo<'_, C, O> {
         f.debug_struct("FramedIo")
             .field("queued", &self.duplex.queued())
             .finish()
+    }
+}
+
+/// Encodes `item` straight into the write buffer: an error of op `encode`
+/// when the codec refuses it, of op `send` when the stream is closed for
+/// writing.
+fn queue_frame<C, O>(duplex: &mut Duplex, codec: &mut C, item: O) -> Result<()>
+where
+    C: Encoder<O>,
+    C::Error: fmt::Display,
+{
+    let queued = duplex
+        .append_with(|buf| codec.encode(item, buf))
+        .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
+    if queued {
+        Ok(())
+    } else {
+        Err(Error::closed("send", "the stream is closed for writing"))
     }
 }
 
@@ -720,17 +729,7 @@ where
         QueueFrame(item): QueueFrame<O>,
         ctx: &mut Ctx<'_, Self>,
     ) -> Result<()> {
-        let codec = &mut self.codec;
-        let queued = self
-            .duplex
-            .append_with(|buf| codec.encode(item, buf))
-            .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
-        if !queued {
-            return Err(Error::closed(
-                "send",
-                format!("{} is closed for writing", ctx.path()),
-            ));
-        }
+        queue_frame(&mut self.duplex, &mut self.codec, item)?;
         let p = self.duplex.progress();
         self.after_progress(p, ctx).await;
         Ok(())
