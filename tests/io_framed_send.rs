@@ -5,9 +5,12 @@
 #[macro_use]
 mod support;
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use futures_util::{SinkExt, StreamExt};
@@ -174,16 +177,18 @@ async fn send_waits_for_room_and_resolves_once_queued_not_once_written() {
         sent += 1;
         assert!(sent < 1000, "never filled");
     }
-    // `send` now waits for room...
-    let waiting = tokio::spawn({
+    // `send` now waits for room (nothing can wake it while the peer does
+    // not read: a bounded wait shows it waits)...
+    let mut waiting = Box::pin({
         let f = f.clone();
         async move { f.send("after".to_string()).await }
     });
-    tokio::task::yield_now().await;
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut waiting).await;
     assert!(
-        !waiting.is_finished(),
-        "send waits while the buffer is full"
+        early.is_err(),
+        "send waits while the buffer is full: {early:?}"
     );
+    let waiting = tokio::spawn(waiting);
     // ...which the reader makes.
     let mut total = Vec::new();
     let expected = sent * (big.len() + 1) + "after\n".len();
