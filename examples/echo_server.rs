@@ -7,10 +7,11 @@
 //! ```
 //!
 //! ADDR defaults to `127.0.0.1:0` (any free port); `[::1]:7000` and
-//! `unix:/path` work too. With `--tls-cert` and `--tls-key` (built with
-//! feature `tls`) it speaks TLS; a failed handshake is reported on stderr
-//! (`accept error: tls: ...`) and costs nothing else. The first line on
-//! stdout is `listening on <addr>`. SIGINT or SIGTERM stop it gracefully:
+//! `unix:/path` work too (a stale socket file left by a killed run is
+//! removed at bind, and the file is removed at exit). With `--tls-cert`
+//! and `--tls-key` (built with feature `tls`) it speaks TLS; a failed
+//! handshake is reported on stderr (`accept error: tls: ...`) and costs
+//! nothing else. The first line on stdout is `listening on <addr>`. SIGINT or SIGTERM stop it gracefully:
 //! the listener closes, each connection flushes what it accepted, and it
 //! exits 0.
 

@@ -174,15 +174,15 @@ pub mod io {
     pub use ioasync_io::{
         ACCEPT_BACKOFF, Accepted, Address, AsyncIo, CloseNow, CloseWhenEmpty, Connect, Connection,
         DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest, Family, Framed,
-        FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSocket, FramedSocketArgs,
+        FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSocket, FramedSocketArgs,
         FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec,
         HangupFn, Info, IoConnection, Limits, Listen, ListenSocket, Listener, ListenerArgs,
         ListenerEvent, ListenerRef, LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, PushOnRead,
         PushedRead, Read, ReadAction, ReadFor, ReadResult, ReadyFn, Rewatch, SendDatagram,
         SendFrame, SendTo, Session, SessionArgs, SessionInfo, ShutdownWrite, SockAddr, SockType,
         Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StopSignal, Stream, StreamArgs,
-        StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, WantRead, WantReady, Write,
-        WriteFrom, codec, name_of, open_fd_count, resolve,
+        StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, TrySendError, WantRead,
+        WantReady, Write, WriteFrom, codec, name_of, open_fd_count, resolve,
     };
     #[cfg(feature = "tls")]
     pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
@@ -203,8 +203,9 @@ pub mod time {
     pub use crate::ioloop::When;
     pub use crate::watch::TimerWatch;
     pub use ioasync_time::{
-        Absolute, AbsoluteArgs, Countdown, CountdownArgs, CountdownRef, Expired, IsExpired,
-        IsRunning, Periodic, PeriodicArgs, PeriodicSpec, Reschedule, Reset, Start, Stop, Tick,
+        Absolute, AbsoluteArgs, AbsoluteRef, Countdown, CountdownArgs, CountdownRef, Deadline,
+        Expired, IsExpired, IsRunning, Periodic, PeriodicArgs, PeriodicRef, PeriodicSpec,
+        Reschedule, Reset, Retime, Start, Stop, Tick,
     };
 }
 
@@ -219,8 +220,9 @@ pub mod signal {
 pub mod process {
     pub use ioasync_process::{
         ChildExit, ChildOutput, Children, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid,
-        PidArgs, Process, ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessSpec,
-        RLIM_INFINITY, Resource, SpawnedChild, Stdio, StreamSetup, run_child, spawn_child,
+        PidArgs, PidRef, Process, ProcessArgs, ProcessEvent, ProcessException, ProcessHandle,
+        ProcessSpec, RLIM_INFINITY, Resource, SpawnedChild, Stdio, StreamSetup, run_child,
+        spawn_child,
     };
 }
 
@@ -255,9 +257,10 @@ pub mod prelude {
     pub use crate::notifier::{
         Ctx, Emits, Handler, IntoSpec, Notifier, NotifierRef, Overflow, Spec, Subscription,
     };
+    pub use crate::process::PidRef;
     pub use crate::signal::SignalRef;
     pub use crate::supervision::{Backoff, Exit, Restart, Strategy};
-    pub use crate::time::CountdownRef;
+    pub use crate::time::{AbsoluteRef, CountdownRef, PeriodicRef};
     pub use crate::worker::{FunctionRef, RoutineRef};
     pub use crate::{Error, Loop, Result};
 }

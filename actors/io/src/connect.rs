@@ -10,7 +10,7 @@ use std::{
 
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use ioasync_core::{Error, Result};
-use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket, UnixDatagram, UnixStream};
 
 use crate::{
     addr::Address,
@@ -41,6 +41,7 @@ pub struct Connect {
     family: Family,
     timeout: Option<Duration>,
     attempt_delay: Duration,
+    local: Option<SocketAddr>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsClient>,
 }
@@ -53,9 +54,40 @@ impl Connect {
             family: Family::Any,
             timeout: None,
             attempt_delay: DEFAULT_ATTEMPT_DELAY,
+            local: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
+    }
+
+    /// Bind the socket to `local` before connecting (IO::Async's
+    /// `local_addr`, `local_host` + `local_service`): the source address
+    /// the peer sees, and port 0 for any free port. Only the target's
+    /// addresses of `local`'s family are tried; none is an error (op
+    /// `connect`). A bind that fails is an error of op `bind` naming the
+    /// local address, with its errno (`EADDRINUSE`, `EADDRNOTAVAIL`).
+    /// For TCP and UDP ([`Connect::datagram`]); a Unix target with a
+    /// local address is refused (op `connect`).
+    ///
+    /// ```
+    /// use ioasync::io::{Address, Connect, Connection};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// let to = server.local_addr().unwrap();
+    /// let conn = Connect::new(Address::Socket(to))
+    ///     .bind("127.0.0.2:0".parse().unwrap())
+    ///     .await?;
+    /// let (_, peer) = server.accept().await.unwrap();
+    /// assert_eq!(peer.ip().to_string(), "127.0.0.2");
+    /// let Connection::Tcp(s) = conn else { unreachable!() };
+    /// assert_eq!(s.local_addr().unwrap(), peer);
+    /// # Ok(()) }
+    /// ```
+    pub fn bind(mut self, local: SocketAddr) -> Self {
+        self.local = Some(local);
+        self
     }
 
     /// TLS (feature `tls`): the handshake follows the connect, within the
@@ -113,16 +145,58 @@ impl Connect {
 
     async fn connect_plain(&self) -> Result<Connection> {
         match &self.target {
-            Address::Unix(path) => UnixStream::connect(path)
-                .await
-                .map(Connection::Unix)
-                .map_err(|e| Error::io_at("connect", path.display(), e)),
-            Address::Socket(a) => happy_eyeballs(vec![*a], self.attempt_delay).await,
+            Address::Unix(path) => {
+                self.no_local_for_unix()?;
+                UnixStream::connect(path)
+                    .await
+                    .map(Connection::Unix)
+                    .map_err(|e| Error::io_at("connect", path.display(), e))
+            }
+            Address::Socket(a) => {
+                let addrs = self.of_local_family(vec![*a])?;
+                happy_eyeballs(addrs, self.attempt_delay, self.local).await
+            }
             Address::Inet { host, service } => {
                 let addrs = resolve(host, service, self.family, SockType::Stream, false).await?;
-                happy_eyeballs(addrs, self.attempt_delay).await
+                let addrs = self.of_local_family(addrs)?;
+                happy_eyeballs(addrs, self.attempt_delay, self.local).await
             }
         }
+    }
+
+    fn no_local_for_unix(&self) -> Result<()> {
+        match self.local {
+            Some(local) => Err(Error::invalid_input(
+                "connect",
+                format!(
+                    "{}: a local address ({local}) applies to TCP and UDP only",
+                    self.target
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// With a local address, the target's addresses of its family.
+    fn of_local_family(&self, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>> {
+        let Some(local) = self.local else {
+            return Ok(addrs);
+        };
+        let kept: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| a.is_ipv6() == local.is_ipv6())
+            .collect();
+        if kept.is_empty() {
+            let family = if local.is_ipv6() { "IPv6" } else { "IPv4" };
+            return Err(Error::invalid_input(
+                "connect",
+                format!(
+                    "{}: no {family} address to go with the local address {local}",
+                    self.target
+                ),
+            ));
+        }
+        Ok(kept)
     }
 }
 
@@ -130,23 +204,27 @@ impl Connect {
     /// Connects a datagram socket instead (UDP, or Unix datagram for a
     /// path): sends then go to the target without naming it.
     pub async fn datagram(self) -> Result<DatagramConnection> {
+        let timeout = self.timeout;
         let fut = async move {
             match &self.target {
                 Address::Unix(path) => {
+                    self.no_local_for_unix()?;
                     let at = |e| Error::io_at("connect", path.display(), e);
                     let s = UnixDatagram::unbound().map_err(at)?;
                     s.connect(path).map_err(at)?;
                     Ok(DatagramConnection::Unix(s))
                 }
-                Address::Socket(a) => udp_connect(&[*a]).await,
+                Address::Socket(a) => {
+                    udp_connect(&self.of_local_family(vec![*a])?, self.local).await
+                }
                 Address::Inet { host, service } => {
                     let addrs =
                         resolve(host, service, self.family, SockType::Datagram, false).await?;
-                    udp_connect(&addrs).await
+                    udp_connect(&self.of_local_family(addrs)?, self.local).await
                 }
             }
         };
-        match self.timeout {
+        match timeout {
             None => fut.await,
             Some(t) => tokio::time::timeout(t, fut)
                 .await
@@ -155,7 +233,10 @@ impl Connect {
     }
 }
 
-async fn udp_connect(addrs: &[SocketAddr]) -> Result<DatagramConnection> {
+async fn udp_connect(
+    addrs: &[SocketAddr],
+    local: Option<SocketAddr>,
+) -> Result<DatagramConnection> {
     let mut last = None;
     for addr in interleave(addrs.to_vec()) {
         let any: SocketAddr = if addr.is_ipv6() {
@@ -163,14 +244,12 @@ async fn udp_connect(addrs: &[SocketAddr]) -> Result<DatagramConnection> {
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let res = async {
-            let s = UdpSocket::bind(any).await?;
-            s.connect(addr).await?;
-            Ok::<_, std::io::Error>(s)
-        }
-        .await;
-        match res {
-            Ok(s) => return Ok(DatagramConnection::Udp(s)),
+        let from = local.unwrap_or(any);
+        let s = UdpSocket::bind(from)
+            .await
+            .map_err(|e| Error::io_at("bind", from, e))?;
+        match s.connect(addr).await {
+            Ok(()) => return Ok(DatagramConnection::Udp(s)),
             Err(e) => last = Some(Error::io_at("connect", addr, e)),
         }
     }
@@ -219,12 +298,29 @@ pub(crate) fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 /// Tries `addrs` in Happy Eyeballs order: a new attempt starts when the
 /// previous fails or after `delay`; the first to connect wins and the rest
 /// are dropped (closed).
-async fn happy_eyeballs(addrs: Vec<SocketAddr>, delay: Duration) -> Result<Connection> {
+async fn happy_eyeballs(
+    addrs: Vec<SocketAddr>,
+    delay: Duration,
+    local: Option<SocketAddr>,
+) -> Result<Connection> {
     let mut queue = interleave(addrs).into_iter();
     let mut attempts = FuturesUnordered::new();
     let mut last_err: Option<Error> = None;
     let start = |addr: SocketAddr| async move {
-        TcpStream::connect(addr)
+        let Some(local) = local else {
+            return TcpStream::connect(addr)
+                .await
+                .map_err(|e| Error::io_at("connect", addr, e));
+        };
+        let at = |op, e| Error::io_at(op, local, e);
+        let sock = if local.is_ipv6() {
+            TcpSocket::new_v6()
+        } else {
+            TcpSocket::new_v4()
+        }
+        .map_err(|e| at("socket", e))?;
+        sock.bind(local).map_err(|e| at("bind", e))?;
+        sock.connect(addr)
             .await
             .map_err(|e| Error::io_at("connect", addr, e))
     };

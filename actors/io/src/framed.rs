@@ -13,7 +13,16 @@
 //! # Ok(()) }
 //! ```
 
-use std::{fmt, marker::PhantomData};
+use std::{
+    fmt,
+    marker::PhantomData,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+};
 
 use futures_util::{StreamExt, future::BoxFuture, stream::FuturesOrdered};
 
@@ -86,16 +95,7 @@ where
 {
     /// Encodes and queues a frame.
     pub fn send(&mut self, item: O) -> Result<()> {
-        let codec = &mut *self.codec;
-        let queued = self
-            .duplex
-            .append_with(|buf| codec.encode(item, buf))
-            .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
-        if queued {
-            Ok(())
-        } else {
-            Err(Error::closed("send", "the stream is closed for writing"))
-        }
+        queue_frame(self.duplex, self.codec, item)
     }
 
     /// Closes once everything queued is written.
@@ -109,6 +109,24 @@ impl<C, O> fmt::Debug for FramedIo<'_, C, O> {
         f.debug_struct("FramedIo")
             .field("queued", &self.duplex.queued())
             .finish()
+    }
+}
+
+/// Encodes `item` straight into the write buffer: an error of op `encode`
+/// when the codec refuses it, of op `send` when the stream is closed for
+/// writing.
+fn queue_frame<C, O>(duplex: &mut Duplex, codec: &mut C, item: O) -> Result<()>
+where
+    C: Encoder<O>,
+    C::Error: fmt::Display,
+{
+    let queued = duplex
+        .append_with(|buf| codec.encode(item, buf))
+        .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
+    if queued {
+        Ok(())
+    } else {
+        Err(Error::closed("send", "the stream is closed for writing"))
     }
 }
 
@@ -256,6 +274,60 @@ pub struct Framed<C: Decoder, O> {
     /// No more frames will be read or decoded (a fatal decode error, a
     /// stop).
     reading_done: bool,
+    /// What the handles see of the write buffer (for `try_send`).
+    gate: Arc<SendGate>,
+}
+
+/// Shared by a framed stream and its handles: whether its write buffer is
+/// over the high watermark (`try_send` refuses at once while it is), and
+/// a wake-up for senders waiting for room.
+#[derive(Debug, Default)]
+struct SendGate {
+    full: AtomicBool,
+    closed: AtomicBool,
+    high: AtomicUsize,
+    room: tokio::sync::Notify,
+}
+
+impl SendGate {
+    fn open(&self, high: usize) {
+        self.high.store(high, Ordering::Relaxed);
+        self.full.store(false, Ordering::Release);
+        self.closed.store(false, Ordering::Release);
+    }
+
+    fn publish(&self, full: bool) {
+        if self.full.swap(full, Ordering::AcqRel) && !full {
+            self.room.notify_waiters();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.room.notify_waiters();
+    }
+
+    fn is_full(&self) -> bool {
+        self.full.load(Ordering::Acquire)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the write buffer is below its high watermark (or the
+    /// stream closed).
+    async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_full() || self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl<C, O> Framed<C, O>
@@ -430,6 +502,7 @@ where
             self.apply(p, ctx).await;
         }
         ctx.set_buffered(self.duplex.queued() + self.duplex.rbuf.len());
+        self.gate.publish(!self.duplex.accepting_writes());
     }
 
     async fn apply(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
@@ -472,6 +545,7 @@ where
     }
 
     async fn close(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.gate.close();
         if !self.duplex.is_closed() {
             self.duplex.close();
             ctx.emit(FramedEvent::Closed).await;
@@ -494,6 +568,8 @@ where
     async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let args = args.take_for(ctx.path())?;
         let (source, codec) = (args.source, args.codec);
+        let gate = ctx.this().handle_state(SendGate::default);
+        gate.open(args.limits.write_high);
         Ok(Framed {
             duplex: Duplex::new(source, args.limits),
             codec,
@@ -506,6 +582,7 @@ where
             held_back: false,
             stuck_errors: 0,
             reading_done: false,
+            gate,
         })
     }
 
@@ -544,6 +621,8 @@ where
     }
 
     async fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
+        // Stopping: new frames are refused at once.
+        self.gate.close();
         if !self.duplex.is_closed() {
             // Drain: read no more, let the running handlers finish, write
             // their replies, flush (the stop timeout bounds all of it).
@@ -595,8 +674,12 @@ where
         match encoded {
             Ok(()) => self.duplex.write(buf.freeze(), done),
             Err(e) => {
-                if let Some(done) = done {
-                    let _ = done.send(Err(e));
+                match done {
+                    Some(done) => {
+                        let _ = done.send(Err(e));
+                    }
+                    // Nobody waits on it (`try_send`): the stream tells.
+                    None => ctx.emit(FramedEvent::WriteError(e)).await,
                 }
                 return;
             }
@@ -630,10 +713,208 @@ where
     }
 }
 
+/// Message: encode and queue a frame; replies once it is in the write
+/// buffer (handled only while the buffer is below its high watermark).
+#[derive(Debug)]
+struct QueueFrame<O>(O);
+
+impl<C, O> Handler<QueueFrame<O>> for Framed<C, O>
+where
+    C: FrameCodec<O>,
+    O: Send + 'static,
+{
+    type Reply = Result<()>;
+    async fn handle(
+        &mut self,
+        QueueFrame(item): QueueFrame<O>,
+        ctx: &mut Ctx<'_, Self>,
+    ) -> Result<()> {
+        queue_frame(&mut self.duplex, &mut self.codec, item)?;
+        let p = self.duplex.progress();
+        self.after_progress(p, ctx).await;
+        Ok(())
+    }
+}
+
+/// A frame [`FramedRef::try_send`] could not queue, handed back with the
+/// reason: an error of kind `Full` (the write buffer is over its high
+/// watermark, or the mailbox in front of it is full) or `Closed` (the
+/// stream closed or is stopping).
+pub struct TrySendError<O> {
+    frame: O,
+    error: Error,
+}
+
+impl<O> TrySendError<O> {
+    /// The frame that was not sent.
+    pub fn frame(&self) -> &O {
+        &self.frame
+    }
+
+    /// Takes the frame back.
+    pub fn into_frame(self) -> O {
+        self.frame
+    }
+
+    /// Why it was refused (op `try_send`).
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The frame and the reason.
+    pub fn into_parts(self) -> (O, Error) {
+        (self.frame, self.error)
+    }
+
+    /// Refused for want of room (the stream is still open): try later,
+    /// or [`send`](FramedRef::send) to wait for room.
+    pub fn is_full(&self) -> bool {
+        self.error.kind() == ErrorKind::Full
+    }
+}
+
+impl<O> fmt::Debug for TrySendError<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrySendError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<O> fmt::Display for TrySendError<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<O> std::error::Error for TrySendError<O> {}
+
+impl<O> From<TrySendError<O>> for Error {
+    fn from(e: TrySendError<O>) -> Error {
+        e.error
+    }
+}
+
 /// Framed-stream operations on its handle.
+///
+/// Three ways to send a frame, by how long they wait: [`try_send`]
+/// never waits (it fails at once, handing the frame back, while the write
+/// buffer is over its high watermark); [`send`] waits for room in the
+/// write buffer (the stream's write overflow policy: writers wait), then
+/// resolves once the frame is queued; [`send_flushed`] also waits until
+/// the frame is written. [`sink`] is a `futures::Sink` over the same
+/// path.
+///
+/// [`try_send`]: FramedRef::try_send
+/// [`send`]: FramedRef::send
+/// [`send_flushed`]: FramedRef::send_flushed
+/// [`sink`]: FramedRef::sink
 pub trait FramedRef<O> {
-    /// Encodes and queues `item`; resolves once it is written.
+    /// Encodes and queues `item`, waiting first while the write buffer is
+    /// over its high watermark (down to the low one); resolves once the
+    /// frame is in the write buffer, not when it is written (a slow peer
+    /// holds up its own senders only while its buffer is full). Fails
+    /// with op `encode` when the codec refuses the frame and op `send`
+    /// when the stream is closed.
+    ///
+    /// ```
+    /// use ioasync::{io::{Framed, FramedRef}, io::codec::LinesCodec, Loop};
+    /// use tokio::io::AsyncBufReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, theirs) = tokio::io::duplex(1024);
+    /// let f = lp
+    ///     .add(Framed::<LinesCodec, String>::spec_io("out", ours, LinesCodec::new()))
+    ///     .await?;
+    /// f.send("hello".to_string()).await?;
+    /// let mut line = String::new();
+    /// tokio::io::BufReader::new(theirs).read_line(&mut line).await.unwrap();
+    /// assert_eq!(line, "hello\n");
+    /// # Ok(()) }
+    /// ```
     fn send(&self, item: O) -> impl Future<Output = Result<()>> + Send;
+
+    /// Like [`send`](FramedRef::send), then waits until the frame is
+    /// written (handed to the socket, or through a TLS stream's flush).
+    ///
+    /// ```
+    /// use ioasync::{io::{Framed, FramedRef}, io::codec::LinesCodec, Loop};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut theirs) = tokio::io::duplex(1024);
+    /// let f = lp
+    ///     .add(Framed::<LinesCodec, String>::spec_io("out", ours, LinesCodec::new()))
+    ///     .await?;
+    /// f.send_flushed("written".to_string()).await?;
+    /// let mut got = [0u8; 8];
+    /// theirs.read_exact(&mut got).await.unwrap();
+    /// assert_eq!(&got, b"written\n");
+    /// # Ok(()) }
+    /// ```
+    fn send_flushed(&self, item: O) -> impl Future<Output = Result<()>> + Send;
+
+    /// Queues `item` now, without waiting: fails at once, handing the
+    /// frame back in the error, while the write buffer is over its high
+    /// watermark (kind `Full`; also when the mailbox in front of the
+    /// buffer is full) or once the stream is closed or stopping (kind
+    /// `Closed`). For a broadcast where one slow peer must not hold up
+    /// the others. A frame the codec then refuses is reported as a
+    /// [`WriteError`](FramedEvent::WriteError) event (nobody waits on it).
+    ///
+    /// ```
+    /// use ioasync::{io::{Framed, FramedRef, Limits}, io::codec::LinesCodec, Loop};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// // A peer that never reads, and a tiny write buffer.
+    /// let (ours, _theirs) = tokio::io::duplex(16);
+    /// let limits = Limits { write_high: 64, write_low: 32, ..Limits::default() };
+    /// let f = lp
+    ///     .add(Framed::<LinesCodec, String>::spec_io("out", ours, LinesCodec::new()).limits(limits))
+    ///     .await?;
+    /// f.send("x".repeat(100)).await?; // over the high watermark now
+    /// let refused = f.try_send("hello".to_string()).unwrap_err();
+    /// assert!(refused.is_full());
+    /// assert_eq!(refused.into_frame(), "hello");
+    /// # Ok(()) }
+    /// ```
+    fn try_send(&self, item: O) -> std::result::Result<(), TrySendError<O>>;
+
+    /// A `futures::Sink` of frames into this stream: `poll_ready` waits
+    /// while the write buffer is over its high watermark, `start_send`
+    /// queues, `poll_flush` resolves once every frame sent is written,
+    /// `poll_close` flushes and then closes the stream once its queue is
+    /// empty.
+    ///
+    /// ```
+    /// use futures_util::{SinkExt, stream};
+    /// use ioasync::{io::{Framed, FramedRef}, io::codec::LinesCodec, Loop};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut theirs) = tokio::io::duplex(1024);
+    /// let f = lp
+    ///     .add(Framed::<LinesCodec, String>::spec_io("out", ours, LinesCodec::new()))
+    ///     .await?;
+    /// let mut sink = f.sink();
+    /// let lines = ["a", "b", "c"].map(|l| Ok(l.to_string()));
+    /// sink.send_all(&mut stream::iter(lines)).await?;
+    /// sink.close().await?;
+    /// let mut got = String::new();
+    /// theirs.read_to_string(&mut got).await.unwrap();
+    /// assert_eq!(got, "a\nb\nc\n");
+    /// # Ok(()) }
+    /// ```
+    fn sink(&self) -> FramedSink<O>;
+
     /// Closes once everything queued is written.
     fn close_when_empty(&self) -> impl Future<Output = Result<()>> + Send;
 }
@@ -644,13 +925,176 @@ where
     O: Send + 'static,
 {
     async fn send(&self, item: O) -> Result<()> {
+        // Waits in the mailbox while the buffer is full (the stream takes
+        // no message then): the stream's `Wait` policy.
+        self.ask(QueueFrame(item)).await
+    }
+
+    async fn send_flushed(&self, item: O) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.tell(SendFrame(item, Some(tx))).await?;
         rx.await
             .unwrap_or_else(|_| Err(Error::closed("send", "the stream stopped")))
     }
 
+    fn try_send(&self, item: O) -> std::result::Result<(), TrySendError<O>> {
+        let gate = self.handle_state(SendGate::default);
+        let refuse = |frame, kind, why: String| TrySendError {
+            frame,
+            error: Error::new("try_send", kind, why),
+        };
+        if gate.is_closed() {
+            let why = format!("{} is closed", self.path());
+            return Err(refuse(item, ErrorKind::Closed, why));
+        }
+        if gate.is_full() {
+            let high = gate.high.load(Ordering::Relaxed);
+            let why = format!(
+                "the write buffer of {} is over its high watermark ({high} bytes)",
+                self.path()
+            );
+            return Err(refuse(item, ErrorKind::Full, why));
+        }
+        match self.actor_ref().tell(SendFrame(item, None)).try_send() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let full = matches!(e, kameo::error::SendError::MailboxFull(_));
+                let Some(SendFrame(item, _)) = e.msg() else {
+                    // kameo hands a refused message back; this is not reached.
+                    return Ok(());
+                };
+                Err(if full {
+                    let why = format!("the mailbox of {} is full", self.path());
+                    refuse(item, ErrorKind::Full, why)
+                } else {
+                    let why = format!("{} is not running", self.path());
+                    refuse(item, ErrorKind::Closed, why)
+                })
+            }
+        }
+    }
+
+    fn sink(&self) -> FramedSink<O> {
+        FramedSink {
+            target: Arc::new(self.clone()),
+            gate: self.handle_state(SendGate::default),
+            sending: None,
+            room: None,
+            last: None,
+            closing: None,
+        }
+    }
+
     async fn close_when_empty(&self) -> Result<()> {
         self.tell(CloseWhenEmpty).await
+    }
+}
+
+/// Where a [`FramedSink`] sends: a framed stream of any codec.
+trait FrameTarget<O>: Send + Sync {
+    fn send(&self, item: O, done: oneshot::Sender<Result<()>>) -> BoxFuture<'static, Result<()>>;
+    fn close(&self) -> BoxFuture<'static, Result<()>>;
+}
+
+impl<C, O> FrameTarget<O> for NotifierRef<Framed<C, O>>
+where
+    C: FrameCodec<O>,
+    O: Send + 'static,
+{
+    fn send(&self, item: O, done: oneshot::Sender<Result<()>>) -> BoxFuture<'static, Result<()>> {
+        let me = self.clone();
+        Box::pin(async move { me.tell(SendFrame(item, Some(done))).await })
+    }
+
+    fn close(&self) -> BoxFuture<'static, Result<()>> {
+        let me = self.clone();
+        Box::pin(async move { me.tell(CloseWhenEmpty).await })
+    }
+}
+
+/// A `futures::Sink` of frames into a framed stream, from
+/// [`FramedRef::sink`]. Backpressure: `poll_ready` is pending while the
+/// stream's write buffer is over its high watermark; at most one frame is
+/// in flight to the stream's mailbox. Errors are the stream's (op `send`,
+/// `encode`, `write`).
+pub struct FramedSink<O> {
+    target: Arc<dyn FrameTarget<O>>,
+    gate: Arc<SendGate>,
+    /// The frame being handed to the stream's mailbox.
+    sending: Option<BoxFuture<'static, Result<()>>>,
+    /// Waiting for room in the write buffer.
+    room: Option<BoxFuture<'static, ()>>,
+    /// Resolves once the last frame sent is written (writes are in order:
+    /// so are all before it).
+    last: Option<oneshot::Receiver<Result<()>>>,
+    closing: Option<BoxFuture<'static, Result<()>>>,
+}
+
+impl<O> fmt::Debug for FramedSink<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FramedSink")
+            .field("sending", &self.sending.is_some())
+            .field("unflushed", &self.last.is_some())
+            .finish()
+    }
+}
+
+impl<O> FramedSink<O> {
+    fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if let Some(f) = self.sending.as_mut() {
+            let res = std::task::ready!(f.as_mut().poll(cx));
+            self.sending = None;
+            res?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        std::task::ready!(self.poll_sent(cx))?;
+        if let Some(rx) = self.last.as_mut() {
+            let res = std::task::ready!(Pin::new(rx).poll(cx));
+            self.last = None;
+            res.unwrap_or_else(|_| Err(Error::closed("send", "the stream stopped")))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<O: Send + 'static> futures_util::Sink<O> for FramedSink<O> {
+    type Error = Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = &mut *self;
+        std::task::ready!(this.poll_sent(cx))?;
+        if this.gate.is_full() && !this.gate.is_closed() {
+            let gate = this.gate.clone();
+            let room = this
+                .room
+                .get_or_insert_with(|| Box::pin(async move { gate.room().await }));
+            std::task::ready!(room.as_mut().poll(cx));
+        }
+        this.room = None;
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: O) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.sending = Some(self.target.send(item, tx));
+        self.last = Some(rx);
+        Ok(())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_written(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = &mut *self;
+        std::task::ready!(this.poll_written(cx))?;
+        let target = this.target.clone();
+        let closing = this.closing.get_or_insert_with(|| target.close());
+        let res = std::task::ready!(closing.as_mut().poll(cx));
+        this.closing = None;
+        Poll::Ready(res)
     }
 }

@@ -38,6 +38,7 @@ mod file_watch;
 mod framed;
 mod framed_socket;
 mod handle;
+mod line_codec;
 mod listen;
 mod listener;
 mod resolve;
@@ -59,7 +60,8 @@ pub use file_stream::{
 };
 pub use file_watch::WatchMode;
 pub use framed::{
-    FrameCodec, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSpec, SendFrame,
+    FrameCodec, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSpec,
+    SendFrame, TrySendError,
 };
 pub use framed_socket::{
     DatagramEvent, FramedSocket, FramedSocketArgs, FramedSocketRef, SendDatagram,
@@ -86,8 +88,12 @@ pub use sys::open_fd_count;
 #[cfg(feature = "tls")]
 pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
 
-/// Codecs for [`Framed`]: tokio-util's, re-exported.
+/// Codecs for [`Framed`]: tokio-util's, re-exported, and [`LineCodec`]
+/// (lines with IO::Async's LineStream endings, `\r\n` on request).
+///
+/// [`LineCodec`]: codec::LineCodec
 pub mod codec {
+    pub use crate::line_codec::LineCodec;
     pub use tokio_util::codec::{
         AnyDelimiterCodec, BytesCodec, Decoder, Encoder, LengthDelimitedCodec, LinesCodec,
         LinesCodecError,

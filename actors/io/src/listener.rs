@@ -1,9 +1,13 @@
 //! [`Listener`]: accepts connections and starts a supervised child for
 //! each (IO::Async::Listener).
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use ioasync_core::{AnySpec, Ctx, Emits, Error, Handler, Notifier, Result, Spec};
+use ioasync_core::{AnySpec, Ctx, Emits, Error, Handler, Notifier, NotifierRef, Result, Spec};
 use tokio::time::Instant;
 
 use crate::{
@@ -14,6 +18,65 @@ use crate::{
 
 /// Makes the child notifier for one accepted connection.
 pub type OnStream = Arc<dyn Fn(Connection, SockAddr) -> AnySpec + Send + Sync>;
+
+/// Starts the child for one connection (a typed listener's factory, its
+/// `on_accept` and its connection list); the child's path.
+type StartTyped =
+    Arc<dyn Fn(Connection, SockAddr, &Ctx<'_, Listener>) -> Result<String> + Send + Sync>;
+
+/// What a listener starts per connection.
+#[derive(Clone)]
+enum Factory {
+    Any(OnStream),
+    Typed(StartTyped),
+}
+
+/// The live connections of a typed listener, shared by its handles
+/// (kept across restarts; the ones gone are dropped as it goes).
+struct Connections<N: Notifier>(Mutex<ConnList<N>>);
+
+struct ConnList<N: Notifier> {
+    list: Vec<NotifierRef<N>>,
+    /// Drop the gone ones when the list reaches this length (amortised:
+    /// twice the live count at the last sweep).
+    sweep_at: usize,
+}
+
+impl<N: Notifier> Default for Connections<N> {
+    fn default() -> Self {
+        Connections(Mutex::new(ConnList {
+            list: Vec::new(),
+            sweep_at: SWEEP_MIN,
+        }))
+    }
+}
+
+const SWEEP_MIN: usize = 64;
+
+impl<N: Notifier> Connections<N> {
+    fn of(listener: &NotifierRef<Listener>) -> Arc<Connections<N>> {
+        listener.handle_state(Connections::<N>::default)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnList<N>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, conn: NotifierRef<N>) {
+        let mut c = self.lock();
+        if c.list.len() >= c.sweep_at {
+            c.list.retain(NotifierRef::is_alive);
+            c.sweep_at = (c.list.len() * 2).max(SWEEP_MIN);
+        }
+        c.list.push(conn);
+    }
+
+    fn live(&self) -> Vec<NotifierRef<N>> {
+        let mut c = self.lock();
+        c.list.retain(NotifierRef::is_alive);
+        c.list.clone()
+    }
+}
 
 /// Something that happened to a listener.
 #[derive(Debug, Clone)]
@@ -45,7 +108,7 @@ pub enum ListenerEvent {
 #[derive(Clone)]
 pub struct ListenerArgs {
     listen: Listen,
-    on_stream: OnStream,
+    factory: Factory,
 }
 
 impl fmt::Debug for ListenerArgs {
@@ -63,7 +126,7 @@ impl fmt::Debug for ListenerArgs {
 /// on its spec).
 pub struct Listener {
     socket: ListenSocket,
-    on_stream: OnStream,
+    factory: Factory,
     pending: Option<Result<(Connection, SockAddr)>>,
     /// TLS handshakes under way (allocated with the first).
     #[cfg(feature = "tls")]
@@ -111,7 +174,76 @@ impl Listener {
         S: Into<AnySpec>,
     {
         let on_stream: OnStream = Arc::new(move |c, a| on_stream(c, a).into());
-        Spec::new(name, ListenerArgs { listen, on_stream })
+        let factory = Factory::Any(on_stream);
+        Spec::new(name, ListenerArgs { listen, factory })
+    }
+
+    /// A listener whose connections are all one notifier type `N`, with
+    /// typed handles: `factory(conn, peer)` makes each connection's spec
+    /// (as for [`Listener::spec`]), and `on_accept(handle, peer)` is
+    /// called with the typed handle of each child started, in the
+    /// listener, right after the child starts and before the next
+    /// connection is accepted. From the listener's handle,
+    /// [`ListenerRef::connections`] lists the live ones.
+    ///
+    /// What that order guarantees: a connection is in
+    /// [`connections`](ListenerRef::connections) (and in whatever
+    /// `on_accept` registered it with) before any connection accepted
+    /// after it has read a byte, so a chat-style broadcast made from a
+    /// later client's first line reaches every earlier client. The child
+    /// itself starts at once and may already be reading when `on_accept`
+    /// runs: handle its input inside it (an `on_frame` or `on_read`
+    /// closure), or subscribe on the spec in the factory
+    /// ([`Spec::subscribe`]), and none of it is missed.
+    ///
+    /// ```
+    /// use ioasync::{io::{codec::LinesCodec, Framed, FramedRef, Listen, Listener, ListenerRef}, Loop};
+    /// use tokio::io::AsyncBufReadExt;
+    ///
+    /// type Lines = Framed<LinesCodec, String>;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let at: ioasync::io::Address = "127.0.0.1:0".parse()?;
+    /// let spec = Listener::typed(
+    ///     "chat",
+    ///     Listen::new(at),
+    ///     |conn, peer| Lines::spec(format!("conn-{peer}"), conn, LinesCodec::new()),
+    ///     |conn: ioasync::notifier::NotifierRef<Lines>, peer| {
+    ///         let _ = conn.try_send(format!("welcome, {peer}"));
+    ///     },
+    /// );
+    /// let listener = lp.add(spec).await?;
+    /// let addr = listener.local_addr().await?.as_inet().unwrap();
+    /// let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    /// let mut lines = tokio::io::BufReader::new(client).lines();
+    /// let welcome = lines.next_line().await.unwrap().unwrap();
+    /// assert!(welcome.starts_with("welcome, 127.0.0.1:"));
+    /// assert_eq!(listener.connections::<Lines>().len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn typed<N, F, S, A>(
+        name: impl Into<String>,
+        listen: Listen,
+        factory: F,
+        on_accept: A,
+    ) -> Spec<Listener>
+    where
+        N: Notifier,
+        F: Fn(Connection, SockAddr) -> S + Send + Sync + 'static,
+        S: Into<Spec<N>>,
+        A: Fn(NotifierRef<N>, SockAddr) + Send + Sync + 'static,
+    {
+        let start: StartTyped = Arc::new(move |conn, peer, ctx| {
+            let child = ctx.start_child(factory(conn, peer.clone()).into())?;
+            let path = child.path().to_owned();
+            on_accept(child.clone(), peer);
+            Connections::of(&ctx.this()).push(child);
+            Ok(path)
+        });
+        let factory = Factory::Typed(start);
+        Spec::new(name, ListenerArgs { listen, factory })
     }
 
     async fn accept_one(&mut self, ctx: &mut Ctx<'_, Self>) {
@@ -127,15 +259,19 @@ impl Listener {
             Some(Ok((conn, peer))) => {
                 self.backoff = None;
                 self.accepted += 1;
-                let spec = (self.on_stream)(conn, peer.clone());
-                let name = spec.name().to_owned();
                 // The child's init runs in its own actor: accepting goes on
                 // meanwhile. A failed init is the child's exit.
-                match ctx.start_any(spec) {
-                    Ok(_) => {
-                        let path = format!("{}/{name}", ctx.path().trim_end_matches('/'));
-                        ctx.emit(ListenerEvent::Accepted { peer, path }).await;
+                let started = match &self.factory {
+                    Factory::Any(on_stream) => {
+                        let spec = on_stream(conn, peer.clone());
+                        let name = spec.name().to_owned();
+                        ctx.start_any(spec)
+                            .map(|_| format!("{}/{name}", ctx.path().trim_end_matches('/')))
                     }
+                    Factory::Typed(start) => start(conn, peer.clone(), ctx),
+                };
+                match started {
+                    Ok(path) => ctx.emit(ListenerEvent::Accepted { peer, path }).await,
                     Err(e) => ctx.emit(ListenerEvent::ChildError(e)).await,
                 }
             }
@@ -167,7 +303,7 @@ impl Notifier for Listener {
         let socket = args.listen.bind().await?;
         Ok(Listener {
             socket,
-            on_stream: args.on_stream,
+            factory: args.factory,
             pending: None,
             #[cfg(feature = "tls")]
             tls: args
@@ -273,9 +409,47 @@ pub trait ListenerRef {
     /// [`NotifierRef::next_event`](ioasync_core::NotifierRef::next_event):
     /// connections accepted between two calls are not missed.
     fn next_accept(&self) -> impl Future<Output = Result<(SockAddr, String)>> + Send + 'static;
+
+    /// The live connections of a listener made by [`Listener::typed`]
+    /// whose children are `N`s, in the order they were accepted: each is
+    /// listed from the moment its `on_accept` returned until it stops.
+    /// Empty for any other `N`, and for a listener made by
+    /// [`Listener::spec`] (its children's types are not known).
+    ///
+    /// ```
+    /// use ioasync::{io::{codec::LinesCodec, Framed, FramedRef, Listen, Listener, ListenerRef}, Loop};
+    ///
+    /// type Lines = Framed<LinesCodec, String>;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let at: ioasync::io::Address = "127.0.0.1:0".parse()?;
+    /// let listener = lp
+    ///     .add(Listener::typed(
+    ///         "srv",
+    ///         Listen::new(at),
+    ///         |conn, _| Lines::spec("conn", conn, LinesCodec::new()),
+    ///         |_: ioasync::notifier::NotifierRef<Lines>, _| {},
+    ///     ))
+    ///     .await?;
+    /// let addr = listener.local_addr().await?.as_inet().unwrap();
+    /// let accepted = listener.next_accept();
+    /// let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    /// accepted.await?;
+    /// for conn in listener.connections::<Lines>() {
+    ///     conn.send("hello, everyone".to_string()).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    fn connections<N: Notifier>(&self) -> Vec<NotifierRef<N>>;
 }
 
-impl ListenerRef for ioasync_core::NotifierRef<Listener> {
+impl ListenerRef for NotifierRef<Listener> {
+    fn connections<N: Notifier>(&self) -> Vec<NotifierRef<N>> {
+        Connections::<N>::of(self).live()
+    }
+
     async fn local_addr(&self) -> Result<SockAddr> {
         self.ask(LocalAddr).await
     }

@@ -55,7 +55,7 @@ mod sys;
 
 pub use children::{ChildExit, Children};
 pub use command::{Command, RLIM_INFINITY, Resource, Stdio, StreamSetup};
-pub use pid::{Pid, PidArgs};
+pub use pid::{Pid, PidArgs, PidRef};
 pub use process::{
     ExitWatch, Kill, KillPolicy, Process, ProcessArgs, ProcessEvent, ProcessException,
     ProcessHandle, ProcessSpec,

@@ -4,12 +4,15 @@
 
 use std::fmt;
 
-use ioasync_core::{Ctx, Emits, Error, Notifier, Once, Restart, Result, Spec};
+use ioasync_core::{
+    Ctx, Emits, Error, Handler, Notifier, NotifierRef, Once, Restart, Result, Spec,
+};
+use ioasync_signal::SignalKind;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use std::os::fd::{AsFd, OwnedFd};
 use tokio::io::unix::AsyncFd;
 
-use crate::{ExitStatus, sys};
+use crate::{ExitStatus, Kill, sys};
 
 /// How to start a [`Pid`] watcher.
 #[derive(Debug)]
@@ -101,5 +104,62 @@ impl fmt::Debug for Pid {
             .field("pid", &self.pid)
             .field("status", &self.status)
             .finish()
+    }
+}
+
+impl Handler<Kill> for Pid {
+    type Reply = Result<()>;
+    async fn handle(&mut self, Kill(sig): Kill, _ctx: &mut Ctx<'_, Self>) -> Result<()> {
+        if self.status.is_some() {
+            return Err(Error::closed(
+                "kill",
+                format!("process {} has exited", self.pid),
+            ));
+        }
+        sys::pidfd_send_signal(self.fd.get_ref().as_fd(), sig.as_raw())
+            .map_err(|e| Error::io_at("kill", format!("process {}", self.pid), e))
+    }
+}
+
+/// Operations on a [`Pid`] watcher's handle.
+pub trait PidRef {
+    /// Sends `sig` to the watched process (IO::Async::PID's `kill`):
+    /// through its pidfd, so never to another process that reused its
+    /// pid. Fails (op `kill`) once it has exited, with the errno when the
+    /// kernel refuses (`EPERM`).
+    ///
+    /// (Named `signal`: [`NotifierRef::kill`] already kills the watcher
+    /// itself.)
+    ///
+    /// ```
+    /// use ioasync::{process::{ExitStatus, Pid, PidRef}, signal::SignalKind, Loop};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    /// let (sub, mut exits) = ioasync::notifier::Subscription::stream(1);
+    /// let watcher = lp.add(Pid::spec("sleeper", child.id()).subscribe(sub)).await?;
+    /// watcher.signal(SignalKind::terminate()).await?;
+    /// let status: ExitStatus = exits.recv().await.unwrap();
+    /// assert_eq!(status.signal(), Some(SignalKind::terminate()));
+    /// # Ok(()) }
+    /// ```
+    fn signal(&self, sig: SignalKind) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl PidRef for NotifierRef<Pid> {
+    async fn signal(&self, sig: SignalKind) -> Result<()> {
+        self.ask(Kill(sig)).await.map_err(|e| {
+            if e.op() == "kill" {
+                e
+            } else {
+                // The watcher left the tree: the process exited.
+                Error::closed(
+                    "kill",
+                    format!("{}: the process has exited ({e})", self.path()),
+                )
+            }
+        })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use ioasync_core::{Ctx, Emits, Notifier, Restart, Result, Spec};
+use ioasync_core::{Ctx, Emits, Error, Handler, Notifier, NotifierRef, Restart, Result, Spec};
 use tokio::time::Instant;
 
 use crate::Expired;
@@ -109,5 +109,81 @@ impl Emits<Expired> for Absolute {}
 impl fmt::Debug for Absolute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Absolute").field("at", &self.at).finish()
+    }
+}
+
+/// Message: move a pending timer's instant (IO::Async: reconfiguring
+/// `time` reschedules it); an instant already past fires it at once.
+#[derive(Debug)]
+pub struct Retime(pub Instant);
+
+/// Message: the instant a pending timer fires at.
+#[derive(Debug)]
+pub struct Deadline;
+
+impl Handler<Retime> for Absolute {
+    type Reply = Result<()>;
+    async fn handle(&mut self, Retime(at): Retime, ctx: &mut Ctx<'_, Self>) -> Result<()> {
+        match &mut self.at {
+            Some(pending) => {
+                *pending = at;
+                Ok(())
+            }
+            None => Err(Error::closed(
+                "retime",
+                format!("timer {} has fired", ctx.path()),
+            )),
+        }
+    }
+}
+
+impl Handler<Deadline> for Absolute {
+    type Reply = Option<Instant>;
+    async fn handle(&mut self, _: Deadline, _ctx: &mut Ctx<'_, Self>) -> Option<Instant> {
+        self.at
+    }
+}
+
+/// Absolute-timer operations on its handle.
+pub trait AbsoluteRef {
+    /// Moves the pending timer to fire at `at` instead, earlier or later
+    /// (IO::Async's `configure(time => ...)` on a running timer); an
+    /// instant already past fires it at once. Fails (op `retime`, kind
+    /// `Closed`) once it has fired: it left the tree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{time::{Absolute, AbsoluteRef, Expired}, Loop};
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let start = Instant::now();
+    /// let t = lp.add(Absolute::spec("alarm", start + Duration::from_secs(10))).await?;
+    /// let mut fired = t.events::<Expired>()?;
+    /// t.retime(start + Duration::from_secs(3)).await?;
+    /// assert_eq!(t.deadline().await?, Some(start + Duration::from_secs(3)));
+    /// let ev = fired.recv().await.unwrap();
+    /// assert_eq!(ev.deadline, start + Duration::from_secs(3));
+    /// # Ok(()) }
+    /// ```
+    fn retime(&self, at: Instant) -> impl Future<Output = Result<()>> + Send;
+    /// When the pending timer fires.
+    fn deadline(&self) -> impl Future<Output = Result<Option<Instant>>> + Send;
+}
+
+impl AbsoluteRef for NotifierRef<Absolute> {
+    async fn retime(&self, at: Instant) -> Result<()> {
+        self.ask(Retime(at)).await.map_err(|e| {
+            if e.op() == "retime" {
+                e
+            } else {
+                Error::closed("retime", format!("timer {} has fired: {e}", self.path()))
+            }
+        })
+    }
+    async fn deadline(&self) -> Result<Option<Instant>> {
+        self.ask(Deadline).await
     }
 }

@@ -21,11 +21,11 @@ mod absolute;
 mod countdown;
 mod periodic;
 
-pub use absolute::{Absolute, AbsoluteArgs};
+pub use absolute::{Absolute, AbsoluteArgs, AbsoluteRef, Deadline, Retime};
 pub use countdown::{
     Countdown, CountdownArgs, CountdownRef, IsExpired, IsRunning, Reset, Start, Stop,
 };
-pub use periodic::{Periodic, PeriodicArgs, PeriodicSpec, Reschedule, Tick};
+pub use periodic::{Periodic, PeriodicArgs, PeriodicRef, PeriodicSpec, Reschedule, Tick};
 
 use tokio::time::Instant;
 

@@ -3,7 +3,7 @@
 
 use std::{fmt, time::Duration};
 
-use ioasync_core::{Ctx, Emits, Error, Handler, Notifier, Restart, Result, Spec};
+use ioasync_core::{Ctx, Emits, Error, Handler, Notifier, NotifierRef, Restart, Result, Spec};
 use tokio::time::Instant;
 
 /// How the next tick is scheduled when a tick fires late (a slow tick
@@ -224,5 +224,55 @@ impl Handler<crate::Stop> for Periodic {
     type Reply = ();
     async fn handle(&mut self, _: crate::Stop, _ctx: &mut Ctx<'_, Self>) {
         self.next = None;
+    }
+}
+
+impl Handler<crate::IsRunning> for Periodic {
+    type Reply = bool;
+    async fn handle(&mut self, _: crate::IsRunning, _ctx: &mut Ctx<'_, Self>) -> bool {
+        self.next.is_some()
+    }
+}
+
+/// Periodic-timer operations on its handle (IO::Async::Timer's `start`,
+/// `stop`, `is_running`).
+pub trait PeriodicRef {
+    /// Starts it (no effect while running): the first tick comes the
+    /// first interval from now.
+    fn start_timer(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Stops it: no tick until it is started again (idempotent).
+    fn stop_timer(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Whether it is running: true from a start (or from its add, unless
+    /// made with `start(false)`) until a stop.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Periodic, PeriodicRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp
+    ///     .add(Periodic::spec("tick", Duration::from_secs(1)).map_args(|a| a.start(false)))
+    ///     .await?;
+    /// assert!(!t.is_running().await?);
+    /// t.start_timer().await?;
+    /// assert!(t.is_running().await?);
+    /// t.stop_timer().await?;
+    /// assert!(!t.is_running().await?);
+    /// # Ok(()) }
+    /// ```
+    fn is_running(&self) -> impl Future<Output = Result<bool>> + Send;
+}
+
+impl PeriodicRef for NotifierRef<Periodic> {
+    async fn start_timer(&self) -> Result<()> {
+        self.ask(crate::Start).await
+    }
+    async fn stop_timer(&self) -> Result<()> {
+        self.ask(crate::Stop).await
+    }
+    async fn is_running(&self) -> Result<bool> {
+        self.ask(crate::IsRunning).await
     }
 }
