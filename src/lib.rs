@@ -172,17 +172,17 @@ pub mod supervision {
 pub mod io {
     pub use crate::ioloop::{IoDirs, IoWatch};
     pub use ioasync_io::{
-        ACCEPT_BACKOFF, Accepted, Address, AsyncIo, CloseNow, CloseWhenEmpty, Connect, Connection,
-        DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest, Family, Framed,
-        FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSocket, FramedSocketArgs,
-        FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec,
-        HangupFn, Info, IoConnection, Limits, Listen, ListenSocket, Listener, ListenerArgs,
-        ListenerEvent, ListenerRef, LocalAddr, MAX_ACCEPT_BACKOFF, OnStream, PushOnRead,
-        PushedRead, Read, ReadAction, ReadFor, ReadResult, ReadyFn, Rewatch, SendDatagram,
-        SendFrame, SendTo, Session, SessionArgs, SessionInfo, ShutdownWrite, SockAddr, SockType,
-        Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StopSignal, Stream, StreamArgs,
-        StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, TrySendError, WantRead,
-        WantReady, Write, WriteFrom, codec, name_of, open_fd_count, resolve,
+        ACCEPT_BACKOFF, Accepted, Address, AsyncIo, CloseNow, CloseRead, CloseWhenEmpty, Connect,
+        Connection, DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest,
+        Family, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSocket,
+        FramedSocketArgs, FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo,
+        HandleSpec, HangupFn, Info, IoConnection, Limits, Listen, ListenSocket, Listener,
+        ListenerArgs, ListenerEvent, ListenerRef, LocalAddr, MAX_ACCEPT_BACKOFF, OnStream,
+        PushOnRead, PushedRead, Read, ReadAction, ReadFor, ReadResult, ReadyFn, Rewatch,
+        SendDatagram, SendFrame, SendTo, Session, SessionArgs, SessionInfo, ShutdownWrite,
+        SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StopSignal,
+        Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, TrySendError,
+        WantRead, WantReady, Write, WriteFrom, codec, name_of, open_fd_count, resolve,
     };
     #[cfg(feature = "tls")]
     pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};

@@ -469,3 +469,64 @@ async fn pushed_readers_take_precedence_in_order_until_done_then_on_read_gets_th
         .collect();
     assert_eq!(body, "body");
 }
+
+// IO::Async::Handle `close_read` / `close_write`: each closes one half;
+// `on_closed` and the removal from the loop come once both are closed.
+flavours!(close_read_closes_one_half_and_the_stream_closes_once_both_are);
+async fn close_read_closes_one_half_and_the_stream_closes_once_both_are() {
+    use ioasync::io::{StreamEvent, StreamRef};
+    use ioasync::prelude::*;
+    use std::io::Write as _;
+    // Over pipes: the read end closed means its writer gets EPIPE.
+    let lp = test_loop();
+    let (in_rd, mut in_wr) = std::io::pipe().unwrap();
+    let (out_rd, out_wr) = std::io::pipe().unwrap();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let (rtx, mut reads) = mpsc::unbounded_channel::<Vec<u8>>();
+    let stream = lp
+        .add(
+            Stream::from_fds("halves", Some(in_rd.into()), Some(out_wr.into()))
+                .unwrap()
+                .close_on_read_eof(false)
+                .on_read(move |_io, buf, _eof| {
+                    let _ = rtx.send(buf.split().to_vec());
+                    ReadAction::Wait
+                })
+                .subscribe(ioasync::notifier::Subscription::closure(
+                    move |e: StreamEvent| {
+                        if matches!(e, StreamEvent::Closed | StreamEvent::WriteEof) {
+                            let _ = tx.send(e);
+                        }
+                    },
+                )),
+        )
+        .await
+        .unwrap();
+    in_wr.write_all(b"before").unwrap();
+    assert_eq!(bounded("a read", reads.recv()).await.unwrap(), b"before");
+    stream.close_read().await.unwrap();
+    let err = in_wr.write_all(b"after").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    // The write half goes on: still open, still writing.
+    assert!(stream.is_alive());
+    stream.write(&b"still writing"[..]).await.unwrap();
+    let mut out = std::fs::File::from(std::os::fd::OwnedFd::from(out_rd));
+    let mut got = [0u8; 13];
+    std::io::Read::read_exact(&mut out, &mut got).unwrap();
+    assert_eq!(&got, b"still writing");
+    // Closing the write half too closes the stream.
+    stream.shutdown_write().await.unwrap();
+    assert!(matches!(
+        bounded("write eof", events.recv()).await.unwrap(),
+        StreamEvent::WriteEof
+    ));
+    assert!(matches!(
+        bounded("closed", events.recv()).await.unwrap(),
+        StreamEvent::Closed
+    ));
+    bounded("the stream leaves", stream.wait_stopped()).await;
+    assert!(reads.try_recv().is_err(), "nothing read after close_read");
+    // A closed stream says so.
+    let again = stream.close_read().await.unwrap_err();
+    assert!(again.to_string().contains("close_read") || again.is_closed(), "{again}");
+}

@@ -293,6 +293,24 @@ impl Source {
         }
     }
 
+    fn shutdown_read(&mut self) -> io::Result<()> {
+        match self {
+            Source::Tcp(s) => socket2::SockRef::from(&*s).shutdown(std::net::Shutdown::Read),
+            Source::Unix(s) => socket2::SockRef::from(&*s).shutdown(std::net::Shutdown::Read),
+            Source::Pipes { rd, .. } => {
+                rd.take();
+                Ok(())
+            }
+            Source::Fds { rd, .. } => {
+                rd.take();
+                Ok(())
+            }
+            // A TLS stream has no half of its own to close: it stops
+            // reading.
+            Source::Io(_) | Source::Closed => Ok(()),
+        }
+    }
+
     pub(crate) fn local_addr(&self) -> Option<SockAddr> {
         match self {
             Source::Tcp(s) => s.local_addr().ok().map(SockAddr::Inet),
@@ -357,6 +375,8 @@ pub(crate) struct Duplex {
     watermark: Option<(bool, usize)>,
     /// Reading stopped by the user (`want_read` off).
     pub(crate) read_off: bool,
+    /// The read side was closed (`close_read`).
+    read_closed: bool,
     write_full: bool,
     shutdown_when_empty: bool,
     pub(crate) close_when_empty: bool,
@@ -384,6 +404,7 @@ impl Duplex {
             read_paused: false,
             watermark: None,
             read_off: false,
+            read_closed: false,
             write_full: false,
             shutdown_when_empty: false,
             close_when_empty: false,
@@ -524,6 +545,22 @@ impl Duplex {
         self.tail.extend_from_slice(data);
         self.queued_more(data.len());
         true
+    }
+
+    /// Closes the read side now (IO::Async's `close_read`): no more reads;
+    /// a socket is shut down for reading, a pipe's read end closed.
+    pub(crate) fn close_read(&mut self) -> Result<()> {
+        self.read_closed = true;
+        self.read_off = true;
+        self.src
+            .shutdown_read()
+            .map_err(|e| Error::io("close_read", e))
+    }
+
+    /// Both sides are closed: the read side by `close_read`, the write side
+    /// shut down (or there never was one). The stream is done.
+    pub(crate) fn both_closed(&self) -> bool {
+        self.read_closed && (self.write_shut || !self.src.can_write())
     }
 
     /// Shut the write side down once the queue is empty.

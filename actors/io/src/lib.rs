@@ -80,9 +80,9 @@ pub use socket::{
     Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
 };
 pub use stream::{
-    CloseNow, CloseWhenEmpty, Info, PushOnRead, PushedRead, Read, ReadAction, ReadFor, ReadResult,
-    ShutdownWrite, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec,
-    WantRead, Write, WriteFrom,
+    CloseNow, CloseRead, CloseWhenEmpty, Info, PushOnRead, PushedRead, Read, ReadAction, ReadFor,
+    ReadResult, ShutdownWrite, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef,
+    StreamSpec, WantRead, Write, WriteFrom,
 };
 pub use sys::open_fd_count;
 #[cfg(feature = "tls")]

@@ -636,6 +636,10 @@ impl Stream {
         }
         if p.write_eof {
             ctx.emit(StreamEvent::WriteEof).await;
+            if self.duplex.both_closed() {
+                // IO::Async: closed once both halves are.
+                self.duplex.close_when_empty = true;
+            }
         }
         // Both in one event: it was blocked, wrote, and blocked again.
         if p.writeable_start {
@@ -1118,6 +1122,26 @@ impl Handler<ShutdownWrite> for Stream {
     }
 }
 
+/// Message: close the read side now (see [`StreamRef::close_read`]).
+#[derive(Debug)]
+pub struct CloseRead;
+
+impl Handler<CloseRead> for Stream {
+    type Reply = Result<()>;
+    async fn handle(&mut self, _: CloseRead, ctx: &mut Ctx<'_, Self>) -> Result<()> {
+        if self.duplex.is_closed() {
+            return Err(Error::closed("close_read", "the stream is closed"));
+        }
+        let res = self.duplex.close_read();
+        if self.duplex.both_closed() {
+            self.duplex.close_when_empty = true;
+        }
+        let p = self.duplex.progress();
+        self.after_progress(p, ctx).await;
+        res
+    }
+}
+
 impl Handler<WantRead> for Stream {
     type Reply = ();
     async fn handle(&mut self, WantRead(on): WantRead, _ctx: &mut Ctx<'_, Self>) {
@@ -1151,8 +1175,18 @@ pub trait StreamRef {
     /// wait for room (it does not queue behind them).
     fn close_now(&self) -> impl Future<Output = Result<()>> + Send;
 
-    /// Half-close: shuts the write side once the queue is empty.
+    /// Half-close: shuts the write side once the queue is empty
+    /// (IO::Async's `close_write`, after the queue). Once the read side is
+    /// closed too ([`close_read`](StreamRef::close_read)), the stream
+    /// closes.
     fn shutdown_write(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Closes the read side now (IO::Async's `close_read`): nothing more is
+    /// read (a socket is shut down for reading; a pipe's read end closed,
+    /// so its writer gets `EPIPE`); writing goes on. Once the write side is
+    /// shut down too, the stream closes (`on_closed`, then it leaves the
+    /// tree), as IO::Async's Handle does once both halves are closed.
+    fn close_read(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Addresses and buffer sizes, answered at once (not behind queued
     /// writes).
@@ -1278,6 +1312,11 @@ impl StreamRef for NotifierRef<Stream> {
 
     async fn shutdown_write(&self) -> Result<()> {
         self.tell(ShutdownWrite).await
+    }
+
+    async fn close_read(&self) -> Result<()> {
+        // Ahead of the mailbox: writers waiting for room do not hold it.
+        self.ask_now(CloseRead).await?
     }
 
     async fn info(&self) -> Result<StreamInfo> {
