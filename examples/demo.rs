@@ -49,7 +49,7 @@ use std::{
 
 use ioasync::{
     Loop,
-    io::codec::LinesCodec,
+    io::codec::LineCodec,
     io::{Address, Framed, Listen, LocalAddr},
     notifier::{IntoSpec, NotifierRef},
     worker::{CallOptions, EntryPoint, EntryRef, Function, FunctionRef},
@@ -122,7 +122,7 @@ async fn start_service(
             Framed::spec(
                 format!("conn-{n}"),
                 conn,
-                LinesCodec::new_with_max_length(64),
+                LineCodec::new_with_max_length(64),
             )
             .serve(64, move |line: String| {
                 let p = p.clone();

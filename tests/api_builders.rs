@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ioasync::{
     fs::FileStream,
-    io::{Framed, Handle, Stream, codec::LinesCodec},
+    io::{Framed, Handle, Stream, codec::LineCodec},
     notifier::Spec,
     prelude::*,
     process::{Command, Process},
@@ -62,11 +62,7 @@ fn every_notifier_builder_takes_the_same_supervision_options() {
         ),
         (
             "framed",
-            parts(configured(Framed::<LinesCodec, String>::spec(
-                "f",
-                c,
-                LinesCodec::new(),
-            ))),
+            parts(configured(Framed::spec("f", c, LineCodec::new()))),
         ),
         (
             "handle",

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use ioasync::{
-    io::codec::LinesCodec,
+    io::codec::LineCodec,
     io::{
         Framed, FramedEvent, FramedRef, Limits, ReadAction, ReadFor, Stream, StreamEvent, StreamRef,
     },
@@ -246,10 +246,9 @@ async fn framed_lines_over_a_childs_stdout_pipe_reads_every_line_of_seq_in_order
     let out = child.stdout.take().unwrap();
     let got = Arc::new(Mutex::new(Vec::with_capacity(100_000)));
     let g = got.clone();
-    let spec =
-        Framed::<LinesCodec, String>::from_fds("seq", Some(out.into()), None, LinesCodec::new())
-            .unwrap()
-            .on_frame(move |_io, line| g.lock().unwrap().push(line));
+    let spec = Framed::from_fds("seq", Some(out.into()), None, LineCodec::new())
+        .unwrap()
+        .on_frame(move |_io, line| g.lock().unwrap().push(line));
     let (sub, mut events) = Subscription::stream(16);
     let f = lp.add(Spec::from(spec).subscribe(sub)).await.unwrap();
     let mut eof = false;
@@ -281,7 +280,7 @@ async fn framed_over_an_io_stream_decodes_and_sends_lines() {
     let (ours, mut theirs) = tokio::io::duplex(256);
     let f = lp
         .add(
-            Framed::<LinesCodec, String>::spec_io("lines", ours, LinesCodec::new())
+            Framed::spec_io("lines", ours, LineCodec::new())
                 .on_frame(|io, line| io.send(line.to_uppercase()).unwrap()),
         )
         .await

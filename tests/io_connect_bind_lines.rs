@@ -118,7 +118,7 @@ async fn lines_through(codec: LineCodec, input: &[u8], n: usize) -> (Vec<String>
     let lp = test_loop();
     let (ours, mut theirs) = tokio::io::duplex(1024);
     let (sub, mut events) = Subscription::stream(64);
-    let spec = Framed::<LineCodec, String>::spec_io("lines", ours, codec).close_on_read_eof(false);
+    let spec = Framed::spec_io("lines", ours, codec).close_on_read_eof(false);
     let f = lp.add(Spec::from(spec).subscribe(sub)).await.unwrap();
     theirs.write_all(input).await.unwrap();
     let mut got = Vec::new();

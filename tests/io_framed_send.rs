@@ -15,7 +15,7 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use ioasync::{
-    io::codec::LinesCodec,
+    io::codec::LineCodec,
     io::{Framed, FramedRef, Limits},
     notifier::NotifierRef,
 };
@@ -26,7 +26,7 @@ use tokio::{
     sync::Notify,
 };
 
-type Lines = Framed<LinesCodec, String>;
+type Lines = Framed<LineCodec, String>; // named: handles are stored by type
 
 const WRITE_HIGH: usize = 64 << 10;
 
@@ -62,7 +62,7 @@ async fn pair(
             .unwrap();
     }
     let f = lp
-        .add(Lines::spec(name, ours, LinesCodec::new()).limits(limits()))
+        .add(Lines::spec(name, ours, LineCodec::new()).limits(limits()))
         .await
         .unwrap();
     (f, peer.unwrap())

@@ -13,7 +13,7 @@ use std::{
 };
 
 use ioasync::{
-    io::codec::LinesCodec,
+    io::codec::LineCodec,
     io::{Address, Framed, FramedRef, Listen, Listener, LocalAddr, ReadAction, Stream},
     notifier::IntoSpec,
     supervision::{Backoff, ExitReason, Restart, SupervisionEventKind},
@@ -119,7 +119,7 @@ async fn framed_line_streams_carry_typed_frames_both_ways() {
     let lp = test_loop();
     let listener = lp
         .listen("lines", local(), |conn, _| {
-            Framed::spec("conn", conn, LinesCodec::new_with_max_length(1024)).on_frame(
+            Framed::spec("conn", conn, LineCodec::new_with_max_length(1024)).on_frame(
                 |io, line: String| {
                     let reply = line.chars().rev().collect::<String>();
                     io.send(reply).expect("encode");
@@ -132,7 +132,7 @@ async fn framed_line_streams_carry_typed_frames_both_ways() {
     let conn = lp.connect(addr).await.unwrap();
     let (recorder, sub) = ioasync::test_util::Recorder::new();
     let client = lp
-        .add(Framed::spec("client", conn, LinesCodec::new()).subscribe(sub))
+        .add(Framed::spec("client", conn, LineCodec::new()).subscribe(sub))
         .await
         .unwrap();
     for w in ["hello", "world"] {
@@ -156,12 +156,8 @@ async fn an_oversized_frame_is_a_decode_error_and_the_stream_goes_on() {
     let sub = std::sync::Mutex::new(Some(sub));
     let listener = lp
         .listen("lines", local(), move |conn, _| {
-            let mut spec = Framed::<LinesCodec, String>::spec(
-                "conn",
-                conn,
-                LinesCodec::new_with_max_length(16),
-            )
-            .into_spec();
+            let mut spec =
+                Framed::spec("conn", conn, LineCodec::new_with_max_length(16)).into_spec();
             if let Some(s) = sub.lock().unwrap().take() {
                 spec = spec.subscribe(s);
             }
@@ -193,12 +189,11 @@ async fn length_delimited_frames_round_trip() {
     let lp = test_loop();
     let listener = lp
         .listen("ld", local(), |conn, _| {
-            Framed::<LengthDelimitedCodec, Bytes>::spec("conn", conn, LengthDelimitedCodec::new())
-                .on_frame(|io, frame| {
-                    let mut v = frame.to_vec();
-                    v.reverse();
-                    io.send(Bytes::from(v)).expect("encode");
-                })
+            Framed::spec("conn", conn, LengthDelimitedCodec::new()).on_frame(|io, frame| {
+                let mut v = frame.to_vec();
+                v.reverse();
+                io.send(Bytes::from(v)).expect("encode");
+            })
         })
         .await
         .unwrap();
@@ -250,23 +245,20 @@ async fn serve_with_max_in_flight_four_runs_at_most_four_handlers_over_a_thousan
     let listener = lp
         .listen("serve", local(), move |conn, _| {
             let (r, m) = (r.clone(), m.clone());
-            Framed::<LinesCodec, String>::spec("conn", conn, LinesCodec::new()).serve(
-                4,
-                move |line: String| {
-                    let (r, m) = (r.clone(), m.clone());
-                    async move {
-                        let now = r.fetch_add(1, Ordering::SeqCst) + 1;
-                        m.fetch_max(now, Ordering::SeqCst);
-                        // Finish out of order: later frames sometimes first.
-                        let n: usize = line.parse().unwrap();
-                        for _ in 0..(n * 7) % 5 {
-                            tokio::task::yield_now().await;
-                        }
-                        r.fetch_sub(1, Ordering::SeqCst);
-                        Some(format!("re {line}"))
+            Framed::spec("conn", conn, LineCodec::new()).serve(4, move |line: String| {
+                let (r, m) = (r.clone(), m.clone());
+                async move {
+                    let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    // Finish out of order: later frames sometimes first.
+                    let n: usize = line.parse().unwrap();
+                    for _ in 0..(n * 7) % 5 {
+                        tokio::task::yield_now().await;
                     }
-                },
-            )
+                    r.fetch_sub(1, Ordering::SeqCst);
+                    Some(format!("re {line}"))
+                }
+            })
         })
         .await
         .unwrap();
@@ -300,7 +292,7 @@ async fn slow_server(
     let listener = lp
         .listen(name, local(), move |conn, _| {
             let started = started.clone();
-            Framed::<LinesCodec, String>::spec("conn", conn, LinesCodec::new())
+            Framed::spec("conn", conn, LineCodec::new())
                 .serve(16, move |line: String| {
                     started.record(format!("start {line}"));
                     async move {

@@ -528,5 +528,8 @@ async fn close_read_closes_one_half_and_the_stream_closes_once_both_are() {
     assert!(reads.try_recv().is_err(), "nothing read after close_read");
     // A closed stream says so.
     let again = stream.close_read().await.unwrap_err();
-    assert!(again.to_string().contains("close_read") || again.is_closed(), "{again}");
+    assert!(
+        again.to_string().contains("close_read") || again.is_closed(),
+        "{again}"
+    );
 }

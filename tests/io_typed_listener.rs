@@ -11,7 +11,7 @@ use std::{
 };
 
 use ioasync::{
-    io::codec::LinesCodec,
+    io::codec::LineCodec,
     io::{Address, Framed, FramedRef, Listen, Listener, ListenerRef, Stream},
     notifier::NotifierRef,
 };
@@ -21,7 +21,7 @@ use tokio::{
     net::TcpStream,
 };
 
-type Lines = Framed<LinesCodec, String>;
+type Lines = Framed<LineCodec, String>; // named: handles are stored by type
 
 fn local() -> Listen {
     Listen::new("127.0.0.1:0".parse::<Address>().unwrap())
@@ -40,7 +40,7 @@ async fn chat(lp: &ioasync::Loop) -> NotifierRef<Listener> {
             let srv = srv.clone();
             let own = format!("conn-{}", peer.as_inet().unwrap().port());
             let name = own.clone();
-            Lines::spec(name, conn, LinesCodec::new()).on_frame(move |_io, line: String| {
+            Lines::spec(name, conn, LineCodec::new()).on_frame(move |_io, line: String| {
                 let listener = srv.get().expect("set before any client connects");
                 for c in listener.connections::<Lines>() {
                     if c.name() != own {
@@ -121,7 +121,7 @@ async fn a_listener_made_by_spec_lists_no_typed_connections() {
     let lp = test_loop();
     let listener = lp
         .listen("plain", local(), |conn, _| {
-            Lines::spec("conn", conn, LinesCodec::new())
+            Lines::spec("conn", conn, LineCodec::new())
         })
         .await
         .unwrap();

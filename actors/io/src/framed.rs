@@ -2,11 +2,11 @@
 //! (IO::Async's Protocol::Stream and Protocol::LineStream).
 //!
 //! ```no_run
-//! use ioasync::{io::{Framed, FramedRef}, io::codec::LinesCodec};
+//! use ioasync::{io::{Framed, FramedRef}, io::codec::LineCodec};
 //! # #[allow(dead_code)]
 //! # async fn f(lp: ioasync::Loop, conn: ioasync::io::Connection) -> ioasync::Result<()> {
 //! let lines = lp
-//!     .add(Framed::spec("client", conn, LinesCodec::new_with_max_length(64 << 10))
+//!     .add(Framed::spec("client", conn, LineCodec::new_with_max_length(64 << 10))
 //!         .on_frame(|_io, line: String| println!("Received a line {line}")))
 //!     .await?;
 //! lines.send("hello".to_string()).await?;
@@ -336,7 +336,41 @@ where
     O: Send + 'static,
 {
     /// A framed stream over a connection: a socket, a TLS stream, any
-    /// [`Connection`].
+    /// [`Connection`]. With a codec of one `Encoder` impl, the frame types
+    /// follow from it; for tokio-util's `LinesCodec` (which encodes any
+    /// `AsRef<str>`), use [`LineCodec`](crate::codec::LineCodec) or name
+    /// the output type.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use ioasync::{Loop, io::{Framed, codec::{Decoder, Encoder}}};
+    ///
+    /// /// One byte per frame, written back doubled.
+    /// struct Bytewise;
+    /// impl Decoder for Bytewise {
+    ///     type Item = u8;
+    ///     type Error = std::io::Error;
+    ///     fn decode(&mut self, b: &mut BytesMut) -> std::io::Result<Option<u8>> {
+    ///         Ok((!b.is_empty()).then(|| b.split_to(1)[0]))
+    ///     }
+    /// }
+    /// impl Encoder<[u8; 2]> for Bytewise {
+    ///     type Error = std::io::Error;
+    ///     fn encode(&mut self, x: [u8; 2], b: &mut BytesMut) -> std::io::Result<()> {
+    ///         b.extend_from_slice(&x);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+    /// // No turbofish: the codec says what goes in and out.
+    /// lp.add(Framed::spec("double", ours, Bytewise).serve(4, |b| async move { Some([b, b]) }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn spec(
         name: impl Into<String>,
         conn: impl Into<Connection>,
@@ -357,7 +391,7 @@ where
     ///
     /// ```
     /// use futures_util::StreamExt;
-    /// use ioasync::{io::{Framed, FramedEvent}, Loop, io::codec::LinesCodec, notifier::{Spec, Subscription}};
+    /// use ioasync::{io::{Framed, FramedEvent}, Loop, io::codec::LineCodec, notifier::{Spec, Subscription}};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {
@@ -368,7 +402,7 @@ where
     ///     .spawn()
     ///     .unwrap();
     /// let out = child.stdout.take().unwrap();
-    /// let spec = Framed::<LinesCodec, String>::from_fds("out", Some(out.into()), None, LinesCodec::new())?;
+    /// let spec = Framed::from_fds("out", Some(out.into()), None, LineCodec::new())?;
     /// // Subscribed before it starts: not a line is missed.
     /// let (sub, mut events) = Subscription::stream(64);
     /// lp.add(Spec::from(spec).subscribe(sub)).await?;
@@ -818,7 +852,7 @@ pub trait FramedRef<O> {
     /// when the stream is closed.
     ///
     /// ```
-    /// use ioasync::{io::{Framed, FramedRef}, io::codec::LinesCodec, Loop};
+    /// use ioasync::{io::{Framed, FramedRef}, io::codec::LineCodec, Loop};
     /// use tokio::io::AsyncBufReadExt;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -826,7 +860,7 @@ pub trait FramedRef<O> {
     /// let lp = Loop::current()?;
     /// let (ours, theirs) = tokio::io::duplex(1024);
     /// let f = lp
-    ///     .add(Framed::<LinesCodec, String>::spec_io("out", ours, LinesCodec::new()))
+    ///     .add(Framed::spec_io("out", ours, LineCodec::new()))
     ///     .await?;
     /// f.send("hello".to_string()).await?;
     /// let mut line = String::new();
@@ -840,7 +874,7 @@ pub trait FramedRef<O> {
     /// written (handed to the socket, or through a TLS stream's flush).
     ///
     /// ```
-    /// use ioasync::{io::{Framed, FramedRef}, io::codec::LinesCodec, Loop};
+    /// use ioasync::{io::{Framed, FramedRef}, io::codec::LineCodec, Loop};
     /// use tokio::io::AsyncReadExt;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -848,7 +882,7 @@ pub trait FramedRef<O> {
     /// let lp = Loop::current()?;
     /// let (ours, mut theirs) = tokio::io::duplex(1024);
     /// let f = lp
-    ///     .add(Framed::<LinesCodec, String>::spec_io("out", ours, LinesCodec::new()))
+    ///     .add(Framed::spec_io("out", ours, LineCodec::new()))
     ///     .await?;
     /// f.send_flushed("written".to_string()).await?;
     /// let mut got = [0u8; 8];
@@ -867,7 +901,7 @@ pub trait FramedRef<O> {
     /// [`WriteError`](FramedEvent::WriteError) event (nobody waits on it).
     ///
     /// ```
-    /// use ioasync::{io::{Framed, FramedRef, Limits}, io::codec::LinesCodec, Loop};
+    /// use ioasync::{io::{Framed, FramedRef, Limits}, io::codec::LineCodec, Loop};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {
@@ -876,7 +910,7 @@ pub trait FramedRef<O> {
     /// let (ours, _theirs) = tokio::io::duplex(16);
     /// let limits = Limits { write_high: 64, write_low: 32, ..Limits::default() };
     /// let f = lp
-    ///     .add(Framed::<LinesCodec, String>::spec_io("out", ours, LinesCodec::new()).limits(limits))
+    ///     .add(Framed::spec_io("out", ours, LineCodec::new()).limits(limits))
     ///     .await?;
     /// f.send("x".repeat(100)).await?; // over the high watermark now
     /// let refused = f.try_send("hello".to_string()).unwrap_err();
@@ -894,7 +928,7 @@ pub trait FramedRef<O> {
     ///
     /// ```
     /// use futures_util::{SinkExt, stream};
-    /// use ioasync::{io::{Framed, FramedRef}, io::codec::LinesCodec, Loop};
+    /// use ioasync::{io::{Framed, FramedRef}, io::codec::LineCodec, Loop};
     /// use tokio::io::AsyncReadExt;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -902,7 +936,7 @@ pub trait FramedRef<O> {
     /// let lp = Loop::current()?;
     /// let (ours, mut theirs) = tokio::io::duplex(1024);
     /// let f = lp
-    ///     .add(Framed::<LinesCodec, String>::spec_io("out", ours, LinesCodec::new()))
+    ///     .add(Framed::spec_io("out", ours, LineCodec::new()))
     ///     .await?;
     /// let mut sink = f.sink();
     /// let lines = ["a", "b", "c"].map(|l| Ok(l.to_string()));

@@ -19,7 +19,7 @@ use tokio_util::codec::{Decoder, Encoder, LinesCodec, LinesCodecError};
 /// assert_eq!(codec.decode(&mut input).unwrap().as_deref(), Some("two"));
 /// assert_eq!(codec.decode(&mut input).unwrap(), None); // "thr" waits for its end
 /// let mut out = BytesMut::new();
-/// codec.encode("hello", &mut out).unwrap();
+/// codec.encode("hello".to_string(), &mut out).unwrap();
 /// assert_eq!(&out[..], b"hello\r\n");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -73,11 +73,13 @@ impl Decoder for LineCodec {
     }
 }
 
-impl<T: AsRef<str>> Encoder<T> for LineCodec {
+/// One `Encoder` impl, for `String` (not any `AsRef<str>`, as
+/// tokio-util's `LinesCodec`): a `Framed` over a `LineCodec` infers its
+/// frame types, no annotation needed.
+impl Encoder<String> for LineCodec {
     type Error = LinesCodecError;
 
-    fn encode(&mut self, line: T, buf: &mut BytesMut) -> Result<(), LinesCodecError> {
-        let line = line.as_ref();
+    fn encode(&mut self, line: String, buf: &mut BytesMut) -> Result<(), LinesCodecError> {
         let end: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
         buf.reserve(line.len() + end.len());
         buf.put(line.as_bytes());
