@@ -173,7 +173,8 @@ pub mod io {
     pub use crate::ioloop::{IoDirs, IoWatch};
     pub use ioasync_io::{
         ACCEPT_BACKOFF, Accepted, Address, AsyncIo, CloseNow, CloseRead, CloseWhenEmpty, Connect,
-        Connection, DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest,
+        Connection, Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec,
+        ConnectorWrite, DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest,
         Family, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSocket,
         FramedSocketArgs, FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo,
         HandleSpec, HangupFn, Info, IoConnection, Limits, Listen, ListenSocket, Listener,
@@ -182,7 +183,7 @@ pub mod io {
         SendDatagram, SendFrame, SendTo, Session, SessionArgs, SessionInfo, ShutdownWrite,
         SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StopSignal,
         Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, TrySendError,
-        WantRead, WantReady, Write, WriteFrom, codec, name_of, open_fd_count, resolve,
+        WantRead, WantReady, WhileDown, Write, WriteFrom, codec, name_of, open_fd_count, resolve,
     };
     #[cfg(feature = "tls")]
     pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
@@ -251,8 +252,8 @@ pub use kameo;
 /// supervision, and every handle trait (their methods need them in scope).
 pub mod prelude {
     pub use crate::io::{
-        Address, Connect, Framed, FramedRef, FramedSocketRef, Listen, Listener, ListenerRef,
-        ReadAction, ReadFor, SocketRef, Stream, StreamRef,
+        Address, Connect, ConnectorRef, Framed, FramedRef, FramedSocketRef, Listen, Listener,
+        ListenerRef, ReadAction, ReadFor, SocketRef, Stream, StreamRef,
     };
     pub use crate::notifier::{
         Ctx, Emits, Handler, IntoSpec, Notifier, NotifierRef, Overflow, Spec, Subscription,

@@ -31,6 +31,7 @@
 mod addr;
 mod connect;
 mod connection;
+mod connector;
 mod duplex;
 mod file;
 mod file_stream;
@@ -52,6 +53,10 @@ mod tls;
 pub use addr::{Address, SockAddr};
 pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
 pub use connection::{AsyncIo, Connection, IoConnection};
+pub use connector::{
+    Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec, ConnectorWrite,
+    WhileDown,
+};
 pub use duplex::Limits;
 pub use file::{File, FileArgs, FileEvent, FileStat};
 pub use file_stream::Initial;
