@@ -231,11 +231,11 @@ pub mod process {
 /// registered [`Entry`](crate::worker::Entry); call [`run_if_worker`](crate::worker::run_if_worker) first thing in `main`.
 pub mod worker {
     pub use ioasync_worker::{
-        CallOptions, CallRaw, DeadLetter, Entry, EntryPoint, EntryRef, Failure, Function,
-        FunctionArgs, FunctionRef, FunctionSpec, FunctionStats, FunctionWorker, KillRoutine,
-        RestartWorkers, Routine, RoutineArgs, RoutineIo, RoutineIoHandle, RoutineRef,
-        RoutineResult, RoutineSpec, Stats, WorkerArgs, WorkerOutput, WorkerPid, heartbeat,
-        run_if_worker,
+        CallOptions, CallRaw, DEFAULT_CHECKPOINT_LIMIT, DeadLetter, Entry, EntryPoint, EntryRef,
+        Failure, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats, FunctionWorker,
+        KillRoutine, RestartWorkers, Routine, RoutineArgs, RoutineEvent, RoutineIo,
+        RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, Stats, WorkerArgs, WorkerOutput,
+        WorkerPid, heartbeat, run_if_worker,
     };
 }
 

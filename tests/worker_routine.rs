@@ -42,10 +42,32 @@ fn mux(io: &mut RoutineIo<u32, u64>) -> (u32, u32) {
     (names, numbers)
 }
 
+/// Counts the messages it gets, from where its last checkpoint says,
+/// checkpointing every 100; first says where it starts. A 0 makes it
+/// checkpoint something that is not a count (a corrupt checkpoint).
+fn counter(io: &mut RoutineIo<u32, u64>) -> u64 {
+    let mut n: u64 = io.resume().unwrap_or(0);
+    io.send(&n);
+    while let Some(x) = io.recv() {
+        if x == 0 {
+            io.checkpoint(&"not a count");
+            io.send(&u64::MAX);
+            continue;
+        }
+        n += 1;
+        if n.is_multiple_of(100) {
+            io.checkpoint(&n);
+        }
+        io.send(&n);
+    }
+    n
+}
+
 #[test]
 fn ioasync_worker() {
     ioasync::worker::run_if_worker([
         Entry::routine("doubler", doubler),
+        Entry::routine("counter", counter),
         Entry::routine("mux", mux),
         Entry::routine("summer", |io: &mut RoutineIo<(), ()>| {
             let mut sum = 0u64;
@@ -237,4 +259,72 @@ async fn one_routines_output_feeds_another_routines_input() {
     bounded("a stopped", a_ref.wait_stopped()).await;
     drop(b_io.input);
     assert_eq!(bounded("b's sum", b_io.result.wait()).await.unwrap(), 110);
+}
+
+async fn next(out: &mut ioasync::channel::Receiver<u64>) -> u64 {
+    bounded("output", out.recv()).await.unwrap().unwrap()
+}
+
+flavours!(a_sigkilled_routine_resumes_from_its_last_checkpoint_and_a_corrupt_one_starts_fresh);
+async fn a_sigkilled_routine_resumes_from_its_last_checkpoint_and_a_corrupt_one_starts_fresh() {
+    use ioasync::{notifier::Subscription, prelude::*, worker::RoutineEvent};
+    let lp = test_loop();
+    let (events, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let (spec, mut io) = Routine::<u32, u64, u64>::spec("count", "counter", 16);
+    let r = lp
+        .add(
+            spec.exec_args(args())
+                .restart(Restart::Permanent)
+                .into_spec()
+                .subscribe(Subscription::closure(move |e: RoutineEvent| {
+                    let _ = events.send(e);
+                })),
+        )
+        .await
+        .unwrap();
+    let mut sup = lp.supervision_events();
+    assert_eq!(next(&mut io.output).await, 0, "a first start begins fresh");
+    for i in 1..=250u32 {
+        io.input.send(i).await.unwrap();
+        assert_eq!(next(&mut io.output).await, u64::from(i));
+    }
+    for at in [100, 200] {
+        match bounded("a checkpoint", seen.recv()).await.unwrap() {
+            RoutineEvent::Checkpointed(bytes) => assert!(bytes > 0 && bytes < 16, "{at}: {bytes}"),
+            e => panic!("{e:?}"),
+        }
+    }
+    // SIGKILL: no chance to save anything more. It resumes from 200.
+    r.ask(KillRoutine(SignalKind::kill())).await.unwrap();
+    wait_event(&mut sup, |e| {
+        matches!(e.what, SupervisionEventKind::Restarted { .. }) && e.path == "/count"
+    })
+    .await;
+    assert_eq!(
+        next(&mut io.output).await,
+        200,
+        "resumed from the last checkpoint"
+    );
+    for i in 201..=205u32 {
+        io.input.send(i).await.unwrap();
+        assert_eq!(next(&mut io.output).await, u64::from(i));
+    }
+    // A corrupt checkpoint: reported, and the next incarnation starts fresh.
+    io.input.send(0).await.unwrap();
+    assert_eq!(next(&mut io.output).await, u64::MAX);
+    assert!(matches!(
+        bounded("the bad checkpoint saved", seen.recv())
+            .await
+            .unwrap(),
+        RoutineEvent::Checkpointed(_)
+    ));
+    r.ask(KillRoutine(SignalKind::kill())).await.unwrap();
+    assert_eq!(next(&mut io.output).await, 0, "started fresh");
+    match bounded("the corrupt report", seen.recv()).await.unwrap() {
+        RoutineEvent::CorruptCheckpoint(e) => {
+            assert!(e.to_string().contains("resume"), "{e}");
+        }
+        e => panic!("{e:?}"),
+    }
+    drop(io.input);
 }

@@ -13,7 +13,9 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::frame::{self, CALL, CLOSE, MSG, PANIC, REPLY_ERR, REPLY_OK, RESULT};
+use crate::frame::{
+    self, BAD_CHECKPOINT, CALL, CHECKPOINT, CLOSE, MSG, PANIC, REPLY_ERR, REPLY_OK, RESULT, RESUME,
+};
 
 /// Environment variable naming the entry a worker runs.
 pub const ENTRY_ENV: &str = "IOASYNC_WORKER_ENTRY";
@@ -114,6 +116,7 @@ impl Entry {
                 pending: Vec::new(),
                 closed: Vec::new(),
                 eof: false,
+                resumed: None,
                 _types: std::marker::PhantomData,
             };
             match std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut io))) {
@@ -309,6 +312,9 @@ pub struct RoutineIo<In, Out> {
     closed: Vec<bool>,
     /// The parent closed every channel (EOF), or the socket failed.
     eof: bool,
+    /// What the parent resumed this incarnation from (`None` until its
+    /// first frame, `RESUME`, was read).
+    resumed: Option<Option<bytes::Bytes>>,
     _types: std::marker::PhantomData<fn(In) -> Out>,
 }
 
@@ -341,26 +347,74 @@ impl<In, Out> RoutineIo<In, Out> {
             if self.eof || self.closed.get(ch).copied().unwrap_or(false) {
                 return None;
             }
-            let buf = match self.frames.recv() {
-                Ok(Some(buf)) => buf.freeze(),
-                _ => {
-                    self.eof = true;
-                    continue;
-                }
-            };
-            let Ok((kind, id, _)) = frame::parse_worker_frame(&buf) else {
-                continue;
-            };
-            let id = id as usize;
-            if self.pending.len() <= id {
-                self.pending.resize_with(id + 1, Default::default);
-                self.closed.resize(id + 1, false);
+            self.read_frame();
+        }
+    }
+
+    /// Reads one frame from the parent and files it: a message waits for
+    /// its channel's `recv_on`, a close marks its channel, the resume frame
+    /// is kept for [`resume`](RoutineIo::resume).
+    fn read_frame(&mut self) {
+        let buf = match self.frames.recv() {
+            Ok(Some(buf)) => buf.freeze(),
+            _ => {
+                self.eof = true;
+                return;
             }
-            match kind {
-                MSG => self.pending[id].push_back(buf.slice(frame::HEADER..)),
-                CLOSE => self.closed[id] = true,
-                _ => {}
+        };
+        let Ok((kind, id, payload)) = frame::parse_worker_frame(&buf) else {
+            return;
+        };
+        if kind == RESUME {
+            let state = (payload.first() == Some(&1)).then(|| buf.slice(frame::HEADER + 1..));
+            self.resumed = Some(state);
+            return;
+        }
+        let id = id as usize;
+        if self.pending.len() <= id {
+            self.pending.resize_with(id + 1, Default::default);
+            self.closed.resize(id + 1, false);
+        }
+        match kind {
+            MSG => self.pending[id].push_back(buf.slice(frame::HEADER..)),
+            CLOSE => self.closed[id] = true,
+            _ => {}
+        }
+    }
+
+    /// The state this incarnation resumes from: the last
+    /// [`checkpoint`](RoutineIo::checkpoint) an earlier incarnation of this
+    /// routine made, or `None` (its first start, or no checkpoint yet). A
+    /// checkpoint that is not an `S` (corrupt, or of another version) is
+    /// reported to the parent (a `RoutineEvent::CorruptCheckpoint`) and
+    /// gives `None`: the routine starts fresh. Call it first thing.
+    pub fn resume<S: DeserializeOwned>(&mut self) -> Option<S> {
+        while self.resumed.is_none() && !self.eof {
+            self.read_frame();
+        }
+        let bytes = self.resumed.as_ref()?.as_ref()?;
+        match frame::decode::<S>(bytes) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                let why = format!(
+                    "the checkpoint is not a {}: {e}",
+                    std::any::type_name::<S>()
+                );
+                self.write(BAD_CHECKPOINT, why.as_bytes());
+                None
             }
+        }
+    }
+
+    /// Saves `state` with the parent, for the next incarnation's
+    /// [`resume`](RoutineIo::resume) after a crash or a kill (the parent
+    /// keeps the last one, up to its size limit,
+    /// [`RoutineSpec::checkpoint_limit`](crate::RoutineSpec::checkpoint_limit)).
+    /// False once the parent is gone or `state` does not serialize.
+    pub fn checkpoint<S: Serialize>(&mut self, state: &S) -> bool {
+        match frame::encode(state) {
+            Ok(b) => self.write(CHECKPOINT, &b),
+            Err(_) => false,
         }
     }
 

@@ -65,6 +65,13 @@ pub(crate) const PANIC: u8 = 6;
 pub(crate) const CLOSE: u8 = 7;
 /// A worker running a long call says it is alive (the id names the call).
 pub(crate) const HEARTBEAT: u8 = 8;
+/// A routine's checkpoint of its state (serde bytes), kept by the parent.
+pub(crate) const CHECKPOINT: u8 = 9;
+/// The parent's first frame to a routine: 1 and the last checkpoint, or 0.
+pub(crate) const RESUME: u8 = 10;
+/// The routine could not decode the checkpoint it was resumed from (the
+/// payload says why); it started fresh.
+pub(crate) const BAD_CHECKPOINT: u8 = 11;
 
 pub(crate) fn worker_frame(kind: u8, id: u64, payload: &[u8]) -> BytesMut {
     let mut b = BytesMut::with_capacity(HEADER + payload.len());

@@ -41,8 +41,8 @@ pub use function::{
     FunctionStats, RestartWorkers, Stats, WorkerOutput,
 };
 pub use routine::{
-    KillRoutine, Routine, RoutineArgs, RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec,
-    WorkerPid,
+    DEFAULT_CHECKPOINT_LIMIT, KillRoutine, Routine, RoutineArgs, RoutineEvent, RoutineIoHandle,
+    RoutineRef, RoutineResult, RoutineSpec, WorkerPid,
 };
 pub use typed::{EntryPoint, EntryRef, Failure};
 pub use worker::{FunctionWorker, WorkerArgs};

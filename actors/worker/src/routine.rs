@@ -22,7 +22,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::{
     channel,
-    frame::{self, CLOSE, MSG, PANIC, RESULT},
+    frame::{self, BAD_CHECKPOINT, CHECKPOINT, CLOSE, MSG, PANIC, RESULT, RESUME},
 };
 
 type ResultSlot<R> = Option<std::result::Result<R, Error>>;
@@ -36,6 +36,25 @@ struct Shared<In, Out, R> {
     extra_in: Mutex<Vec<Option<Box<dyn ErasedIn>>>>,
     /// Channels 1.. out of the routine (`RoutineSpec::channel_out`).
     extra_out: Mutex<Vec<Arc<dyn ErasedOut>>>,
+    /// The routine's last checkpoint, for its next incarnation.
+    checkpoint: Mutex<Option<Bytes>>,
+}
+
+/// The default most bytes a routine's checkpoint may hold.
+pub const DEFAULT_CHECKPOINT_LIMIT: usize = 1 << 20;
+
+/// Something that happened to a [`Routine`]'s state handoff.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum RoutineEvent {
+    /// The routine saved a checkpoint of this many bytes.
+    Checkpointed(usize),
+    /// A checkpoint over the limit was refused (op `checkpoint`); the
+    /// previous one is kept.
+    CheckpointRefused(Error),
+    /// The routine could not decode the checkpoint it was resumed from
+    /// (op `resume`): it started fresh, and the checkpoint is dropped.
+    CorruptCheckpoint(Error),
 }
 
 /// A typed channel into the routine, its values encoded for the wire.
@@ -82,6 +101,7 @@ pub struct RoutineArgs<In, Out, R> {
     exec_args: Vec<OsString>,
     setup: Option<crate::entry::WorkerSetup>,
     shared: Arc<Shared<In, Out, R>>,
+    checkpoint_limit: usize,
 }
 
 impl<In, Out, R> Clone for RoutineArgs<In, Out, R> {
@@ -91,6 +111,7 @@ impl<In, Out, R> Clone for RoutineArgs<In, Out, R> {
             exec_args: self.exec_args.clone(),
             setup: self.setup.clone(),
             shared: self.shared.clone(),
+            checkpoint_limit: self.checkpoint_limit,
         }
     }
 }
@@ -213,6 +234,14 @@ impl<In, Out, R> RoutineSpec<In, Out, R> {
         self
     }
 
+    /// The most bytes a checkpoint may hold (default
+    /// [`DEFAULT_CHECKPOINT_LIMIT`], 1 MiB); a bigger one is refused with a
+    /// [`RoutineEvent::CheckpointRefused`] and the previous one is kept.
+    pub fn checkpoint_limit(mut self, bytes: usize) -> Self {
+        self.args.checkpoint_limit = bytes;
+        self
+    }
+
     /// The restart type (default transient: restarted after a panic or a
     /// death, not after it returned).
     pub fn restart(mut self, restart: Restart) -> Self {
@@ -256,7 +285,16 @@ pub struct Routine<In, Out, R> {
     shared: Arc<Shared<In, Out, R>>,
     pending: Option<Event<In>>,
     outcome: Option<std::result::Result<Bytes, String>>,
+    checkpoint_limit: usize,
     _types: PhantomData<fn() -> R>,
+}
+
+impl<In, Out, R> ioasync_core::Emits<RoutineEvent> for Routine<In, Out, R>
+where
+    In: Serialize + Send + Sync + 'static,
+    Out: DeserializeOwned + Send + Sync + 'static,
+    R: DeserializeOwned + Clone + Send + Sync + 'static,
+{
 }
 
 enum Event<In> {
@@ -290,6 +328,7 @@ where
             result: res_tx,
             extra_in: Mutex::new(Vec::new()),
             extra_out: Mutex::new(Vec::new()),
+            checkpoint: Mutex::new(None),
         });
         (
             RoutineSpec {
@@ -299,6 +338,7 @@ where
                     exec_args: Vec::new(),
                     setup: None,
                     shared,
+                    checkpoint_limit: DEFAULT_CHECKPOINT_LIMIT,
                 },
                 restart: Restart::Transient,
             },
@@ -310,8 +350,35 @@ where
         )
     }
 
-    async fn on_frame(&mut self, f: &[u8]) {
+    async fn on_frame(&mut self, f: &[u8], ctx: &mut Ctx<'_, Self>) {
         match frame::parse_worker_frame(f) {
+            Ok((CHECKPOINT, _, payload)) => {
+                if payload.len() > self.checkpoint_limit {
+                    let e = Error::new(
+                        "checkpoint",
+                        ErrorKind::Full,
+                        format!(
+                            "a checkpoint of {} bytes is over the limit of {} bytes",
+                            payload.len(),
+                            self.checkpoint_limit
+                        ),
+                    );
+                    tracing::warn!(error = %e, "routine checkpoint refused");
+                    return ctx.emit(RoutineEvent::CheckpointRefused(e)).await;
+                }
+                *lock(&self.shared.checkpoint) = Some(Bytes::copy_from_slice(payload));
+                ctx.emit(RoutineEvent::Checkpointed(payload.len())).await;
+            }
+            Ok((BAD_CHECKPOINT, _, payload)) => {
+                *lock(&self.shared.checkpoint) = None;
+                let e = Error::new(
+                    "resume",
+                    ErrorKind::Protocol,
+                    String::from_utf8_lossy(payload).into_owned(),
+                );
+                tracing::warn!(error = %e, "routine started fresh: its checkpoint was corrupt");
+                ctx.emit(RoutineEvent::CorruptCheckpoint(e)).await;
+            }
             Ok((MSG, 0, payload)) => {
                 let v = frame::decode::<Out>(payload);
                 let _ = self.shared.output.send(v).await;
@@ -402,8 +469,27 @@ where
             shared: args.shared,
             pending: None,
             outcome: None,
+            checkpoint_limit: args.checkpoint_limit,
             _types: PhantomData,
         };
+        // First frame: what to resume from (the last checkpoint, if any).
+        let resume = match lock(&routine.shared.checkpoint).clone() {
+            Some(state) => {
+                let mut b = Vec::with_capacity(1 + state.len());
+                b.push(1);
+                b.extend_from_slice(&state);
+                b
+            }
+            None => vec![0],
+        };
+        if let Some(sink) = routine.sink.as_mut()
+            && sink
+                .send(frame::worker_frame(RESUME, 0, &resume).freeze())
+                .await
+                .is_err()
+        {
+            routine.sink = None;
+        }
         // A restarted routine: channels closed in an earlier incarnation
         // are closed for this one too.
         if routine.input.is_none() {
@@ -482,7 +568,7 @@ where
                 self.extra_in[i] = None;
                 self.close_channel(i as u64 + 1).await;
             }
-            Some(Event::Frame(Some(Ok(f)))) => self.on_frame(&f).await,
+            Some(Event::Frame(Some(Ok(f)))) => self.on_frame(&f, ctx).await,
             Some(Event::Frame(Some(Err(e)))) => {
                 let e = frame::frame_error(e);
                 let _ = self.shared.output.send(Err(e)).await;
@@ -495,7 +581,7 @@ where
                 // Whatever the worker wrote before it exited comes first.
                 while let Some(frames) = self.frames.as_mut() {
                     match frames.next().await {
-                        Some(Ok(f)) => self.on_frame(&f).await,
+                        Some(Ok(f)) => self.on_frame(&f, ctx).await,
                         _ => self.frames = None,
                     }
                 }
