@@ -21,6 +21,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::{net::UnixStream, sync::mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+pub use crate::fd_channel::{
+    FdChannelPair, FdReceiver, MAX_FDS, WithFds, fd_bridge, fd_socketpair,
+};
 pub use crate::frame::DEFAULT_MAX_FRAME;
 use crate::frame::{codec, decode, encode, frame_error};
 pub use ioasync_core::channel::{Receiver, SendError, Sender, channel, channel_with};

@@ -22,6 +22,19 @@ pub const ENTRY_ENV: &str = "IOASYNC_WORKER_ENTRY";
 /// The fd of the worker's end of its socket to the parent.
 pub const WORKER_FD: i32 = 3;
 
+/// A routine's fd channel `k` is fd `FD_CHANNEL_BASE + k` in the worker.
+pub(crate) const FD_CHANNEL_BASE: i32 = WORKER_FD + 1;
+
+/// A borrow of fd `n` for a check that it is open.
+fn unsafe_borrow(n: i32) -> std::os::fd::BorrowedFd<'static> {
+    #[allow(unsafe_code)]
+    // SAFETY: only used for an `fcntl(F_GETFD)` probe, which is harmless
+    // on a closed fd (EBADF).
+    unsafe {
+        std::os::fd::BorrowedFd::borrow_raw(n)
+    }
+}
+
 /// One worker's call handler: encoded arguments in, encoded result (or
 /// the failure's message) out.
 type CallFn = Box<dyn FnMut(&[u8]) -> Result<Vec<u8>, String>>;
@@ -116,6 +129,7 @@ impl Entry {
                 pending: Vec::new(),
                 closed: Vec::new(),
                 eof: false,
+                fd_taken: Vec::new(),
                 resumed: None,
                 _types: std::marker::PhantomData,
             };
@@ -246,7 +260,7 @@ fn set_current_call(id: u64) {
 
 /// Keeps the socket to the parent out of processes the worker's code
 /// starts: their holding it would hide the worker's exit from the parent.
-fn close_on_exec(sock: &UnixStream) {
+fn close_on_exec(sock: &impl std::os::fd::AsFd) {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};
     let _ = fcntl(sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
 }
@@ -312,6 +326,8 @@ pub struct RoutineIo<In, Out> {
     closed: Vec<bool>,
     /// The parent closed every channel (EOF), or the socket failed.
     eof: bool,
+    /// Fd channels already taken with `fd_channel`.
+    fd_taken: Vec<usize>,
     /// What the parent resumed this incarnation from (`None` until its
     /// first frame, `RESUME`, was read).
     resumed: Option<Option<bytes::Bytes>>,
@@ -406,6 +422,33 @@ impl<In, Out> RoutineIo<In, Out> {
         }
     }
 
+    /// Fd channel `k` into the routine (the `k`-th made with
+    /// [`RoutineSpec::fd_channel_in`](crate::RoutineSpec::fd_channel_in),
+    /// from 0): messages with file descriptors attached. Each is taken
+    /// once; `None` when the routine has no such channel or it was taken.
+    pub fn fd_channel<T: DeserializeOwned>(
+        &mut self,
+        k: usize,
+    ) -> Option<crate::fd_channel::FdReceiver<T>> {
+        use std::os::fd::FromRawFd;
+        if self.fd_taken.contains(&k) {
+            return None;
+        }
+        let n = FD_CHANNEL_BASE + i32::try_from(k).ok()?;
+        // The parent passed it only if the spec has that channel.
+        nix::fcntl::fcntl(unsafe_borrow(n), nix::fcntl::FcntlArg::F_GETFD).ok()?;
+        self.fd_taken.push(k);
+        #[allow(unsafe_code)]
+        // SAFETY: the parent set up fd `n` as this channel's socket and
+        // nothing else in this process owns it (taken once, above).
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(n) };
+        close_on_exec(&fd);
+        Some(crate::fd_channel::FdReceiver::new(
+            fd,
+            frame::DEFAULT_MAX_FRAME.min(1 << 20),
+        ))
+    }
+
     /// Saves `state` with the parent, for the next incarnation's
     /// [`resume`](RoutineIo::resume) after a crash or a kill (the parent
     /// keeps the last one, up to its size limit,
@@ -489,6 +532,7 @@ pub(crate) fn spawn_worker(
     args: &[std::ffi::OsString],
     inherit_output: bool,
     setup: Option<&WorkerSetup>,
+    extra_fds: Vec<(i32, std::os::fd::OwnedFd)>,
 ) -> ioasync_core::Result<(ioasync_process::SpawnedChild, tokio::net::UnixStream)> {
     use ioasync_core::Error;
     use ioasync_process::{Command, Stdio};
@@ -500,6 +544,9 @@ pub(crate) fn spawn_worker(
         .env(ENTRY_ENV, entry)
         .stdin(Stdio::Null)
         .fd_to_child(WORKER_FD, Stdio::Fd(std::os::fd::OwnedFd::from(theirs)));
+    for (n, fd) in extra_fds {
+        cmd.fd_to_child(n, Stdio::Fd(fd));
+    }
     if !inherit_output {
         cmd.stdout(Stdio::Null).stderr(Stdio::Null);
     }

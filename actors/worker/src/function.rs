@@ -487,6 +487,7 @@ impl Function {
             &self.args.exec_args,
             self.args.output == WorkerOutput::Inherit,
             self.args.setup.as_ref(),
+            Vec::new(),
         )?;
         let id = self.next_worker;
         self.next_worker += 1;

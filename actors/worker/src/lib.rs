@@ -28,6 +28,7 @@
 
 pub mod channel;
 mod entry;
+mod fd_channel;
 mod frame;
 mod function;
 mod routine;

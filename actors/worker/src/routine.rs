@@ -38,6 +38,63 @@ struct Shared<In, Out, R> {
     extra_out: Mutex<Vec<Arc<dyn ErasedOut>>>,
     /// The routine's last checkpoint, for its next incarnation.
     checkpoint: Mutex<Option<Bytes>>,
+    /// Fd channels into the routine (`RoutineSpec::fd_channel_in`), each
+    /// taken by the running incarnation and handed back at its end, with
+    /// the record it had not sent yet.
+    fd_in: Mutex<Vec<FdLaneState>>,
+}
+
+/// A fd channel's parent side between incarnations.
+#[derive(Default)]
+struct FdLaneState {
+    rx: Option<Box<dyn crate::fd_channel::ErasedFdIn>>,
+    pending: Option<crate::fd_channel::Record>,
+}
+
+/// A fd channel's parent side in a running incarnation: the socket to
+/// the worker, and what it pulls from the senders.
+struct FdLane {
+    sock: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    state: FdLaneState,
+}
+
+impl FdLane {
+    /// Sends what can be sent without waiting; `Ready` with the lane's
+    /// end (every sender gone: `Ok`) or its error.
+    fn poll_send(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        use std::{os::fd::AsRawFd, task::Poll};
+        loop {
+            if self.state.pending.is_none() {
+                let Some(rx) = self.state.rx.as_mut() else {
+                    return Poll::Pending;
+                };
+                match rx.poll_record(cx) {
+                    Poll::Ready(Some(Ok(r))) => self.state.pending = Some(r),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                    Poll::Ready(None) => {
+                        self.state.rx = None;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let mut guard = match self.sock.poll_write_ready(cx) {
+                Poll::Ready(Ok(g)) => g,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::io("send", e))),
+                Poll::Pending => return Poll::Pending,
+            };
+            let (payload, fds) = self.state.pending.as_ref().expect("checked above");
+            match crate::fd_channel::send_record(self.sock.as_raw_fd(), payload, fds) {
+                // Sent: our copies of its fds close here.
+                Ok(()) => self.state.pending = None,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
+                Err(e) => {
+                    // The worker is gone: the record waits for the next one.
+                    return Poll::Ready(Err(Error::io("send", e)));
+                }
+            }
+        }
+    }
 }
 
 /// The default most bytes a routine's checkpoint may hold.
@@ -234,6 +291,26 @@ impl<In, Out, R> RoutineSpec<In, Out, R> {
         self
     }
 
+    /// A channel into the routine whose messages carry file descriptors
+    /// ([`WithFds`](crate::channel::WithFds): sockets, pipes, files),
+    /// passed with `SCM_RIGHTS` over a socketpair of its own; the worker
+    /// takes it with [`RoutineIo::fd_channel`](crate::RoutineIo::fd_channel)
+    /// (`k` counts these channels from 0). A message is sent to the
+    /// running incarnation; the fds of one its worker took and never used
+    /// close with it (the kernel's part), and those not yet sent wait for
+    /// the next incarnation. Sent messages' fds close in this process.
+    pub fn fd_channel_in<T: Serialize + Send + 'static>(
+        &mut self,
+        capacity: usize,
+    ) -> channel::Sender<crate::fd_channel::WithFds<T>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        lock(&self.args.shared.fd_in).push(FdLaneState {
+            rx: Some(Box::new(rx)),
+            pending: None,
+        });
+        channel::Sender::from_mpsc(tx)
+    }
+
     /// The most bytes a checkpoint may hold (default
     /// [`DEFAULT_CHECKPOINT_LIMIT`], 1 MiB); a bigger one is refused with a
     /// [`RoutineEvent::CheckpointRefused`] and the previous one is kept.
@@ -286,6 +363,7 @@ pub struct Routine<In, Out, R> {
     pending: Option<Event<In>>,
     outcome: Option<std::result::Result<Bytes, String>>,
     checkpoint_limit: usize,
+    fd_lanes: Vec<FdLane>,
     _types: PhantomData<fn() -> R>,
 }
 
@@ -298,6 +376,8 @@ where
 }
 
 enum Event<In> {
+    /// Fd channel `.0`: every sender is gone (`Ok`) or sending failed.
+    FdLane(usize, Result<()>),
     In(Option<In>),
     /// Channel `.0 + 1` into the routine.
     ExtraIn(usize, Option<Result<Bytes>>),
@@ -329,6 +409,7 @@ where
             extra_in: Mutex::new(Vec::new()),
             extra_out: Mutex::new(Vec::new()),
             checkpoint: Mutex::new(None),
+            fd_in: Mutex::new(Vec::new()),
         });
         (
             RoutineSpec {
@@ -447,8 +528,44 @@ where
     }
 
     async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        let (child, sock) =
-            crate::entry::spawn_worker(&args.entry, &args.exec_args, true, args.setup.as_ref())?;
+        // A fresh socketpair per fd channel and incarnation: the worker's
+        // end is its fd, ours pumps the channel's messages to it.
+        let mut lanes = Vec::new();
+        let mut theirs = Vec::new();
+        {
+            let mut states = lock(&args.shared.fd_in);
+            for (k, state) in states.iter_mut().enumerate() {
+                let (ours, their) = crate::fd_channel::fd_socketpair()?;
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&ours);
+                let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_RDWR;
+                nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFL(flags))
+                    .map_err(|e| Error::io_at("fcntl", raw, e.into()))?;
+                let sock = crate::fd_channel::async_fd(ours)?;
+                lanes.push(FdLane {
+                    sock,
+                    state: std::mem::take(state),
+                });
+                theirs.push((crate::entry::FD_CHANNEL_BASE + k as i32, their));
+            }
+        }
+        let spawned = crate::entry::spawn_worker(
+            &args.entry,
+            &args.exec_args,
+            true,
+            args.setup.as_ref(),
+            theirs,
+        );
+        let (child, sock) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                // Hand the channels back for the next try.
+                let mut states = lock(&args.shared.fd_in);
+                for (i, lane) in lanes.into_iter().enumerate() {
+                    states[i] = lane.state;
+                }
+                return Err(e);
+            }
+        };
         ctx.set_detail(format!("pid={}", child.pid()));
         let (rd, wr) = sock.into_split();
         let input = args
@@ -470,6 +587,7 @@ where
             pending: None,
             outcome: None,
             checkpoint_limit: args.checkpoint_limit,
+            fd_lanes: lanes,
             _types: PhantomData,
         };
         // First frame: what to resume from (the last checkpoint, if any).
@@ -510,6 +628,8 @@ where
         let want_input = self.input.is_some() && self.sink.is_some();
         let want_extra = self.sink.is_some() && self.extra_in.iter().any(Option::is_some);
         let reading = self.frames.is_some();
+        let lanes = !self.fd_lanes.is_empty();
+        let fd_lanes = &mut self.fd_lanes;
         let extra_in = &mut self.extra_in;
         self.pending = Some(tokio::select! {
             v = async { self.input.as_mut().expect("checked").recv().await }, if want_input => Event::In(v),
@@ -523,6 +643,14 @@ where
                 }
                 std::task::Poll::Pending
             }), if want_extra => Event::ExtraIn(i, v),
+            (k, res) = std::future::poll_fn(|cx| {
+                for (k, lane) in fd_lanes.iter_mut().enumerate() {
+                    if let std::task::Poll::Ready(res) = lane.poll_send(cx) {
+                        return std::task::Poll::Ready((k, res));
+                    }
+                }
+                std::task::Poll::Pending
+            }), if lanes => Event::FdLane(k, res),
             f = async { self.frames.as_mut().expect("checked").next().await }, if reading => Event::Frame(f),
             st = self.child.wait() => Event::Exit(st),
         });
@@ -547,6 +675,19 @@ where
                 if !sent {
                     self.sink = None;
                 }
+            }
+            Some(Event::FdLane(k, Ok(()))) => {
+                // Every sender is gone: the worker's receiver ends.
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&self.fd_lanes[k].sock);
+                let _ = nix::sys::socket::shutdown(raw, nix::sys::socket::Shutdown::Write);
+            }
+            Some(Event::FdLane(k, Err(e))) => {
+                // The worker's end is gone (it died): its exit follows; the
+                // lane stops until the next incarnation.
+                tracing::debug!(channel = k, error = %e, "fd channel send failed");
+                let lane = &mut self.fd_lanes[k];
+                let state = std::mem::take(&mut lane.state);
+                lock(&self.shared.fd_in)[k] = state;
             }
             Some(Event::In(None)) => {
                 // The caller closed its sender: the routine's recv ends.
@@ -619,6 +760,12 @@ impl<In, Out, R> Drop for Routine<In, Out, R> {
             *self.shared.input.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
         }
         *lock(&self.shared.extra_in) = std::mem::take(&mut self.extra_in);
+        let mut states = lock(&self.shared.fd_in);
+        for (k, lane) in self.fd_lanes.drain(..).enumerate() {
+            if lane.state.rx.is_some() || lane.state.pending.is_some() {
+                states[k] = lane.state;
+            }
+        }
         let _ = self.child.start_kill();
     }
 }
