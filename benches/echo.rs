@@ -353,6 +353,17 @@ fn main() {
         println!("{:.0} round trips/s", r);
         return;
     }
+    #[cfg(feature = "tls")]
+    if args.iter().any(|a| a == "--make-certs") {
+        // For profiling: a certificate directory for --serve tls-* and --load-tls.
+        println!("{}", tls::make_certs().display());
+        return;
+    }
+    #[cfg(feature = "tls")]
+    if let Some(i) = args.iter().position(|a| a == "--load-tls") {
+        tls::load_addr(&args[i + 1..]);
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 0.5 } else { 2.0 };
     println!(
@@ -410,7 +421,7 @@ mod tls {
     /// A CA and a server certificate it signed for `127.0.0.1`, made now
     /// with rcgen, as `ca.pem`, `cert.pem` and `key.pem` in a fresh
     /// directory.
-    fn make_certs() -> PathBuf {
+    pub(super) fn make_certs() -> PathBuf {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -514,8 +525,27 @@ mod tls {
     /// The connects, handshakes and one round trip each come before the
     /// timed window (and before the server's CPU is read).
     fn load(server: &Server, connector: &TlsConnector, conns: usize, secs: f64) -> Run {
+        load_with(&server.addr, || server.usage(), connector, conns, secs)
+    }
+
+    /// For profiling a server started with `--serve tls-KIND FLAVOR DIR`:
+    /// `--load-tls ADDR DIR CONNS SECS` loads it, prints round trips/s.
+    pub(super) fn load_addr(args: &[String]) {
+        let connector = connector(Path::new(&args[1]));
+        let (conns, secs) = (args[2].parse().unwrap(), args[3].parse().unwrap());
+        let r = load_with(&args[0], || (0.0, 0), &connector, conns, secs);
+        println!("{:.0} round trips/s, p99 {:?}", r.rts, r.p99);
+    }
+
+    fn load_with(
+        addr: &str,
+        usage: impl Fn() -> (f64, u64),
+        connector: &TlsConnector,
+        conns: usize,
+        secs: f64,
+    ) -> Run {
         let rt = runtime("multi");
-        let (addr, connector) = (server.addr.clone(), connector.clone());
+        let (addr, connector) = (addr.to_owned(), connector.clone());
         let streams = rt.block_on(async move {
             let tasks: Vec<_> = (0..conns)
                 .map(|_| {
@@ -539,7 +569,7 @@ mod tls {
             }
             v
         });
-        let (cpu0, _) = server.usage();
+        let (cpu0, _) = usage();
         let t0 = Instant::now();
         let lat: Vec<Vec<Duration>> = rt.block_on(async move {
             let until = Instant::now() + Duration::from_secs_f64(secs);
@@ -568,7 +598,7 @@ mod tls {
             all
         });
         let elapsed = t0.elapsed().as_secs_f64();
-        let (cpu1, rss) = server.usage();
+        let (cpu1, rss) = usage();
         Run::of(lat, elapsed, cpu1 - cpu0, rss)
     }
 
