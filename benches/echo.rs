@@ -6,11 +6,13 @@
 //! client side in this process, the server in another).
 //!
 //! With feature `tls` (`cargo bench --bench echo --all-features`) a TLS
-//! echo at 10 and 100 connections follows: a TLS Listener (`Listen::tls`) with
-//! Stream notifiers against raw tokio + tokio-rustls (an accept loop, one
-//! task per connection doing its handshake then the echo), the same
-//! tokio-rustls client for both, a certificate made at run time with
-//! rcgen (no key material in git).
+//! echo at 10 and 100 connections follows: a TLS Listener (`Listen::tls`)
+//! with Stream notifiers against raw tokio + tokio-rustls (an accept loop,
+//! one task per connection doing its handshake then the echo), the same
+//! tokio-rustls client for both, a certificate made at run time with rcgen
+//! (no key material in git). For profiling: `--make-certs` prints a fresh
+//! certificate directory (remove it after), `--serve tls-raw|tls-ours
+//! FLAVOR DIR` and `--load-tls ADDR DIR CONNS SECS`.
 //!
 //! `cargo bench --bench echo` (`-- --quick` for shorter runs).
 #![allow(missing_docs, clippy::disallowed_methods, clippy::disallowed_types)]
