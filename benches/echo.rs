@@ -5,6 +5,15 @@
 //! resident bytes per idle connection with 10,000 connections open (the
 //! client side in this process, the server in another).
 //!
+//! With feature `tls` (`cargo bench --bench echo --all-features`) a TLS
+//! echo at 10 and 100 connections follows: a TLS Listener (`Listen::tls`)
+//! with Stream notifiers against raw tokio + tokio-rustls (an accept loop,
+//! one task per connection doing its handshake then the echo), the same
+//! tokio-rustls client for both, a certificate made at run time with rcgen
+//! (no key material in git). For profiling: `--make-certs` prints a fresh
+//! certificate directory (remove it after), `--serve tls-raw|tls-ours
+//! FLAVOR DIR` and `--load-tls ADDR DIR CONNS SECS`.
+//!
 //! `cargo bench --bench echo` (`-- --quick` for shorter runs).
 #![allow(missing_docs, clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -48,10 +57,17 @@ fn runtime(flavor: &str) -> tokio::runtime::Runtime {
 }
 
 /// Server process: prints `listening on ADDR`, echoes until killed.
-fn serve(kind: &str, flavor: &str) {
+/// `tls-raw` and `tls-ours` take the certificate directory after the
+/// flavour.
+fn serve(kind: &str, flavor: &str, rest: &[String]) {
     raise_nofile();
     let rt = runtime(flavor);
     rt.block_on(async {
+        #[cfg(feature = "tls")]
+        if let Some(kind) = kind.strip_prefix("tls-") {
+            return tls::serve(kind, std::path::Path::new(&rest[0])).await;
+        }
+        let _ = rest;
         if kind == "raw" {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             println!("listening on {}", l.local_addr().unwrap());
@@ -105,8 +121,13 @@ struct Server {
 
 impl Server {
     fn start(kind: &str, flavor: &str) -> Server {
+        Server::start_with(kind, flavor, &[])
+    }
+
+    fn start_with(kind: &str, flavor: &str, rest: &[&str]) -> Server {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--serve", kind, flavor])
+            .args(rest)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -187,15 +208,79 @@ fn load(server: &Server, conns: usize, secs: f64) -> Run {
     });
     let elapsed = t0.elapsed().as_secs_f64();
     let (cpu1, rss) = server.usage();
-    let mut lat: Vec<Duration> = lat.into_iter().flatten().collect();
-    lat.sort_unstable();
-    let n = lat.len();
-    Run {
-        rts: n as f64 / elapsed,
-        p50: lat[n / 2],
-        p99: lat[n * 99 / 100],
-        cpu_us: (cpu1 - cpu0) * 1e6 / n as f64,
-        rss,
+    Run::of(lat, elapsed, cpu1 - cpu0, rss)
+}
+
+impl Run {
+    /// From the latencies of every connection over `elapsed` seconds, in
+    /// which the server used `cpu` seconds.
+    fn of(lat: Vec<Vec<Duration>>, elapsed: f64, cpu: f64, rss: u64) -> Run {
+        let mut lat: Vec<Duration> = lat.into_iter().flatten().collect();
+        lat.sort_unstable();
+        let n = lat.len();
+        // No round trip at all in the window (a stalled VM): zeros, not a panic.
+        let at = |q: usize| lat.get(n * q / 100).copied().unwrap_or_default();
+        Run {
+            rts: n as f64 / elapsed,
+            p50: at(50),
+            p99: at(99),
+            cpu_us: cpu * 1e6 / n as f64,
+            rss,
+        }
+    }
+}
+
+/// Three alternating runs of `load` on each of `servers` after a warm-up
+/// of each; the median of each by round trips/s.
+fn medians(servers: &[Server], mut load: impl FnMut(&Server, f64) -> Run, secs: f64) -> Vec<Run> {
+    let mut runs: Vec<Vec<Run>> = servers.iter().map(|_| Vec::new()).collect();
+    for s in servers {
+        load(s, secs / 4.0); // warm up
+    }
+    for _ in 0..3 {
+        for (s, v) in servers.iter().zip(&mut runs) {
+            v.push(load(s, secs));
+        }
+    }
+    runs.into_iter()
+        .map(|mut v| {
+            v.sort_by(|a, b| a.rts.total_cmp(&b.rts));
+            v.swap_remove(1)
+        })
+        .collect()
+}
+
+fn header() {
+    println!(
+        "{:>5} {:>8} {:>12} {:>9} {:>9} {:>10} {:>9}   ratio rt/s  ratio p99  ratio CPU",
+        "conns", "server", "round trips/s", "p50 µs", "p99 µs", "CPU µs/rt", "RSS MiB"
+    );
+}
+
+/// One row per run; every row after the first with its ratios to the first.
+fn rows(conns: usize, kinds: &[&str], rows: &[Run]) {
+    for (i, (kind, r)) in kinds.iter().zip(rows).enumerate() {
+        let base = &rows[0];
+        let extra = if i > 0 {
+            format!(
+                "   {:>9.2}x  {:>8.2}x  {:>8.2}x",
+                r.rts / base.rts,
+                r.p99.as_secs_f64() / base.p99.as_secs_f64(),
+                r.cpu_us / base.cpu_us
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{:>5} {:>8} {:>12.0} {:>9.1} {:>9.1} {:>10.2} {:>9.1}{extra}",
+            conns,
+            kind,
+            r.rts,
+            r.p50.as_secs_f64() * 1e6,
+            r.p99.as_secs_f64() * 1e6,
+            r.cpu_us,
+            r.rss as f64 / (1 << 20) as f64,
+        );
     }
 }
 
@@ -256,7 +341,7 @@ fn idle_memory(kind: &str, n: usize) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
-        serve(&args[i + 1], &args[i + 2]);
+        serve(&args[i + 1], &args[i + 2], &args[i + 3..]);
         return;
     }
     raise_nofile();
@@ -270,6 +355,17 @@ fn main() {
         println!("{:.0} round trips/s", r);
         return;
     }
+    #[cfg(feature = "tls")]
+    if args.iter().any(|a| a == "--make-certs") {
+        // For profiling: a certificate directory for --serve tls-* and --load-tls.
+        println!("{}", tls::make_certs().display());
+        return;
+    }
+    #[cfg(feature = "tls")]
+    if let Some(i) = args.iter().position(|a| a == "--load-tls") {
+        tls::load_addr(&args[i + 1..]);
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 0.5 } else { 2.0 };
     println!(
@@ -277,53 +373,15 @@ fn main() {
     );
     for flavor in ["current", "multi"] {
         println!("\nserver runtime: {flavor}-thread");
-        println!(
-            "{:>5} {:>8} {:>12} {:>9} {:>9} {:>10} {:>9}   ratio rt/s  ratio p99",
-            "conns", "server", "round trips/s", "p50 µs", "p99 µs", "CPU µs/rt", "RSS MiB"
-        );
+        header();
         for conns in [1, 10, 100] {
-            // Three alternating runs of each; the median by round trips/s.
             let servers = [Server::start("raw", flavor), Server::start("ours", flavor)];
-            let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
-            for (s, _) in servers.iter().zip(0..) {
-                load(s, conns, secs / 4.0); // warm up
-            }
-            for _ in 0..3 {
-                for (s, i) in servers.iter().zip(0..) {
-                    runs[i].push(load(s, conns, secs));
-                }
-            }
-            let rows: Vec<Run> = runs
-                .into_iter()
-                .map(|mut v| {
-                    v.sort_by(|a, b| a.rts.total_cmp(&b.rts));
-                    v.swap_remove(1)
-                })
-                .collect();
-            for (kind, r) in ["raw", "ours"].iter().zip(&rows) {
-                let ratio = |a: f64, b: f64| a / b;
-                let extra = if *kind == "ours" {
-                    format!(
-                        "   {:>9.2}x  {:>8.2}x",
-                        ratio(r.rts, rows[0].rts),
-                        ratio(r.p99.as_secs_f64(), rows[0].p99.as_secs_f64())
-                    )
-                } else {
-                    String::new()
-                };
-                println!(
-                    "{:>5} {:>8} {:>12.0} {:>9.1} {:>9.1} {:>10.2} {:>9.1}{extra}",
-                    conns,
-                    kind,
-                    r.rts,
-                    r.p50.as_secs_f64() * 1e6,
-                    r.p99.as_secs_f64() * 1e6,
-                    r.cpu_us,
-                    r.rss as f64 / (1 << 20) as f64,
-                );
-            }
+            let runs = medians(&servers, |s, secs| load(s, conns, secs), secs);
+            rows(conns, &["raw", "ours"], &runs);
         }
     }
+    #[cfg(feature = "tls")]
+    tls::bench(secs);
     let n = if quick { 1_000 } else { 10_000 };
     let raw = idle_memory("raw", n);
     let ours = idle_memory("ours", n);
@@ -331,4 +389,241 @@ fn main() {
         "\nresident bytes per idle connection ({n} open): ours {ours:.0} B, raw tokio {raw:.0} B, ratio {:.2}x",
         ours / raw
     );
+}
+
+/// The TLS echo (feature `tls`): raw tokio + tokio-rustls against a TLS
+/// Listener with Stream notifiers, the same tokio-rustls client for both.
+#[cfg(feature = "tls")]
+mod tls {
+    use std::{
+        io::Write as _,
+        path::{Path, PathBuf},
+        sync::Arc,
+        time::{Duration, Instant},
+    };
+
+    use ioasync::{
+        Loop,
+        io::{Address, Listen, LocalAddr, ReadAction, Stream, TlsServer},
+    };
+    use rustls::{ClientConfig, RootCertStore, ServerConfig};
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+    };
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    use super::{MSG, Run, Server, header, medians, rows, runtime};
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// A CA and a server certificate it signed for `127.0.0.1`, made now
+    /// with rcgen, as `ca.pem`, `cert.pem` and `key.pem` in a fresh
+    /// directory.
+    pub(super) fn make_certs() -> PathBuf {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "ioasync bench CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("ioasync-echo-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        dir
+    }
+
+    fn connector(dir: &Path) -> TlsConnector {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    /// Server process for `--serve tls-KIND FLAVOR DIR`.
+    pub(super) async fn serve(kind: &str, dir: &Path) {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        if kind == "raw" {
+            // What `TlsServer::from_pem_files` builds.
+            let certs = CertificateDer::pem_file_iter(&cert)
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+            let config = ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+            let acceptor = TlsAcceptor::from(Arc::new(config));
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            println!("listening on {}", l.local_addr().unwrap());
+            std::io::stdout().flush().unwrap();
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if s.write_all(&buf[..n]).await.is_err() || s.flush().await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        } else {
+            let lp = Loop::current().unwrap();
+            let next = std::sync::atomic::AtomicU64::new(0);
+            let listen = Listen::new("127.0.0.1:0".parse::<Address>().unwrap())
+                .backlog(4096)
+                .tls(TlsServer::from_pem_files(&cert, &key).unwrap());
+            let listener = lp
+                .listen("echo", listen, move |conn, _| {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Stream::spec(format!("c{n}"), conn).on_read(|io, buf, _| {
+                        io.write_slice(buf);
+                        buf.clear();
+                        ReadAction::Wait
+                    })
+                })
+                .await
+                .unwrap();
+            println!("listening on {}", listener.ask(LocalAddr).await.unwrap());
+            std::io::stdout().flush().unwrap();
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// `conns` TLS connections doing request/response for `secs` seconds.
+    /// The connects, handshakes and one round trip each come before the
+    /// timed window (and before the server's CPU is read).
+    fn load(server: &Server, connector: &TlsConnector, conns: usize, secs: f64) -> Run {
+        load_with(&server.addr, || server.usage(), connector, conns, secs)
+    }
+
+    /// For profiling a server started with `--serve tls-KIND FLAVOR DIR`:
+    /// `--load-tls ADDR DIR CONNS SECS` loads it, prints round trips/s.
+    pub(super) fn load_addr(args: &[String]) {
+        let connector = connector(Path::new(&args[1]));
+        let (conns, secs) = (args[2].parse().unwrap(), args[3].parse().unwrap());
+        let r = load_with(&args[0], || (0.0, 0), &connector, conns, secs);
+        println!("{:.0} round trips/s, p99 {:?}", r.rts, r.p99);
+    }
+
+    fn load_with(
+        addr: &str,
+        usage: impl Fn() -> (f64, u64),
+        connector: &TlsConnector,
+        conns: usize,
+        secs: f64,
+    ) -> Run {
+        let rt = runtime("multi");
+        let (addr, connector) = (addr.to_owned(), connector.clone());
+        let streams = rt.block_on(async move {
+            let tasks: Vec<_> = (0..conns)
+                .map(|_| {
+                    let (addr, connector) = (addr.clone(), connector.clone());
+                    tokio::spawn(async move {
+                        let s = TcpStream::connect(&addr).await.unwrap();
+                        s.set_nodelay(true).unwrap();
+                        let name = ServerName::try_from("127.0.0.1").unwrap();
+                        let mut s = connector.connect(name, s).await.unwrap();
+                        let mut back = [0u8; MSG];
+                        s.write_all(&[7u8; MSG]).await.unwrap();
+                        s.flush().await.unwrap();
+                        s.read_exact(&mut back).await.unwrap();
+                        s
+                    })
+                })
+                .collect();
+            let mut v = Vec::with_capacity(conns);
+            for t in tasks {
+                v.push(t.await.unwrap());
+            }
+            v
+        });
+        let (cpu0, _) = usage();
+        let t0 = Instant::now();
+        let lat: Vec<Vec<Duration>> = rt.block_on(async move {
+            let until = Instant::now() + Duration::from_secs_f64(secs);
+            let tasks: Vec<_> = streams
+                .into_iter()
+                .map(|mut s| {
+                    tokio::spawn(async move {
+                        let msg = [7u8; MSG];
+                        let mut back = [0u8; MSG];
+                        let mut lat = Vec::with_capacity(100_000);
+                        while Instant::now() < until {
+                            let t = Instant::now();
+                            s.write_all(&msg).await.unwrap();
+                            s.flush().await.unwrap();
+                            s.read_exact(&mut back).await.unwrap();
+                            lat.push(t.elapsed());
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.push(t.await.unwrap());
+            }
+            all
+        });
+        let elapsed = t0.elapsed().as_secs_f64();
+        let (cpu1, rss) = usage();
+        Run::of(lat, elapsed, cpu1 - cpu0, rss)
+    }
+
+    /// Both flavours at 10 and 100 connections, raw and ours alternating.
+    pub(super) fn bench(secs: f64) {
+        let dir = make_certs();
+        let connector = connector(&dir);
+        let d = dir.to_str().unwrap();
+        println!(
+            "\nTLS echo: TLS 1.3 (rustls, ring), client tokio-rustls; handshakes before the timed window"
+        );
+        for flavor in ["current", "multi"] {
+            println!("\nserver runtime: {flavor}-thread, TLS");
+            header();
+            for conns in [10, 100] {
+                let servers = [
+                    Server::start_with("tls-raw", flavor, &[d]),
+                    Server::start_with("tls-ours", flavor, &[d]),
+                ];
+                let runs = medians(&servers, |s, secs| load(s, &connector, conns, secs), secs);
+                rows(conns, &["raw", "ours"], &runs);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
