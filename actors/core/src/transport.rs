@@ -234,6 +234,11 @@ impl IncomingSender {
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
+
+    /// Resolves once the [`Incoming`] is dropped (stop serving then).
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
 }
 
 /// Moves frames to logical addresses (see the [module](self) page).
