@@ -90,7 +90,7 @@ async fn two_worker_hosts_under_10000_calls_survive_sigkills_and_heal() {
         .await
         .unwrap();
     let mut events = pool.events::<PoolEvent>().unwrap();
-    let mut hosts = vec![
+    let mut hosts = [
         start_host(&server.url, "sq", "square", 2, false).await,
         start_host(&server.url, "sq", "square", 2, false).await,
     ];
@@ -151,7 +151,7 @@ async fn two_worker_hosts_under_10000_calls_survive_sigkills_and_heal() {
             .await
             .unwrap();
     }
-    let results = results.lock().unwrap();
+    let results = std::mem::take(&mut *results.lock().unwrap());
     assert_eq!(results.len() as u64, CALLS);
     let mut failed = 0;
     for (n, retry_safe, at, r) in results.iter() {
@@ -265,6 +265,9 @@ async fn with_no_worker_host_a_call_fails_at_once_with_no_responders() {
     lp.shutdown(Some(Duration::from_secs(5))).await;
 }
 
+/// (when it ended, the result, n) of each call.
+type Log = Mutex<Vec<(Instant, ioasync::Result<(u32, u64)>, u64)>>;
+
 flavours!(nats_server_sigkilled_and_restarted_under_load_calls_fail_clearly_then_heal);
 async fn nats_server_sigkilled_and_restarted_under_load_calls_fail_clearly_then_heal() {
     let Some(mut server) = NatsServer::start(&[]).await else {
@@ -284,7 +287,7 @@ async fn nats_server_sigkilled_and_restarted_under_load_calls_fail_clearly_then_
     };
     // Load: 8 callers, until told to stop.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let log: Arc<Mutex<Vec<(Instant, ioasync::Result<(u32, u64)>, u64)>>> = Arc::default();
+    let log: Arc<Log> = Arc::default();
     let mut callers = Vec::new();
     for lane in 0..8u64 {
         let (sq, stop, log) = (sq.clone(), stop.clone(), log.clone());
@@ -302,8 +305,7 @@ async fn nats_server_sigkilled_and_restarted_under_load_calls_fail_clearly_then_
             }
         }));
     }
-    let count =
-        |log: &Mutex<Vec<(Instant, ioasync::Result<(u32, u64)>, u64)>>| log.lock().unwrap().len();
+    let count = |log: &Log| log.lock().unwrap().len();
     bounded("calls before the kill", async {
         while count(&log) < 500 {
             tokio::task::yield_now().await;
@@ -360,7 +362,7 @@ async fn nats_server_sigkilled_and_restarted_under_load_calls_fail_clearly_then_
         }
     })
     .await;
-    let ok_after = |log: &Mutex<Vec<(Instant, ioasync::Result<(u32, u64)>, u64)>>| {
+    let ok_after = |log: &Log| {
         log.lock()
             .unwrap()
             .iter()
@@ -377,7 +379,7 @@ async fn nats_server_sigkilled_and_restarted_under_load_calls_fail_clearly_then_
     for c in callers {
         bounded("the callers", c).await.unwrap();
     }
-    let log = log.lock().unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
     for (at, r, n) in log.iter() {
         match r {
             Ok((_, v)) => assert_eq!(*v, n * n, "a wrong answer"),
