@@ -241,7 +241,14 @@ impl IncomingSender {
     }
 }
 
-/// Moves frames to logical addresses (see the [module](self) page).
+/// Moves frames to logical addresses: a channel's or a pool's name,
+/// never a pid or a socket. It offers [`send`](Transport::send) (one
+/// way), [`request`](Transport::request) (one answer, within a deadline),
+/// [`serve`](Transport::serve) (take the requests sent to an address, at
+/// most `max_in_flight` unanswered at once) and
+/// [`peer_events`](Transport::peer_events). Its errors
+/// ([`TransportError`]) say whether the message may have been delivered
+/// ([`Delivery`]): what a caller needs to decide on a retry.
 ///
 /// Implementations: `ioasync_nats::NatsTransport` (core NATS
 /// request/reply and queue groups). An address served by several peers

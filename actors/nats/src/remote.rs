@@ -205,7 +205,7 @@ impl Link {
 ///             .await?;
 ///         let mut events = nats.events::<RemoteEvent>()?;
 ///         println!("{}", l.tree()); // nats  remote  running  connected nats://127.0.0.1:4222
-///         while let Some(ev) = tokio_stream::StreamExt::next(&mut events).await {
+///         while let Some(ev) = events.recv().await {
 ///             println!("{ev:?}"); // Disconnected { .. }, Connected { .. }
 ///         }
 ///         Ok(())
