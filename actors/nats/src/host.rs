@@ -13,11 +13,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use ioasync_core::{Ctx, Error, ErrorKind, Notifier, NotifierRef, Restart, Result, Spec};
 use ioasync_worker::Entry;
-use tokio::{
-    sync::{mpsc, oneshot},
-    task::JoinHandle,
-    time::Instant,
-};
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::{
     pool::{Names, PoolMode, jetstream_stream},
@@ -110,20 +106,58 @@ impl Held {
     }
 }
 
-/// What a lane answers: the encoded result, the entry's failure, or
-/// "expired" (the call waited for a lane past its deadline; not run).
-type LaneOut = std::result::Result<Vec<u8>, Option<String>>;
-type Job = (Bytes, Instant, oneshot::Sender<LaneOut>);
+/// One call for a lane: the frame, when it arrived, and in work-queue
+/// mode the JetStream message to ack.
+struct Job {
+    call: wire::CallFrame,
+    received: Instant,
+    ack: Option<async_nats::jetstream::Message>,
+}
 
-/// Starts `n` lane threads running `entry`; they end when the returned
-/// sender is dropped (after their current call).
-fn lanes(entry: &Entry, n: usize, path: &str) -> Result<mpsc::UnboundedSender<Job>> {
+/// What every lane of a host shares.
+#[derive(Clone)]
+struct LaneCtx {
+    client: Client,
+    host: u64,
+    held: Arc<Held>,
+    /// The runtime, for the lane threads' sends (an async-nats publish
+    /// only queues the message for the connection's task).
+    rt: tokio::runtime::Handle,
+}
+
+impl LaneCtx {
+    /// Answers `job` with `frame`, acks it (work-queue mode: after the
+    /// result went out, on the same connection, so in order; a death in
+    /// between redelivers it and the caller drops the second result), and
+    /// lets it go.
+    fn answer(&self, job: Job, frame: Bytes) {
+        let key = (job.call.caller, job.call.token);
+        self.rt.block_on(async {
+            if let Err(e) = self.client.publish(job.call.reply, frame).await {
+                tracing::warn!("worker host: reply not sent: {e}");
+            }
+            if let Some(msg) = job.ack
+                && let Err(e) = msg.ack().await
+            {
+                tracing::warn!("worker host: ack not sent: {e}");
+            }
+        });
+        self.held.remove(key);
+    }
+}
+
+/// Starts `n` lane threads running `entry`: each takes a call, runs it
+/// (unless it waited past its deadline: answered "expired" without
+/// running) and answers it. They end when the returned sender is dropped
+/// (after their current call).
+fn lanes(entry: &Entry, n: usize, path: &str, cx: LaneCtx) -> Result<mpsc::UnboundedSender<Job>> {
     let (tx, rx) = mpsc::unbounded_channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..n {
         let entry = entry.clone();
         let rx = rx.clone();
         let path = path.to_owned();
+        let cx = cx.clone();
         std::thread::Builder::new()
             .name(format!("ioasync-lane-{i}"))
             .spawn(move || {
@@ -141,18 +175,21 @@ fn lanes(entry: &Entry, n: usize, path: &str) -> Result<mpsc::UnboundedSender<Jo
                 }
                 loop {
                     let job = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
-                    let Some((args, deadline, done)) = job else {
-                        return;
-                    };
-                    let out = if Instant::now() >= deadline {
-                        Err(None)
+                    let Some(job) = job else { return };
+                    let deadline =
+                        job.received + Duration::from_millis(u64::from(job.call.deadline_ms));
+                    let frame = if Instant::now() >= deadline {
+                        wire::reply(wire::EXPIRED, cx.host, &[])
                     } else {
                         match &mut runner {
-                            Ok(r) => r.call(&args).map_err(Some),
-                            Err(e) => Err(Some(e.clone())),
+                            Ok(r) => match r.call(&job.call.args) {
+                                Ok(out) => wire::reply(wire::OK, cx.host, &out),
+                                Err(text) => wire::reply(wire::FAILED, cx.host, text.as_bytes()),
+                            },
+                            Err(e) => wire::reply(wire::FAILED, cx.host, e.as_bytes()),
                         }
                     };
-                    let _ = done.send(out);
+                    cx.answer(job, frame);
                 }
             })
             .map_err(|e| Error::io("spawn", e))?;
@@ -201,45 +238,6 @@ impl WorkerHost {
     }
 }
 
-/// Runs one call on a lane and sends its reply; the call is held until
-/// then.
-async fn run_call(
-    client: Client,
-    lanes: mpsc::UnboundedSender<Job>,
-    held: Arc<Held>,
-    host: u64,
-    call: wire::CallFrame,
-    received: Instant,
-    ack: Option<async_nats::jetstream::Message>,
-) {
-    let key = (call.caller, call.token);
-    let (tx, rx) = oneshot::channel();
-    let deadline = received + Duration::from_millis(u64::from(call.deadline_ms));
-    let out = if lanes.send((call.args, deadline, tx)).is_err() {
-        Err(Some("the worker host is stopping".to_owned()))
-    } else {
-        rx.await
-            .unwrap_or_else(|_| Err(Some("the worker host's lane ended".to_owned())))
-    };
-    let frame = match out {
-        Ok(b) => wire::reply(wire::OK, host, &b),
-        Err(Some(text)) => wire::reply(wire::FAILED, host, text.as_bytes()),
-        Err(None) => wire::reply(wire::EXPIRED, host, &[]),
-    };
-    if let Err(e) = client.publish(call.reply, frame).await {
-        tracing::warn!("worker host: reply not sent: {e}");
-    }
-    if let Some(msg) = ack {
-        // Acked only after the result went out (same connection: in
-        // order); a death in between redelivers, and the caller drops
-        // the second result.
-        if let Err(e) = msg.ack().await {
-            tracing::warn!("worker host: ack not sent: {e}");
-        }
-    }
-    held.remove(key);
-}
-
 impl Notifier for WorkerHost {
     type Args = WorkerHostArgs;
 
@@ -251,8 +249,18 @@ impl Notifier for WorkerHost {
         let names = Names::of(&args.pool)?;
         let client = args.link.client("serve")?;
         let host = wire::random_id();
-        let lanes_tx = lanes(&args.entry, args.lanes, ctx.path())?;
         let held = Arc::new(Held::default());
+        let lanes_tx = lanes(
+            &args.entry,
+            args.lanes,
+            ctx.path(),
+            LaneCtx {
+                client: client.clone(),
+                host,
+                held: held.clone(),
+                rt: tokio::runtime::Handle::current(),
+            },
+        )?;
         let (fail_tx, failed) = mpsc::channel(1);
         let mut tasks = Vec::new();
         let serve_err = |what: String| Error::new("serve", ErrorKind::Io, what);
@@ -286,15 +294,14 @@ impl Notifier for WorkerHost {
                             continue;
                         }
                         held.insert((call.caller, call.token), None);
-                        tokio::spawn(run_call(
-                            client.clone(),
-                            lanes.clone(),
-                            held.clone(),
-                            host,
+                        let job = Job {
                             call,
-                            Instant::now(),
-                            None,
-                        ));
+                            received: Instant::now(),
+                            ack: None,
+                        };
+                        if lanes.send(job).is_err() {
+                            break;
+                        }
                     }
                     let _ = fail
                         .send(Error::closed(
@@ -334,12 +341,7 @@ impl Notifier for WorkerHost {
                     .map_err(|e| {
                         serve_err(format!("JetStream messages of {}: {e}", names.stream))
                     })?;
-                let (client, lanes, held, fail) = (
-                    client.clone(),
-                    lanes_tx.clone(),
-                    held.clone(),
-                    fail_tx.clone(),
-                );
+                let (lanes, held, fail) = (lanes_tx.clone(), held.clone(), fail_tx.clone());
                 let stream_name = names.stream.clone();
                 tasks.push(tokio::spawn(async move {
                     while let Some(msg) = messages.next().await {
@@ -367,15 +369,14 @@ impl Notifier for WorkerHost {
                             (call.caller, call.token),
                             msg.reply.as_ref().map(|s| s.to_string()),
                         );
-                        tokio::spawn(run_call(
-                            client.clone(),
-                            lanes.clone(),
-                            held.clone(),
-                            host,
+                        let job = Job {
                             call,
-                            Instant::now(),
-                            Some(msg),
-                        ));
+                            received: Instant::now(),
+                            ack: Some(msg),
+                        };
+                        if lanes.send(job).is_err() {
+                            break;
+                        }
                     }
                     let _ = fail
                         .send(Error::closed(

@@ -68,3 +68,7 @@ pub use pool::{
 };
 pub use remote::{Remote, RemoteArgs, RemoteEvent, RemoteRef, RemoteSpec};
 pub use transport::NatsTransport;
+
+/// The async-nats client crate, for what this crate does not wrap (see
+/// [`RemoteRef::client`]).
+pub use async_nats;
