@@ -112,6 +112,9 @@ struct Job {
     call: wire::CallFrame,
     received: Instant,
     ack: Option<async_nats::jetstream::Message>,
+    /// Work-queue mode: its place among the jobs this host takes at
+    /// once, so that a busy host leaves the queue's jobs to the others.
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What every lane of a host shares.
@@ -298,6 +301,7 @@ impl Notifier for WorkerHost {
                             call,
                             received: Instant::now(),
                             ack: None,
+                            _place: None,
                         };
                         if lanes.send(job).is_err() {
                             break;
@@ -333,7 +337,7 @@ impl Notifier for WorkerHost {
                     })?;
                 let mut messages = consumer
                     .stream()
-                    .max_messages_per_batch(args.lanes.max(1) * 2)
+                    .max_messages_per_batch(args.lanes.max(1))
                     .heartbeat(Duration::from_secs(1))
                     .expires(Duration::from_secs(5))
                     .messages()
@@ -343,8 +347,15 @@ impl Notifier for WorkerHost {
                     })?;
                 let (lanes, held, fail) = (lanes_tx.clone(), held.clone(), fail_tx.clone());
                 let stream_name = names.stream.clone();
+                let places = Arc::new(tokio::sync::Semaphore::new(args.lanes.max(1)));
                 tasks.push(tokio::spawn(async move {
-                    while let Some(msg) = messages.next().await {
+                    loop {
+                        let Ok(place) = places.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let Some(msg) = messages.next().await else {
+                            break;
+                        };
                         let msg = match msg {
                             Ok(m) => m,
                             Err(e) => {
@@ -373,6 +384,7 @@ impl Notifier for WorkerHost {
                             call,
                             received: Instant::now(),
                             ack: Some(msg),
+                            _place: Some(place),
                         };
                         if lanes.send(job).is_err() {
                             break;
