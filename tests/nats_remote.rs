@@ -136,3 +136,31 @@ async fn jetstream_a_host_killed_mid_call_has_the_job_completed_on_another_host_
     assert!(next.starts_with("running 8"), "{next}");
     lp.shutdown(Some(Duration::from_secs(5))).await;
 }
+
+flavours!(the_demo_spans_two_worker_hosts_over_nats_and_survives_a_host_sigkill);
+async fn the_demo_spans_two_worker_hosts_over_nats_and_survives_a_host_sigkill() {
+    let Some(server) = NatsServer::start(&[]).await else {
+        return;
+    };
+    let out = tokio::process::Command::new(support::example("demo"))
+        .args(["--nats", &server.url, "--seconds", "2", "--clients", "2"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = bounded_for(Duration::from_secs(60), "the demo", out)
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("killed worker host"), "{stdout}");
+    assert!(stdout.contains("1 lost"), "{stdout}");
+    assert!(
+        stdout.contains("ok: every request was answered correctly"),
+        "{stdout}"
+    );
+}

@@ -208,6 +208,7 @@ struct Shared {
     failed: AtomicU64,
     retried: AtomicU64,
     late: AtomicU64,
+    hosts_lost: AtomicU64,
 }
 
 /// One incarnation's settings, for callers.
@@ -231,6 +232,7 @@ fn shared(pool: &NotifierRef<RemotePool>) -> Arc<Shared> {
         failed: AtomicU64::new(0),
         retried: AtomicU64::new(0),
         late: AtomicU64::new(0),
+        hosts_lost: AtomicU64::new(0),
     })
 }
 
@@ -431,6 +433,7 @@ impl RemotePool {
             }
         }
         for h in lost {
+            self.shared.hosts_lost.fetch_add(1, Ordering::Relaxed);
             let calls = failed.iter().filter(|(_, host)| *host == Some(h)).count();
             tracing::warn!(
                 pool = self.cfg.names.calls,
@@ -594,6 +597,8 @@ pub struct RemoteStats {
     pub retried: u64,
     /// Replies dropped because their call had already finished.
     pub late_dropped: u64,
+    /// Hosts lost (gone silent) so far.
+    pub hosts_lost: u64,
 }
 
 /// Message: the pool's counters.
@@ -611,6 +616,7 @@ impl Handler<RemoteStatsOf> for RemotePool {
             failed: s.failed.load(Ordering::Relaxed),
             retried: s.retried.load(Ordering::Relaxed),
             late_dropped: s.late.load(Ordering::Relaxed),
+            hosts_lost: s.hosts_lost.load(Ordering::Relaxed),
         }
     }
 }
