@@ -262,6 +262,15 @@ async fn with_no_worker_host_a_call_fails_at_once_with_no_responders() {
         wrong.to_string().contains("runs entry \"square\""),
         "{wrong}"
     );
+    // A stopped pool's calls fail at once, saying so.
+    pool.stop().await;
+    let t = Instant::now();
+    let err = sq.call(&3).await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(
+        err.is_closed() && err.to_string().contains("not running"),
+        "{err}"
+    );
     lp.shutdown(Some(Duration::from_secs(5))).await;
 }
 

@@ -190,6 +190,8 @@ enum Outcome {
     Expired,
     NoResponders,
     Lost(String),
+    /// The pool stopped (or is restarting) with the call in flight.
+    Stopped,
 }
 
 struct Pending {
@@ -559,6 +561,8 @@ impl Notifier for RemotePool {
     }
 
     async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        // New calls fail at once until the next incarnation (if any).
+        *self.shared.cfg.write().unwrap_or_else(|e| e.into_inner()) = None;
         let pending: Vec<Pending> = self
             .shared
             .pending
@@ -568,7 +572,7 @@ impl Notifier for RemotePool {
             .map(|(_, p)| p)
             .collect();
         for p in pending {
-            let _ = p.tx.send(Outcome::Lost("the remote pool stopped".into()));
+            let _ = p.tx.send(Outcome::Stopped);
         }
     }
 }
@@ -751,6 +755,15 @@ pub async fn call_raw(
                 break Err(err(
                     ErrorKind::Closed,
                     format!("pool {pool_name}: no worker host serves it (no responders)"),
+                ));
+            }
+            Outcome::Stopped => {
+                break Err(Error::closed(
+                    "call",
+                    format!(
+                        "remote pool {} stopped with the call in flight",
+                        pool.path()
+                    ),
                 ));
             }
             Outcome::Lost(why) => {
