@@ -91,7 +91,7 @@ mod snapshot;
 mod spec;
 mod state;
 mod supervisor;
-mod transport;
+pub mod transport;
 mod tree;
 
 #[cfg(feature = "test-util")]
@@ -107,7 +107,5 @@ pub use shutdown::ShutdownReport;
 pub use snapshot::NodeSnapshot;
 pub use spec::{AnySpec, IntoSpec, Once, Spec};
 pub use state::NodeState;
-pub use transport::{
-    Delivery, Incoming, IncomingSender, PeerEvent, Request, Transport, TransportError,
-};
+pub use transport::{Delivery, PeerEvent, Transport, TransportError};
 pub use tree::{Root, Tree};

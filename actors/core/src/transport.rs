@@ -1,5 +1,6 @@
 //! [`Transport`]: the seam between channels and pools and whatever moves
-//! their frames between processes and hosts.
+//! their frames between processes and hosts; [`Incoming`] and
+//! [`Request`] are what a served address hands its server.
 //!
 //! A transport moves opaque frames ([`Bytes`]) to *logical addresses* —
 //! a channel's or a pool's name, never a pid or a socket — and offers four

@@ -5,7 +5,9 @@ use std::{sync::Arc, time::Duration};
 use async_nats::{HeaderMap, RequestErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use ioasync_core::{Delivery, Error, ErrorKind, Incoming, PeerEvent, Transport, TransportError};
+use ioasync_core::{
+    Delivery, Error, ErrorKind, PeerEvent, Transport, TransportError, transport::Incoming,
+};
 use tokio::sync::broadcast;
 
 use crate::remote::Link;
