@@ -254,3 +254,125 @@ where
     });
     Ok(Receiver::from_results(rx))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The channel over an in-process [`Transport`]: what the trait asks
+    //! of a transport is enough for typed channels, NATS or not.
+
+    use std::{
+        collections::HashMap,
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use bytes::Bytes;
+    use ioasync_core::{
+        Delivery, Error, PeerEvent, Transport, TransportError,
+        transport::{Incoming, IncomingSender},
+    };
+    use tokio::sync::{broadcast, oneshot};
+
+    use super::{Options, receiver, sender};
+
+    /// Addresses served in this process.
+    #[derive(Clone, Default)]
+    struct Loopback {
+        served: Arc<Mutex<HashMap<String, IncomingSender>>>,
+    }
+
+    impl Loopback {
+        fn server(&self, to: &str) -> Result<IncomingSender, TransportError> {
+            self.served.lock().unwrap().get(to).cloned().ok_or_else(|| {
+                TransportError::new(
+                    Delivery::NotDelivered,
+                    Error::closed("request", format!("nobody serves {to}")),
+                )
+            })
+        }
+    }
+
+    impl Transport for Loopback {
+        async fn send(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+            let server = self.server(to)?;
+            type Reply = fn(
+                Result<Bytes, String>,
+            )
+                -> futures_util::future::BoxFuture<'static, ioasync_core::Result<()>>;
+            server.push(frame, None::<Reply>).await;
+            Ok(())
+        }
+
+        async fn request(
+            &self,
+            to: &str,
+            frame: Bytes,
+            timeout: Duration,
+        ) -> Result<Bytes, TransportError> {
+            let server = self.server(to)?;
+            let (tx, rx) = oneshot::channel();
+            let reply = move |r: Result<Bytes, String>| -> futures_util::future::BoxFuture<
+                'static,
+                ioasync_core::Result<()>,
+            > {
+                let _ = tx.send(r);
+                Box::pin(async { Ok(()) })
+            };
+            server.push(frame, Some(reply)).await;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(Ok(b))) => Ok(b),
+                Ok(Ok(Err(text))) => Err(TransportError::new(
+                    Delivery::RemoteError,
+                    Error::new("request", ioasync_core::ErrorKind::Other, text),
+                )),
+                _ => Err(TransportError::new(
+                    Delivery::Unknown,
+                    Error::timeout("request"),
+                )),
+            }
+        }
+
+        async fn serve(&self, at: &str, max_in_flight: usize) -> Result<Incoming, TransportError> {
+            let (tx, incoming) = Incoming::channel(max_in_flight);
+            self.served.lock().unwrap().insert(at.to_owned(), tx);
+            Ok(incoming)
+        }
+
+        fn peer_events(&self) -> broadcast::Receiver<PeerEvent> {
+            broadcast::channel(1).1
+        }
+    }
+
+    #[tokio::test]
+    async fn typed_channels_run_over_any_transport() {
+        let t = Loopback::default();
+        let opts = Options {
+            max_message: 32,
+            ..Default::default()
+        };
+        let mut rx = receiver::<u32, _>(&t, "nums", opts).await.unwrap();
+        let tx = sender::<u32, _>(&t, "nums", opts);
+        let feeder = tokio::spawn(async move {
+            for n in 0..100 {
+                tx.send(&n).await.unwrap();
+            }
+            let wrong = sender::<String, _>(&t, "nums", opts);
+            let e = wrong.send(&"seven".into()).await.unwrap_err();
+            assert!(e.is_invalid_input() && e.op() == "send", "{e}");
+            assert!(e.to_string().contains("does not decode as u32"), "{e}");
+            let big = sender::<Vec<u8>, _>(&t, "nums", Options::default());
+            let e = big.send(&vec![1; 100]).await.unwrap_err();
+            assert!(e.to_string().contains("over the size cap"), "{e}");
+            let nobody = sender::<u32, _>(&t, "elsewhere", opts);
+            let e = nobody.send(&1).await.unwrap_err();
+            assert!(e.is_closed(), "{e}");
+            tx.send(&100).await.unwrap();
+            tx.close().await.unwrap();
+        });
+        for n in 0..=100 {
+            assert_eq!(rx.recv().await.unwrap().unwrap(), n);
+        }
+        assert!(rx.recv().await.is_none());
+        feeder.await.unwrap();
+    }
+}
