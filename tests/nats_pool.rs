@@ -139,8 +139,8 @@ async fn two_worker_hosts_under_10000_calls_survive_sigkills_and_heal() {
             .await
             .unwrap();
         let victim = &mut hosts[round];
-        victim.kill().await;
         kills.push(Instant::now());
+        victim.kill().await;
         pool_event(&mut events, "the killed host to be lost", is_lost).await;
         *victim = start_host(&server.url, "sq", "square", 2, false).await;
         restarted.push((victim.pid(), Instant::now()));
