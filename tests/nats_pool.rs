@@ -11,8 +11,8 @@ use std::{
     time::Duration,
 };
 
-use ioasync::{CallOptions, Entry, EntryPoint};
-use ioasync_nats::{PoolEvent, Remote, RemoteEntryPoint, RemoteEvent};
+use ioasync::{CallOptions, Entry, EntryPoint, FunctionRef};
+use ioasync_nats::{PoolEvent, Remote, RemoteEntryPoint, RemoteEvent, offload};
 use support::{
     bounded, bounded_for,
     nats::{NatsServer, Peer, start_host},
@@ -41,6 +41,13 @@ fn entries() -> Vec<Entry> {
 #[test]
 fn nats_host() {
     support::nats::host_main(entries());
+}
+
+/// When this binary runs as a local worker process, this test is its
+/// entry point.
+#[test]
+fn ioasync_worker() {
+    ioasync::run_if_worker(entries());
 }
 
 fn remote(url: &str) -> ioasync_nats::RemoteSpec {
@@ -424,6 +431,59 @@ async fn nats_server_sigkilled_and_restarted_under_load_calls_fail_clearly_then_
         late.is_empty(),
         "calls failing after the server came back (healed {:?} after the restart): {late:#?}",
         healed_from.duration_since(restarted)
+    );
+    lp.shutdown(Some(Duration::from_secs(5))).await;
+}
+
+flavours!(one_function_pool_spans_local_worker_processes_and_remote_hosts);
+async fn one_function_pool_spans_local_worker_processes_and_remote_hosts() {
+    let Some(server) = NatsServer::start(&[]).await else {
+        return;
+    };
+    let lp = test_loop();
+    let nats = lp.add(remote(&server.url)).await.unwrap();
+    let remote_pool = lp
+        .add(SLEEP.remote_pool(&nats, "mixed").named("mixed-hosts"))
+        .await
+        .unwrap();
+    let mut events = remote_pool.events::<PoolEvent>().unwrap();
+    let host = start_host(&server.url, "mixed", "sleep", 2, false).await;
+    pool_event(&mut events, "the host up", is_up).await;
+    // One local worker process; what it has no room for goes to the host.
+    let pool = lp
+        .add(
+            SLEEP
+                .pool("mixed")
+                .exec_args(["--exact", "ioasync_worker", "--nocapture"])
+                .max_workers(1)
+                .offload(4, offload(&remote_pool)),
+        )
+        .await
+        .unwrap();
+    let sleep = SLEEP.on(&pool).unwrap();
+    let mut calls = Vec::new();
+    for tag in 0..60u64 {
+        let sleep = sleep.clone();
+        calls.push(tokio::spawn(
+            async move { (tag, sleep.call(&(10, tag)).await) },
+        ));
+    }
+    let mut pids = std::collections::HashSet::new();
+    for c in calls {
+        let (tag, r) = bounded("a call", c).await.unwrap();
+        let (pid, got) = r.unwrap();
+        assert_eq!(got, tag);
+        pids.insert(pid);
+    }
+    let local = pool.stats().await.unwrap();
+    assert_eq!(local.completed, 60, "{local:?}");
+    assert!(
+        pids.contains(&host.pid()),
+        "no call ran on the host: {pids:?}"
+    );
+    assert!(
+        local.pids.iter().any(|p| pids.contains(p)),
+        "no call ran locally: {pids:?} {local:?}"
     );
     lp.shutdown(Some(Duration::from_secs(5))).await;
 }

@@ -142,6 +142,14 @@ impl RemotePoolSpec {
         self
     }
 
+    /// The notifier's name (default: the pool's; name it apart when a
+    /// local [`Function`](ioasync_worker::Function) pool of the same name
+    /// [offloads](offload) to it).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The deadline of a call without its own timeout (default 30 s).
     pub fn call_timeout(mut self, d: Duration) -> Self {
         self.args.call_timeout = d;
@@ -779,6 +787,47 @@ pub async fn call_raw(
         Err(_) => shared.failed.fetch_add(1, Ordering::Relaxed),
     };
     res
+}
+
+/// What a local [`Function`](ioasync_worker::Function) pool hands the
+/// calls its own workers have no room for
+/// ([`FunctionSpec::offload`](ioasync_worker::FunctionSpec::offload)):
+/// they run on `pool`'s worker hosts, so one pool's `call` spans local
+/// worker processes and remote hosts. `pool` must run the same entry.
+///
+/// ```no_run
+/// use ioasync::{EntryPoint, Loop};
+/// use ioasync_nats::{Remote, RemoteEntryPoint, offload};
+///
+/// static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+///
+/// # fn main() -> ioasync::Result<()> {
+/// ioasync::run_if_worker([SQUARE.runs(|n| n * n)]);
+/// let lp = Loop::new()?;
+/// let l = lp.clone();
+/// lp.block_on(async move {
+/// let nats = l.add(Remote::spec("nats", "nats://127.0.0.1:4222")).await?;
+/// let remote = l.add(SQUARE.remote_pool(&nats, "squares").named("squares-hosts")).await?;
+/// // Two local workers; past them, up to 32 calls at once on the hosts.
+/// let pool = l
+///     .add(SQUARE.pool("squares").max_workers(2).offload(32, offload(&remote)))
+///     .await?;
+/// assert_eq!(SQUARE.on(&pool)?.call(&9).await?, 81);
+/// Ok(())
+/// })
+/// # }
+/// ```
+pub fn offload(
+    pool: &NotifierRef<RemotePool>,
+) -> impl Fn(Bytes, CallOptions) -> futures_util::future::BoxFuture<'static, Result<Bytes>>
++ Send
++ Sync
++ 'static {
+    let pool = pool.clone();
+    move |args, options| {
+        let pool = pool.clone();
+        Box::pin(async move { call_raw(&pool, args, options).await })
+    }
 }
 
 /// Typed calls on a [`RemotePool`] (from [`RemoteEntryPoint::on_remote`]):
