@@ -57,6 +57,18 @@ async fn a_password_server_refuses_an_unauthenticated_client_clearly() {
             "{text}"
         );
     }
+    // Nobody there, or no URL at all: the start fails, saying which.
+    let nowhere = format!("nats://127.0.0.1:{}", support::nats::free_port());
+    for (url, kind) in [
+        (nowhere.as_str(), ioasync::ErrorKind::Io),
+        ("nats://[::1", ioasync::ErrorKind::InvalidInput),
+    ] {
+        let err = bounded("a failed start", lp.add(Remote::spec("bad", url)))
+            .await
+            .unwrap_err();
+        assert_eq!((err.op(), err.kind()), ("connect", kind), "{err}");
+        assert!(err.to_string().contains(url), "{err}");
+    }
     // Subscribed before it starts: its first connect is an event too.
     let (sub, mut events) = Subscription::stream(16);
     let spec = Spec::from(Remote::spec("nats", &server.url).user_password("app", "s3cret"));
