@@ -267,6 +267,9 @@ impl Shared {
 /// retry-safe. With no host at all, a call fails at once ("no worker host
 /// serves pool …", `Closed`), and a retry-safe one tries again until its
 /// deadline; while the connection is down calls fail at once (`Closed`).
+/// In [JetStream mode](PoolMode::JetStream) a call is a stored job
+/// instead: it waits for a host until its deadline, and a host's death
+/// redelivers it rather than failing it.
 /// The tree shows the hosts it hears and the calls in flight.
 ///
 /// Typed calls: [`RemoteEntryPoint::on_remote`].

@@ -204,7 +204,8 @@ impl Link {
 ///             .add(Remote::spec("nats", "nats://127.0.0.1:4222").user_password("app", "secret"))
 ///             .await?;
 ///         let mut events = nats.events::<RemoteEvent>()?;
-///         println!("{}", l.tree()); // nats  remote  running  connected nats://127.0.0.1:4222
+///         // "/nats remote running restarts=0 queue=0 connected nats://127.0.0.1:4222 (…)"
+///         println!("{}", l.tree());
 ///         while let Some(ev) = events.recv().await {
 ///             println!("{ev:?}"); // Disconnected { .. }, Connected { .. }
 ///         }
