@@ -7,6 +7,8 @@
 //! cargo run --release --example demo -- --seconds 5 --clients 8
 //! cargo run --release --example demo -- --dot | dot -Tsvg > tree.svg
 //! cargo run --release --example demo -- --serve ADDR --control /tmp/demo.tree
+//! cargo run --release --features nats --example demo -- --nats nats://127.0.0.1:4222
+//! cargo run --release --features nats --example demo -- --worker-host nats://127.0.0.1:4222
 //! ```
 //!
 //! Protocol: a request is a line holding an integer n (0 ≤ n ≤ 10,000,000);
@@ -30,6 +32,13 @@
 //! stdout: the run's report goes to stderr; the exit status is as without
 //! it. `--control PATH` serves the live tree on a Unix socket for
 //! `examples/top.rs` (see `ioasync::control`).
+//!
+//! `--nats URL` (feature `nats`): the pool spans hosts — its workers are
+//! worker hosts on a NATS network (pool `primes`); the self-driving run
+//! starts two worker hosts as separate processes (this program with
+//! `--worker-host URL`) and SIGKILLs one mid-run instead of a worker.
+//! `--worker-host URL` serves the pool from this process until SIGINT or
+//! SIGTERM (first line on stdout: `worker host ready`).
 //!
 //! A line the codec refuses (longer than 64 bytes, or not UTF-8) is
 //! answered `ERR <message>` in its place. Any number of pipelined requests
@@ -86,8 +95,118 @@ fn count_primes(n: u64) -> u64 {
 /// run it, the service calls it.
 static PRIMES: EntryPoint<u64, u64> = EntryPoint::new("primes");
 
+/// Where the service's calls go: its own worker processes, or (`--nats`)
+/// the worker hosts of pool `primes` anywhere on the NATS network.
+#[derive(Clone)]
+enum Primes {
+    Local(EntryRef<u64, u64>),
+    #[cfg(feature = "nats")]
+    Remote(ioasync::nats::RemoteEntry<u64, u64>),
+}
+
+impl Primes {
+    async fn call_with(&self, n: &u64, opts: CallOptions) -> ioasync::Result<u64> {
+        match self {
+            Primes::Local(p) => p.call_with(n, opts).await,
+            #[cfg(feature = "nats")]
+            Primes::Remote(p) => p.call_with(n, opts).await,
+        }
+    }
+}
+
+/// The pool behind the service, for the self-driving run's kill and
+/// report.
+enum Pool {
+    Local(NotifierRef<Function>),
+    #[cfg(feature = "nats")]
+    Remote {
+        pool: NotifierRef<ioasync::nats::RemotePool>,
+        hosts: Vec<tokio::process::Child>,
+    },
+}
+
+/// The pool: local worker processes, or over NATS at `nats` (starting
+/// `hosts` worker host processes of this program first).
+async fn pool(lp: &Loop, nats: Option<&str>, hosts: usize) -> ioasync::Result<(Primes, Pool)> {
+    let Some(url) = nats else {
+        let pool = lp
+            .add(PRIMES.pool("primes").min_workers(2).max_workers(2))
+            .await?;
+        return Ok((Primes::Local(PRIMES.on(&pool)?), Pool::Local(pool)));
+    };
+    #[cfg(feature = "nats")]
+    {
+        use ioasync::nats::{Remote, RemoteEntryPoint};
+        let mut children = Vec::new();
+        for _ in 0..hosts {
+            let exe = std::env::current_exe().map_err(|e| ioasync::Error::io("spawn", e))?;
+            let mut child = tokio::process::Command::new(exe)
+                .args(["--worker-host", url])
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| ioasync::Error::io("spawn", e))?;
+            let out = child.stdout.take().expect("piped");
+            let mut lines = BufReader::new(out).lines();
+            match lines.next_line().await {
+                Ok(Some(l)) if l == "worker host ready" => children.push(child),
+                other => {
+                    return Err(ioasync::Error::closed(
+                        "spawn",
+                        format!("a worker host did not start: {other:?}"),
+                    ));
+                }
+            }
+        }
+        let nats = lp.add(Remote::spec("nats", url)).await?;
+        let pool = lp.add(PRIMES.remote_pool(&nats, "primes")).await?;
+        Ok((
+            Primes::Remote(PRIMES.on_remote(&pool)?),
+            Pool::Remote {
+                pool,
+                hosts: children,
+            },
+        ))
+    }
+    #[cfg(not(feature = "nats"))]
+    {
+        let _ = hosts;
+        Err(no_nats(url))
+    }
+}
+
+#[cfg(not(feature = "nats"))]
+fn no_nats(url: &str) -> ioasync::Error {
+    ioasync::Error::invalid_input(
+        "nats",
+        format!("{url}: built without NATS (cargo run --features nats --example demo)"),
+    )
+}
+
+/// `--worker-host URL`: serves pool `primes` from this process.
+async fn worker_host(lp: Loop, url: &str) -> ioasync::Result<()> {
+    #[cfg(feature = "nats")]
+    {
+        let nats = lp.add(ioasync::nats::Remote::spec("nats", url)).await?;
+        let host =
+            ioasync::nats::WorkerHost::spec("host", &nats, "primes", PRIMES.runs(count_primes));
+        lp.add(host.lanes(2)).await?;
+        println!("worker host ready");
+        let _ = std::io::stdout().flush();
+        match lp.run::<()>().await {
+            Err(e) if e.is_cancelled() => Ok(()),
+            other => other,
+        }
+    }
+    #[cfg(not(feature = "nats"))]
+    {
+        let _ = lp;
+        Err(no_nats(url))
+    }
+}
+
 /// One request line to one reply line.
-async fn answer(line: String, primes: EntryRef<u64, u64>) -> String {
+async fn answer(line: String, primes: Primes) -> String {
     let n = match line.trim().parse::<u64>() {
         Ok(n) if n <= MAX_N => n,
         Ok(n) => return format!("ERR {n} is above {MAX_N}"),
@@ -109,11 +228,8 @@ async fn start_service(
     lp: &Loop,
     addr: Address,
     drain: Duration,
-) -> ioasync::Result<(NotifierRef<Function>, String)> {
-    let pool = lp
-        .add(PRIMES.pool("primes").min_workers(2).max_workers(2))
-        .await?;
-    let p = PRIMES.on(&pool)?;
+    p: Primes,
+) -> ioasync::Result<String> {
     let next = AtomicU64::new(1);
     let listener = lp
         .listen("demo", Listen::new(addr), move |conn, _peer| {
@@ -137,12 +253,12 @@ async fn start_service(
         })
         .await?;
     let local = listener.ask(LocalAddr).await?;
-    Ok((pool, local.to_string()))
+    Ok(local.to_string())
 }
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: demo [--serve ADDR] [--seconds N] [--clients N] [--drain SECS] [--control PATH] [--dot]"
+        "usage: demo [--serve ADDR] [--seconds N] [--clients N] [--drain SECS] [--control PATH] [--dot] [--nats URL | --worker-host URL]"
     );
     ExitCode::from(2)
 }
@@ -169,6 +285,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut serve, mut seconds, mut clients, mut drain) = (None, 3.0f64, 4usize, 5.0f64);
     let mut control: Option<String> = None;
+    let (mut nats, mut worker_host_at): (Option<String>, Option<String>) = (None, None);
     while let Some(a) = args.next() {
         if a == "--dot" {
             DOT.store(true, Ordering::Relaxed);
@@ -176,6 +293,8 @@ fn main() -> ExitCode {
         }
         match (a.as_str(), args.next()) {
             ("--control", Some(v)) => control = Some(v),
+            ("--nats", Some(v)) => nats = Some(v),
+            ("--worker-host", Some(v)) => worker_host_at = Some(v),
             ("--serve", Some(v)) => serve = Some(v),
             ("--seconds", Some(v)) => match v.parse() {
                 Ok(s) if s > 0.0 => seconds = s,
@@ -208,9 +327,12 @@ fn main() -> ExitCode {
             // The live view's socket (see examples/top.rs).
             ioasync::control::serve_tree(&l, path).await?;
         }
+        if let Some(url) = &worker_host_at {
+            return worker_host(l, url).await;
+        }
         match serve {
-            Some(addr) => serve_only(l, &addr, Duration::from_secs_f64(drain)).await,
-            None => self_drive(l, seconds, clients).await,
+            Some(addr) => serve_only(l, &addr, Duration::from_secs_f64(drain), nats).await,
+            None => self_drive(l, seconds, clients, nats).await,
         }
     });
     match result {
@@ -222,8 +344,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve_only(lp: Loop, addr: &str, drain: Duration) -> ioasync::Result<()> {
-    let (_pool, local) = start_service(&lp, addr.parse()?, drain).await?;
+async fn serve_only(
+    lp: Loop,
+    addr: &str,
+    drain: Duration,
+    nats: Option<String>,
+) -> ioasync::Result<()> {
+    // With --nats, the hosts are whoever serves pool `primes` there.
+    let (primes, _pool) = pool(&lp, nats.as_deref(), 0).await?;
+    let local = start_service(&lp, addr.parse()?, drain, primes).await?;
     println!("listening on {local}");
     let _ = std::io::stdout().flush();
     match lp.run::<()>().await {
@@ -309,8 +438,14 @@ async fn client(
     }
 }
 
-async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<()> {
-    let (pool, addr) = start_service(&lp, "127.0.0.1:0".parse()?, Duration::from_secs(5)).await?;
+async fn self_drive(
+    lp: Loop,
+    seconds: f64,
+    clients: usize,
+    nats: Option<String>,
+) -> ioasync::Result<()> {
+    let (primes, mut pool) = pool(&lp, nats.as_deref(), 2).await?;
+    let addr = start_service(&lp, "127.0.0.1:0".parse()?, Duration::from_secs(5), primes).await?;
     say!("listening on {addr}");
     // The client checks answers against its own sieve (n up to 200,000).
     let limit = 200_000usize;
@@ -343,16 +478,26 @@ async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<(
             tally.clone(),
         )));
     }
-    // A third of the way in, SIGKILL a worker: the pool must recover.
+    // A third of the way in, SIGKILL a worker (with --nats: a worker
+    // host): the pool must recover.
     tokio::time::sleep(Duration::from_secs_f64(seconds / 3.0)).await;
-    let victim = pool.stats().await?.pids.first().copied();
+    let victim = match &mut pool {
+        Pool::Local(f) => f.stats().await?.pids.first().copied(),
+        #[cfg(feature = "nats")]
+        Pool::Remote { hosts, .. } => hosts.first_mut().and_then(|h| h.id()),
+    };
     if let Some(pid) = victim {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
+        let what = if matches!(pool, Pool::Local(_)) {
+            "worker"
+        } else {
+            "worker host"
+        };
         say!(
-            "killed worker {pid} with SIGKILL at {:.1} s",
+            "killed {what} {pid} with SIGKILL at {:.1} s",
             start.elapsed().as_secs_f64()
         );
     }
@@ -370,20 +515,37 @@ async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<(
         "requests: {sent} sent, {correct} answered correctly, {wrong} wrong or lost; {:.0} requests/s",
         correct as f64 / elapsed
     );
-    let stats = pool.stats().await?;
-    say!(
-        "pool: {} workers started, {} died and were replaced, {} calls completed",
-        stats.started,
-        stats.died,
-        stats.completed
-    );
+    let deaths = match &pool {
+        Pool::Local(f) => {
+            let stats = f.stats().await?;
+            say!(
+                "pool: {} workers started, {} died and were replaced, {} calls completed",
+                stats.started,
+                stats.died,
+                stats.completed
+            );
+            stats.died
+        }
+        #[cfg(feature = "nats")]
+        Pool::Remote { pool, .. } => {
+            let stats = pool.ask(ioasync::nats::RemoteStatsOf).await?;
+            say!(
+                "pool over NATS: {} hosts now, {} lost, {} calls completed, {} retried",
+                stats.hosts,
+                stats.hosts_lost,
+                stats.completed,
+                stats.retried
+            );
+            stats.hosts_lost
+        }
+    };
     let final_tree = lp.tree();
     let report = lp.shutdown(Some(Duration::from_secs(5))).await;
     if DOT.load(Ordering::Relaxed) {
         print!("{}", final_tree.to_dot());
     }
     say!("shut down, leaves first: {}", report.stopped.join(", "));
-    let recovered = victim.is_none() || stats.died >= 1;
+    let recovered = victim.is_none() || deaths >= 1;
     if wrong == 0 && correct == sent && sent > 0 && recovered && report.is_clean() {
         say!("ok: every request was answered correctly");
         Ok(())
@@ -391,8 +553,7 @@ async fn self_drive(lp: Loop, seconds: f64, clients: usize) -> ioasync::Result<(
         Err(ioasync::Error::invalid_input(
             "self-check",
             format!(
-                "sent {sent}, correct {correct}, wrong {wrong}, worker deaths seen {}, clean shutdown {}",
-                stats.died,
+                "sent {sent}, correct {correct}, wrong {wrong}, worker deaths seen {deaths}, clean shutdown {}",
                 report.is_clean()
             ),
         ))

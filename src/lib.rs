@@ -232,14 +232,23 @@ pub mod process {
 pub mod worker {
     pub use ioasync_worker::{
         CallOptions, CallRaw, DEFAULT_CHECKPOINT_LIMIT, DeadLetter, Entry, EntryPoint, EntryRef,
-        Failure, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats, FunctionWorker,
-        KillRoutine, RestartWorkers, Routine, RoutineArgs, RoutineEvent, RoutineIo,
+        EntryRunner, Failure, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats,
+        FunctionWorker, KillRoutine, RestartWorkers, Routine, RoutineArgs, RoutineEvent, RoutineIo,
         RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, Stats, WorkerArgs, WorkerOutput,
         WorkerPid, heartbeat, run_if_worker,
     };
 }
 
 pub use ioasync_worker::channel;
+
+/// The transport seam: moving frames to logical addresses (a channel or
+/// a pool's name), and the errors that say whether a message may have
+/// been delivered. The NATS transport implements it.
+pub use ioasync_core::transport;
+
+/// Channels and Function pools across hosts over NATS (feature `nats`).
+#[cfg(feature = "nats")]
+pub use ioasync_nats as nats;
 
 /// Test utilities: gated notifiers, journals, event recorders, paused time.
 #[cfg(feature = "test-util")]

@@ -19,6 +19,7 @@ const ROOT_ALLOWED: &[&str] = &[
     "guide",
     "io",
     "kameo",
+    "nats",
     "notifier",
     "prelude",
     "process",
@@ -27,6 +28,7 @@ const ROOT_ALLOWED: &[&str] = &[
     "supervision",
     "test_util",
     "time",
+    "transport",
     "worker",
 ];
 
@@ -40,7 +42,11 @@ fn used_names(stmt: &str) -> Vec<String> {
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty())
             .collect(),
-        None => vec![stmt.rsplit("::").next().unwrap().trim().to_string()],
+        // `a::b as c` brings in `c`.
+        None => match stmt.split_once(" as ") {
+            Some((_, alias)) => vec![alias.trim().to_string()],
+            None => vec![stmt.rsplit("::").next().unwrap().trim().to_string()],
+        },
     }
 }
 

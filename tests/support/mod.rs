@@ -390,3 +390,6 @@ pub fn tool(program: &str, probe: &[&str], package: &str) -> Option<tokio::proce
     eprintln!("skipped: {hint}");
     None
 }
+
+#[cfg(feature = "nats")]
+pub mod nats;

@@ -17,7 +17,10 @@
 //! - [`NodeSnapshot`]: the tree as plain data, `Display`ed indented;
 //! - [`Error`]: message, operation, errno, source;
 //! - [`channel`]: typed, bounded mailboxes (bridged across processes by
-//!   the worker layer).
+//!   the worker layer);
+//! - [`Transport`]: moves frames to logical addresses (a channel's or a
+//!   pool's name) with errors that say whether a message may have been
+//!   delivered ([`Delivery`]); the NATS crate implements it.
 //!
 //! # Supervision rules
 //!
@@ -67,7 +70,7 @@
 //!
 //! The modules are layered, imports pointing down only: leaf data
 //! (`error`, `policy`, `exit`, `state`, `snapshot`, `queue`, `event`,
-//! `panic`, `channel`), then the tree (`registry`, `node`, `shutdown`), then
+//! `panic`, `channel`, `transport`), then the tree (`registry`, `node`, `shutdown`), then
 //! notifiers (`notifier`, `spec`, `supervisor`, `runtime`, `tree`).
 
 #![doc(test(attr(deny(warnings))))]
@@ -89,6 +92,7 @@ mod spec;
 mod state;
 mod supervisor;
 mod timers;
+pub mod transport;
 mod tree;
 
 #[cfg(feature = "test-util")]
@@ -104,4 +108,5 @@ pub use shutdown::ShutdownReport;
 pub use snapshot::NodeSnapshot;
 pub use spec::{AnySpec, IntoSpec, Once, Spec};
 pub use state::NodeState;
+pub use transport::{Delivery, PeerEvent, Transport, TransportError};
 pub use tree::{CallAt, Root, RootArgs, Tree};

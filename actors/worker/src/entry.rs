@@ -162,6 +162,38 @@ impl Entry {
     }
 }
 
+/// A Function entry's calls served in this process, on one thread, with
+/// the per-worker state its `init` built (see [`Entry::runner`]). Not
+/// `Send`: the state lives on the thread that made it.
+pub struct EntryRunner(CallFn);
+
+impl EntryRunner {
+    /// Runs one call: MessagePack arguments in, the encoded result out, or
+    /// the failure's message (arguments that do not decode, a panic in
+    /// the entry, a result that does not encode).
+    pub fn call(&mut self, args: &[u8]) -> Result<Vec<u8>, String> {
+        (self.0)(args)
+    }
+}
+
+impl std::fmt::Debug for EntryRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EntryRunner(..)")
+    }
+}
+
+impl Entry {
+    /// Its calls, served in this process on the current thread (what a
+    /// remote worker host runs, one per lane): builds the per-worker state
+    /// now (a panic in `init` propagates). `None` for a routine entry.
+    pub fn runner(&self) -> Option<EntryRunner> {
+        match &self.kind {
+            Kind::Function(make) => Some(EntryRunner(make())),
+            Kind::Routine(_) => None,
+        }
+    }
+}
+
 /// If this process was started as a worker, runs its entry and exits;
 /// otherwise returns at once. Call it first thing in `main` (in tests: in
 /// a `#[test]` the worker command line names, see

@@ -42,6 +42,28 @@ pub struct FunctionArgs {
     call_ttl: Option<Duration>,
     stuck_after: Option<Duration>,
     dead_letter: Option<DeadLetterHook>,
+    offload: Option<Offload>,
+}
+
+/// Runs one offloaded call: encoded arguments and the call's options in,
+/// the encoded result out (see [`FunctionSpec::offload`]).
+type OffloadFn = dyn Fn(Bytes, CallOptions) -> futures_util::future::BoxFuture<'static, Result<Bytes>>
+    + Send
+    + Sync;
+
+/// Where a pool sends the calls its own workers have no room for.
+#[derive(Clone)]
+struct Offload {
+    run: Arc<OffloadFn>,
+    lanes: usize,
+}
+
+impl fmt::Debug for Offload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Offload")
+            .field("lanes", &self.lanes)
+            .finish()
+    }
 }
 
 /// A call that failed for good, handed to the pool's dead-letter hook
@@ -216,6 +238,29 @@ impl FunctionSpec {
         self
     }
 
+    /// Calls beyond the pool's own workers (all busy, `max_workers`
+    /// running) go to `run`, up to `lanes` at once, before any waits in
+    /// the queue: workers elsewhere, such as the worker hosts of a remote
+    /// pool over NATS (`ioasync_nats::offload`), running the same entry.
+    /// `run` gets the call's encoded arguments, what is left of its
+    /// timeout and whether it is retry-safe, and owns retries and
+    /// deadlines from there; its error is the caller's (and the
+    /// dead-letter hook's).
+    pub fn offload(
+        mut self,
+        lanes: usize,
+        run: impl Fn(Bytes, CallOptions) -> futures_util::future::BoxFuture<'static, Result<Bytes>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.args.offload = Some(Offload {
+            run: Arc::new(run),
+            lanes: lanes.max(1),
+        });
+        self
+    }
+
     /// Where workers' stdout and stderr go (default: the parent's).
     pub fn worker_output(mut self, output: WorkerOutput) -> Self {
         self.args.output = output;
@@ -380,6 +425,11 @@ enum FromWorker {
     /// Its reader task read everything the worker wrote (EOF): after its
     /// last reply, which an `Exited` may overtake.
     ReaderDone { worker: u64 },
+    /// An offloaded call ended.
+    Offloaded {
+        call: Box<Call>,
+        result: Result<Bytes>,
+    },
 }
 
 /// Pool statistics.
@@ -434,6 +484,8 @@ pub struct Function {
     slots: Arc<CallSlots>,
     /// The counters last shown in the tree (see `show`).
     shown: (u64, u64, u64, u64, u64),
+    /// Calls with the offload now.
+    offloaded: usize,
 }
 
 impl FunctionStats {
@@ -477,6 +529,7 @@ impl Function {
                 call_ttl: None,
                 stuck_after: None,
                 dead_letter: None,
+                offload: None,
             },
         }
     }
@@ -614,6 +667,10 @@ impl Function {
                     }
                     self.workers.len() - 1
                 }
+                None if self.offload_has_room() => {
+                    self.start_offloaded(call);
+                    continue;
+                }
                 None => {
                     self.queue.push_front(call);
                     break;
@@ -636,6 +693,51 @@ impl Function {
             }
         }
         self.show(ctx);
+    }
+
+    /// Whether the offload has room for one more call.
+    fn offload_has_room(&self) -> bool {
+        self.args
+            .offload
+            .as_ref()
+            .is_some_and(|o| self.offloaded < o.lanes)
+    }
+
+    /// Hands `call` to the offload; its end comes back as `Offloaded`.
+    fn start_offloaded(&mut self, mut call: Call) {
+        let Some(off) = &self.args.offload else {
+            return;
+        };
+        call.slot = None; // out of the queue: room for the next caller
+        call.ttl = None;
+        call.attempts += 1;
+        self.offloaded += 1;
+        let options = CallOptions {
+            timeout: call
+                .deadline
+                .map(|d| d.saturating_duration_since(Instant::now())),
+            retry_safe: call.retry_safe,
+            ..Default::default()
+        };
+        let (run, tx, payload) = (off.run.clone(), self.tx.clone(), call.payload.clone());
+        tokio::spawn(async move {
+            let result = run(payload, options).await;
+            let _ = tx.send(FromWorker::Offloaded {
+                call: Box::new(call),
+                result,
+            });
+        });
+    }
+
+    fn on_offloaded(&mut self, call: Call, result: Result<Bytes>) {
+        self.offloaded = self.offloaded.saturating_sub(1);
+        match result {
+            Ok(b) => {
+                self.stats.completed += 1;
+                let _ = call.reply.send(Ok(b));
+            }
+            Err(e) => self.stats.fail(&self.args, call, e),
+        }
     }
 
     fn on_reply(&mut self, worker: u64, id: u64, result: Result<Bytes>) {
@@ -870,6 +972,7 @@ impl Notifier for Function {
             stats: FunctionStats::default(),
             slots,
             shown: (0, 0, 0, 0, 0),
+            offloaded: 0,
         };
         for _ in 0..f.args.min_workers {
             f.start_worker(ctx)?;
@@ -895,6 +998,7 @@ impl Notifier for Function {
                 FromWorker::Heartbeat { worker, id } => self.on_heartbeat(worker, id),
                 FromWorker::Exited { worker } => self.on_gone(worker, true, ctx.is_stopping()),
                 FromWorker::ReaderDone { worker } => self.on_gone(worker, false, ctx.is_stopping()),
+                FromWorker::Offloaded { call, result } => self.on_offloaded(*call, result),
             }
         }
         self.on_timers();

@@ -35,7 +35,7 @@ mod routine;
 mod typed;
 mod worker;
 
-pub use entry::{ENTRY_ENV, Entry, RoutineIo, WORKER_FD, heartbeat, run_if_worker};
+pub use entry::{ENTRY_ENV, Entry, EntryRunner, RoutineIo, WORKER_FD, heartbeat, run_if_worker};
 pub use frame::{DEFAULT_MAX_FRAME, decode, encode};
 pub use function::{
     CallOptions, CallRaw, DeadLetter, Function, FunctionArgs, FunctionRef, FunctionSpec,

@@ -1,0 +1,482 @@
+//! [`WorkerHost`]: serves a Function pool's calls from this process.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_nats::Client;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use ioasync_core::{Ctx, Error, ErrorKind, Notifier, NotifierRef, Restart, Result, Spec};
+use ioasync_worker::Entry;
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+
+use crate::{
+    pool::{Names, PoolMode, jetstream_stream},
+    remote::{Link, Remote, link_of},
+    wire,
+};
+
+/// The queue group of a pool's hosts.
+const HOSTS: &str = "ioasync-hosts";
+/// The durable JetStream consumer all hosts of a pool share.
+const CONSUMER: &str = "hosts";
+
+/// How to start a [`WorkerHost`].
+#[derive(Debug, Clone)]
+pub struct WorkerHostArgs {
+    link: Arc<Link>,
+    pool: String,
+    entry: Entry,
+    lanes: usize,
+    mode: PoolMode,
+    heartbeat: Duration,
+}
+
+/// A [`WorkerHost`] spec under construction.
+#[derive(Debug, Clone)]
+#[must_use = "a WorkerHostSpec does nothing until it is added"]
+pub struct WorkerHostSpec {
+    name: String,
+    args: WorkerHostArgs,
+}
+
+impl WorkerHostSpec {
+    /// Calls run at once, at most (default: the machine's cores): one
+    /// thread each, with its own per-worker state (the entry's `init`).
+    pub fn lanes(mut self, n: usize) -> Self {
+        self.args.lanes = n.max(1);
+        self
+    }
+
+    /// How calls arrive (default [`PoolMode::Core`]); the same as the
+    /// pool's callers.
+    pub fn mode(mut self, mode: PoolMode) -> Self {
+        self.args.mode = mode;
+        self
+    }
+
+    /// How often it tells callers it is alive and which of their calls it
+    /// holds (default 100 ms; keep it well below the callers'
+    /// `host_lost_after`).
+    pub fn heartbeat(mut self, d: Duration) -> Self {
+        self.args.heartbeat = d.max(Duration::from_millis(5));
+        self
+    }
+}
+
+impl From<WorkerHostSpec> for Spec<WorkerHost> {
+    fn from(s: WorkerHostSpec) -> Self {
+        Spec::new(s.name, s.args).restart(Restart::Permanent)
+    }
+}
+
+/// What a host holds: received calls not yet answered, by (caller,
+/// token), with their JetStream ack subject in work-queue mode.
+#[derive(Default)]
+struct Held {
+    calls: Mutex<HashMap<(u64, u64), Option<String>>>,
+}
+
+impl Held {
+    fn insert(&self, key: (u64, u64), ack: Option<String>) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, ack);
+    }
+
+    fn remove(&self, key: (u64, u64)) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+
+    fn list(&self) -> (Vec<(u64, u64)>, Vec<String>) {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            calls.keys().copied().collect(),
+            calls.values().flatten().cloned().collect(),
+        )
+    }
+}
+
+/// One call for a lane: the frame, when it arrived, and in work-queue
+/// mode the JetStream message to ack.
+struct Job {
+    call: wire::CallFrame,
+    received: Instant,
+    ack: Option<async_nats::jetstream::Message>,
+    /// Work-queue mode: its place among the jobs this host takes at
+    /// once, so that a busy host leaves the queue's jobs to the others.
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// What every lane of a host shares.
+#[derive(Clone)]
+struct LaneCtx {
+    client: Client,
+    host: u64,
+    held: Arc<Held>,
+    /// The runtime, for the lane threads' sends (an async-nats publish
+    /// only queues the message for the connection's task).
+    rt: tokio::runtime::Handle,
+}
+
+impl LaneCtx {
+    /// Answers `job` with `frame`, acks it (work-queue mode: after the
+    /// result went out, on the same connection, so in order; a death in
+    /// between redelivers it and the caller drops the second result), and
+    /// lets it go.
+    fn answer(&self, job: Job, frame: Bytes) {
+        let key = (job.call.caller, job.call.token);
+        self.rt.block_on(async {
+            if let Err(e) = self.client.publish(job.call.reply, frame).await {
+                tracing::warn!("worker host: reply not sent: {e}");
+            }
+            if let Some(msg) = job.ack
+                && let Err(e) = msg.ack().await
+            {
+                tracing::warn!("worker host: ack not sent: {e}");
+            }
+        });
+        self.held.remove(key);
+    }
+}
+
+/// Starts `n` lane threads running `entry`: each takes a call, runs it
+/// (unless it waited past its deadline: answered "expired" without
+/// running) and answers it. They end when the returned sender is dropped
+/// (after their current call).
+fn lanes(entry: &Entry, n: usize, path: &str, cx: LaneCtx) -> Result<mpsc::UnboundedSender<Job>> {
+    let (tx, rx) = mpsc::unbounded_channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let entry = entry.clone();
+        let rx = rx.clone();
+        let path = path.to_owned();
+        let cx = cx.clone();
+        std::thread::Builder::new()
+            .name(format!("ioasync-lane-{i}"))
+            .spawn(move || {
+                let runner = std::panic::catch_unwind(AssertUnwindSafe(|| entry.runner()));
+                let mut runner = match runner {
+                    Ok(Some(r)) => Ok(r),
+                    Ok(None) => Err(format!(
+                        "entry {} is a routine, not a function",
+                        entry.name()
+                    )),
+                    Err(_) => Err(format!("entry {}: its init panicked", entry.name())),
+                };
+                if let Err(e) = &runner {
+                    tracing::error!(host = path, "{e}");
+                }
+                loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
+                    let Some(job) = job else { return };
+                    let deadline =
+                        job.received + Duration::from_millis(u64::from(job.call.deadline_ms));
+                    let frame = if Instant::now() >= deadline {
+                        wire::reply(wire::EXPIRED, cx.host, &[])
+                    } else {
+                        match &mut runner {
+                            Ok(r) => match r.call(&job.call.args) {
+                                Ok(out) => wire::reply(wire::OK, cx.host, &out),
+                                Err(text) => wire::reply(wire::FAILED, cx.host, text.as_bytes()),
+                            },
+                            Err(e) => wire::reply(wire::FAILED, cx.host, e.as_bytes()),
+                        }
+                    };
+                    cx.answer(job, frame);
+                }
+            })
+            .map_err(|e| Error::io("spawn", e))?;
+    }
+    Ok(tx)
+}
+
+/// Serves pool `pool`'s calls from this process: joins the pool's queue
+/// group (or takes jobs from its JetStream work queue) and runs each call
+/// on one of its lanes with the same typed entries a local pool's workers
+/// run ([`EntryPoint::runs`](ioasync_worker::EntryPoint::runs)). A worker
+/// host is typically the service's own program started with a flag. It
+/// beats every [heartbeat](WorkerHostSpec::heartbeat) with the calls it
+/// holds, so callers notice within their `host_lost_after` when it dies;
+/// a call that reaches it past its deadline is answered "expired" without
+/// running. In JetStream mode it acks a job only after its result was
+/// sent, and sends progress for the jobs it holds each heartbeat. The tree
+/// shows what it serves, as which host, and its lanes.
+pub struct WorkerHost {
+    _lanes: mpsc::UnboundedSender<Job>,
+    tasks: Vec<JoinHandle<()>>,
+    failed: mpsc::Receiver<Error>,
+    woke: Option<Error>,
+}
+
+impl WorkerHost {
+    /// A host named `name` serving pool `pool` with `entry`, over
+    /// `remote`'s connection.
+    pub fn spec(
+        name: impl Into<String>,
+        remote: &NotifierRef<Remote>,
+        pool: &str,
+        entry: Entry,
+    ) -> WorkerHostSpec {
+        WorkerHostSpec {
+            name: name.into(),
+            args: WorkerHostArgs {
+                link: link_of(remote),
+                pool: pool.to_owned(),
+                entry,
+                lanes: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                mode: PoolMode::Core,
+                heartbeat: Duration::from_millis(100),
+            },
+        }
+    }
+}
+
+impl Notifier for WorkerHost {
+    type Args = WorkerHostArgs;
+
+    fn kind() -> &'static str {
+        "worker-host"
+    }
+
+    async fn init(args: WorkerHostArgs, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+        let names = Names::of(&args.pool)?;
+        let client = args.link.client("serve")?;
+        let host = wire::random_id();
+        let held = Arc::new(Held::default());
+        let lanes_tx = lanes(
+            &args.entry,
+            args.lanes,
+            ctx.path(),
+            LaneCtx {
+                client: client.clone(),
+                host,
+                held: held.clone(),
+                rt: tokio::runtime::Handle::current(),
+            },
+        )?;
+        let (fail_tx, failed) = mpsc::channel(1);
+        let mut tasks = Vec::new();
+        let serve_err = |what: String| Error::new("serve", ErrorKind::Io, what);
+        match args.mode {
+            PoolMode::Core => {
+                let mut sub = client
+                    .queue_subscribe(names.calls.clone(), HOSTS.into())
+                    .await
+                    .map_err(|e| serve_err(format!("subscribe to {}: {e}", names.calls)))?;
+                let (client, lanes, held, fail) = (
+                    client.clone(),
+                    lanes_tx.clone(),
+                    held.clone(),
+                    fail_tx.clone(),
+                );
+                let subject = names.calls.clone();
+                tasks.push(tokio::spawn(async move {
+                    while let Some(msg) = sub.next().await {
+                        let call = match wire::parse_call(&msg.payload) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::warn!(subject, "worker host: call dropped: {e}");
+                                continue;
+                            }
+                        };
+                        if call.deadline_ms == 0 {
+                            // Sent with no time left: it is expired.
+                            let _ = client
+                                .publish(call.reply.clone(), wire::reply(wire::EXPIRED, host, &[]))
+                                .await;
+                            continue;
+                        }
+                        held.insert((call.caller, call.token), None);
+                        let job = Job {
+                            call,
+                            received: Instant::now(),
+                            ack: None,
+                            _place: None,
+                        };
+                        if lanes.send(job).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = fail
+                        .send(Error::closed(
+                            "serve",
+                            format!("the subscription to {subject} ended"),
+                        ))
+                        .await;
+                }));
+            }
+            PoolMode::JetStream { ack_wait } => {
+                use async_nats::jetstream::consumer::{AckPolicy, pull};
+                let js = async_nats::jetstream::new(client.clone());
+                let stream = jetstream_stream(&js, &names).await?;
+                let consumer = stream
+                    .get_or_create_consumer(
+                        CONSUMER,
+                        pull::Config {
+                            durable_name: Some(CONSUMER.into()),
+                            ack_policy: AckPolicy::Explicit,
+                            ack_wait,
+                            max_deliver: -1,
+                            filter_subject: names.jobs.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| {
+                        serve_err(format!("JetStream consumer on {}: {e}", names.stream))
+                    })?;
+                let mut messages = consumer
+                    .stream()
+                    .max_messages_per_batch(args.lanes.max(1))
+                    .heartbeat(Duration::from_secs(1))
+                    .expires(Duration::from_secs(5))
+                    .messages()
+                    .await
+                    .map_err(|e| {
+                        serve_err(format!("JetStream messages of {}: {e}", names.stream))
+                    })?;
+                let (lanes, held, fail) = (lanes_tx.clone(), held.clone(), fail_tx.clone());
+                let stream_name = names.stream.clone();
+                let places = Arc::new(tokio::sync::Semaphore::new(args.lanes.max(1)));
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let Ok(place) = places.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let Some(msg) = messages.next().await else {
+                            break;
+                        };
+                        let msg = match msg {
+                            Ok(m) => m,
+                            Err(e) => {
+                                // Missed heartbeats while the server was
+                                // away and the like: the stream goes on.
+                                tracing::warn!(stream = stream_name, "worker host: {e}");
+                                continue;
+                            }
+                        };
+                        let call = match wire::parse_call(&msg.payload) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::warn!(
+                                    stream = stream_name,
+                                    "worker host: job dropped: {e}"
+                                );
+                                let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
+                                continue;
+                            }
+                        };
+                        held.insert(
+                            (call.caller, call.token),
+                            msg.reply.as_ref().map(|s| s.to_string()),
+                        );
+                        let job = Job {
+                            call,
+                            received: Instant::now(),
+                            ack: Some(msg),
+                            _place: Some(place),
+                        };
+                        if lanes.send(job).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = fail
+                        .send(Error::closed(
+                            "serve",
+                            format!("the JetStream messages of {stream_name} ended"),
+                        ))
+                        .await;
+                }));
+            }
+        }
+        // The subscription is at the server before the host counts as up.
+        client
+            .flush()
+            .await
+            .map_err(|e| serve_err(format!("flush: {e}")))?;
+        {
+            let (client, held) = (client.clone(), held.clone());
+            let subject = names.heartbeats.clone();
+            let lanes_n = args.lanes as u32;
+            let every = args.heartbeat;
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(Instant::now(), every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let (calls, acks) = held.list();
+                    let _ = client
+                        .publish(subject.clone(), wire::heartbeat(host, lanes_n, &calls))
+                        .await;
+                    for ack in acks {
+                        // JetStream "work in progress": not redelivered
+                        // while we hold it.
+                        let _ = client.publish(ack, Bytes::from_static(b"+WPI")).await;
+                    }
+                }
+            }));
+        }
+        let mode = match args.mode {
+            PoolMode::Core => "queue group",
+            PoolMode::JetStream { .. } => "JetStream work queue",
+        };
+        ctx.set_detail(format!(
+            "serving {} ({mode}) as host {host:x}, {} lanes",
+            args.pool, args.lanes
+        ));
+        tracing::info!(
+            pool = args.pool,
+            host = format!("{host:x}"),
+            "worker host serving"
+        );
+        Ok(WorkerHost {
+            _lanes: lanes_tx,
+            tasks,
+            failed,
+            woke: None,
+        })
+    }
+
+    async fn ready(&mut self) {
+        match self.failed.recv().await {
+            Some(e) => self.woke = Some(e),
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if let Some(e) = self.woke.take() {
+            ctx.fail(e);
+        }
+    }
+
+    async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for WorkerHost {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl fmt::Debug for WorkerHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerHost").finish()
+    }
+}
