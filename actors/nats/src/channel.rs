@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! use ioasync::Loop;
-//! use ioasync_nats::{Remote, RemoteRef, channel};
+//! use ioasync::nats::{Remote, RemoteRef, channel};
 //!
 //! fn main() -> ioasync::Result<()> {
 //!     let lp = Loop::new()?;

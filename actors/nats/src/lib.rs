@@ -18,8 +18,8 @@
 //!   optional JetStream work-queue mode ([`PoolMode::JetStream`]).
 //!
 //! ```no_run
-//! use ioasync::{EntryPoint, Loop};
-//! use ioasync_nats::{Remote, RemoteEntryPoint, WorkerHost};
+//! use ioasync::{worker::EntryPoint, Loop};
+//! use ioasync::nats::{Remote, RemoteEntryPoint, WorkerHost};
 //!
 //! static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
 //!

@@ -799,13 +799,13 @@ pub async fn call_raw(
 /// worker processes and remote hosts. `pool` must run the same entry.
 ///
 /// ```no_run
-/// use ioasync::{EntryPoint, Loop};
-/// use ioasync_nats::{Remote, RemoteEntryPoint, offload};
+/// use ioasync::{worker::EntryPoint, Loop};
+/// use ioasync::nats::{Remote, RemoteEntryPoint, offload};
 ///
 /// static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
 ///
 /// # fn main() -> ioasync::Result<()> {
-/// ioasync::run_if_worker([SQUARE.runs(|n| n * n)]);
+/// ioasync::worker::run_if_worker([SQUARE.runs(|n| n * n)]);
 /// let lp = Loop::new()?;
 /// let l = lp.clone();
 /// lp.block_on(async move {

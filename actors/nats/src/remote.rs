@@ -194,7 +194,7 @@ impl Link {
 ///
 /// ```no_run
 /// use ioasync::Loop;
-/// use ioasync_nats::{Remote, RemoteEvent};
+/// use ioasync::nats::{Remote, RemoteEvent};
 ///
 /// fn main() -> ioasync::Result<()> {
 ///     let lp = Loop::new()?;
