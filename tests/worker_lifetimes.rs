@@ -29,7 +29,7 @@ fn entries() -> Vec<Entry> {
         }),
         // 6 naps of 100 ms with a heartbeat between: alive all along.
         Entry::function("beating", |_: ()| {
-            for _ in 0..6 {
+            for _ in 0..15 {
                 nap(100);
                 assert!(ioasync::worker::heartbeat(), "inside a call");
             }
@@ -117,10 +117,11 @@ async fn heartbeats_keep_a_long_call_alive_and_a_stuck_retry_safe_call_runs_agai
     let lp = test_loop();
     let letters = Letters::default();
     let beating = lp.add(pool("beating", "beating", &letters)).await.unwrap();
-    // 600 ms of work, never 300 ms without a heartbeat.
+    // 1.5 s of work, a heartbeat every 100 ms, stuck after 700 ms
+    // without one (a wide margin for a loaded machine's scheduling).
     let pid: u32 = bounded(
         "a long call",
-        beating.call_with(&(), stuck_after(Duration::from_millis(300), false)),
+        beating.call_with(&(), stuck_after(Duration::from_millis(700), false)),
     )
     .await
     .unwrap();
