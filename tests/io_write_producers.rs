@@ -116,11 +116,14 @@ async fn writes_made_after_a_producer_wait_behind_it() {
         }
     });
     tx.send(Bytes::from_static(b"one,")).await.unwrap();
-    // An ask through the mailbox, behind the WriteFrom: once answered,
-    // the producer is in place...
-    bounded("the producer is in", stream.ask(ioasync::io::Info))
-        .await
-        .unwrap();
+    // The stream took "one," from the producer (the channel has room
+    // again): the producer is in place...
+    bounded("the producer is pulled", async {
+        while tx.capacity() < tx.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     // ...so this write comes after it, whatever the producer does next.
     let (wtx, wrx) = tokio::sync::oneshot::channel();
     stream
@@ -148,16 +151,39 @@ async fn a_graceful_stop_pulls_a_producer_to_its_end() {
         let mut got = Vec::new();
         peer.read_to_end(&mut got).await.map(|_| got)
     });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let produced = tokio::spawn({
         let stream = stream.clone();
         async move {
             stream
-                .write_from(futures_util::stream::iter((0..N).map(chunk)))
+                .write_from(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
         }
     });
-    // Stop while it produces: what it yields is written before the close.
-    let report = bounded("the stop", stream.stop()).await;
+    tx.send(chunk(0)).await.unwrap();
+    bounded("the producer is pulled", async {
+        while tx.capacity() < tx.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Stop while it produces...
+    let stopping = tokio::spawn({
+        let stream = stream.clone();
+        async move { stream.stop().await }
+    });
+    bounded("stopping", async {
+        while stream.state() != ioasync::supervision::NodeState::Stopping {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // ...what it yields after is written before the close.
+    for i in 1..N {
+        tx.send(chunk(i)).await.unwrap();
+    }
+    drop(tx);
+    let report = bounded("the stop", stopping).await.unwrap();
     assert!(report.is_clean(), "{report:?}");
     let got = bounded("read", reader).await.unwrap().unwrap();
     check_chunks(&got, N);
