@@ -10,7 +10,7 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ExitReason {
-    /// It asked to stop (`ctx.stop()`), or was stopped gracefully.
+    /// It asked to stop (`ctx.exit()`), or was stopped gracefully.
     Normal,
     /// It panicked (in `init`, a handler, `on_ready` or `on_stop`).
     Panicked {

@@ -26,7 +26,7 @@
 //!
 //! - A failure is a panic in `init`, `on_ready`, a handler or `on_stop`, a
 //!   handler calling [`Ctx::fail`], an `init` past its init timeout, or
-//!   (for permanent children) [`Ctx::stop`]. It is contained to the
+//!   (for permanent children) [`Ctx::exit`]. It is contained to the
 //!   notifier: its children are stopped, its `on_stop` runs, [`Exit`] is
 //!   emitted with the reason, its state is dropped.
 //! - The decision is a pure function of the child's [`Restart`] type, its

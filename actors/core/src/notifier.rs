@@ -207,9 +207,11 @@ impl<'a, N: Notifier> Ctx<'a, N> {
         }
     }
 
-    /// Ends this incarnation normally once the current handler returns. A
-    /// permanent notifier is restarted; others stop for good.
-    pub fn stop(&mut self) {
+    /// Ends this incarnation normally once the current handler returns (an
+    /// exit, not a stop: a permanent notifier is restarted; others leave
+    /// the tree). To stop a notifier for good, from outside or from a
+    /// sibling, [`NotifierRef::stop`].
+    pub fn exit(&mut self) {
         self.exit = Some(Box::new(ExitReason::Normal));
     }
 

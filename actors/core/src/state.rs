@@ -10,7 +10,7 @@
 //! | `Starting` | `init` (bounded by `init_timeout`) | init returns `Ok` | `Running` |
 //! | | | init fails, panics or times out, first start | `Stopped` (the `add` gets the error) |
 //! | | | init fails, panics or times out, restart | `Failed` |
-//! | `Running` | handlers, `on_ready`, control | `ctx.stop()`, `ctx.fail()`, a panic, an escalation from a child | `Failed` (after teardown) |
+//! | `Running` | handlers, `on_ready`, control | `ctx.exit()`, `ctx.fail()`, a panic, an escalation from a child | `Failed` (after teardown) |
 //! | | | `Stop` (handle, shutdown, a parent stopping) | `Stopping` |
 //! | | | `Suspend` (a sibling's group restart) | `Restarting` (after teardown) |
 //! | `Failed` | the decision (a pure function of the policy, the parent's strategy, the reason and the restart history) | restart | `Restarting` |

@@ -243,7 +243,7 @@ impl Notifier for Probe {
 #[derive(Debug)]
 pub struct Panic(pub &'static str);
 
-/// Message: end this incarnation normally (`ctx.stop()`).
+/// Message: end this incarnation normally (`ctx.exit()`).
 #[derive(Debug)]
 pub struct Exit;
 
@@ -269,7 +269,7 @@ impl Handler<Panic> for Probe {
 impl Handler<Exit> for Probe {
     type Reply = ();
     async fn handle(&mut self, _: Exit, ctx: &mut Ctx<'_, Self>) {
-        ctx.stop();
+        ctx.exit();
     }
 }
 

@@ -584,7 +584,7 @@ where
             self.duplex.close();
             ctx.emit(FramedEvent::Closed).await;
         }
-        ctx.stop();
+        ctx.exit();
     }
 }
 

@@ -469,7 +469,7 @@ impl Notifier for Handle {
             self.rd = None;
             self.wr = None;
             ctx.emit(HandleEvent::Closed).await;
-            ctx.stop();
+            ctx.exit();
         }
     }
 }

@@ -140,7 +140,7 @@ impl Notifier for Session {
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         match self.outcome.take() {
-            Some(Ok(Ok(()))) => ctx.stop(),
+            Some(Ok(Ok(()))) => ctx.exit(),
             Some(Ok(Err(e))) => {
                 tracing::debug!(error = %e, "session ended with an error");
                 ctx.fail(e);

@@ -873,7 +873,7 @@ impl Stream {
             self.duplex.close();
             ctx.emit(StreamEvent::Closed).await;
         }
-        ctx.stop();
+        ctx.exit();
     }
 }
 

@@ -91,7 +91,7 @@ impl Notifier for Pid {
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         if let Some(st) = self.status {
             ctx.emit(st).await;
-            ctx.stop();
+            ctx.exit();
         }
     }
 }

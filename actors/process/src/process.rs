@@ -229,7 +229,7 @@ impl Process {
     async fn try_finish(&mut self, ctx: &mut Ctx<'_, Self>) {
         if self.status.is_some() && self.reading.is_empty() && !self.finished {
             self.report(ctx).await;
-            ctx.stop();
+            ctx.exit();
         }
     }
 

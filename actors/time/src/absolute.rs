@@ -100,7 +100,7 @@ impl Notifier for Absolute {
             f(ev);
         }
         ctx.emit(ev).await;
-        ctx.stop();
+        ctx.exit();
     }
 }
 

@@ -111,7 +111,7 @@ impl Notifier for Countdown {
         })
         .await;
         if self.remove_on_expire {
-            ctx.stop();
+            ctx.exit();
         }
     }
 }

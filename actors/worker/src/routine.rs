@@ -731,7 +731,7 @@ where
                     Some(Ok(bytes)) => match frame::decode::<R>(&bytes) {
                         Ok(r) => {
                             self.shared.result.send_replace(Some(Ok(r)));
-                            ctx.stop();
+                            ctx.exit();
                         }
                         Err(e) => self.fail(ctx, e),
                     },

@@ -177,7 +177,7 @@ impl Notifier for FunctionWorker {
                 fault.kind(),
                 format!("worker {pid} killed ({}): {how}", fault.message()),
             )),
-            None if self.shared.asked.load(Ordering::Acquire) => ctx.stop(),
+            None if self.shared.asked.load(Ordering::Acquire) => ctx.exit(),
             None => ctx.fail(Error::new(
                 "worker",
                 ErrorKind::PeerDied,
