@@ -17,7 +17,7 @@ use crate::{
 /// ([`pool`](Self::pool)) and calls through [`on`](Self::on), whose
 /// `call` takes an `&A` and returns an `R`.
 ///
-/// ```no_run
+/// ```standalone_crate
 /// use ioasync::{worker::{EntryPoint, run_if_worker}, Loop};
 ///
 /// static DOUBLE: EntryPoint<u64, u64> = EntryPoint::new("double");
