@@ -280,42 +280,155 @@ impl<N: Notifier> Clone for NotifierRef<N> {
 
 impl<N: Notifier> NotifierRef<N> {
     /// The notifier's path in the tree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert_eq!(t.path(), "/idle");
+    /// assert_eq!(lp.lookup::<Countdown>("/idle").unwrap().id(), t.id());
+    /// # Ok(()) }
+    /// ```
     pub fn path(&self) -> &str {
         &self.node.path
     }
 
     /// The notifier's name.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert_eq!(t.name(), "idle");
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &str {
         self.node.name()
     }
 
     /// A loop-unique id.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let u = lp.add(Countdown::spec("other", Duration::from_secs(5))).await?;
+    /// assert_ne!(t.id(), u.id());
+    /// assert_eq!(t.clone().id(), t.id());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> u64 {
         self.node.id
     }
 
     /// Its actor is still running (it may be failed or restarting).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert!(t.is_alive());
+    /// t.stop().await;
+    /// assert!(!t.is_alive());
+    /// # Ok(()) }
+    /// ```
     pub fn is_alive(&self) -> bool {
         self.actor.is_alive()
     }
 
     /// Its current supervision state.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::supervision::NodeState;
+    /// assert_eq!(t.state(), NodeState::Running);
+    /// t.stop().await;
+    /// assert_eq!(t.state(), NodeState::Stopped);
+    /// # Ok(()) }
+    /// ```
     pub fn state(&self) -> NodeState {
         self.node.state()
     }
 
     /// How many times it has been restarted.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert_eq!(t.restarts(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn restarts(&self) -> u32 {
         self.node.restarts()
     }
 
     /// The underlying kameo actor, for kameo APIs (links, recipients).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert!(t.actor_ref().is_alive());
+    /// # Ok(()) }
+    /// ```
     pub fn actor_ref(&self) -> &ActorRef<NotifierActor<N>> {
         &self.actor
     }
 
     /// Sends `msg` without waiting for it to be handled; waits for room
     /// in a full mailbox.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::{IsRunning, Stop};
+    /// t.tell(Stop).await?;
+    /// // Messages are handled in order: the stop came first.
+    /// assert!(!t.ask(IsRunning).await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in a full mailbox, nothing was sent.
+    /// Dropped once the message is queued, the notifier still handles it;
+    /// nothing is lost.
     pub async fn tell<M>(&self, msg: M) -> Result<()>
     where
         N: Handler<M>,
@@ -329,6 +442,22 @@ impl<N: Notifier> NotifierRef<N> {
 
     /// Sends `msg` now, or fails with a `Full` error when the mailbox is
     /// full and a `Closed` error when the notifier is gone.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::{IsRunning, Stop};
+    /// t.try_tell(Stop)?;
+    /// assert!(!t.ask(IsRunning).await?);
+    /// t.stop().await;
+    /// assert!(t.try_tell(Stop).unwrap_err().is_closed());
+    /// # Ok(()) }
+    /// ```
     pub fn try_tell<M>(&self, msg: M) -> Result<()>
     where
         N: Handler<M>,
@@ -342,6 +471,28 @@ impl<N: Notifier> NotifierRef<N> {
 
     /// Sends `msg` and waits for the reply. Fails with a clear error when
     /// the notifier is not running or failed while handling it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::{IsRunning, Reset};
+    /// assert!(t.ask(IsRunning).await?);
+    /// t.ask(Reset(Some(Duration::from_secs(60)))).await?;
+    /// t.stop().await;
+    /// assert!(t.ask(IsRunning).await.is_err(), "a stopped notifier answers nothing");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in a full mailbox, nothing was sent.
+    /// Dropped once the message is queued, the notifier still handles it;
+    /// only the reply is lost.
     pub async fn ask<M>(&self, msg: M) -> Result<<N::Reply as Reply>::Ok>
     where
         N: Handler<M>,
@@ -363,6 +514,22 @@ impl<N: Notifier> NotifierRef<N> {
     /// Subscribes `sub` to this notifier's events of type `E`, from now
     /// on. The subscription belongs to the notifier's runtime: it outlives
     /// restarts. Fails once the notifier has left the tree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::{notifier::Subscription, time::Expired};
+    /// let (sub, mut expiries) = Subscription::stream(4);
+    /// t.subscribe::<Expired>(sub)?;
+    /// let e = expiries.recv().await.unwrap();
+    /// assert!(e.fired >= e.deadline);
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe<E>(&self, sub: Subscription<E>) -> Result<()>
     where
         N: Emits<E>,
@@ -374,12 +541,45 @@ impl<N: Notifier> NotifierRef<N> {
     /// Subscribes `sub` to this notifier's [`Exit`](crate::Exit) events:
     /// one per ended incarnation, however it ended (a panic too), after
     /// its `on_stop`, with the reason and whether a restart follows.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::{notifier::Subscription, supervision::Exit};
+    /// let (sub, mut exits) = Subscription::stream(4);
+    /// t.subscribe_exit(sub)?;
+    /// t.stop().await;
+    /// let exit: Exit = exits.recv().await.unwrap();
+    /// assert!(exit.reason.is_normal() && !exit.restarting);
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe_exit(&self, sub: Subscription<crate::exit::Exit>) -> Result<()> {
         self.node.add_subscription("subscribe", sub.into_pending())
     }
 
     /// A stream of this notifier's [`Exit`](crate::Exit) events from now
     /// on (it waits for the reader when 64 are unread).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let mut exits = t.exits()?;
+    /// t.stop().await;
+    /// let exit = exits.recv().await.unwrap();
+    /// assert_eq!(&*exit.path, "/idle");
+    /// assert!(exit.reason.is_normal());
+    /// # Ok(()) }
+    /// ```
     pub fn exits(&self) -> Result<EventStream<crate::exit::Exit>> {
         let (sub, stream) = Subscription::stream(64);
         self.subscribe_exit(sub)?;
@@ -387,6 +587,27 @@ impl<N: Notifier> NotifierRef<N> {
     }
 
     /// Runs `f` inside the notifier for each event of type `E`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
+    /// use ioasync::time::Expired;
+    /// let fired = Arc::new(AtomicU32::new(0));
+    /// let f = fired.clone();
+    /// t.on_event(move |_: Expired| {
+    ///     f.fetch_add(1, Ordering::SeqCst);
+    /// })?;
+    /// let mut done = t.events::<Expired>()?; // subscribed after: runs after the closure
+    /// done.recv().await.unwrap();
+    /// assert_eq!(fired.load(Ordering::SeqCst), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn on_event<E>(&self, f: impl FnMut(E) + Send + 'static) -> Result<()>
     where
         N: Emits<E>,
@@ -400,6 +621,21 @@ impl<N: Notifier> NotifierRef<N> {
     /// [`Subscription::stream_with`] for other bounds and policies). It
     /// misses nothing between two reads and ends when the notifier leaves
     /// the tree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::Expired;
+    /// let mut expiries = t.events::<Expired>()?;
+    /// let e = expiries.recv().await.unwrap();
+    /// assert!(e.fired >= e.deadline);
+    /// # Ok(()) }
+    /// ```
     pub fn events<E>(&self) -> Result<EventStream<E>>
     where
         N: Emits<E>,
@@ -412,6 +648,20 @@ impl<N: Notifier> NotifierRef<N> {
 
     /// A stream of this notifier's events of type `E` from now on,
     /// buffering up to `capacity` with the `overflow` policy when full.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::{notifier::Overflow, time::Expired};
+    /// let mut expiries = t.events_with::<Expired>(1, Overflow::DropOldest)?;
+    /// assert!(expiries.recv().await.is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn events_with<E>(&self, capacity: usize, overflow: Overflow) -> Result<EventStream<E>>
     where
         N: Emits<E>,
@@ -429,6 +679,28 @@ impl<N: Notifier> NotifierRef<N> {
     /// is called, not when its future is first polled: an event emitted
     /// after the call is not missed. Fails once the notifier has left the
     /// tree and every kept event was taken.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::Expired;
+    /// // Made before the expiry, polled after: the event is kept for it.
+    /// let next = t.next_event::<Expired>();
+    /// tokio::time::advance(Duration::from_secs(6)).await;
+    /// let e = next.await?;
+    /// assert!(e.fired >= e.deadline);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is taken from the shared tap only when the future
+    /// returns it; dropped before, the event stays for the next call.
     pub fn next_event<E>(&self) -> impl Future<Output = Result<E>> + Send + 'static
     where
         N: Emits<E>,
@@ -460,18 +732,78 @@ impl<N: Notifier> NotifierRef<N> {
     /// too, through [`Ctx::this`]), one per type `T`, made by `init` on
     /// first use; it outlives restarts. For the handle side of a notifier
     /// type: a pool's call slots, a cache of what its handles computed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// let calls = t.handle_state(|| AtomicU32::new(0));
+    /// calls.fetch_add(1, Ordering::SeqCst);
+    /// // Every handle (clones too) sees the same state; `init` ran once.
+    /// let again = t.clone().handle_state(|| AtomicU32::new(100));
+    /// assert_eq!(again.load(Ordering::SeqCst), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn handle_state<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
         self.node.tap(init)
     }
 
     /// Stops this notifier and its subtree (leaves first, reverse start
     /// order, each within its stop timeout) and removes it from the tree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let report = t.stop().await;
+    /// assert!(report.is_clean());
+    /// assert_eq!(report.stopped, ["/idle"]);
+    /// assert!(lp.lookup::<Countdown>("/idle").is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: this future drives the stop, child by child.
+    /// Dropped part-way, the notifier is left marked stopping with part of
+    /// its subtree stopped; dropped after its own stop was asked for, it
+    /// still stops, but is not killed should it overrun its stop timeout.
+    /// To bound or abandon a stop, give it a deadline
+    /// ([`shutdown`](Self::shutdown)) rather than dropping it, or run it in
+    /// its own task (`tokio::spawn(async move { r.stop().await })`).
     pub async fn stop(&self) -> ShutdownReport {
         self.shutdown(None).await
     }
 
     /// Like [`NotifierRef::stop`], with an overall deadline: whatever has
     /// not stopped by then is killed and reported as overrun.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let report = t.shutdown(Some(Duration::from_secs(1))).await;
+    /// assert!(report.is_clean() && report.overran.is_empty());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`stop`](Self::stop): this future drives the
+    /// stop; bound it with `deadline`, not by dropping it.
     pub async fn shutdown(&self, deadline: Option<Duration>) -> ShutdownReport {
         let mut report = ShutdownReport::default();
         let deadline = deadline.map(|d| Instant::now() + d);
@@ -481,6 +813,25 @@ impl<N: Notifier> NotifierRef<N> {
 
     /// Kills the notifier's actor at once (no graceful stop); its children
     /// are stopped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// t.kill().await;
+    /// assert!(!t.is_alive());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: it stops the children first, then kills the
+    /// actor. Dropped before that, the notifier is left marked stopping,
+    /// some of its children stopped, itself not killed: call `kill` again.
     pub async fn kill(&self) {
         let mut report = ShutdownReport::default();
         self.node.mark_stopping();
@@ -494,11 +845,45 @@ impl<N: Notifier> NotifierRef<N> {
     /// Waits until the notifier has stopped for good. When it returns the
     /// notifier has left the tree: `lookup` no longer finds it and
     /// snapshots no longer show it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let waiter = t.clone();
+    /// let stopped = tokio::spawn(async move { waiter.wait_stopped().await });
+    /// t.stop().await;
+    /// stopped.await.unwrap();
+    /// assert!(lp.lookup::<Countdown>("/idle").is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits; dropping it changes nothing.
     pub async fn wait_stopped(&self) {
         let _ = self.actor.wait_for_shutdown_result().await;
     }
 
     /// A snapshot of this notifier and its subtree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let snap = t.tree();
+    /// assert_eq!((snap.name.as_str(), snap.kind), ("idle", "timer-countdown"));
+    /// assert!(snap.children.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn tree(&self) -> NodeSnapshot {
         self.node.snapshot()
     }

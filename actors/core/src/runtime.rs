@@ -173,11 +173,45 @@ impl<N: Notifier> Ctx<'_, N> {
 
 impl<N: Notifier> NotifierRef<N> {
     /// Adds and starts a child under this notifier; waits for its `init`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let child = t.add_child(Countdown::spec("inner", Duration::from_secs(1))).await?;
+    /// assert_eq!(child.path(), "/idle/inner");
+    /// assert_eq!(t.tree().children.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while the child's `init` runs, the child is still added: it
+    /// runs under this notifier with no handle here (`lookup` finds it).
     pub async fn add_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
         add_child(&self.node, spec.into()).await
     }
 
     /// Adds a child under this notifier without waiting for its `init`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let child = t.start_child(Countdown::spec("inner", Duration::from_secs(1)))?;
+    /// assert_eq!(child.path(), "/idle/inner");
+    /// child.expired().await?; // messages wait for its init
+    /// # use ioasync::prelude::CountdownRef;
+    /// # Ok(()) }
+    /// ```
     pub fn start_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
         start_child(&self.node, spec.into())
     }
@@ -581,6 +615,24 @@ impl<N: Notifier> NotifierRef<N> {
     /// For control and introspection (close now, info, reads), never for
     /// data that must keep its order with the mailbox. Fails when the
     /// notifier is not running.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::IsRunning;
+    /// assert!(t.ask_now(IsRunning).await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before the notifier's turn, the message is still handled
+    /// there; only the reply is lost.
     pub async fn ask_now<M>(&self, msg: M) -> Result<N::Reply>
     where
         N: Handler<M>,
