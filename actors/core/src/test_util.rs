@@ -196,6 +196,28 @@ impl ProbeArgs {
 }
 
 /// A scriptable notifier for supervision tests.
+///
+/// ```
+/// use ioasync::{
+///     Loop,
+///     notifier::Spec,
+///     supervision::Restart,
+///     test_util::{Journal, Panic, Probe, ProbeArgs},
+/// };
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let journal = Journal::new();
+/// let p = lp
+///     .add(Spec::<Probe>::new("p", ProbeArgs::new(&journal)).restart(Restart::Permanent))
+///     .await?;
+/// p.tell(Panic("boom")).await?;
+/// // Synchronise on what it journals, never on a sleep.
+/// journal.wait_count("start /p", 2).await;
+/// assert_eq!(p.restarts(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Probe {
     args: ProbeArgs,

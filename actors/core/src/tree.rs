@@ -20,6 +20,22 @@ use crate::{
 
 /// The root notifier of a tree: it supervises the top-level notifiers and
 /// runs the tree's timed callbacks ([`Tree::call_at`]) in its turns.
+///
+/// ```
+/// use std::time::Duration;
+/// use ioasync::{Loop, time::Countdown};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let root = lp.root();
+/// assert_eq!(root.tree().kind, "root");
+/// // What the Loop adds goes under the root, as its children.
+/// lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+/// let names: Vec<_> = root.tree().children.iter().map(|c| c.name.clone()).collect();
+/// assert!(names.contains(&"idle".to_string()));
+/// # Ok(()) }
+/// ```
 pub struct Root {
     timers: Arc<Timers>,
 }
