@@ -157,6 +157,11 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// subscriber, or closures only, it is delivered before this returns
     /// and the future is ready; only deliveries that may wait are boxed,
     /// which keeps every notifier's idle future small.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while a subscriber's full stream makes it wait, the event
+    /// may have reached some subscribers and not the others.
     pub fn emit<E>(&mut self, event: E) -> impl Future<Output = ()> + Send + '_
     where
         N: Emits<E>,

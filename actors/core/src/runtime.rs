@@ -148,6 +148,11 @@ pub(crate) fn start_actor<C: Notifier>(
 impl<N: Notifier> Ctx<'_, N> {
     /// Adds and starts a child under this notifier; waits for its `init`
     /// (bounded by the child's init timeout).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while the child's `init` runs, the child is still added: it
+    /// runs under this notifier with no handle here.
     pub async fn add_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
         add_child(self.node, spec.into()).await
     }
@@ -161,6 +166,10 @@ impl<N: Notifier> Ctx<'_, N> {
 
     /// Adds and starts a child of a type known only at run time; waits for
     /// its `init`; returns its id.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Ctx::add_child`]: dropped, the child is still added.
     pub async fn add_any(&self, spec: AnySpec) -> Result<u64> {
         spec.0.spawn(self.node).await
     }
@@ -556,6 +565,11 @@ impl<N: Notifier> NotifierRef<N> {
     /// })
     /// # }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Only `Overflow::Wait` waits: dropped while it waits for room, nothing
+    /// was sent. The other policies complete at once.
     pub async fn tell_with<M>(&self, msg: M, overflow: Overflow) -> Result<bool>
     where
         N: Handler<M>,

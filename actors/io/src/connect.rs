@@ -34,6 +34,12 @@ pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 ///     .await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// Dropping the connect future (before it resolves) abandons every
+/// attempt in flight and closes their sockets; a name lookup already
+/// running on tokio's blocking pool finishes there, its result discarded.
 #[derive(Debug, Clone)]
 #[must_use = "a Connect does nothing until awaited"]
 pub struct Connect {
@@ -203,6 +209,11 @@ impl Connect {
 impl Connect {
     /// Connects a datagram socket instead (UDP, or Unix datagram for a
     /// path): sends then go to the target without naming it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, nothing is connected: the socket being
+    /// made is closed with the future.
     pub async fn datagram(self) -> Result<DatagramConnection> {
         let timeout = self.timeout;
         let fut = async move {

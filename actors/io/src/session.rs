@@ -54,6 +54,10 @@ impl StopSignal {
 
     /// Resolves once the stop is asked for (at once if it was). Cancel
     /// safe.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn stopping(&mut self) {
         // An error means the session is gone: that is a stop too.
         let _ = self.0.wait_for(|stop| *stop).await;

@@ -23,6 +23,11 @@ impl SpawnedChild {
     }
 
     /// Waits for the exit (and reaps). Cancel safe.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the child is reaped only when its status is returned;
+    /// dropped before, call `wait` again.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         self.child
             .wait()
@@ -70,6 +75,12 @@ pub struct ChildOutput {
 /// the future before the child exited sends it [`Command::cancel_signal`]
 /// (SIGTERM by default; to its process group when it leads one) and reaps
 /// it in the background.
+///
+/// # Cancel safety
+///
+/// Dropped before the child exited, the child is sent
+/// [`Command::cancel_signal`] and reaped in the background; what it wrote
+/// is lost.
 pub async fn run_child(mut cmd: Command, stdin: impl Into<Bytes>) -> Result<ChildOutput> {
     cmd.stdin(Stdio::Pipe)
         .stdout(Stdio::Pipe)

@@ -154,17 +154,35 @@ where
 {
     /// Calls the entry (see [`FunctionRef::call`]: waits for room in a
     /// full call queue).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`FunctionRef::call`]: dropped before it was queued, nothing was
+    /// sent; dropped once queued, a call no worker took yet is skipped, one a
+    /// worker runs runs to its end and its result is discarded.
     pub async fn call(&self, args: &A) -> Result<R> {
         self.pool.call(args).await
     }
 
     /// Calls the entry, failing at once when the call queue is full (see
     /// [`FunctionRef::try_call`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`FunctionRef::call`]: dropped before it was queued, nothing was
+    /// sent; dropped once queued, a call no worker took yet is skipped, one a
+    /// worker runs runs to its end and its result is discarded.
     pub async fn try_call(&self, args: &A) -> Result<R> {
         self.pool.try_call(args).await
     }
 
     /// Calls the entry with options (see [`FunctionRef::call_with`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`FunctionRef::call`]: dropped before it was queued, nothing was
+    /// sent; dropped once queued, a call no worker took yet is skipped, one a
+    /// worker runs runs to its end and its result is discarded.
     pub async fn call_with(&self, args: &A, options: CallOptions) -> Result<R> {
         self.pool.call_with(args, options).await
     }
