@@ -146,8 +146,8 @@ impl<N: Notifier> Watch<N> {
     ///
     /// Not cancel safe, as [`NotifierRef::stop`]: the future drives the
     /// stop, and the guard is consumed. Dropped part-way, the watch may be
-    /// left stopping; stop it again through a
-    /// [`lookup`](crate::Loop::lookup) of its path.
+    /// left running; stop it through a [`lookup`](crate::Loop::lookup) of
+    /// its path.
     pub async fn cancel(mut self) -> bool {
         let n = self
             .notifier

@@ -779,9 +779,10 @@ impl<N: Notifier> NotifierRef<N> {
     /// # Cancel safety
     ///
     /// Not cancel safe: this future drives the stop, child by child.
-    /// Dropped part-way, the notifier is left marked stopping with part of
-    /// its subtree stopped; dropped after its own stop was asked for, it
-    /// still stops, but is not killed should it overrun its stop timeout.
+    /// Dropped part-way, the notifier is left running (it still answers)
+    /// with part of its subtree stopped and not restarted; a child whose
+    /// stop was already asked for still stops, but is not killed should it
+    /// overrun its stop timeout. Calling `stop` again finishes the job.
     /// To bound or abandon a stop, give it a deadline
     /// ([`shutdown`](Self::shutdown)) rather than dropping it, or run it in
     /// its own task (`tokio::spawn(async move { r.stop().await })`).
@@ -835,8 +836,8 @@ impl<N: Notifier> NotifierRef<N> {
     /// # Cancel safety
     ///
     /// Not cancel safe: it stops the children first, then kills the
-    /// actor. Dropped before that, the notifier is left marked stopping,
-    /// some of its children stopped, itself not killed: call `kill` again.
+    /// actor. Dropped before that, the notifier is left running, some of
+    /// its children stopped and not restarted: call `kill` again.
     pub async fn kill(&self) {
         let mut report = ShutdownReport::default();
         self.node.mark_stopping();
