@@ -23,15 +23,19 @@ pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// A connect request: where, which families, how long. Await it.
 ///
-/// ```no_run
-/// # #[allow(dead_code)]
-/// # async fn f() -> ioasync::Result<()> {
+/// ```
 /// use std::time::Duration;
 /// use ioasync::io::Connect;
 ///
-/// let _conn = Connect::new("localhost:8080".parse::<ioasync::io::Address>()?)
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let port = server.local_addr().unwrap().port();
+/// let conn = Connect::new(format!("localhost:{port}").parse::<ioasync::io::Address>()?)
 ///     .timeout(Duration::from_secs(5))
 ///     .await?;
+/// assert_eq!(conn.peer_addr()?.as_inet().unwrap().port(), port);
+/// assert!(!conn.is_tls());
 /// # Ok(()) }
 /// ```
 ///

@@ -184,7 +184,7 @@ impl Listener {
     /// for each connection (a [`Stream`](crate::Stream) spec, a
     /// [`Framed`](crate::Framed) spec, or any notifier's).
     ///
-    /// ```no_run
+    /// ```
     /// use ioasync::io::{Listen, Listener, ReadAction, Stream};
     ///
     /// let at: ioasync::io::Address = "127.0.0.1:0".parse().unwrap();

@@ -9,7 +9,7 @@
 //! hands the future a [`StopSignal`] and lets it finish, within the
 //! session's stop timeout.
 //!
-//! ```no_run
+//! ```
 //! use ioasync::{Error, io::{Listen, Listener, Session}};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
