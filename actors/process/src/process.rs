@@ -163,6 +163,23 @@ impl ExitWatch {
     /// Resolves when the process has exited (after its streams read to
     /// EOF), or with the error that kept it from starting.
     ///
+    /// ```
+    /// use ioasync::{Loop, process::{Command, Process}};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "exit 9"]);
+    /// let spec = Process::spec("nine", cmd);
+    /// let mut exit = spec.exit_watch(); // before the spec is added
+    /// let child = lp.open_process(spec).await?;
+    /// assert_eq!(exit.wait().await?.code(), Some(9));
+    /// assert_eq!(exit.clone().wait().await?.code(), Some(9), "any number of times");
+    /// # drop(child);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only watches the exit; dropping it changes nothing.

@@ -18,11 +18,36 @@ pub struct SpawnedChild {
 
 impl SpawnedChild {
     /// The pid.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::Command};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut child = lp.spawn_child(Command::new("true"))?;
+    /// assert!(child.pid() > 0);
+    /// assert!(child.wait().await?.success());
+    /// # Ok(()) }
+    /// ```
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Waits for the exit (and reaps). Cancel safe.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::Command};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "exit 6"]);
+    /// let mut child = lp.spawn_child(cmd)?;
+    /// assert_eq!(child.wait().await?.code(), Some(6));
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Cancel safety
     ///
@@ -37,6 +62,20 @@ impl SpawnedChild {
     }
 
     /// Sends SIGKILL now.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::Command, signal::SignalKind};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sleep");
+    /// cmd.arg("30");
+    /// let mut child = lp.spawn_child(cmd)?;
+    /// child.start_kill()?;
+    /// assert_eq!(child.wait().await?.signal(), Some(SignalKind::kill()));
+    /// # Ok(()) }
+    /// ```
     pub fn start_kill(&mut self) -> Result<()> {
         self.child.start_kill().map_err(|e| Error::io("kill", e))
     }

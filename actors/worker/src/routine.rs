@@ -122,6 +122,27 @@ impl<R: Clone> RoutineResult<R> {
     /// panic message, or the exit status of a worker that died). A
     /// restarted routine resolves with its last incarnation's outcome.
     ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, worker::{Entry, Routine, RoutineIo, run_if_worker}};
+    ///
+    /// fn fails(_io: &mut RoutineIo<(), ()>) -> u32 {
+    ///     panic!("out of cheese")
+    /// }
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     run_if_worker([Entry::routine("fails", fails)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let (spec, mut io) = Routine::<(), (), u32>::spec("fails", "fails", 1);
+    ///         l.add(spec).await?;
+    ///         let err = io.result.wait().await.unwrap_err();
+    ///         assert!(err.to_string().contains("out of cheese"), "{err}");
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only watches the outcome; dropping it changes
