@@ -123,7 +123,7 @@ impl<R: Clone> RoutineResult<R> {
     /// restarted routine resolves with its last incarnation's outcome.
     ///
     /// ```standalone_crate
-    /// use ioasync::{Loop, worker::{Entry, Routine, RoutineIo, run_if_worker}};
+    /// use ioasync::{Loop, supervision::Restart, worker::{Entry, Routine, RoutineIo, run_if_worker}};
     ///
     /// fn fails(_io: &mut RoutineIo<(), ()>) -> u32 {
     ///     panic!("out of cheese")
@@ -135,7 +135,7 @@ impl<R: Clone> RoutineResult<R> {
     ///     let l = lp.clone();
     ///     lp.block_on(async move {
     ///         let (spec, mut io) = Routine::<(), (), u32>::spec("fails", "fails", 1);
-    ///         l.add(spec).await?;
+    ///         l.add(spec.restart(Restart::Temporary)).await?; // not restarted
     ///         let err = io.result.wait().await.unwrap_err();
     ///         assert!(err.to_string().contains("out of cheese"), "{err}");
     ///         Ok(())
