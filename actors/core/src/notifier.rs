@@ -158,6 +158,35 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// and the future is ready; only deliveries that may wait are boxed,
     /// which keeps every notifier's idle future small.
     ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct Pinged(u32);
+    /// impl ioasync::notifier::Emits<Pinged> for Cell {}
+    ///
+    /// struct Ping(u32);
+    /// impl Handler<Ping> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, Ping(n): Ping, ctx: &mut Ctx<'_, Self>) {
+    ///         ctx.emit(Pinged(n)).await;
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// let mut pings = cell.events::<Pinged>()?;
+    /// cell.ask(Ping(7)).await?;
+    /// assert_eq!(pings.recv().await, Some(Pinged(7)));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// Dropped while a subscriber's full stream makes it wait, the event
@@ -181,6 +210,35 @@ impl<'a, N: Notifier> Ctx<'a, N> {
 
     /// Whether anybody subscribes to this notifier's events of type `E`
     /// (a notifier may hold what it would emit until somebody listens).
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// #[derive(Clone)]
+    /// struct Pinged;
+    /// impl ioasync::notifier::Emits<Pinged> for Cell {}
+    ///
+    /// struct Listened;
+    /// impl Handler<Listened> for Cell {
+    ///     type Reply = bool;
+    ///     async fn handle(&mut self, _: Listened, ctx: &mut Ctx<'_, Self>) -> bool {
+    ///         ctx.has_subscribers::<Pinged>()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert!(!cell.ask(Listened).await?);
+    /// let _pings = cell.events::<Pinged>()?;
+    /// assert!(cell.ask(Listened).await?);
+    /// # Ok(()) }
+    /// ```
     pub fn has_subscribers<E>(&mut self) -> bool
     where
         N: Emits<E>,
@@ -192,16 +250,85 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     }
 
     /// This notifier's path (`/server/conn-17`).
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Ask;
+    /// impl Handler<Ask> for Cell {
+    ///     type Reply = String;
+    ///     async fn handle(&mut self, _: Ask, ctx: &mut Ctx<'_, Self>) -> String {
+    ///         ctx.path().to_owned()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert_eq!(cell.ask(Ask).await?, "/cell");
+    /// # Ok(()) }
+    /// ```
     pub fn path(&self) -> &str {
         &self.node.path
     }
 
     /// This notifier's name.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Ask;
+    /// impl Handler<Ask> for Cell {
+    ///     type Reply = String;
+    ///     async fn handle(&mut self, _: Ask, ctx: &mut Ctx<'_, Self>) -> String {
+    ///         ctx.name().to_owned()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert_eq!(cell.ask(Ask).await?, "cell");
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &str {
         self.node.name()
     }
 
     /// A handle to this notifier.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Me;
+    /// impl Handler<Me> for Cell {
+    ///     type Reply = u64;
+    ///     async fn handle(&mut self, _: Me, ctx: &mut Ctx<'_, Self>) -> u64 {
+    ///         ctx.this().id() // a handle to hand out: to children, to tasks
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert_eq!(cell.ask(Me).await?, cell.id());
+    /// # Ok(()) }
+    /// ```
     pub fn this(&self) -> NotifierRef<N> {
         NotifierRef {
             actor: self
@@ -214,12 +341,66 @@ impl<'a, N: Notifier> Ctx<'a, N> {
 
     /// Ends this incarnation normally once the current handler returns. A
     /// permanent notifier is restarted; others stop for good.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Done;
+    /// impl Handler<Done> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, _: Done, ctx: &mut Ctx<'_, Self>) {
+    ///         ctx.stop();
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// # drop(cell);
+    /// use ioasync::supervision::Restart;
+    /// let cell = lp.add(Spec::<Cell>::new("once", ()).restart(Restart::Temporary)).await?;
+    /// cell.tell(Done).await?;
+    /// cell.wait_stopped().await; // temporary: it stops for good
+    /// assert!(lp.lookup::<Cell>("/once").is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn stop(&mut self) {
         self.exit = Some(Box::new(ExitReason::Normal));
     }
 
     /// Ends this incarnation abnormally once the current handler returns;
     /// the parent applies its restart policy.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Broken;
+    /// impl Handler<Broken> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, _: Broken, ctx: &mut Ctx<'_, Self>) {
+    ///         ctx.fail(ioasync::Error::invalid_input("broken", "bad state"));
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// let mut exits = cell.exits()?;
+    /// cell.tell(Broken).await?;
+    /// let exit = exits.recv().await.unwrap();
+    /// assert!(!exit.reason.is_normal());
+    /// # Ok(()) }
+    /// ```
     pub fn fail(&mut self, err: Error) {
         self.exit = Some(Box::new(if err.is_panic() {
             ExitReason::panicked(err.message(), None)
@@ -230,11 +411,72 @@ impl<'a, N: Notifier> Ctx<'a, N> {
 
     /// Whether this notifier is stopping for good (removed, or its tree
     /// shutting down): its children are being stopped before it.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Stopping;
+    /// impl Handler<Stopping> for Cell {
+    ///     type Reply = bool;
+    ///     async fn handle(&mut self, _: Stopping, ctx: &mut Ctx<'_, Self>) -> bool {
+    ///         ctx.is_stopping()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert!(!cell.ask(Stopping).await?);
+    /// # Ok(()) }
+    /// ```
     pub fn is_stopping(&self) -> bool {
         self.node.is_stopping()
     }
 
     /// How many times this notifier has been restarted.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Restarts;
+    /// impl Handler<Restarts> for Cell {
+    ///     type Reply = u32;
+    ///     async fn handle(&mut self, _: Restarts, ctx: &mut Ctx<'_, Self>) -> u32 {
+    ///         ctx.restarts()
+    ///     }
+    /// }
+    /// struct Crash;
+    /// impl Handler<Crash> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, _: Crash, _: &mut Ctx<'_, Self>) {
+    ///         panic!("crash");
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// # drop(cell);
+    /// # let cell = lp
+    /// #     .add(Spec::<Cell>::new("permanent", ()).restart(ioasync::supervision::Restart::Permanent))
+    /// #     .await?;
+    /// assert_eq!(cell.ask(Restarts).await?, 0);
+    /// let mut exits = cell.exits()?;
+    /// cell.tell(Crash).await?;
+    /// assert!(exits.recv().await.unwrap().restarting);
+    /// assert_eq!(cell.ask(Restarts).await?, 1); // same handle, next incarnation
+    /// # Ok(()) }
+    /// ```
     pub fn restarts(&self) -> u32 {
         self.node.restarts()
     }
@@ -243,6 +485,31 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// (a child process's pid, a connection's peer): shown as `detail` in
     /// [`NodeSnapshot`](crate::NodeSnapshot), its text form and its DOT
     /// drawing. Kept across restarts until set again; `""` clears it.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Detail(&'static str);
+    /// impl Handler<Detail> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, Detail(d): Detail, ctx: &mut Ctx<'_, Self>) {
+    ///         ctx.set_detail(d);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// cell.ask(Detail("pid=42")).await?;
+    /// assert_eq!(cell.tree().detail.as_deref(), Some("pid=42"));
+    /// assert!(lp.tree().to_string().contains("pid=42"));
+    /// # Ok(()) }
+    /// ```
     pub fn set_detail(&self, detail: impl Into<String>) {
         let d: String = detail.into();
         self.node
@@ -251,6 +518,30 @@ impl<'a, N: Notifier> Ctx<'a, N> {
 
     /// Reports how many bytes this notifier holds in its buffers; shown in
     /// tree snapshots (`buffered=`). One relaxed atomic store.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Hold(usize);
+    /// impl Handler<Hold> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, Hold(n): Hold, ctx: &mut Ctx<'_, Self>) {
+    ///         ctx.set_buffered(n);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// cell.ask(Hold(4096)).await?;
+    /// assert_eq!(cell.tree().buffered, Some(4096));
+    /// # Ok(()) }
+    /// ```
     pub fn set_buffered(&self, bytes: usize) {
         self.node.set_buffered(bytes as u64);
     }

@@ -149,6 +149,32 @@ impl<N: Notifier> Ctx<'_, N> {
     /// Adds and starts a child under this notifier; waits for its `init`
     /// (bounded by the child's init timeout).
     ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// # use std::time::Duration;
+    /// # use ioasync::time::Countdown;
+    /// struct AddTimer;
+    /// impl Handler<AddTimer> for Cell {
+    ///     type Reply = Result<String>;
+    ///     async fn handle(&mut self, _: AddTimer, ctx: &mut Ctx<'_, Self>) -> Result<String> {
+    ///         let t = ctx.add_child(Countdown::spec("timer", Duration::from_secs(1))).await?;
+    ///         Ok(t.path().to_owned())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert_eq!(cell.ask(AddTimer).await?, "/cell/timer");
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// Dropped while the child's `init` runs, the child is still added: it
@@ -160,12 +186,64 @@ impl<N: Notifier> Ctx<'_, N> {
     /// Adds a child under this notifier and returns at once, without
     /// waiting for its `init`: a failed first start is its exit (see
     /// [`Exit`] and the supervision events), and it leaves the tree.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// # use std::time::Duration;
+    /// # use ioasync::time::Countdown;
+    /// struct StartTimer;
+    /// impl Handler<StartTimer> for Cell {
+    ///     type Reply = Result<String>;
+    ///     async fn handle(&mut self, _: StartTimer, ctx: &mut Ctx<'_, Self>) -> Result<String> {
+    ///         let t = ctx.start_child(Countdown::spec("timer", Duration::from_secs(1)))?;
+    ///         Ok(t.path().to_owned())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert_eq!(cell.ask(StartTimer).await?, "/cell/timer");
+    /// # Ok(()) }
+    /// ```
     pub fn start_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
         start_child(self.node, spec.into())
     }
 
     /// Adds and starts a child of a type known only at run time; waits for
     /// its `init`; returns its id.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// # use std::time::Duration;
+    /// # use ioasync::time::Countdown;
+    /// struct AddAny(ioasync::notifier::AnySpec);
+    /// impl Handler<AddAny> for Cell {
+    ///     type Reply = Result<u64>;
+    ///     async fn handle(&mut self, AddAny(spec): AddAny, ctx: &mut Ctx<'_, Self>) -> Result<u64> {
+    ///         ctx.add_any(spec).await
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// let id = cell.ask(AddAny(Countdown::spec("timer", Duration::from_secs(1)).into())).await?;
+    /// assert_eq!(cell.tree().children[0].id, id);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Cancel safety
     ///
@@ -175,6 +253,32 @@ impl<N: Notifier> Ctx<'_, N> {
     }
 
     /// Like [`Ctx::add_any`] without waiting for the child's `init`.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// # use std::time::Duration;
+    /// # use ioasync::time::Countdown;
+    /// struct StartAny(ioasync::notifier::AnySpec);
+    /// impl Handler<StartAny> for Cell {
+    ///     type Reply = Result<u64>;
+    ///     async fn handle(&mut self, StartAny(spec): StartAny, ctx: &mut Ctx<'_, Self>) -> Result<u64> {
+    ///         ctx.start_any(spec)
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// let id = cell.ask(StartAny(Countdown::spec("timer", Duration::from_secs(1)).into())).await?;
+    /// assert_eq!(cell.tree().children[0].id, id);
+    /// # Ok(()) }
+    /// ```
     pub fn start_any(&self, spec: AnySpec) -> Result<u64> {
         spec.0.start(self.node)
     }
