@@ -33,6 +33,31 @@ use crate::{Error, Loop, Result, notifier::NotifierRef};
 /// [`NodeSnapshot`](crate::supervision::NodeSnapshot)'s text form; one that sends
 /// `dot\n` gets [`NodeSnapshot::to_dot`](crate::supervision::NodeSnapshot::to_dot).
 /// Only this machine's users with access to `path` can read it.
+///
+/// ```
+/// use ioasync::{Loop, control::serve_tree};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let path = std::env::temp_dir().join(format!("ioasync-tree-doc-{}.sock", std::process::id()));
+/// let control = serve_tree(&lp, &path).await?;
+/// assert_eq!(control.path(), "/control");
+/// let mut client = tokio::net::UnixStream::connect(&path).await.unwrap();
+/// client.write_all(b"dot\n").await.unwrap();
+/// let mut dot = String::new();
+/// client.read_to_string(&mut dot).await.unwrap();
+/// assert!(dot.starts_with("digraph"), "{dot}");
+/// assert!(dot.contains("control"));
+/// control.stop().await; // removes the socket file
+/// # Ok(()) }
+/// ```
+///
+/// # Cancel safety
+///
+/// Dropped before it completes, the listener may still have been added
+/// under the root (find it at `/control`).
 pub async fn serve_tree(lp: &Loop, path: impl AsRef<Path>) -> Result<NotifierRef<Listener>> {
     let at = Address::Unix(path.as_ref().to_path_buf());
     let view = lp.clone();

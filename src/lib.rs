@@ -51,6 +51,97 @@
 //! }
 //! ```
 //!
+//! ### A service
+//!
+//! A [`Listener`](crate::io::Listener) starts a supervised child per
+//! connection; here each is a [`Framed`](crate::io::Framed) line stream
+//! that answers every line it reads.
+//!
+//! ```
+//! use ioasync::{io::{codec::LineCodec, Framed, Listen, Listener}, prelude::*};
+//! use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+//!
+//! #[tokio::main]
+//! async fn main() -> ioasync::Result<()> {
+//!     let lp = Loop::current()?;
+//!     let at: ioasync::io::Address = "127.0.0.1:0".parse()?;
+//!     let shout = lp
+//!         .add(Listener::spec("shout", Listen::new(at), |conn, peer| {
+//!             Framed::spec(format!("conn-{peer}"), conn, LineCodec::new())
+//!                 .on_frame(|io, line: String| {
+//!                     let _ = io.send(line.to_uppercase());
+//!                 })
+//!         }))
+//!         .await?;
+//!     let addr = shout.local_addr().await?.as_inet().unwrap();
+//!
+//!     let mut client = BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+//!     client.write_all(b"hello\n").await.unwrap();
+//!     let mut reply = String::new();
+//!     client.read_line(&mut reply).await.unwrap();
+//!     assert_eq!(reply, "HELLO\n");
+//!     assert!(lp.shutdown(None).await.is_clean());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ### A pool
+//!
+//! A [`Function`](crate::worker::Function) runs a registered
+//! [`Entry`](crate::worker::Entry) in worker processes: the program
+//! re-executes itself, so [`run_if_worker`](crate::worker::run_if_worker)
+//! comes first in `main`, before any runtime is built.
+//!
+//! ```standalone_crate
+//! use ioasync::{prelude::*, worker::{Entry, Function, run_if_worker}};
+//!
+//! fn fib(n: u64) -> u64 {
+//!     if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
+//! }
+//!
+//! fn main() -> ioasync::Result<()> {
+//!     run_if_worker([Entry::function("fib", fib)]);
+//!     let lp = Loop::new()?;
+//!     let l = lp.clone();
+//!     lp.block_on(async move {
+//!         let pool = l.add(Function::spec("fib", "fib").max_workers(2)).await?;
+//!         let (a, b) = tokio::join!(pool.call::<_, u64>(&20u64), pool.call::<_, u64>(&25u64));
+//!         assert_eq!((a?, b?), (6765, 75025));
+//!         assert!(pool.stats().await?.workers <= 2);
+//!         Ok(())
+//!     })
+//! }
+//! ```
+//!
+//! ### A process
+//!
+//! A [`Process`](crate::process::Process) runs a
+//! [`Command`](crate::process::Command) as a notifier; any of its fds can
+//! be a pipe or a [`Stream`](crate::io::Stream), and its exit is reported
+//! once its output has been read to the end.
+//!
+//! ```
+//! use ioasync::{io::ReadFor, prelude::*, process::{Command, Process, Stdio}};
+//!
+//! #[tokio::main]
+//! async fn main() -> ioasync::Result<()> {
+//!     let lp = Loop::current()?;
+//!     let mut cmd = Command::new("sh");
+//!     cmd.args(["-c", "tr a-z A-Z; exit 2"])
+//!         .stdin(Stdio::stream(|s| s))
+//!         .stdout(Stdio::stream(|s| s));
+//!     let child = lp.open_process(Process::spec("upper", cmd)).await?;
+//!
+//!     let stdin = child.stream(0).unwrap();
+//!     stdin.write("quiet please\n").await?;
+//!     stdin.close_when_empty().await?;
+//!     let (out, _eof) = child.stream(1).unwrap().read(ReadFor::Eof).await?;
+//!     assert_eq!(&out[..], b"QUIET PLEASE\n");
+//!     assert_eq!(child.wait().await?.code(), Some(2));
+//!     Ok(())
+//! }
+//! ```
+//!
 //! ### Supervision
 //!
 //! A panic in a notifier's handler is contained to that notifier: its

@@ -56,21 +56,70 @@ impl<N: Notifier> Watch<N> {
 
     /// The watch's notifier: subscribe to more of its events, read its
     /// state, find it in the tree.
+    ///
+    /// ```
+    /// use ioasync::{Loop, signal::SignalKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let watch = lp.attach_signal(SignalKind::user_defined1(), |_| {}).await?;
+    /// use ioasync::signal::SignalEvent;
+    /// let mut deliveries = watch.notifier().events::<SignalEvent>()?;
+    /// nix::sys::signal::raise(nix::sys::signal::Signal::SIGUSR1).unwrap();
+    /// assert_eq!(deliveries.recv().await.unwrap().count, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn notifier(&self) -> &NotifierRef<N> {
         self.get()
     }
 
     /// The watch's path in the tree.
+    ///
+    /// ```
+    /// use ioasync::{Loop, signal::SignalKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let watch = lp.attach_signal(SignalKind::user_defined1(), |_| {}).await?;
+    /// assert!(lp.tree().find(watch.path()).is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn path(&self) -> &str {
         self.get().path()
     }
 
     /// The watch's kind in the tree (`file`, `signal`, `pid`).
+    ///
+    /// ```
+    /// use ioasync::{Loop, signal::SignalKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let watch = lp.attach_signal(SignalKind::user_defined1(), |_| {}).await?;
+    /// assert_eq!(watch.kind(), "signal");
+    /// # Ok(()) }
+    /// ```
     pub fn kind(&self) -> &'static str {
         N::kind()
     }
 
     /// Whether the watch is still running.
+    ///
+    /// ```
+    /// use ioasync::{Loop, signal::SignalKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let watch = lp.attach_signal(SignalKind::user_defined1(), |_| {}).await?;
+    /// assert!(watch.is_active());
+    /// watch.notifier().stop().await;
+    /// assert!(!watch.is_active());
+    /// # Ok(()) }
+    /// ```
     pub fn is_active(&self) -> bool {
         self.get().is_alive()
     }
@@ -79,6 +128,26 @@ impl<N: Notifier> Watch<N> {
     /// waits until its notifier has stopped; false when it had already
     /// stopped. The last watcher of a signal gives the signal back its
     /// default disposition.
+    ///
+    /// ```
+    /// use ioasync::{Loop, signal::SignalKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let watch = lp.attach_signal(SignalKind::user_defined1(), |_| {}).await?;
+    /// let path = watch.path().to_string();
+    /// assert!(watch.cancel().await, "it was running");
+    /// assert!(lp.tree().find(&path).is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`NotifierRef::stop`]: the future drives the
+    /// stop, and the guard is consumed. Dropped part-way, the watch may be
+    /// left running; stop it through a [`lookup`](crate::Loop::lookup) of
+    /// its path.
     pub async fn cancel(mut self) -> bool {
         let n = self
             .notifier
@@ -91,6 +160,20 @@ impl<N: Notifier> Watch<N> {
 
     /// Keeps the watch for the life of the Loop (or until its notifier is
     /// stopped through the returned handle or [`Loop::remove`](crate::Loop::remove)).
+    ///
+    /// ```
+    /// use ioasync::{Loop, signal::SignalKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let watch = lp.attach_signal(SignalKind::user_defined1(), |_| {}).await?;
+    /// let path = watch.path().to_string();
+    /// let notifier = watch.detach();
+    /// assert!(lp.tree().find(&path).is_some(), "a detached watch runs on");
+    /// notifier.stop().await;
+    /// # Ok(()) }
+    /// ```
     pub fn detach(mut self) -> NotifierRef<N> {
         self.notifier
             .take()
@@ -155,11 +238,46 @@ impl TimerWatch {
 
     /// Cancels the timer (IO::Async's `unwatch_time`); false when it had
     /// already fired.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::Loop;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.watch_time(Duration::from_secs(1), || unreachable!());
+    /// assert!(t.cancel(), "cancelled before it fired");
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let fired = lp.watch_time(Duration::from_secs(1), move || {
+    ///     let _ = tx.send(());
+    /// });
+    /// rx.await.unwrap();
+    /// assert!(!fired.cancel(), "it had fired");
+    /// # Ok(()) }
+    /// ```
     pub fn cancel(mut self) -> bool {
         self.take_cancel()
     }
 
     /// Whether the timer is still waiting to fire.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::Loop;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let t = lp.watch_time(Duration::from_secs(1), move || {
+    ///     let _ = tx.send(());
+    /// });
+    /// assert!(t.is_pending());
+    /// rx.await.unwrap();
+    /// assert!(!t.is_pending());
+    /// # Ok(()) }
+    /// ```
     pub fn is_pending(&self) -> bool {
         match (self.call, self.lp.upgrade()) {
             (Some(call), Some(lp)) => lp.tree.is_call_pending(call),
@@ -168,6 +286,22 @@ impl TimerWatch {
     }
 
     /// Lets the timer fire; it can no longer be cancelled.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::Loop;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// lp.watch_time(Duration::from_secs(1), move || {
+    ///     let _ = tx.send("fired");
+    /// })
+    /// .detach(); // dropped, yet it fires
+    /// assert_eq!(rx.await.unwrap(), "fired");
+    /// # Ok(()) }
+    /// ```
     pub fn detach(mut self) {
         self.call = None;
     }

@@ -130,6 +130,11 @@ impl<T> Sender<T> {
     /// (`Wait`, the default: backpressure), drops the oldest queued or
     /// this message (`DropOldest`, `DropNewest`), or fails with
     /// [`SendError::Full`] naming the bound (`Fail`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while it waits for room, the value is not sent
+    /// (it is dropped with the future); once it returns `Ok`, it is queued.
     pub async fn send(&self, value: T) -> std::result::Result<(), SendError<T>> {
         match &self.tx {
             Tx::Mpsc(tx) => tx.send(value).await.map_err(|e| SendError::Closed(e.0)),
@@ -211,6 +216,11 @@ impl<T> Receiver<T> {
     }
 
     /// The next message.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is taken only when it is returned; dropped
+    /// before, nothing is lost.
     pub async fn recv(&mut self) -> Option<Result<T>> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }

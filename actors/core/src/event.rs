@@ -278,6 +278,11 @@ pub struct EventStream<E>(Arc<Queue<E>>);
 
 impl<E> EventStream<E> {
     /// The next event, or `None` once the notifier is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is taken only when it is returned; dropped
+    /// before, nothing is lost.
     pub async fn recv(&mut self) -> Option<E> {
         std::future::poll_fn(|cx| self.0.poll_pop(cx)).await
     }

@@ -157,6 +157,40 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// subscriber, or closures only, it is delivered before this returns
     /// and the future is ready; only deliveries that may wait are boxed,
     /// which keeps every notifier's idle future small.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct Pinged(u32);
+    /// impl ioasync::notifier::Emits<Pinged> for Cell {}
+    ///
+    /// struct Ping(u32);
+    /// impl Handler<Ping> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, Ping(n): Ping, ctx: &mut Ctx<'_, Self>) {
+    ///         ctx.emit(Pinged(n)).await;
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// let mut pings = cell.events::<Pinged>()?;
+    /// cell.ask(Ping(7)).await?;
+    /// assert_eq!(pings.recv().await, Some(Pinged(7)));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while a subscriber's full stream makes it wait, the event
+    /// may have reached some subscribers and not the others.
     pub fn emit<E>(&mut self, event: E) -> impl Future<Output = ()> + Send + '_
     where
         N: Emits<E>,
@@ -176,6 +210,35 @@ impl<'a, N: Notifier> Ctx<'a, N> {
 
     /// Whether anybody subscribes to this notifier's events of type `E`
     /// (a notifier may hold what it would emit until somebody listens).
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// #[derive(Clone)]
+    /// struct Pinged;
+    /// impl ioasync::notifier::Emits<Pinged> for Cell {}
+    ///
+    /// struct Listened;
+    /// impl Handler<Listened> for Cell {
+    ///     type Reply = bool;
+    ///     async fn handle(&mut self, _: Listened, ctx: &mut Ctx<'_, Self>) -> bool {
+    ///         ctx.has_subscribers::<Pinged>()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert!(!cell.ask(Listened).await?);
+    /// let _pings = cell.events::<Pinged>()?;
+    /// assert!(cell.ask(Listened).await?);
+    /// # Ok(()) }
+    /// ```
     pub fn has_subscribers<E>(&mut self) -> bool
     where
         N: Emits<E>,
@@ -187,16 +250,85 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     }
 
     /// This notifier's path (`/server/conn-17`).
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Ask;
+    /// impl Handler<Ask> for Cell {
+    ///     type Reply = String;
+    ///     async fn handle(&mut self, _: Ask, ctx: &mut Ctx<'_, Self>) -> String {
+    ///         ctx.path().to_owned()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert_eq!(cell.ask(Ask).await?, "/cell");
+    /// # Ok(()) }
+    /// ```
     pub fn path(&self) -> &str {
         &self.node.path
     }
 
     /// This notifier's name.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Ask;
+    /// impl Handler<Ask> for Cell {
+    ///     type Reply = String;
+    ///     async fn handle(&mut self, _: Ask, ctx: &mut Ctx<'_, Self>) -> String {
+    ///         ctx.name().to_owned()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert_eq!(cell.ask(Ask).await?, "cell");
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &str {
         self.node.name()
     }
 
     /// A handle to this notifier.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Me;
+    /// impl Handler<Me> for Cell {
+    ///     type Reply = u64;
+    ///     async fn handle(&mut self, _: Me, ctx: &mut Ctx<'_, Self>) -> u64 {
+    ///         ctx.this().id() // a handle to hand out: to children, to tasks
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert_eq!(cell.ask(Me).await?, cell.id());
+    /// # Ok(()) }
+    /// ```
     pub fn this(&self) -> NotifierRef<N> {
         NotifierRef {
             actor: self
@@ -211,12 +343,66 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// exit, not a stop: a permanent notifier is restarted; others leave
     /// the tree). To stop a notifier for good, from outside or from a
     /// sibling, [`NotifierRef::stop`].
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Done;
+    /// impl Handler<Done> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, _: Done, ctx: &mut Ctx<'_, Self>) {
+    ///         ctx.exit();
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// # drop(cell);
+    /// use ioasync::supervision::Restart;
+    /// let cell = lp.add(Spec::<Cell>::new("once", ()).restart(Restart::Temporary)).await?;
+    /// cell.tell(Done).await?;
+    /// cell.wait_stopped().await; // temporary: it stops for good
+    /// assert!(lp.lookup::<Cell>("/once").is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn exit(&mut self) {
         self.exit = Some(Box::new(ExitReason::Normal));
     }
 
     /// Ends this incarnation abnormally once the current handler returns;
     /// the parent applies its restart policy.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Broken;
+    /// impl Handler<Broken> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, _: Broken, ctx: &mut Ctx<'_, Self>) {
+    ///         ctx.fail(ioasync::Error::invalid_input("broken", "bad state"));
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// let mut exits = cell.exits()?;
+    /// cell.tell(Broken).await?;
+    /// let exit = exits.recv().await.unwrap();
+    /// assert!(!exit.reason.is_normal());
+    /// # Ok(()) }
+    /// ```
     pub fn fail(&mut self, err: Error) {
         self.exit = Some(Box::new(if err.is_panic() {
             ExitReason::panicked(err.message(), None)
@@ -227,11 +413,72 @@ impl<'a, N: Notifier> Ctx<'a, N> {
 
     /// Whether this notifier is stopping for good (removed, or its tree
     /// shutting down): its children are being stopped before it.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Stopping;
+    /// impl Handler<Stopping> for Cell {
+    ///     type Reply = bool;
+    ///     async fn handle(&mut self, _: Stopping, ctx: &mut Ctx<'_, Self>) -> bool {
+    ///         ctx.is_stopping()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert!(!cell.ask(Stopping).await?);
+    /// # Ok(()) }
+    /// ```
     pub fn is_stopping(&self) -> bool {
         self.node.is_stopping()
     }
 
     /// How many times this notifier has been restarted.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Restarts;
+    /// impl Handler<Restarts> for Cell {
+    ///     type Reply = u32;
+    ///     async fn handle(&mut self, _: Restarts, ctx: &mut Ctx<'_, Self>) -> u32 {
+    ///         ctx.restarts()
+    ///     }
+    /// }
+    /// struct Crash;
+    /// impl Handler<Crash> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, _: Crash, _: &mut Ctx<'_, Self>) {
+    ///         panic!("crash");
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// # drop(cell);
+    /// # let cell = lp
+    /// #     .add(Spec::<Cell>::new("permanent", ()).restart(ioasync::supervision::Restart::Permanent))
+    /// #     .await?;
+    /// assert_eq!(cell.ask(Restarts).await?, 0);
+    /// let mut exits = cell.exits()?;
+    /// cell.tell(Crash).await?;
+    /// assert!(exits.recv().await.unwrap().restarting);
+    /// assert_eq!(cell.ask(Restarts).await?, 1); // same handle, next incarnation
+    /// # Ok(()) }
+    /// ```
     pub fn restarts(&self) -> u32 {
         self.node.restarts()
     }
@@ -240,6 +487,31 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// (a child process's pid, a connection's peer): shown as `detail` in
     /// [`NodeSnapshot`](crate::NodeSnapshot), its text form and its DOT
     /// drawing. Kept across restarts until set again; `""` clears it.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Detail(&'static str);
+    /// impl Handler<Detail> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, Detail(d): Detail, ctx: &mut Ctx<'_, Self>) {
+    ///         ctx.set_detail(d);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// cell.ask(Detail("pid=42")).await?;
+    /// assert_eq!(cell.tree().detail.as_deref(), Some("pid=42"));
+    /// assert!(lp.tree().to_string().contains("pid=42"));
+    /// # Ok(()) }
+    /// ```
     pub fn set_detail(&self, detail: impl Into<String>) {
         let d: String = detail.into();
         self.node
@@ -248,6 +520,30 @@ impl<'a, N: Notifier> Ctx<'a, N> {
 
     /// Reports how many bytes this notifier holds in its buffers; shown in
     /// tree snapshots (`buffered=`). One relaxed atomic store.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// struct Hold(usize);
+    /// impl Handler<Hold> for Cell {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, Hold(n): Hold, ctx: &mut Ctx<'_, Self>) {
+    ///         ctx.set_buffered(n);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// cell.ask(Hold(4096)).await?;
+    /// assert_eq!(cell.tree().buffered, Some(4096));
+    /// # Ok(()) }
+    /// ```
     pub fn set_buffered(&self, bytes: usize) {
         self.node.set_buffered(bytes as u64);
     }
@@ -282,42 +578,155 @@ impl<N: Notifier> Clone for NotifierRef<N> {
 
 impl<N: Notifier> NotifierRef<N> {
     /// The notifier's path in the tree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert_eq!(t.path(), "/idle");
+    /// assert_eq!(lp.lookup::<Countdown>("/idle").unwrap().id(), t.id());
+    /// # Ok(()) }
+    /// ```
     pub fn path(&self) -> &str {
         &self.node.path
     }
 
     /// The notifier's name.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert_eq!(t.name(), "idle");
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &str {
         self.node.name()
     }
 
     /// A loop-unique id.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let u = lp.add(Countdown::spec("other", Duration::from_secs(5))).await?;
+    /// assert_ne!(t.id(), u.id());
+    /// assert_eq!(t.clone().id(), t.id());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> u64 {
         self.node.id
     }
 
     /// Its actor is still running (it may be failed or restarting).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert!(t.is_alive());
+    /// t.stop().await;
+    /// assert!(!t.is_alive());
+    /// # Ok(()) }
+    /// ```
     pub fn is_alive(&self) -> bool {
         self.actor.is_alive()
     }
 
     /// Its current supervision state.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::supervision::NodeState;
+    /// assert_eq!(t.state(), NodeState::Running);
+    /// t.stop().await;
+    /// assert_eq!(t.state(), NodeState::Stopped);
+    /// # Ok(()) }
+    /// ```
     pub fn state(&self) -> NodeState {
         self.node.state()
     }
 
     /// How many times it has been restarted.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert_eq!(t.restarts(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn restarts(&self) -> u32 {
         self.node.restarts()
     }
 
     /// The underlying kameo actor, for kameo APIs (links, recipients).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert!(t.actor_ref().is_alive());
+    /// # Ok(()) }
+    /// ```
     pub fn actor_ref(&self) -> &ActorRef<NotifierActor<N>> {
         &self.actor
     }
 
     /// Sends `msg` without waiting for it to be handled; waits for room
     /// in a full mailbox.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::{IsRunning, Stop};
+    /// t.tell(Stop).await?;
+    /// // Messages are handled in order: the stop came first.
+    /// assert!(!t.ask(IsRunning).await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in a full mailbox, nothing was sent.
+    /// Dropped once the message is queued, the notifier still handles it;
+    /// nothing is lost.
     pub async fn tell<M>(&self, msg: M) -> Result<()>
     where
         N: Handler<M>,
@@ -331,6 +740,22 @@ impl<N: Notifier> NotifierRef<N> {
 
     /// Sends `msg` now, or fails with a `Full` error when the mailbox is
     /// full and a `Closed` error when the notifier is gone.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::{IsRunning, Stop};
+    /// t.try_tell(Stop)?;
+    /// assert!(!t.ask(IsRunning).await?);
+    /// t.stop().await;
+    /// assert!(t.try_tell(Stop).unwrap_err().is_closed());
+    /// # Ok(()) }
+    /// ```
     pub fn try_tell<M>(&self, msg: M) -> Result<()>
     where
         N: Handler<M>,
@@ -344,6 +769,28 @@ impl<N: Notifier> NotifierRef<N> {
 
     /// Sends `msg` and waits for the reply. Fails with a clear error when
     /// the notifier is not running or failed while handling it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::{IsRunning, Reset};
+    /// assert!(t.ask(IsRunning).await?);
+    /// t.ask(Reset(Some(Duration::from_secs(60)))).await?;
+    /// t.stop().await;
+    /// assert!(t.ask(IsRunning).await.is_err(), "a stopped notifier answers nothing");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in a full mailbox, nothing was sent.
+    /// Dropped once the message is queued, the notifier still handles it;
+    /// only the reply is lost.
     pub async fn ask<M>(&self, msg: M) -> Result<<N::Reply as Reply>::Ok>
     where
         N: Handler<M>,
@@ -365,6 +812,22 @@ impl<N: Notifier> NotifierRef<N> {
     /// Subscribes `sub` to this notifier's events of type `E`, from now
     /// on. The subscription belongs to the notifier's runtime: it outlives
     /// restarts. Fails once the notifier has left the tree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::{notifier::Subscription, time::Expired};
+    /// let (sub, mut expiries) = Subscription::stream(4);
+    /// t.subscribe::<Expired>(sub)?;
+    /// let e = expiries.recv().await.unwrap();
+    /// assert!(e.fired >= e.deadline);
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe<E>(&self, sub: Subscription<E>) -> Result<()>
     where
         N: Emits<E>,
@@ -376,12 +839,45 @@ impl<N: Notifier> NotifierRef<N> {
     /// Subscribes `sub` to this notifier's [`Exit`](crate::Exit) events:
     /// one per ended incarnation, however it ended (a panic too), after
     /// its `on_stop`, with the reason and whether a restart follows.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::{notifier::Subscription, supervision::Exit};
+    /// let (sub, mut exits) = Subscription::stream(4);
+    /// t.subscribe_exit(sub)?;
+    /// t.stop().await;
+    /// let exit: Exit = exits.recv().await.unwrap();
+    /// assert!(exit.reason.is_normal() && !exit.restarting);
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe_exit(&self, sub: Subscription<crate::exit::Exit>) -> Result<()> {
         self.node.add_subscription("subscribe", sub.into_pending())
     }
 
     /// A stream of this notifier's [`Exit`](crate::Exit) events from now
     /// on (it waits for the reader when 64 are unread).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let mut exits = t.exits()?;
+    /// t.stop().await;
+    /// let exit = exits.recv().await.unwrap();
+    /// assert_eq!(&*exit.path, "/idle");
+    /// assert!(exit.reason.is_normal());
+    /// # Ok(()) }
+    /// ```
     pub fn exits(&self) -> Result<EventStream<crate::exit::Exit>> {
         let (sub, stream) = Subscription::stream(64);
         self.subscribe_exit(sub)?;
@@ -389,6 +885,27 @@ impl<N: Notifier> NotifierRef<N> {
     }
 
     /// Runs `f` inside the notifier for each event of type `E`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
+    /// use ioasync::time::Expired;
+    /// let fired = Arc::new(AtomicU32::new(0));
+    /// let f = fired.clone();
+    /// t.on_event(move |_: Expired| {
+    ///     f.fetch_add(1, Ordering::SeqCst);
+    /// })?;
+    /// let mut done = t.events::<Expired>()?; // subscribed after: runs after the closure
+    /// done.recv().await.unwrap();
+    /// assert_eq!(fired.load(Ordering::SeqCst), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn on_event<E>(&self, f: impl FnMut(E) + Send + 'static) -> Result<()>
     where
         N: Emits<E>,
@@ -402,6 +919,21 @@ impl<N: Notifier> NotifierRef<N> {
     /// [`Subscription::stream_with`] for other bounds and policies). It
     /// misses nothing between two reads and ends when the notifier leaves
     /// the tree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::Expired;
+    /// let mut expiries = t.events::<Expired>()?;
+    /// let e = expiries.recv().await.unwrap();
+    /// assert!(e.fired >= e.deadline);
+    /// # Ok(()) }
+    /// ```
     pub fn events<E>(&self) -> Result<EventStream<E>>
     where
         N: Emits<E>,
@@ -414,6 +946,20 @@ impl<N: Notifier> NotifierRef<N> {
 
     /// A stream of this notifier's events of type `E` from now on,
     /// buffering up to `capacity` with the `overflow` policy when full.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::{notifier::Overflow, time::Expired};
+    /// let mut expiries = t.events_with::<Expired>(1, Overflow::DropOldest)?;
+    /// assert!(expiries.recv().await.is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn events_with<E>(&self, capacity: usize, overflow: Overflow) -> Result<EventStream<E>>
     where
         N: Emits<E>,
@@ -431,6 +977,28 @@ impl<N: Notifier> NotifierRef<N> {
     /// is called, not when its future is first polled: an event emitted
     /// after the call is not missed. Fails once the notifier has left the
     /// tree and every kept event was taken.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::Expired;
+    /// // Made before the expiry, polled after: the event is kept for it.
+    /// let next = t.next_event::<Expired>();
+    /// tokio::time::advance(Duration::from_secs(6)).await;
+    /// let e = next.await?;
+    /// assert!(e.fired >= e.deadline);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is taken from the shared tap only when the future
+    /// returns it; dropped before, the event stays for the next call.
     pub fn next_event<E>(&self) -> impl Future<Output = Result<E>> + Send + 'static
     where
         N: Emits<E>,
@@ -462,18 +1030,79 @@ impl<N: Notifier> NotifierRef<N> {
     /// too, through [`Ctx::this`]), one per type `T`, made by `init` on
     /// first use; it outlives restarts. For the handle side of a notifier
     /// type: a pool's call slots, a cache of what its handles computed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// let calls = t.handle_state(|| AtomicU32::new(0));
+    /// calls.fetch_add(1, Ordering::SeqCst);
+    /// // Every handle (clones too) sees the same state; `init` ran once.
+    /// let again = t.clone().handle_state(|| AtomicU32::new(100));
+    /// assert_eq!(again.load(Ordering::SeqCst), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn handle_state<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
         self.node.tap(init)
     }
 
     /// Stops this notifier and its subtree (leaves first, reverse start
     /// order, each within its stop timeout) and removes it from the tree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let report = t.stop().await;
+    /// assert!(report.is_clean());
+    /// assert_eq!(report.stopped, ["/idle"]);
+    /// assert!(lp.lookup::<Countdown>("/idle").is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: this future drives the stop, child by child.
+    /// Dropped part-way, the notifier is left running (it still answers)
+    /// with part of its subtree stopped and not restarted; a child whose
+    /// stop was already asked for still stops, but is not killed should it
+    /// overrun its stop timeout. Calling `stop` again finishes the job.
+    /// To bound or abandon a stop, give it a deadline
+    /// ([`shutdown`](Self::shutdown)) rather than dropping it, or run it in
+    /// its own task (`tokio::spawn(async move { r.stop().await })`).
     pub async fn stop(&self) -> ShutdownReport {
         self.shutdown(None).await
     }
 
     /// Like [`NotifierRef::stop`], with an overall deadline: whatever has
     /// not stopped by then is killed and reported as overrun.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let report = t.shutdown(Some(Duration::from_secs(1))).await;
+    /// assert!(report.is_clean() && report.overran.is_empty());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`stop`](Self::stop): this future drives the
+    /// stop; bound it with `deadline`, not by dropping it.
     pub async fn shutdown(&self, deadline: Option<Duration>) -> ShutdownReport {
         let mut report = ShutdownReport::default();
         let deadline = deadline.map(|d| Instant::now() + d);
@@ -483,6 +1112,25 @@ impl<N: Notifier> NotifierRef<N> {
 
     /// Kills the notifier's actor at once (no graceful stop); its children
     /// are stopped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// t.kill().await;
+    /// assert!(!t.is_alive());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: it stops the children first, then kills the
+    /// actor. Dropped before that, the notifier is left running, some of
+    /// its children stopped and not restarted: call `kill` again.
     pub async fn kill(&self) {
         let mut report = ShutdownReport::default();
         self.node.mark_stopping();
@@ -496,11 +1144,45 @@ impl<N: Notifier> NotifierRef<N> {
     /// Waits until the notifier has stopped for good. When it returns the
     /// notifier has left the tree: `lookup` no longer finds it and
     /// snapshots no longer show it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let waiter = t.clone();
+    /// let stopped = tokio::spawn(async move { waiter.wait_stopped().await });
+    /// t.stop().await;
+    /// stopped.await.unwrap();
+    /// assert!(lp.lookup::<Countdown>("/idle").is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits; dropping it changes nothing.
     pub async fn wait_stopped(&self) {
         let _ = self.actor.wait_for_shutdown_result().await;
     }
 
     /// A snapshot of this notifier and its subtree.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let snap = t.tree();
+    /// assert_eq!((snap.name.as_str(), snap.kind), ("idle", "timer-countdown"));
+    /// assert!(snap.children.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn tree(&self) -> NodeSnapshot {
         self.node.snapshot()
     }

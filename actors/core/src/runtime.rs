@@ -148,6 +148,37 @@ pub(crate) fn start_actor<C: Notifier>(
 impl<N: Notifier> Ctx<'_, N> {
     /// Adds and starts a child under this notifier; waits for its `init`
     /// (bounded by the child's init timeout).
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// # use std::time::Duration;
+    /// # use ioasync::time::Countdown;
+    /// struct AddTimer;
+    /// impl Handler<AddTimer> for Cell {
+    ///     type Reply = Result<String>;
+    ///     async fn handle(&mut self, _: AddTimer, ctx: &mut Ctx<'_, Self>) -> Result<String> {
+    ///         let t = ctx.add_child(Countdown::spec("timer", Duration::from_secs(1))).await?;
+    ///         Ok(t.path().to_owned())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert_eq!(cell.ask(AddTimer).await?, "/cell/timer");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while the child's `init` runs, the child is still added: it
+    /// runs under this notifier with no handle here.
     pub async fn add_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
         add_child(self.node, spec.into()).await
     }
@@ -155,17 +186,99 @@ impl<N: Notifier> Ctx<'_, N> {
     /// Adds a child under this notifier and returns at once, without
     /// waiting for its `init`: a failed first start is its exit (see
     /// [`Exit`] and the supervision events), and it leaves the tree.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// # use std::time::Duration;
+    /// # use ioasync::time::Countdown;
+    /// struct StartTimer;
+    /// impl Handler<StartTimer> for Cell {
+    ///     type Reply = Result<String>;
+    ///     async fn handle(&mut self, _: StartTimer, ctx: &mut Ctx<'_, Self>) -> Result<String> {
+    ///         let t = ctx.start_child(Countdown::spec("timer", Duration::from_secs(1)))?;
+    ///         Ok(t.path().to_owned())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert_eq!(cell.ask(StartTimer).await?, "/cell/timer");
+    /// # Ok(()) }
+    /// ```
     pub fn start_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
         start_child(self.node, spec.into())
     }
 
     /// Adds and starts a child of a type known only at run time; waits for
     /// its `init`; returns its id.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// # use std::time::Duration;
+    /// # use ioasync::time::Countdown;
+    /// struct AddAny(ioasync::notifier::AnySpec);
+    /// impl Handler<AddAny> for Cell {
+    ///     type Reply = Result<u64>;
+    ///     async fn handle(&mut self, AddAny(spec): AddAny, ctx: &mut Ctx<'_, Self>) -> Result<u64> {
+    ///         ctx.add_any(spec).await
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// let id = cell.ask(AddAny(Countdown::spec("timer", Duration::from_secs(1)).into())).await?;
+    /// assert_eq!(cell.tree().children[0].id, id);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Ctx::add_child`]: dropped, the child is still added.
     pub async fn add_any(&self, spec: AnySpec) -> Result<u64> {
         spec.0.spawn(self.node).await
     }
 
     /// Like [`Ctx::add_any`] without waiting for the child's `init`.
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// # use std::time::Duration;
+    /// # use ioasync::time::Countdown;
+    /// struct StartAny(ioasync::notifier::AnySpec);
+    /// impl Handler<StartAny> for Cell {
+    ///     type Reply = Result<u64>;
+    ///     async fn handle(&mut self, StartAny(spec): StartAny, ctx: &mut Ctx<'_, Self>) -> Result<u64> {
+    ///         ctx.start_any(spec)
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// let id = cell.ask(StartAny(Countdown::spec("timer", Duration::from_secs(1)).into())).await?;
+    /// assert_eq!(cell.tree().children[0].id, id);
+    /// # Ok(()) }
+    /// ```
     pub fn start_any(&self, spec: AnySpec) -> Result<u64> {
         spec.0.start(self.node)
     }
@@ -173,11 +286,45 @@ impl<N: Notifier> Ctx<'_, N> {
 
 impl<N: Notifier> NotifierRef<N> {
     /// Adds and starts a child under this notifier; waits for its `init`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let child = t.add_child(Countdown::spec("inner", Duration::from_secs(1))).await?;
+    /// assert_eq!(child.path(), "/idle/inner");
+    /// assert_eq!(t.tree().children.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while the child's `init` runs, the child is still added: it
+    /// runs under this notifier with no handle here (`lookup` finds it).
     pub async fn add_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
         add_child(&self.node, spec.into()).await
     }
 
     /// Adds a child under this notifier without waiting for its `init`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let child = t.start_child(Countdown::spec("inner", Duration::from_secs(1)))?;
+    /// assert_eq!(child.path(), "/idle/inner");
+    /// child.expired().await?; // messages wait for its init
+    /// # use ioasync::prelude::CountdownRef;
+    /// # Ok(()) }
+    /// ```
     pub fn start_child<C: Notifier>(&self, spec: impl Into<Spec<C>>) -> Result<NotifierRef<C>> {
         start_child(&self.node, spec.into())
     }
@@ -522,6 +669,11 @@ impl<N: Notifier> NotifierRef<N> {
     /// })
     /// # }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Only `Overflow::Wait` waits: dropped while it waits for room, nothing
+    /// was sent. The other policies complete at once.
     pub async fn tell_with<M>(&self, msg: M, overflow: Overflow) -> Result<bool>
     where
         N: Handler<M>,
@@ -581,6 +733,24 @@ impl<N: Notifier> NotifierRef<N> {
     /// For control and introspection (close now, info, reads), never for
     /// data that must keep its order with the mailbox. Fails when the
     /// notifier is not running.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// use ioasync::time::IsRunning;
+    /// assert!(t.ask_now(IsRunning).await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before the notifier's turn, the message is still handled
+    /// there; only the reply is lost.
     pub async fn ask_now<M>(&self, msg: M) -> Result<N::Reply>
     where
         N: Handler<M>,

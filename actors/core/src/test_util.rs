@@ -58,12 +58,20 @@ impl Journal {
     }
 
     /// Waits until `pred` holds for the lines.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn wait_until(&self, pred: impl FnMut(&Vec<String>) -> bool) {
         let mut rx = self.0.subscribe();
         let _ = rx.wait_for(pred).await;
     }
 
     /// Waits until `line` has been recorded `n` times.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn wait_count(&self, line: &str, n: usize) {
         self.wait_until(|v| v.iter().filter(|l| *l == line).count() >= n)
             .await
@@ -98,6 +106,10 @@ impl Gate {
     }
 
     /// Waits until the gate is open.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn wait(&self) {
         let mut rx = self.0.subscribe();
         let _ = rx.wait_for(|open| *open).await;
@@ -128,6 +140,10 @@ impl<E: Clone + Send + Sync + 'static> Recorder<E> {
     }
 
     /// Waits until at least `n` events were recorded; returns them.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits; nothing is taken from the recorder.
     pub async fn wait_len(&self, n: usize) -> Vec<E> {
         let mut rx = self.0.subscribe();
         let _ = rx.wait_for(|v| v.len() >= n).await;
@@ -196,6 +212,28 @@ impl ProbeArgs {
 }
 
 /// A scriptable notifier for supervision tests.
+///
+/// ```
+/// use ioasync::{
+///     Loop,
+///     notifier::Spec,
+///     supervision::Restart,
+///     test_util::{Journal, Panic, Probe, ProbeArgs},
+/// };
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let journal = Journal::new();
+/// let p = lp
+///     .add(Spec::<Probe>::new("p", ProbeArgs::new(&journal)).restart(Restart::Permanent))
+///     .await?;
+/// p.tell(Panic("boom")).await?;
+/// // Synchronise on what it journals, never on a sleep.
+/// journal.wait_count("start /p", 2).await;
+/// assert_eq!(p.restarts(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Probe {
     args: ProbeArgs,

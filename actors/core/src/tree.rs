@@ -20,6 +20,22 @@ use crate::{
 
 /// The root notifier of a tree: it supervises the top-level notifiers and
 /// runs the tree's timed callbacks ([`Tree::call_at`]) in its turns.
+///
+/// ```
+/// use std::time::Duration;
+/// use ioasync::{Loop, time::Countdown};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let root = lp.root();
+/// assert_eq!(root.tree().kind, "root");
+/// // What the Loop adds goes under the root, as its children.
+/// lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+/// let names: Vec<_> = root.tree().children.iter().map(|c| c.name.clone()).collect();
+/// assert!(names.contains(&"idle".to_string()));
+/// # Ok(()) }
+/// ```
 pub struct Root {
     timers: Arc<Timers>,
 }
@@ -128,12 +144,22 @@ impl Tree {
     }
 
     /// Adds and starts a notifier under the root.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while the notifier's `init` runs, it is still added under the
+    /// root, with no handle here ([`Tree::lookup`] finds it).
     pub async fn add<N: Notifier>(&self, spec: impl Into<Spec<N>>) -> Result<NotifierRef<N>> {
         self.root.add_child(spec.into()).await
     }
 
     /// Stops the notifier at `path` and its subtree; `None` when no such
     /// notifier is in the tree.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`NotifierRef::stop`]: this future drives the stop;
+    /// bound it with `deadline` rather than dropping it.
     pub async fn remove(&self, path: &str, deadline: Option<Duration>) -> Option<ShutdownReport> {
         let node = self.shared.lookup_path(path)?;
         let mut report = ShutdownReport::default();
@@ -144,6 +170,11 @@ impl Tree {
 
     /// Stops every notifier under the root, leaves first in reverse start
     /// order, within `deadline`; the root stays, ready for new children.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`NotifierRef::stop`]: this future drives the
+    /// shutdown; bound it with `deadline` rather than dropping it.
     pub async fn shutdown(&self, deadline: Option<Duration>) -> ShutdownReport {
         let mut report = ShutdownReport::default();
         let deadline = deadline.map(|d| Instant::now() + d);
@@ -166,6 +197,10 @@ impl Tree {
     }
 
     /// Resolves when a failure escalates past the root.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn escalated(&self) -> ExitReason {
         self.shared.fatal.wait().await
     }

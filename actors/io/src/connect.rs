@@ -23,17 +23,27 @@ pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// A connect request: where, which families, how long. Await it.
 ///
-/// ```no_run
-/// # #[allow(dead_code)]
-/// # async fn f() -> ioasync::Result<()> {
+/// ```
 /// use std::time::Duration;
 /// use ioasync::io::Connect;
 ///
-/// let _conn = Connect::new("localhost:8080".parse::<ioasync::io::Address>()?)
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let port = server.local_addr().unwrap().port();
+/// let conn = Connect::new(format!("localhost:{port}").parse::<ioasync::io::Address>()?)
 ///     .timeout(Duration::from_secs(5))
 ///     .await?;
+/// assert_eq!(conn.peer_addr()?.as_inet().unwrap().port(), port);
+/// assert!(!conn.is_tls());
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// Dropping the connect future (before it resolves) abandons every
+/// attempt in flight and closes their sockets; a name lookup already
+/// running on tokio's blocking pool finishes there, its result discarded.
 #[derive(Debug, Clone)]
 #[must_use = "a Connect does nothing until awaited"]
 pub struct Connect {
@@ -203,6 +213,11 @@ impl Connect {
 impl Connect {
     /// Connects a datagram socket instead (UDP, or Unix datagram for a
     /// path): sends then go to the target without naming it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, nothing is connected: the socket being
+    /// made is closed with the future.
     pub async fn datagram(self) -> Result<DatagramConnection> {
         let timeout = self.timeout;
         let fut = async move {

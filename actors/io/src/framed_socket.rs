@@ -42,6 +42,25 @@ impl<C> fmt::Debug for FramedSocketArgs<C> {
 }
 
 /// A datagram socket speaking typed frames through a codec.
+///
+/// ```
+/// use ioasync::{Loop, io::{DatagramEvent, FramedSocket, codec::LineCodec}};
+/// use tokio::net::UdpSocket;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// let ours = udp.local_addr().unwrap();
+/// let lines = lp.add(FramedSocket::udp("lines", udp, LineCodec::new())).await?;
+/// let mut frames = lines.events::<DatagramEvent<String>>()?;
+/// let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// peer.send_to(b"hello\n", ours).await.unwrap();
+/// let DatagramEvent::Frame(line, from) = frames.recv().await.unwrap() else { panic!() };
+/// assert_eq!(line, "hello");
+/// assert_eq!(from.as_inet(), Some(peer.local_addr().unwrap()));
+/// # Ok(()) }
+/// ```
 pub struct FramedSocket<C: Decoder, O> {
     socket: Socket,
     codec: C,
@@ -173,7 +192,30 @@ where
 
 /// Typed datagram operations on a framed socket's handle.
 pub trait FramedSocketRef<O> {
-    /// Encodes `item` as one datagram to `dest`.
+    /// Encodes `item` as one datagram to `dest`; fails (op `encode`) when
+    /// the codec refuses it.
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Dest, FramedSocket, FramedSocketRef, codec::LineCodec}};
+    /// use tokio::net::UdpSocket;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    /// let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    /// let lines = lp.add(FramedSocket::udp("lines", udp, LineCodec::new())).await?;
+    /// lines.send_frame("hi".to_string(), Dest::Inet(peer.local_addr().unwrap())).await?;
+    /// let mut buf = [0u8; 16];
+    /// let n = peer.recv(&mut buf).await.unwrap();
+    /// assert_eq!(&buf[..n], b"hi\n");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in a full mailbox, nothing was queued;
+    /// once queued, the frame is encoded and sent, only the reply is lost.
     fn send_frame(&self, item: O, dest: Dest) -> impl Future<Output = Result<()>> + Send;
 }
 

@@ -258,7 +258,29 @@ impl From<HandleSpec> for Spec<Handle> {
     }
 }
 
-/// A readiness notifier over a read fd and/or a write fd.
+/// A readiness notifier over a read fd and/or a write fd. Without a
+/// readiness closure it emits [`HandleEvent`]s instead.
+///
+/// ```
+/// use std::os::fd::OwnedFd;
+/// use ioasync::{Loop, io::{Handle, HandleEvent, WantReady}};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let (rx, tx) = std::io::pipe().unwrap();
+/// let h = lp
+///     .add(Handle::spec("pipe", Some(OwnedFd::from(rx)), Some(OwnedFd::from(tx)))?.want_write(true))
+///     .await?;
+/// let mut events = h.events::<HandleEvent>()?;
+/// assert_eq!(events.recv().await.unwrap(), HandleEvent::WriteReady);
+/// // A pipe stays writable: the events come on, and a full stream makes
+/// // the handle wait. Drop the stream (or stop wanting) when done.
+/// drop(events);
+/// h.ask(WantReady { read: false, write: false }).await?;
+/// h.stop().await;
+/// # Ok(()) }
+/// ```
 pub struct Handle {
     rd: Option<Fd>,
     wr: Option<Fd>,

@@ -178,6 +178,11 @@ impl Listen {
     /// `EADDRINUSE` (op `bind`, naming the path); that listener sees the
     /// probe as a connection closed at once. For an adopted socket
     /// ([`Listen::from_fd`]), a duplicate of it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, nothing stays bound: a socket made by
+    /// then is closed with the future.
     pub async fn bind(&self) -> Result<ListenSocket> {
         if let Some(fd) = &self.adopted {
             return adopt(fd, &self.target);
@@ -368,6 +373,11 @@ impl ListenSocket {
     }
 
     /// Accepts one connection. Cancel safe.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a connection is accepted only when it is returned;
+    /// dropped before, it stays in the backlog.
     pub async fn accept(&self) -> std::io::Result<(Connection, SockAddr)> {
         match &self.inner {
             Inner::Tcp(l) => {

@@ -124,6 +124,33 @@ impl fmt::Debug for ListenerArgs {
 /// connection handler never takes the listener down; a listener whose
 /// socket fails is re-bound by its own supervisor (set a restart backoff
 /// on its spec).
+///
+/// ```
+/// use ioasync::{Loop, io::{Listen, Listener, ListenerRef, ReadAction, Stream}};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let at: ioasync::io::Address = "127.0.0.1:0".parse()?;
+/// let echo = lp
+///     .add(Listener::spec("echo", Listen::new(at), |conn, peer| {
+///         Stream::spec(format!("conn-{peer}"), conn).on_read(|io, buf, _eof| {
+///             io.write(buf.split().freeze());
+///             ReadAction::Wait
+///         })
+///     }))
+///     .await?;
+/// let addr = echo.local_addr().await?.as_inet().unwrap();
+/// let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+/// client.write_all(b"ping").await.unwrap();
+/// let mut buf = [0u8; 4];
+/// client.read_exact(&mut buf).await.unwrap();
+/// assert_eq!(&buf, b"ping");
+/// // Each connection is a child of the listener, supervised by it.
+/// assert_eq!(echo.tree().children.len(), 1);
+/// # Ok(()) }
+/// ```
 pub struct Listener {
     socket: ListenSocket,
     factory: Factory,
@@ -157,7 +184,7 @@ impl Listener {
     /// for each connection (a [`Stream`](crate::Stream) spec, a
     /// [`Framed`](crate::Framed) spec, or any notifier's).
     ///
-    /// ```no_run
+    /// ```
     /// use ioasync::io::{Listen, Listener, ReadAction, Stream};
     ///
     /// let at: ioasync::io::Address = "127.0.0.1:0".parse().unwrap();
@@ -402,12 +429,54 @@ impl Handler<Accepted> for Listener {
 
 /// Listener operations on its handle.
 pub trait ListenerRef {
-    /// The bound address.
+    /// The bound address (the port the kernel chose for port 0).
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Listen, Listener, ListenerRef, SockAddr, Stream}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let at: ioasync::io::Address = "127.0.0.1:0".parse()?;
+    /// let l = lp.add(Listener::spec("srv", Listen::new(at), |c, _| Stream::spec("c", c))).await?;
+    /// let SockAddr::Inet(addr) = l.local_addr().await? else { unreachable!() };
+    /// assert!(addr.ip().is_loopback());
+    /// assert_ne!(addr.port(), 0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// A query: dropping it changes nothing.
     fn local_addr(&self) -> impl Future<Output = Result<SockAddr>> + Send;
     /// Resolves at the next accepted connection: its peer and the path of
     /// the child started for it. Built on
     /// [`NotifierRef::next_event`](ioasync_core::NotifierRef::next_event):
     /// connections accepted between two calls are not missed.
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Listen, Listener, ListenerRef, Stream}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let at: ioasync::io::Address = "127.0.0.1:0".parse()?;
+    /// let l = lp
+    ///     .add(Listener::spec("srv", Listen::new(at), |c, peer| Stream::spec(format!("c-{peer}"), c)))
+    ///     .await?;
+    /// let addr = l.local_addr().await?.as_inet().unwrap();
+    /// let accepted = l.next_accept(); // the tap is made here: no race with the connect
+    /// let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    /// let (peer, path) = accepted.await?;
+    /// assert_eq!(peer.as_inet(), Some(client.local_addr().unwrap()));
+    /// assert_eq!(path, format!("/srv/c-{peer}"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an accept is taken from the shared tap only when the
+    /// future returns it; dropped before, it stays for the next call.
     fn next_accept(&self) -> impl Future<Output = Result<(SockAddr, String)>> + Send + 'static;
 
     /// The live connections of a listener made by [`Listener::typed`]

@@ -66,6 +66,11 @@ fn resolve_error(host: &str, service: &str, e: sys::GaiError) -> Error {
 /// Resolves `host` and `service` (a name such as `http`, or a port) to
 /// socket addresses, in the resolver's order. An empty host resolves to
 /// the wildcard address when `passive` (for listening), else to loopback.
+///
+/// # Cancel safety
+///
+/// Dropping it abandons the lookup: `getaddrinfo` runs to its end on
+/// tokio's blocking pool and its result is discarded.
 pub async fn resolve(
     host: &str,
     service: &str,
@@ -95,6 +100,11 @@ pub async fn resolve(
 
 /// The host and service names of `addr` (`getnameinfo`); numeric forms when
 /// `numeric` is set or no name is known.
+///
+/// # Cancel safety
+///
+/// Dropping it abandons the lookup: `getnameinfo` runs to its end on
+/// tokio's blocking pool and its result is discarded.
 pub async fn name_of(addr: SocketAddr, numeric: bool) -> Result<(String, String)> {
     tokio::task::spawn_blocking(move || sys::getnameinfo(&addr, numeric))
         .await

@@ -9,7 +9,7 @@
 //! hands the future a [`StopSignal`] and lets it finish, within the
 //! session's stop timeout.
 //!
-//! ```no_run
+//! ```
 //! use ioasync::{Error, io::{Listen, Listener, Session}};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
@@ -54,6 +54,10 @@ impl StopSignal {
 
     /// Resolves once the stop is asked for (at once if it was). Cancel
     /// safe.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn stopping(&mut self) {
         // An error means the session is gone: that is a stop too.
         let _ = self.0.wait_for(|stop| *stop).await;
@@ -81,6 +85,31 @@ type Running = BoxFuture<'static, std::thread::Result<Result<()>>>;
 /// A notifier owning one connection and driving one future over it; it
 /// ends when the future does (an `Err` is its exit error, a panic its
 /// panic).
+///
+/// ```
+/// use ioasync::{Error, Loop, io::Session};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+/// let session = lp
+///     .add(Session::spec("greeter", ours, |mut conn, mut stop| async move {
+///         conn.write_all(b"hello\n").await.map_err(|e| Error::io("write", e))?;
+///         stop.stopping().await; // serve until asked to stop, then drain
+///         conn.write_all(b"bye\n").await.map_err(|e| Error::io("write", e))
+///     }))
+///     .await?;
+/// let mut buf = [0u8; 6];
+/// peer.read_exact(&mut buf).await.unwrap();
+/// assert_eq!(&buf, b"hello\n");
+/// assert!(session.stop().await.is_clean()); // a graceful stop: the future finishes
+/// let mut rest = String::new();
+/// peer.read_to_string(&mut rest).await.unwrap();
+/// assert_eq!(rest, "bye\n");
+/// # Ok(()) }
+/// ```
 pub struct Session {
     fut: Option<Running>,
     outcome: Option<std::thread::Result<Result<()>>>,

@@ -71,6 +71,28 @@ impl fmt::Debug for SocketArgs {
 }
 
 /// A datagram socket notifier.
+///
+/// ```
+/// use ioasync::{Loop, io::{Dest, Socket, SocketEvent, SocketRef}};
+/// use tokio::net::UdpSocket;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let sock = lp.add(Socket::udp("udp", UdpSocket::bind("127.0.0.1:0").await.unwrap())).await?;
+/// let mut events = sock.events::<SocketEvent>()?;
+/// let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// let ours = sock.local_addr().await?.as_inet().unwrap();
+/// peer.send_to(b"ping", ours).await.unwrap();
+/// let SocketEvent::Recv(d) = events.recv().await.unwrap() else { panic!("not a datagram") };
+/// assert_eq!(&d.data[..], b"ping");
+/// // Reply to where it came from.
+/// sock.send_to("pong", Dest::Inet(d.from.as_inet().unwrap())).await?;
+/// let mut buf = [0u8; 16];
+/// let (n, _) = peer.recv_from(&mut buf).await.unwrap();
+/// assert_eq!(&buf[..n], b"pong");
+/// # Ok(()) }
+/// ```
 pub struct Socket {
     sock: Sock,
     queue: VecDeque<(Bytes, Dest)>,
@@ -303,12 +325,53 @@ impl Handler<SocketAddrOf> for Socket {
 /// Datagram operations on a socket's handle.
 pub trait SocketRef {
     /// Queues a datagram to `dest` (waits while the send queue is full).
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Dest, Socket, SocketRef}};
+    /// use tokio::net::UnixDatagram;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, theirs) = UnixDatagram::pair().unwrap();
+    /// let sock = lp.add(Socket::unix("dgram", ours)).await?;
+    /// sock.send_to("one", Dest::Peer).await?;
+    /// sock.send_to("two", Dest::Peer).await?;
+    /// let mut buf = [0u8; 8];
+    /// let n = theirs.recv(&mut buf).await.unwrap();
+    /// assert_eq!(&buf[..n], b"one", "datagrams keep their order");
+    /// let n = theirs.recv(&mut buf).await.unwrap();
+    /// assert_eq!(&buf[..n], b"two");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in a full mailbox, nothing was queued;
+    /// once the datagram is queued, it is sent.
     fn send_to(
         &self,
         data: impl Into<Bytes> + Send,
         dest: Dest,
     ) -> impl Future<Output = Result<()>> + Send;
     /// The bound address.
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Socket, SocketRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    /// let bound = udp.local_addr().unwrap();
+    /// let sock = lp.add(Socket::udp("udp", udp)).await?;
+    /// assert_eq!(sock.local_addr().await?.as_inet(), Some(bound));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// A query: dropping it changes nothing.
     fn local_addr(&self) -> impl Future<Output = Result<SockAddr>> + Send;
 }
 

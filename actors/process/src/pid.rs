@@ -23,6 +23,22 @@ pub struct PidArgs {
 /// Watches a child process of this program (one not started through
 /// ioasync, which reaps its own): emits its [`ExitStatus`] once, reaps
 /// it, and leaves the tree.
+///
+/// ```
+/// use ioasync::{Loop, notifier::Subscription, process::{ExitStatus, Pid}};
+///
+/// # #[tokio::main]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let child = std::process::Command::new("sh").args(["-c", "exit 5"]).spawn().unwrap();
+/// let (sub, mut exits) = Subscription::stream(1);
+/// let watcher = lp.add(Pid::spec("sh", child.id()).subscribe(sub)).await?;
+/// let status: ExitStatus = exits.recv().await.unwrap();
+/// assert_eq!(status.code(), Some(5));
+/// watcher.wait_stopped().await; // it left the tree
+/// assert!(lp.lookup::<Pid>(watcher.path()).is_none());
+/// # Ok(()) }
+/// ```
 pub struct Pid {
     pid: u32,
     fd: AsyncFd<OwnedFd>,
@@ -145,6 +161,11 @@ pub trait PidRef {
     /// assert_eq!(status.signal(), Some(SignalKind::terminate()));
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the signal may still be sent: once the
+    /// request is queued the watcher handles it, only the reply is lost.
     fn signal(&self, sig: SignalKind) -> impl Future<Output = Result<()>> + Send;
 }
 

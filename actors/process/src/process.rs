@@ -162,6 +162,27 @@ pub struct ExitWatch(watch::Receiver<ExitSlot>);
 impl ExitWatch {
     /// Resolves when the process has exited (after its streams read to
     /// EOF), or with the error that kept it from starting.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::{Command, Process}};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "exit 9"]);
+    /// let spec = Process::spec("nine", cmd);
+    /// let mut exit = spec.exit_watch(); // before the spec is added
+    /// let child = lp.open_process(spec).await?;
+    /// assert_eq!(exit.wait().await?.code(), Some(9));
+    /// assert_eq!(exit.clone().wait().await?.code(), Some(9), "any number of times");
+    /// # drop(child);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches the exit; dropping it changes nothing.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         let slot = self
             .0
@@ -180,6 +201,26 @@ impl ExitWatch {
 /// their [`Exit`] by message); it reports the exit once it has the status
 /// and every output stream has stopped. It never waits for a child inside
 /// a handler.
+///
+/// ```
+/// use ioasync::{Loop, io::{ReadFor, StreamRef}, process::{Command, Process, Stdio}};
+///
+/// # #[tokio::main]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let mut cmd = Command::new("sh");
+/// cmd.args(["-c", "read x; echo \"got $x\"; exit 3"])
+///     .stdin(Stdio::stream(|s| s))
+///     .stdout(Stdio::stream(|s| s));
+/// let child = lp.open_process(Process::spec("greet", cmd)).await?;
+/// let (stdin, stdout) = (child.stream(0).unwrap(), child.stream(1).unwrap());
+/// stdin.write("hello\n").await?;
+/// stdin.close_when_empty().await?;
+/// let (out, eof) = stdout.read(ReadFor::Eof).await?;
+/// assert_eq!((&out[..], eof), (&b"got hello\n"[..], true));
+/// assert_eq!(child.wait().await?.code(), Some(3));
+/// # Ok(()) }
+/// ```
 pub struct Process {
     child: tokio::process::Child,
     pid: u32,
@@ -432,7 +473,31 @@ pub struct ProcessHandle {
 }
 
 impl ProcessHandle {
-    /// Adds `spec` under `parent`'s tree via `add` and wraps the result.
+    /// Adds `spec` under `parent`'s tree via `add` and wraps the result:
+    /// how `Loop::open_process` starts one under the root, and how a
+    /// notifier starts one as its own child.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::{Command, Process, ProcessHandle}};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let parent = lp.root();
+    /// let child = ProcessHandle::start(Process::spec("true", Command::new("true")), |s| {
+    ///     parent.add_child(s)
+    /// })
+    /// .await?;
+    /// assert!(child.notifier().path().ends_with("/true"));
+    /// assert!(child.wait().await?.success());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while `add` is pending, the process may still have been
+    /// started: it runs under its parent with no handle here; find it again
+    /// with `lookup`, or stop its parent.
     pub async fn start<F, Fut>(spec: ProcessSpec, add: F) -> Result<ProcessHandle>
     where
         F: FnOnce(Spec<Process>) -> Fut,
@@ -443,12 +508,45 @@ impl ProcessHandle {
         Ok(ProcessHandle { notifier, shared })
     }
 
-    /// The notifier.
+    /// The notifier: its path, its events, its stop.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::{Command, Process}};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "exit 7"]);
+    /// let spec = Process::spec("seven", cmd);
+    /// let mut exit = spec.exit_watch();
+    /// let child = lp.open_process(spec).await?;
+    /// assert_eq!(child.notifier().name(), "seven");
+    /// assert_eq!(exit.wait().await?.code(), Some(7));
+    /// # Ok(()) }
+    /// ```
     pub fn notifier(&self) -> &NotifierRef<Process> {
         &self.notifier
     }
 
     /// The child's pid.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::{Command, Process, Stdio}};
+    /// use std::io::Read;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "echo $$"]).stdout(Stdio::Pipe);
+    /// let child = lp.open_process(Process::spec("pid", cmd)).await?;
+    /// let mut out = String::new();
+    /// std::fs::File::from(child.take_fd(1).unwrap()).read_to_string(&mut out).unwrap();
+    /// assert_eq!(out.trim().parse::<u32>().unwrap(), child.pid());
+    /// # child.wait().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn pid(&self) -> u32 {
         self.shared
             .pid
@@ -458,6 +556,25 @@ impl ProcessHandle {
     }
 
     /// Our end of the pipe on the child's fd `n` ([`Stdio::Pipe`](crate::Stdio::Pipe)); once.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::{Command, Process, Stdio}};
+    /// use std::io::Read;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "echo side >&3"]).fd_from_child(3, Stdio::Pipe);
+    /// let child = lp.open_process(Process::spec("side", cmd)).await?;
+    /// let fd = child.take_fd(3).unwrap();
+    /// assert!(child.take_fd(3).is_none(), "handed out once");
+    /// let mut out = String::new();
+    /// std::fs::File::from(fd).read_to_string(&mut out).unwrap();
+    /// assert_eq!(out, "side\n");
+    /// assert!(child.wait().await?.success());
+    /// # Ok(()) }
+    /// ```
     pub fn take_fd(&self, n: RawFd) -> Option<OwnedFd> {
         self.shared
             .fds
@@ -469,6 +586,25 @@ impl ProcessHandle {
     /// The [`Stream`] over the child's fd `n`
     /// ([`Stdio::Stream`](crate::Stdio::Stream)): write to a child's stdin
     /// with it, or subscribe to its output.
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{ReadFor, StreamRef}, process::{Command, Process, Stdio}};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "echo out; echo err >&2"])
+    ///     .stdout(Stdio::stream(|s| s))
+    ///     .stderr(Stdio::stream(|s| s));
+    /// let child = lp.open_process(Process::spec("two", cmd)).await?;
+    /// let err = child.stream(2).unwrap().read(ReadFor::Eof).await?.0;
+    /// let out = child.stream(1).unwrap().read(ReadFor::Eof).await?.0;
+    /// assert_eq!((&out[..], &err[..]), (&b"out\n"[..], &b"err\n"[..]));
+    /// assert!(child.stream(0).is_none(), "stdin was not made a stream");
+    /// # child.wait().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn stream(&self, n: RawFd) -> Option<NotifierRef<Stream>> {
         self.shared
             .streams
@@ -478,12 +614,54 @@ impl ProcessHandle {
             .cloned()
     }
 
-    /// Sends `sig` to the child.
+    /// Sends `sig` to the child (its process group when it leads one).
+    /// Fails (op `kill`) once it has exited.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::{Command, Process}, signal::SignalKind};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sleep");
+    /// cmd.arg("30");
+    /// let child = lp.open_process(Process::spec("sleeper", cmd)).await?;
+    /// child.kill(SignalKind::terminate()).await?;
+    /// let status = child.wait().await?;
+    /// assert_eq!(status.signal(), Some(SignalKind::terminate()));
+    /// assert!(child.kill(SignalKind::terminate()).await.is_err());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the signal may still be sent: once the
+    /// request is queued the notifier handles it, only the reply is lost.
     pub async fn kill(&self, sig: SignalKind) -> Result<()> {
         self.notifier.ask(Kill(sig)).await
     }
 
-    /// Resolves at exit (after its streams read to EOF).
+    /// Resolves at exit (after its streams read to EOF), or with the error
+    /// that kept it from starting; any number of times, from any clone.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::{Command, Process}};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "exit 4"]);
+    /// let child = lp.open_process(Process::spec("four", cmd)).await?;
+    /// let other = child.clone();
+    /// assert_eq!(child.wait().await?.code(), Some(4));
+    /// assert_eq!(other.wait().await?.code(), Some(4));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches the exit; dropping it changes nothing.
     pub async fn wait(&self) -> Result<ExitStatus> {
         ExitWatch(self.shared.exit.subscribe()).wait().await
     }

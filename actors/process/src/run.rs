@@ -18,11 +18,41 @@ pub struct SpawnedChild {
 
 impl SpawnedChild {
     /// The pid.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::Command};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut child = lp.spawn_child(Command::new("true"))?;
+    /// assert!(child.pid() > 0);
+    /// assert!(child.wait().await?.success());
+    /// # Ok(()) }
+    /// ```
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Waits for the exit (and reaps). Cancel safe.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::Command};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "exit 6"]);
+    /// let mut child = lp.spawn_child(cmd)?;
+    /// assert_eq!(child.wait().await?.code(), Some(6));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the child is reaped only when its status is returned;
+    /// dropped before, call `wait` again.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         self.child
             .wait()
@@ -32,6 +62,20 @@ impl SpawnedChild {
     }
 
     /// Sends SIGKILL now.
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::Command, signal::SignalKind};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sleep");
+    /// cmd.arg("30");
+    /// let mut child = lp.spawn_child(cmd)?;
+    /// child.start_kill()?;
+    /// assert_eq!(child.wait().await?.signal(), Some(SignalKind::kill()));
+    /// # Ok(()) }
+    /// ```
     pub fn start_kill(&mut self) -> Result<()> {
         self.child.start_kill().map_err(|e| Error::io("kill", e))
     }
@@ -70,6 +114,12 @@ pub struct ChildOutput {
 /// the future before the child exited sends it [`Command::cancel_signal`]
 /// (SIGTERM by default; to its process group when it leads one) and reaps
 /// it in the background.
+///
+/// # Cancel safety
+///
+/// Dropped before the child exited, the child is sent
+/// [`Command::cancel_signal`] and reaped in the background; what it wrote
+/// is lost.
 pub async fn run_child(mut cmd: Command, stdin: impl Into<Bytes>) -> Result<ChildOutput> {
     cmd.stdin(Stdio::Pipe)
         .stdout(Stdio::Pipe)

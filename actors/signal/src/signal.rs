@@ -24,14 +24,19 @@ pub struct SignalArgs {
 /// Watches one signal and emits [`SignalEvent`] for each delivery. The
 /// kernel coalesces deliveries that arrive before the first is handled.
 ///
-/// ```no_run
+/// ```
 /// use ioasync::{Loop, signal::{Signal, SignalEvent, SignalKind}};
+/// use nix::sys::signal::{Signal as Sig, kill};
+/// use nix::unistd::Pid;
 ///
 /// # #[tokio::main]
 /// # async fn main() -> ioasync::Result<()> {
 /// let lp = Loop::current()?;
 /// let hup = lp.add(Signal::spec("hup", SignalKind::hangup())).await?;
 /// hup.on_event(|e: SignalEvent| println!("reloading after {}", e.signal))?;
+/// let mut deliveries = hup.events::<SignalEvent>()?;
+/// kill(Pid::this(), Sig::SIGHUP).expect("kill");
+/// assert_eq!(deliveries.recv().await.unwrap().signal, SignalKind::hangup());
 /// # Ok(()) }
 /// ```
 pub struct Signal {
@@ -105,6 +110,29 @@ impl fmt::Debug for Signal {
 pub trait SignalRef {
     /// Resolves at the next delivery. Built on
     /// [`NotifierRef::next_event`]: deliveries between two calls are kept.
+    ///
+    /// ```
+    /// use ioasync::{Loop, prelude::SignalRef, signal::{Signal, SignalKind}};
+    /// use nix::sys::signal::{Signal as Sig, kill};
+    /// use nix::unistd::Pid;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let usr2 = lp.add(Signal::spec("usr2", SignalKind::user_defined2())).await?;
+    /// // Asked for before the signal is sent: the delivery is not missed.
+    /// let next = usr2.next_delivery();
+    /// kill(Pid::this(), Sig::SIGUSR2).expect("kill");
+    /// let ev = next.await?;
+    /// assert_eq!(ev.signal, SignalKind::user_defined2());
+    /// assert_eq!(ev.count, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a delivery is taken from the shared tap only when the
+    /// future returns it; dropped before, it stays for the next call.
     fn next_delivery(&self) -> impl Future<Output = Result<SignalEvent>> + Send + 'static;
 }
 

@@ -168,8 +168,31 @@ pub trait AbsoluteRef {
     /// assert_eq!(ev.deadline, start + Duration::from_secs(3));
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the request may still take effect:
+    /// once queued it is handled, only the reply is lost; dropped while
+    /// waiting for room in a full mailbox, nothing was sent.
     fn retime(&self, at: Instant) -> impl Future<Output = Result<()>> + Send;
     /// When the pending timer fires.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Absolute, AbsoluteRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let at = tokio::time::Instant::now() + Duration::from_secs(60);
+    /// let t = lp.add(Absolute::spec("alarm", at)).await?;
+    /// assert_eq!(t.deadline().await?, Some(at));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// A query: dropping it changes nothing.
     fn deadline(&self) -> impl Future<Output = Result<Option<Instant>>> + Send;
 }
 

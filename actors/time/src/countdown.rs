@@ -188,19 +188,163 @@ impl Handler<IsExpired> for Countdown {
 /// Countdown operations on its handle.
 pub trait CountdownRef {
     /// Start (no effect while running).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Countdown, CountdownRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec_with("idle", Duration::from_secs(5), false, false)).await?;
+    /// assert!(!t.is_running().await?);
+    /// t.start_timer().await?;
+    /// assert!(t.is_running().await?);
+    /// t.expired().await?;
+    /// assert!(t.is_expired().await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the request may still take effect:
+    /// once queued it is handled, only the reply is lost; dropped while
+    /// waiting for room in a full mailbox, nothing was sent.
     fn start_timer(&self) -> impl Future<Output = Result<()>> + Send;
     /// Stop; it will not fire.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Countdown, CountdownRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// t.stop_timer().await?;
+    /// assert!(!t.is_running().await?);
+    /// tokio::time::advance(Duration::from_secs(10)).await;
+    /// assert!(!t.is_expired().await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the request may still take effect:
+    /// once queued it is handled, only the reply is lost; dropped while
+    /// waiting for room in a full mailbox, nothing was sent. Stopping is
+    /// idempotent: call it again to be sure.
     fn stop_timer(&self) -> impl Future<Output = Result<()>> + Send;
     /// Push the expiry to the delay from now (while running).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Countdown, CountdownRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let start = tokio::time::Instant::now();
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// tokio::time::advance(Duration::from_secs(3)).await;
+    /// t.reset().await?;
+    /// let fired = t.expired().await?;
+    /// assert_eq!(fired.deadline, start + Duration::from_secs(8));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the request may still take effect:
+    /// once queued it is handled, only the reply is lost; dropped while
+    /// waiting for room in a full mailbox, nothing was sent.
     fn reset(&self) -> impl Future<Output = Result<()>> + Send;
     /// Stop, then start again: expires a full delay from now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Countdown, CountdownRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// t.expired().await?;
+    /// assert!(!t.is_running().await?);
+    /// t.restart_timer().await?;
+    /// assert!(t.is_running().await?);
+    /// assert!(!t.is_expired().await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// It sends a stop and then a start: dropped between the two, the
+    /// countdown is left stopped. Call it again to finish the restart.
     fn restart_timer(&self) -> impl Future<Output = Result<()>> + Send;
     /// Is it running?
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Countdown, CountdownRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert!(t.is_running().await?);
+    /// t.expired().await?;
+    /// assert!(!t.is_running().await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// A query: dropping it changes nothing.
     fn is_running(&self) -> impl Future<Output = Result<bool>> + Send;
     /// Has it expired since it was last started?
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Countdown, CountdownRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// assert!(!t.is_expired().await?);
+    /// t.expired().await?;
+    /// assert!(t.is_expired().await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// A query: dropping it changes nothing.
     fn is_expired(&self) -> impl Future<Output = Result<bool>> + Send;
     /// Resolves at the next expiry. Built on
     /// [`NotifierRef::next_event`]: expiries between two calls are kept.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Countdown, CountdownRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let start = tokio::time::Instant::now();
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// let e = t.expired().await?;
+    /// assert_eq!(e.deadline, start + Duration::from_secs(5));
+    /// assert!(e.fired >= e.deadline);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an expiry is taken from the shared tap only when the
+    /// future returns it; dropped before, the expiry stays for the next
+    /// call.
     fn expired(&self) -> impl Future<Output = Result<Expired>> + Send + 'static;
 }
 

@@ -239,8 +239,55 @@ impl Handler<crate::IsRunning> for Periodic {
 pub trait PeriodicRef {
     /// Starts it (no effect while running): the first tick comes the
     /// first interval from now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Periodic, PeriodicRef, Tick}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp
+    ///     .add(Periodic::spec("tick", Duration::from_secs(1)).map_args(|a| a.start(false)))
+    ///     .await?;
+    /// let mut ticks = t.events::<Tick>()?;
+    /// let started = tokio::time::Instant::now();
+    /// t.start_timer().await?;
+    /// let first = ticks.recv().await.unwrap();
+    /// assert_eq!(first.count, 1);
+    /// assert_eq!(first.scheduled, started + Duration::from_secs(1));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the request may still take effect:
+    /// once queued it is handled, only the reply is lost; dropped while
+    /// waiting for room in a full mailbox, nothing was sent.
     fn start_timer(&self) -> impl Future<Output = Result<()>> + Send;
     /// Stops it: no tick until it is started again (idempotent).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Periodic, PeriodicRef, Tick}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let t = lp.add(Periodic::spec("tick", Duration::from_secs(1))).await?;
+    /// let mut ticks = t.events::<Tick>()?;
+    /// assert_eq!(ticks.recv().await.unwrap().count, 1);
+    /// t.stop_timer().await?;
+    /// tokio::time::advance(Duration::from_secs(10)).await;
+    /// assert!(ticks.is_empty());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the request may still take effect:
+    /// once queued it is handled, only the reply is lost; dropped while
+    /// waiting for room in a full mailbox, nothing was sent.
     fn stop_timer(&self) -> impl Future<Output = Result<()>> + Send;
     /// Whether it is running: true from a start (or from its add, unless
     /// made with `start(false)`) until a stop.
@@ -262,6 +309,10 @@ pub trait PeriodicRef {
     /// assert!(!t.is_running().await?);
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// A query: dropping it changes nothing.
     fn is_running(&self) -> impl Future<Output = Result<bool>> + Send;
 }
 

@@ -471,6 +471,36 @@ pub struct FunctionStats {
 /// Stopping the pool ends its workers (EOF, `SIGTERM` for a busy one,
 /// `SIGKILL` after the [stop grace](FunctionSpec::stop_grace)) and fails
 /// the calls still queued or running with "the function pool stopped".
+///
+/// ```standalone_crate
+/// use std::time::Duration;
+/// use ioasync::{Loop, prelude::FunctionRef, worker::{Entry, Function, run_if_worker}};
+///
+/// fn word_count(text: String) -> usize {
+///     text.split_whitespace().count()
+/// }
+///
+/// fn main() -> ioasync::Result<()> {
+///     // First thing: a worker process runs its entry here and exits.
+///     run_if_worker([Entry::function("wc", word_count)]);
+///     let lp = Loop::new()?;
+///     let l = lp.clone();
+///     lp.block_on(async move {
+///         let spec = Function::spec("wc", "wc")
+///             .max_workers(2)
+///             .idle_timeout(Duration::from_secs(10));
+///         let pool = l.add(spec).await?;
+///         let texts = ["one two", "three four five", "six"].map(String::from);
+///         let counts = futures_util::future::try_join_all(
+///             texts.iter().map(|t| pool.call::<_, usize>(t)),
+///         )
+///         .await?;
+///         assert_eq!(counts, [2, 3, 1]);
+///         assert!(pool.stop().await.is_clean());
+///         Ok(())
+///     })
+/// }
+/// ```
 pub struct Function {
     args: FunctionArgs,
     workers: Vec<Worker>,
@@ -1212,6 +1242,34 @@ impl Handler<Stats> for Function {
 pub trait FunctionRef {
     /// Calls the entry with `args`; resolves with its result. When the call
     /// queue is full it waits for room (backpressure), then queues.
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, prelude::FunctionRef, worker::{Entry, Function, run_if_worker}};
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     // A worker process (this program, re-executed) serves here.
+    ///     run_if_worker([Entry::function("square", square)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let pool = l.add(Function::spec("squares", "square").max_workers(2)).await?;
+    ///         let n: u64 = pool.call(&12u64).await?;
+    ///         assert_eq!(n, 144);
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in the queue, nothing was queued.
+    /// Dropped once queued, the call is skipped if no worker took it yet;
+    /// a call a worker already runs runs to its end and its result is
+    /// discarded (the worker is not interrupted).
     fn call<A, R>(&self, args: &A) -> impl Future<Output = Result<R>> + Send
     where
         A: Serialize + Sync,
@@ -1219,12 +1277,83 @@ pub trait FunctionRef {
 
     /// Like [`FunctionRef::call`], but fails at once with a `Full` error
     /// when the call queue is full instead of waiting for room.
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, prelude::FunctionRef, worker::{Entry, Function, run_if_worker}};
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     // A worker process (this program, re-executed) serves here.
+    ///     run_if_worker([Entry::function("square", square)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let pool = l.add(Function::spec("squares", "square").max_workers(1).queue(1)).await?;
+    ///         // One place in the queue: a second call while the first holds it is
+    ///         // refused at once.
+    ///         let first = pool.call::<_, u64>(&3u64);
+    ///         let second = pool.try_call::<_, u64>(&4u64);
+    ///         let (first, second) = tokio::join!(first, second);
+    ///         assert_eq!(first?, 9);
+    ///         assert!(second.unwrap_err().is_full());
+    ///         let n: u64 = pool.try_call(&5u64).await?;
+    ///         assert_eq!(n, 25);
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in the queue, nothing was queued.
+    /// Dropped once queued, the call is skipped if no worker took it yet;
+    /// a call a worker already runs runs to its end and its result is
+    /// discarded (the worker is not interrupted).
     fn try_call<A, R>(&self, args: &A) -> impl Future<Output = Result<R>> + Send
     where
         A: Serialize + Sync,
         R: DeserializeOwned + Send;
 
     /// [`FunctionRef::call`] with options (timeout, retry-safe).
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, prelude::FunctionRef, worker::{CallOptions, Entry, Function, run_if_worker}};
+    ///
+    /// use std::time::Duration;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     if x == 0 {
+    ///         std::thread::sleep(Duration::from_secs(30)); // a call that hangs
+    ///     }
+    ///     x * x
+    /// }
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     // A worker process (this program, re-executed) serves here.
+    ///     run_if_worker([Entry::function("square", square)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let pool = l.add(Function::spec("squares", "square")).await?;
+    ///         let opts = CallOptions { timeout: Some(Duration::from_millis(200)), ..Default::default() };
+    ///         let err = pool.call_with::<_, u64>(&0u64, opts).await.unwrap_err();
+    ///         assert!(err.is_timeout());
+    ///         let n: u64 = pool.call_with(&7u64, opts).await?;
+    ///         assert_eq!(n, 49);
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in the queue, nothing was queued.
+    /// Dropped once queued, the call is skipped if no worker took it yet;
+    /// a call a worker already runs runs to its end and its result is
+    /// discarded (the worker is not interrupted).
     fn call_with<A, R>(
         &self,
         args: &A,
@@ -1235,9 +1364,68 @@ pub trait FunctionRef {
         R: DeserializeOwned + Send;
 
     /// Pool statistics.
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, prelude::FunctionRef, worker::{Entry, Function, run_if_worker}};
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     // A worker process (this program, re-executed) serves here.
+    ///     run_if_worker([Entry::function("square", square)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let pool = l.add(Function::spec("squares", "square").max_workers(2)).await?;
+    ///         assert_eq!(pool.stats().await?.workers, 0, "workers start as calls need them");
+    ///         let _: u64 = pool.call(&2u64).await?;
+    ///         let stats = pool.stats().await?;
+    ///         assert_eq!((stats.workers, stats.completed, stats.died), (1, 1, 0));
+    ///         assert_eq!(stats.pids.len(), 1);
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// A query: dropping it changes nothing.
     fn stats(&self) -> impl Future<Output = Result<FunctionStats>> + Send;
 
     /// Retires every worker (see [`RestartWorkers`]).
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, prelude::FunctionRef, worker::{Entry, Function, run_if_worker}};
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     // A worker process (this program, re-executed) serves here.
+    ///     run_if_worker([Entry::function("square", square)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let pool = l.add(Function::spec("squares", "square").max_workers(1)).await?;
+    ///         let _: u64 = pool.call(&2u64).await?;
+    ///         let old = pool.stats().await?.pids;
+    ///         pool.restart_workers().await?;
+    ///         let _: u64 = pool.call(&3u64).await?;
+    ///         let new = pool.stats().await?.pids;
+    ///         assert_eq!(new.len(), 1);
+    ///         assert_ne!(old, new, "a new worker took the call");
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the restart may still happen: once
+    /// queued the request is handled, only the reply is lost.
     fn restart_workers(&self) -> impl Future<Output = Result<()>> + Send;
 }
 

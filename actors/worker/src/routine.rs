@@ -199,6 +199,32 @@ impl<R: Clone> RoutineResult<R> {
     /// Resolves with the routine's return value, or with its failure (the
     /// panic message, or the exit status of a worker that died). A
     /// restarted routine resolves with its last incarnation's outcome.
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, supervision::Restart, worker::{Entry, Routine, RoutineIo, run_if_worker}};
+    ///
+    /// fn fails(_io: &mut RoutineIo<(), ()>) -> u32 {
+    ///     panic!("out of cheese")
+    /// }
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     run_if_worker([Entry::routine("fails", fails)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let (spec, mut io) = Routine::<(), (), u32>::spec("fails", "fails", 1);
+    ///         l.add(spec.restart(Restart::Temporary)).await?; // not restarted
+    ///         let err = io.result.wait().await.unwrap_err();
+    ///         assert!(err.to_string().contains("out of cheese"), "{err}");
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches the outcome; dropping it changes
+    /// nothing.
     pub async fn wait(&mut self) -> Result<R> {
         let slot = self
             .0
@@ -351,6 +377,41 @@ where
 /// notifier: its panic or death is a failure with the panic message or
 /// the exit status, and a permanent or transient routine is restarted
 /// (a new process, the same channels).
+///
+/// ```standalone_crate
+/// use ioasync::{Loop, worker::{Entry, Routine, RoutineIo, run_if_worker}};
+///
+/// /// Runs in the worker: sums what it is sent, echoing running totals.
+/// fn summer(io: &mut RoutineIo<u64, u64>) -> u64 {
+///     let mut total = 0;
+///     while let Some(n) = io.recv() {
+///         total += n;
+///         io.send(&total);
+///     }
+///     total
+/// }
+///
+/// fn main() -> ioasync::Result<()> {
+///     run_if_worker([Entry::routine("summer", summer)]);
+///     let lp = Loop::new()?;
+///     let l = lp.clone();
+///     lp.block_on(async move {
+///         let (spec, mut io) = Routine::<u64, u64, u64>::spec("summer", "summer", 8);
+///         l.add(spec).await?;
+///         for n in [1, 2, 3] {
+///             io.input.send(n).await.unwrap();
+///         }
+///         let mut seen = Vec::new();
+///         for _ in 0..3 {
+///             seen.push(io.output.recv().await.unwrap()?);
+///         }
+///         assert_eq!(seen, [1, 3, 6]);
+///         drop(io.input); // EOF: the routine returns
+///         assert_eq!(io.result.wait().await?, 6);
+///         Ok(())
+///     })
+/// }
+/// ```
 pub struct Routine<In, Out, R> {
     child: SpawnedChild,
     frames: Option<FramedRead<OwnedReadHalf, LengthDelimitedCodec>>,

@@ -17,7 +17,7 @@ use crate::{
 /// ([`pool`](Self::pool)) and calls through [`on`](Self::on), whose
 /// `call` takes an `&A` and returns an `R`.
 ///
-/// ```no_run
+/// ```standalone_crate
 /// use ioasync::{worker::{EntryPoint, run_if_worker}, Loop};
 ///
 /// static DOUBLE: EntryPoint<u64, u64> = EntryPoint::new("double");
@@ -154,22 +154,116 @@ where
 {
     /// Calls the entry (see [`FunctionRef::call`]: waits for room in a
     /// full call queue).
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, worker::{CallOptions, EntryPoint, run_if_worker}};
+    ///
+    /// static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     run_if_worker([SQUARE.runs(|x| x * x)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let pool = l.add(SQUARE.pool("squares").max_workers(1)).await?;
+    ///         let square = SQUARE.on(&pool)?;
+    ///         assert_eq!(square.call(&9).await?, 81);
+    ///         # let _ = CallOptions::default();
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`FunctionRef::call`]: dropped before it was queued, nothing was
+    /// sent; dropped once queued, a call no worker took yet is skipped, one a
+    /// worker runs runs to its end and its result is discarded.
     pub async fn call(&self, args: &A) -> Result<R> {
         self.pool.call(args).await
     }
 
     /// Calls the entry, failing at once when the call queue is full (see
     /// [`FunctionRef::try_call`]).
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, worker::{CallOptions, EntryPoint, run_if_worker}};
+    ///
+    /// static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     run_if_worker([SQUARE.runs(|x| x * x)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let pool = l.add(SQUARE.pool("squares").max_workers(1)).await?;
+    ///         let square = SQUARE.on(&pool)?;
+    ///         assert_eq!(square.try_call(&4).await?, 16);
+    ///         # let _ = CallOptions::default();
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`FunctionRef::call`]: dropped before it was queued, nothing was
+    /// sent; dropped once queued, a call no worker took yet is skipped, one a
+    /// worker runs runs to its end and its result is discarded.
     pub async fn try_call(&self, args: &A) -> Result<R> {
         self.pool.try_call(args).await
     }
 
     /// Calls the entry with options (see [`FunctionRef::call_with`]).
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, worker::{CallOptions, EntryPoint, run_if_worker}};
+    ///
+    /// static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     run_if_worker([SQUARE.runs(|x| x * x)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let pool = l.add(SQUARE.pool("squares").max_workers(1)).await?;
+    ///         let square = SQUARE.on(&pool)?;
+    ///         let urgent = CallOptions { priority: 10, ..Default::default() };
+    ///         assert_eq!(square.call_with(&5, urgent).await?, 25);
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`FunctionRef::call`]: dropped before it was queued, nothing was
+    /// sent; dropped once queued, a call no worker took yet is skipped, one a
+    /// worker runs runs to its end and its result is discarded.
     pub async fn call_with(&self, args: &A, options: CallOptions) -> Result<R> {
         self.pool.call_with(args, options).await
     }
 
     /// The pool.
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, worker::{CallOptions, EntryPoint, run_if_worker}};
+    ///
+    /// static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     run_if_worker([SQUARE.runs(|x| x * x)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let pool = l.add(SQUARE.pool("squares").max_workers(1)).await?;
+    ///         let square = SQUARE.on(&pool)?;
+    ///         assert_eq!(square.pool().path(), "/squares");
+    ///         # let _ = CallOptions::default();
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
     pub fn pool(&self) -> &NotifierRef<Function> {
         &self.pool
     }

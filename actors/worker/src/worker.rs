@@ -74,7 +74,7 @@ impl std::fmt::Debug for WorkerArgs {
 /// retires its workers; users read them in snapshots and supervision
 /// events:
 ///
-/// ```no_run
+/// ```standalone_crate
 /// use ioasync::{worker::{Entry, Function, FunctionRef, run_if_worker}, Loop};
 ///
 /// fn double(x: u64) -> u64 {
@@ -84,17 +84,18 @@ impl std::fmt::Debug for WorkerArgs {
 /// fn main() -> ioasync::Result<()> {
 ///     // First thing: a worker process runs its entry here and exits.
 ///     run_if_worker([Entry::function("double", double)]);
-/// let lp = Loop::new()?;
-/// let l = lp.clone();
-/// lp.block_on(async move {
-///     let pool = l.add(Function::spec("pool", "double").min_workers(1)).await?;
-///     let _: u64 = pool.call(&21u64).await?;
-///     let tree = l.tree();
-///     let pool_node = tree.find("/pool").expect("the pool");
-///     // `/pool/worker-<pid>`
-///     assert!(pool_node.children.iter().any(|w| w.kind == "worker"));
-///     Ok(())
-/// })
+///     let lp = Loop::new()?;
+///     let l = lp.clone();
+///     lp.block_on(async move {
+///         let pool = l.add(Function::spec("pool", "double").min_workers(1)).await?;
+///         let _: u64 = pool.call(&21u64).await?;
+///         let pid = pool.stats().await?.pids[0];
+///         let tree = l.tree();
+///         let pool_node = tree.find("/pool").expect("the pool");
+///         let worker = &pool_node.children[0];
+///         assert_eq!((worker.kind, worker.name.clone()), ("worker", format!("worker-{pid}")));
+///         Ok(())
+///     })
 /// }
 /// ```
 pub struct FunctionWorker {
