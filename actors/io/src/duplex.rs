@@ -231,6 +231,41 @@ impl Source {
         }
     }
 
+    /// Reads into `buf`; a short read also clears the read readiness seen
+    /// *before* the read (what tokio's own `poll_read` does), so no second
+    /// read is spent just to hear `EAGAIN`, and data that came after the
+    /// read is a new readiness event, never lost. `Ok(n)` with `n <
+    /// buf.len()` means drained.
+    fn try_read_drain(&self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Read;
+        let want = buf.len();
+        let mut got = None;
+        let mut once = |n: usize| {
+            got = Some(n);
+            if n > 0 && n < want {
+                Err(io::Error::from(io::ErrorKind::WouldBlock))
+            } else {
+                Ok(n)
+            }
+        };
+        let res = match self {
+            Source::Tcp(s) => s.try_io(Interest::READABLE, || {
+                once((&*socket2::SockRef::from(s)).read(buf)?)
+            }),
+            Source::Unix(s) => s.try_io(Interest::READABLE, || {
+                once((&*socket2::SockRef::from(s)).read(buf)?)
+            }),
+            Source::Pipes { rd: Some(r), .. } => r.try_io(|| {
+                once(nix::unistd::read(r, buf).map_err(io::Error::from)?)
+            }),
+            _ => return self.try_read(buf),
+        };
+        match (res, got) {
+            (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => Ok(n),
+            (res, _) => res,
+        }
+    }
+
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Source::Tcp(s) => s.try_write_vectored(bufs),
@@ -607,11 +642,13 @@ impl Duplex {
             // bulk transfers read straight into the growing buffer. No read
             // goes past `read_chunk`.
             let left = chunk - got;
+            let mut drained = false;
             let res = if self.rbuf.capacity() - self.rbuf.len() >= SMALL_READ {
                 self.src.try_read_buf(&mut (&mut self.rbuf).limit(left))
             } else {
                 let small = &mut small[..left.min(SMALL_READ)];
-                self.src.try_read(small).inspect(|n| {
+                self.src.try_read_drain(small).inspect(|n| {
+                    drained = *n > 0 && *n < small.len();
                     self.rbuf.extend_from_slice(&small[..*n]);
                 })
             };
@@ -624,6 +661,9 @@ impl Duplex {
                 Ok(n) => {
                     got += n;
                     p.read = true;
+                    if drained {
+                        break; // readiness already cleared: no EAGAIN read
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
