@@ -255,9 +255,9 @@ impl Source {
             Source::Unix(s) => s.try_io(Interest::READABLE, || {
                 once((&*socket2::SockRef::from(s)).read(buf)?)
             }),
-            Source::Pipes { rd: Some(r), .. } => r.try_io(|| {
-                once(nix::unistd::read(r, buf).map_err(io::Error::from)?)
-            }),
+            Source::Pipes { rd: Some(r), .. } => {
+                r.try_io(|| once(nix::unistd::read(r, buf).map_err(io::Error::from)?))
+            }
             _ => return self.try_read(buf),
         };
         match (res, got) {

@@ -868,6 +868,11 @@ pub trait FramedRef<O> {
     /// assert_eq!(line, "hello\n");
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while it waits for room, nothing is sent; once the stream has
+    /// the frame it is encoded and written as if awaited.
     fn send(&self, item: O) -> impl Future<Output = Result<()>> + Send;
 
     /// Like [`send`](FramedRef::send), then waits until the frame is
@@ -890,6 +895,11 @@ pub trait FramedRef<O> {
     /// assert_eq!(&got, b"written\n");
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](FramedRef::send): dropping it only loses the news that
+    /// the frame was written.
     fn send_flushed(&self, item: O) -> impl Future<Output = Result<()>> + Send;
 
     /// Queues `item` now, without waiting: fails at once, handing the
@@ -947,9 +957,35 @@ pub trait FramedRef<O> {
     /// assert_eq!(got, "a\nb\nc\n");
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// The sink's `poll_ready` only waits for room; a frame given to
+    /// `start_send` is the stream's.
     fn sink(&self) -> FramedSink<O>;
 
     /// Closes once everything queued is written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once the stream has the request it closes as asked.
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Framed, FramedRef, codec::LineCodec}};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let lines = lp.add(Framed::spec("out", ours, LineCodec::new())).await?;
+    /// lines.send("last".to_string()).await?;
+    /// lines.close_when_empty().await?;
+    /// let mut got = String::new();
+    /// peer.read_to_string(&mut got).await.unwrap(); // to the end: it closed
+    /// assert_eq!(got, "last\n");
+    /// # Ok(()) }
+    /// ```
     fn close_when_empty(&self) -> impl Future<Output = Result<()>> + Send;
 }
 

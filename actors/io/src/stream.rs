@@ -264,7 +264,32 @@ impl StreamArgs {
     }
 }
 
-/// A buffered byte stream over a socket or a pair of fds.
+/// A buffered byte stream over a socket or a pair of fds (IO::Async's
+/// Stream): `on_read` gets the buffer (IO::Async's contract: consume what
+/// you can, say whether to call again), writes are queued and flushed as
+/// the fd takes them, and its events say what happened.
+///
+/// ```
+/// use ioasync::{Loop, io::{ReadAction, Stream}};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+/// // An echo: every byte read is written back.
+/// lp.add(Stream::spec("echo", ours).on_read(|io, buf, _eof| {
+///     io.write_slice(buf);
+///     buf.clear();
+///     ReadAction::Wait
+/// }))
+/// .await?;
+/// peer.write_all(b"ping").await.unwrap();
+/// let mut got = [0u8; 4];
+/// peer.read_exact(&mut got).await.unwrap();
+/// assert_eq!(&got, b"ping");
+/// # Ok(()) }
+/// ```
 pub struct Stream {
     duplex: Duplex,
     on_read: Option<OnRead>,
@@ -1166,19 +1191,55 @@ impl Handler<Info> for Stream {
 pub trait StreamRef {
     /// Queues `data` and resolves once it is written. Waits first while
     /// the stream is above its write high watermark (backpressure).
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Stream, StreamRef}};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("out", ours)).await?;
+    /// stream.write(&b"hello"[..]).await?; // written: the peer can read it
+    /// let mut got = [0u8; 5];
+    /// peer.read_exact(&mut got).await.unwrap();
+    /// assert_eq!(&got, b"hello");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while it waits for room, nothing is queued; once the stream
+    /// has taken the bytes, dropping it only loses the news that they were
+    /// written: they still are.
     fn write(&self, data: impl Into<Bytes> + Send) -> impl Future<Output = Result<()>> + Send;
 
     /// Closes once everything queued is written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once the stream has the request (the future resolved or was dropped
+    /// after it was sent), it closes as asked.
     fn close_when_empty(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Closes now; queued writes fail. Taken at once, even while writers
     /// wait for room (it does not queue behind them).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before the stream answered, the close may or may not have
+    /// happened; ask [`info`](StreamRef::info) or await [`closed`](StreamRef::closed).
     fn close_now(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Half-close: shuts the write side once the queue is empty
     /// (IO::Async's `close_write`, after the queue). Once the read side is
     /// closed too ([`close_read`](StreamRef::close_read)), the stream
     /// closes.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`close_when_empty`](StreamRef::close_when_empty).
     fn shutdown_write(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Closes the read side now (IO::Async's `close_read`): nothing more is
@@ -1186,18 +1247,54 @@ pub trait StreamRef {
     /// so its writer gets `EPIPE`); writing goes on. Once the write side is
     /// shut down too, the stream closes (`on_closed`, then it leaves the
     /// tree), as IO::Async's Handle does once both halves are closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before the answer, the read side may or may not be closed.
     fn close_read(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Addresses and buffer sizes, answered at once (not behind queued
     /// writes).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only asks.
     fn info(&self) -> impl Future<Output = Result<StreamInfo>> + Send;
 
     /// Resolves once the stream has closed (its fds are closed).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches.
     fn closed(&self) -> impl Future<Output = ()> + Send;
 
     /// Reads what `want` asks for; resolves with the bytes and whether EOF
-    /// was reached. Dropping the future cancels the read before it
-    /// consumes anything.
+    /// was reached (IO::Async's `read_atmost`, `read_exactly`,
+    /// `read_until`, `read_until_eof`). Reads come before `on_read`, in
+    /// the order asked.
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{ReadFor, Stream, StreamRef}};
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("in", ours)).await?;
+    /// peer.write_all(b"one\ntwo\n").await.unwrap();
+    /// drop(peer);
+    /// let (line, _eof) = stream.read(ReadFor::Until(b"\n".to_vec())).await?;
+    /// assert_eq!(&line[..], b"one\n");
+    /// let (rest, eof) = stream.read(ReadFor::Eof).await?;
+    /// assert_eq!((&rest[..], eof), (&b"two\n"[..], true));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read dropped before it completed consumes nothing;
+    /// the bytes stay for the next read or `on_read`.
     fn read(&self, want: ReadFor) -> impl Future<Output = ReadResult> + Send;
 
     /// Writes what `chunks` yields, pulling the next chunk each time the
@@ -1205,6 +1302,11 @@ pub trait StreamRef {
     /// Future: a future is `futures::stream::once(fut)`); writes made after
     /// it wait behind it. Resolves once the last chunk is written. A
     /// graceful stop pulls it to its end first; a close fails it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once the stream has the producer, dropping the future does not stop
+    /// it: it is pulled to its end.
     fn write_from(
         &self,
         chunks: impl futures_util::Stream<Item = Bytes> + Send + 'static,
@@ -1249,6 +1351,10 @@ pub trait StreamRef {
     /// (IO::Async's `push_on_read`); it is given what is buffered at once.
     /// Resolves once it is installed: input read before then went to the
     /// readers already there. See [`StreamIo::push_on_read`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before the answer, the reader may or may not be installed.
     fn push_on_read(
         &self,
         f: impl FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> PushedRead + Send + 'static,
