@@ -551,7 +551,32 @@ impl Loop {
         self.inner.stopped.notify_waiters();
     }
 
-    /// Adds and starts a top-level notifier.
+    /// Adds and starts a top-level notifier; resolves once its `init` ran
+    /// (its error, if it failed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let idle = lp.add(Countdown::spec("idle", Duration::from_secs(30))).await?;
+    /// assert_eq!(idle.path(), "/idle");
+    /// // Found again by path and type:
+    /// assert!(lp.lookup::<Countdown>("/idle").is_some());
+    /// // Removed with its subtree, leaves first:
+    /// let report = lp.remove("/idle").await.expect("it was there");
+    /// assert!(report.is_clean());
+    /// assert!(lp.lookup::<Countdown>("/idle").is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while it waits for `init`, the notifier is still started
+    /// (it is in the tree); only its handle is lost (find it with
+    /// [`Loop::lookup`]).
     pub async fn add<N: Notifier>(&self, spec: impl Into<Spec<N>>) -> Result<NotifierRef<N>> {
         self.inner.tree.add(spec.into()).await
     }
@@ -562,7 +587,12 @@ impl Loop {
     }
 
     /// Stops the notifier at `path` and its subtree (leaves first). `None`
-    /// when no notifier has that path.
+    /// when no notifier has that path. See [`Loop::add`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the stop is driven by this future; dropped midway,
+    /// part of the subtree may be stopped and the rest left running.
     pub async fn remove(&self, path: &str) -> Option<ShutdownReport> {
         self.inner.tree.remove(path, None).await
     }
@@ -572,18 +602,62 @@ impl Loop {
     /// killed and reported. A stop drains: a framed stream answers the
     /// requests it has read before it closes (give connections a stop
     /// timeout as long as the drain they may need).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// lp.add(Countdown::spec("a", Duration::from_secs(30))).await?;
+    /// lp.add(Countdown::spec("b", Duration::from_secs(30))).await?;
+    /// let report = lp.shutdown(Some(Duration::from_secs(5))).await;
+    /// assert!(report.is_clean(), "{report:?}");
+    /// assert_eq!(lp.live_notifiers(), 1, "only the root is left");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`Loop::remove`].
     pub async fn shutdown(&self, deadline: Option<Duration>) -> ShutdownReport {
         self.inner.tree.shutdown(deadline).await
     }
 
     /// A connect request to `target` (resolved asynchronously, Happy
     /// Eyeballs across IPv6 and IPv4); set options, then await it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, io::{Address, LocalAddr, ReadAction, Stream, Listen}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// // A listener (IO::Async's `listen`), then a connection to it.
+    /// let at: Address = "127.0.0.1:0".parse()?;
+    /// let echo = lp
+    ///     .listen("echo", Listen::new(at), |conn, _peer| {
+    ///         Stream::spec("conn", conn).on_read(|io, buf, _| {
+    ///             io.write_slice(buf);
+    ///             buf.clear();
+    ///             ReadAction::Wait
+    ///         })
+    ///     })
+    ///     .await?;
+    /// let addr = echo.ask(LocalAddr).await?.as_inet().expect("a TCP listener");
+    /// let conn = lp.connect(addr).timeout(Duration::from_secs(5)).await?;
+    /// assert!(conn.peer_addr().is_ok());
+    /// # Ok(()) }
+    /// ```
     pub fn connect(&self, target: impl Into<ioasync_io::Address>) -> ioasync_io::Connect {
         ioasync_io::Connect::new(target)
     }
 
     /// Binds `listen` and adds a [`Listener`](ioasync_io::Listener) named
-    /// `name` that starts `on_stream(conn, peer)` for each connection.
+    /// `name` that starts `on_stream(conn, peer)` for each connection (see
+    /// [`Loop::connect`] for an example).
     pub async fn listen<F, S>(
         &self,
         name: &str,
@@ -600,6 +674,15 @@ impl Loop {
 
     /// Resolves `host` and `service` (name or port) to stream socket
     /// addresses, off the runtime's workers.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = ioasync::Loop::current()?;
+    /// let addrs = lp.resolve("127.0.0.1", "8080").await?;
+    /// assert_eq!(addrs, ["127.0.0.1:8080".parse().unwrap()]);
+    /// # Ok(()) }
+    /// ```
     pub async fn resolve(&self, host: &str, service: &str) -> Result<Vec<std::net::SocketAddr>> {
         ioasync_io::resolve(
             host,
@@ -622,6 +705,25 @@ impl Loop {
 
     /// Runs `cmd` with `stdin` as input and returns its status, stdout and
     /// stderr (IO::Async's `run_process`).
+    ///
+    /// ```
+    /// use ioasync::process::{Command, ExitStatus};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = ioasync::Loop::current()?;
+    /// let mut tr = Command::new("tr");
+    /// tr.args(["a-z", "A-Z"]);
+    /// let out = lp.run_child(tr, "shout").await?;
+    /// assert_eq!((out.status, &out.stdout[..]), (ExitStatus::Code(0), &b"SHOUT"[..]));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped, the child is sent its cancel signal
+    /// ([`Command::cancel_signal`](ioasync_process::Command::cancel_signal))
+    /// and reaped.
     pub async fn run_child(
         &self,
         cmd: ioasync_process::Command,
@@ -904,6 +1006,22 @@ impl Loop {
     }
 
     /// A future that completes at `when`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = ioasync::Loop::current()?;
+    /// let t0 = tokio::time::Instant::now();
+    /// lp.delay_future(Duration::from_secs(2)).await;
+    /// assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    /// // And its pair: a timeout fails with a timeout error.
+    /// let slow = lp.delay_future(Duration::from_secs(9));
+    /// let err = lp.timeout(Duration::from_secs(1), slow).await.unwrap_err();
+    /// assert!(err.is_timeout());
+    /// # Ok(()) }
+    /// ```
     pub fn delay_future(&self, when: impl Into<When>) -> impl Future<Output = ()> + Send + 'static {
         tokio::time::sleep_until(when.into().instant())
     }
@@ -928,7 +1046,24 @@ impl Loop {
             .map_err(|_| Error::timeout("timeout"))
     }
 
-    /// A snapshot of the whole notifier tree.
+    /// A snapshot of the whole notifier tree (kinds, paths, states,
+    /// restarts, queue depths); `Display` prints it indented,
+    /// [`NodeSnapshot::to_dot`](ioasync_core::NodeSnapshot::to_dot) as
+    /// Graphviz.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::Countdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// lp.add(Countdown::spec("idle", Duration::from_secs(30))).await?;
+    /// let tree = lp.tree();
+    /// assert_eq!(tree.find("/idle").map(|n| n.kind), Some("timer-countdown"));
+    /// assert!(tree.to_string().contains("idle"));
+    /// # Ok(()) }
+    /// ```
     pub fn tree(&self) -> NodeSnapshot {
         self.inner.tree.snapshot()
     }
