@@ -102,3 +102,59 @@ fn every_notifier_builder_takes_the_same_supervision_options() {
         check(kind, p);
     }
 }
+
+/// Each option as the *first* call on a notifier's own builder (where the
+/// builder becomes a `Spec` through `IntoSpec`), one at a time.
+fn each_option_first<S: IntoSpec>(kind: &str, make: impl Fn() -> S) {
+    use ioasync::supervision::{Backoff, Strategy};
+    let b = Backoff::new(Duration::from_millis(3), 2.0, Duration::from_secs(1));
+    assert_eq!(
+        make().restart(Restart::Transient).policy().restart,
+        Restart::Transient,
+        "{kind}"
+    );
+    let p = *make().restart_limit(7, Duration::from_secs(9)).policy();
+    assert_eq!(
+        (p.max_restarts, p.window),
+        (7, Duration::from_secs(9)),
+        "{kind}"
+    );
+    assert_eq!(make().backoff(b).policy().backoff, b, "{kind}");
+    assert_eq!(
+        make().stop_timeout(STOP).policy().stop_timeout,
+        STOP,
+        "{kind}"
+    );
+    assert_eq!(
+        make().init_timeout(INIT).policy().init_timeout,
+        INIT,
+        "{kind}"
+    );
+    assert_eq!(make().mailbox(5).mailbox_capacity(), 5, "{kind}");
+    assert_eq!(
+        make().strategy(Strategy::OneForAll).policy().strategy,
+        Strategy::OneForAll,
+        "{kind}"
+    );
+}
+
+#[test]
+fn each_supervision_option_works_as_the_first_call_on_every_builder() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _g = rt.enter();
+    let pair = || tokio::net::UnixStream::pair().unwrap().0;
+    each_option_first("stream", || Stream::spec("s", pair()));
+    each_option_first("framed", || {
+        Framed::spec("f", pair(), ioasync::io::codec::LineCodec::new())
+    });
+    each_option_first("filestream", || FileStream::spec("fs", "/dev/null"));
+    each_option_first("periodic", || Periodic::spec("p", Duration::from_secs(1)));
+    each_option_first("process", || Process::spec("proc", Command::new("true")));
+    each_option_first("function", || Function::spec("fn", "entry"));
+    each_option_first("routine", || {
+        Routine::<u32, u32, u32>::spec("r", "entry", 4).0
+    });
+}

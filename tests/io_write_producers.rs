@@ -24,6 +24,17 @@ fn chunk(i: usize) -> Bytes {
     c.into()
 }
 
+/// Waits until the stream took what was sent on `tx` (the channel has
+/// room again): the producer is in place and being pulled.
+async fn pulled(tx: &tokio::sync::mpsc::Sender<Bytes>) {
+    bounded("the producer is pulled", async {
+        while tx.capacity() < tx.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
 fn check_chunks(got: &[u8], n: usize) {
     assert_eq!(got.len(), n * CHUNK, "every byte, once");
     for (i, c) in got.chunks(CHUNK).enumerate() {
@@ -118,12 +129,7 @@ async fn writes_made_after_a_producer_wait_behind_it() {
     tx.send(Bytes::from_static(b"one,")).await.unwrap();
     // The stream took "one," from the producer (the channel has room
     // again): the producer is in place...
-    bounded("the producer is pulled", async {
-        while tx.capacity() < tx.max_capacity() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    pulled(&tx).await;
     // ...so this write comes after it, whatever the producer does next.
     let (wtx, wrx) = tokio::sync::oneshot::channel();
     stream
@@ -161,12 +167,7 @@ async fn a_graceful_stop_pulls_a_producer_to_its_end() {
         }
     });
     tx.send(chunk(0)).await.unwrap();
-    bounded("the producer is pulled", async {
-        while tx.capacity() < tx.max_capacity() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    pulled(&tx).await;
     // Stop while it produces...
     let stopping = tokio::spawn({
         let stream = stream.clone();
