@@ -81,6 +81,24 @@ impl When {
 /// watch's [`Handle`](ioasync_io::Handle) notifier. They get the handle's
 /// [`HandleIo`](ioasync_io::HandleIo) (read and write through it, or
 /// through the program's own fd).
+///
+/// ```
+/// use ioasync::{io::IoWatch, Loop};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let (rx, tx) = std::io::pipe().unwrap();
+/// let (hung_up, mut heard) = tokio::sync::mpsc::unbounded_channel();
+/// let _watch = lp
+///     .watch_io(&rx, IoWatch::new().on_hangup(move || {
+///         let _ = hung_up.send(());
+///     }))
+///     .await?;
+/// drop(tx); // the writer goes away: the watch hears the hangup
+/// heard.recv().await.unwrap();
+/// # Ok(()) }
+/// ```
 #[derive(Default)]
 #[must_use = "an IoWatch does nothing until given to Loop::watch_io"]
 pub struct IoWatch {
@@ -186,6 +204,21 @@ impl std::ops::BitOr for IoDirs {
 }
 
 /// Builds a [`Loop`]: runtime flavor, root strategy, signal handling.
+///
+/// ```
+/// use std::time::Duration;
+/// use ioasync::{supervision::Strategy, Loop};
+///
+/// # fn main() -> ioasync::Result<()> {
+/// let lp = Loop::builder()
+///     .current_thread()
+///     .strategy(Strategy::OneForOne)
+///     .shutdown_on_signals(Duration::from_secs(5))
+///     .build()?;
+/// let answer = lp.block_on(async { 6 * 7 });
+/// assert_eq!(answer, 42);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a LoopBuilder does nothing until build() is called"]
 pub struct LoopBuilder {
