@@ -183,14 +183,18 @@ async fn file_reports_size_mode_removal_and_recreation_on_events() {
     wait("vanished", |e| matches!(e, FileEvent::Vanished(_))).await;
     std::fs::write(&path, "again").unwrap();
     bounded("appeared again", async {
-        while rec
-            .events()
-            .iter()
-            .filter(|e| matches!(e, FileEvent::Appeared(_)))
-            .count()
-            < 2
-        {
+        loop {
+            // The length before the look: an event landing between the
+            // look and the wait must not be waited for again.
             let n = rec.events().len();
+            let appeared = rec
+                .events()
+                .iter()
+                .filter(|e| matches!(e, FileEvent::Appeared(_)))
+                .count();
+            if appeared >= 2 {
+                return;
+            }
             rec.wait_len(n + 1).await;
         }
     })
@@ -229,12 +233,16 @@ async fn polling_alone_still_follows_and_watches() {
     bounded("appeared", rec.wait_len(1)).await;
     append(&path, "more\n");
     bounded("size", async {
-        while !rec
-            .events()
-            .iter()
-            .any(|e| matches!(e, FileEvent::Size { .. }))
-        {
+        loop {
+            // The length before the look (see above).
             let n = rec.events().len();
+            if rec
+                .events()
+                .iter()
+                .any(|e| matches!(e, FileEvent::Size { .. }))
+            {
+                return;
+            }
             rec.wait_len(n + 1).await;
         }
     })
