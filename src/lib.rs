@@ -263,18 +263,18 @@ pub mod supervision {
 pub mod io {
     pub use crate::ioloop::{IoDirs, IoWatch};
     pub use ioasync_io::{
-        ACCEPT_BACKOFF, Accepted, Address, AsyncIo, CloseNow, CloseRead, CloseWhenEmpty, Connect,
-        Connection, Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec,
+        ACCEPT_BACKOFF, Accepted, Address, AsyncIo, ByteStream, ByteStreamArgs, ByteStreamSpec,
+        Connect, Connection, Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec,
         ConnectorWrite, DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest,
         Family, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSocket,
-        FramedSocketArgs, FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo,
-        HandleSpec, HangupFn, Info, IoConnection, Limits, Listen, ListenSocket, Listener,
+        FramedSocketArgs, FramedSocketRef, FramedSpec, Frames, Handle, HandleArgs, HandleEvent,
+        HandleIo, HandleSpec, HangupFn, IoConnection, Limits, Listen, ListenSocket, Listener,
         ListenerArgs, ListenerEvent, ListenerRef, LocalAddr, MAX_ACCEPT_BACKOFF, OnStream,
-        PushOnRead, PushedRead, Read, ReadAction, ReadFor, ReadResult, ReadyFn, Rewatch,
-        SendDatagram, SendFrame, SendTo, Session, SessionArgs, SessionInfo, ShutdownWrite,
-        SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StopSignal,
-        Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, TrySendError,
-        WantRead, WantReady, WhileDown, Write, WriteFrom, codec, name_of, open_fd_count, resolve,
+        Protocol, PushedRead, RawBytes, ReadAction, ReadFor, ReadResult, ReadyFn, Rewatch,
+        SendDatagram, SendTo, Session, SessionArgs, SessionInfo, SockAddr, SockType, Socket,
+        SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StopSignal, Stream, StreamArgs,
+        StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, TrySendError, WantReady,
+        WhileDown, Written, codec, name_of, open_fd_count, resolve,
     };
     #[cfg(feature = "tls")]
     pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};

@@ -11,7 +11,9 @@ use futures_util::StreamExt;
 use ioasync::{
     error::ErrorKind,
     io::codec::LineCodec,
-    io::{Address, Connect, Connection, DatagramConnection, Framed, FramedEvent, FramedRef},
+    io::{
+        Address, Connect, Connection, DatagramConnection, Framed, FramedEvent, FramedRef, StreamRef,
+    },
     notifier::{Spec, Subscription},
 };
 use support::{bounded, test_loop};
@@ -124,7 +126,7 @@ async fn lines_through(codec: LineCodec, input: &[u8], n: usize) -> (Vec<String>
     let mut got = Vec::new();
     while got.len() < n {
         match bounded("lines", events.next()).await.expect("open") {
-            FramedEvent::Frame(l) => got.push(l),
+            FramedEvent::Read(l) => got.push(l),
             FramedEvent::DecodeError(_) => {}
             other => panic!("{other:?}"),
         }

@@ -138,14 +138,17 @@ async fn framed_line_streams_carry_typed_frames_both_ways() {
     for w in ["hello", "world"] {
         client.send(w.to_string()).await.unwrap();
     }
-    let frames: Vec<String> = bounded("frames", recorder.wait_len(2))
-        .await
-        .into_iter()
-        .filter_map(|e| match e {
-            ioasync::io::FramedEvent::Frame(s) => Some(s),
-            _ => None,
-        })
-        .collect();
+    let frames: Vec<String> = bounded(
+        "frames",
+        recorder.wait_matching(2, |e| matches!(e, ioasync::io::FramedEvent::Read(_))),
+    )
+    .await
+    .into_iter()
+    .filter_map(|e| match e {
+        ioasync::io::FramedEvent::Read(s) => Some(s),
+        _ => None,
+    })
+    .collect();
     assert_eq!(frames, ["olleh", "dlrow"]);
 }
 
@@ -176,7 +179,7 @@ async fn an_oversized_frame_is_a_decode_error_and_the_stream_goes_on() {
     assert_eq!(e.op(), "decode");
     // The connection goes on: the next line is a frame.
     assert!(
-        matches!(&evs[1], ioasync::io::FramedEvent::Frame(l) if l == "short"),
+        matches!(&evs[1], ioasync::io::FramedEvent::Read(l) if l == "short"),
         "{evs:?}"
     );
     drop(c);

@@ -325,7 +325,7 @@ async fn watch_io_without_a_callback_is_refused() {
 // starts out writeable; `on_outgoing_empty` once all is written.
 flavours!(writeable_stop_and_start_are_the_edges_of_a_blocked_peer_then_flushed);
 async fn writeable_stop_and_start_are_the_edges_of_a_blocked_peer_then_flushed() {
-    use ioasync::io::{StreamEvent, Write};
+    use ioasync::io::StreamEvent;
     use ioasync::prelude::*;
     use tokio::io::AsyncReadExt;
     const CHUNK: usize = 64 << 10;
@@ -353,10 +353,7 @@ async fn writeable_stop_and_start_are_the_edges_of_a_blocked_peer_then_flushed()
         let stream = stream.clone();
         async move {
             for _ in 0..TOTAL / CHUNK {
-                stream
-                    .tell(Write(vec![7u8; CHUNK].into(), None))
-                    .await
-                    .unwrap();
+                drop(stream.start_write(vec![7u8; CHUNK]).await.unwrap());
             }
         }
     });

@@ -68,7 +68,7 @@ async fn a_pending_read_on_a_connection_reset_by_its_peer_fails_with_econnreset(
 
 flavours!(close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_never_reads);
 async fn close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_never_reads() {
-    use ioasync::io::{Limits, Write};
+    use ioasync::io::Limits;
     let lp = test_loop();
     let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = raw.local_addr().unwrap();
@@ -84,20 +84,19 @@ async fn close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_
         .unwrap();
     let _peer = accepted.unwrap().0; // never reads
     // Writers fill the kernel buffers, the write buffer to its high
-    // watermark, then the mailbox, and wait.
-    let writer = {
-        let s = stream.clone();
-        tokio::spawn(async move {
-            loop {
-                if s.tell(Write(vec![7u8; 64 << 10].into(), None))
-                    .await
-                    .is_err()
-                {
-                    return;
+    // watermark, then the mailbox (more writers than it holds), and wait.
+    let writers: Vec<_> = (0..80)
+        .map(|_| {
+            let s = stream.clone();
+            tokio::spawn(async move {
+                loop {
+                    if s.start_write(vec![7u8; 64 << 10]).await.is_err() {
+                        return;
+                    }
                 }
-            }
+            })
         })
-    };
+        .collect();
     let path = stream.path().to_owned();
     bounded("the writers wait", async {
         loop {
@@ -120,15 +119,14 @@ async fn close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_
         .await
         .unwrap();
     support::bounded_for(one_second, "closed", stream.closed()).await;
-    writer.abort();
+    for w in writers {
+        w.abort();
+    }
 }
 
 flavours!(a_write_buffer_fails_or_drops_what_its_policy_names);
 async fn a_write_buffer_fails_or_drops_what_its_policy_names() {
-    use ioasync::{
-        io::{Limits, Write},
-        notifier::Overflow,
-    };
+    use ioasync::{io::Limits, notifier::Overflow};
     use tokio::io::AsyncReadExt;
     let lp = test_loop();
     let limits = Limits {
@@ -157,21 +155,11 @@ async fn a_write_buffer_fails_or_drops_what_its_policy_names() {
         // write buffer to its high watermark.
         let mut accepted_writes = Vec::new();
         let refusal = loop {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            stream
-                .tell(Write(vec![1u8; CHUNK].into(), Some(tx)))
-                .await
-                .unwrap();
-            // Through the mailbox, behind the write: once answered, the
-            // write has been taken or refused (no timing guess).
-            bounded("info", stream.ask(ioasync::io::Info))
-                .await
-                .unwrap();
-            let mut rx = rx;
-            match rx.try_recv() {
-                Ok(Err(e)) => break e,
-                Ok(Ok(())) => {}
-                Err(_) => accepted_writes.push(rx), // queued, not yet written
+            // Resolves once the write was taken or refused (no timing
+            // guess).
+            match bounded("start_write", stream.start_write(vec![1u8; CHUNK])).await {
+                Err(e) => break e,
+                Ok(written) => accepted_writes.push(written),
             }
             assert!(accepted_writes.len() < 1000, "never refused");
         };
@@ -189,8 +177,8 @@ async fn a_write_buffer_fails_or_drops_what_its_policy_names() {
         stream.close_when_empty().await.unwrap();
         let mut got = Vec::new();
         bounded("read", peer.read_to_end(&mut got)).await.unwrap();
-        for rx in accepted_writes {
-            bounded("written", rx).await.unwrap().unwrap();
+        for written in accepted_writes {
+            bounded("written", written).await.unwrap();
         }
         assert_eq!(got.len() % CHUNK, 0, "whole writes only");
     }
@@ -198,10 +186,7 @@ async fn a_write_buffer_fails_or_drops_what_its_policy_names() {
 
 flavours!(a_write_buffer_under_drop_oldest_drops_the_oldest_whole_writes_and_keeps_the_newest);
 async fn a_write_buffer_under_drop_oldest_drops_the_oldest_whole_writes_and_keeps_the_newest() {
-    use ioasync::{
-        io::{Limits, Write},
-        notifier::Overflow,
-    };
+    use ioasync::{io::Limits, notifier::Overflow};
     use tokio::io::AsyncReadExt;
     let lp = test_loop();
     let limits = Limits {
@@ -228,12 +213,9 @@ async fn a_write_buffer_under_drop_oldest_drops_the_oldest_whole_writes_and_keep
     for i in 0..WRITES {
         let mut chunk = vec![0xAAu8; CHUNK];
         chunk[..2].copy_from_slice(&i.to_be_bytes());
-        let (tx, rx) = tokio::sync::oneshot::channel();
         // Never waits: the newest is always taken.
-        bounded("write", stream.tell(Write(chunk.into(), Some(tx))))
-            .await
-            .unwrap();
-        dones.push(rx);
+        let written = bounded("write", stream.start_write(chunk)).await.unwrap();
+        dones.push(written);
     }
     let info = stream.info().await.unwrap();
     assert!(
@@ -256,7 +238,7 @@ async fn a_write_buffer_under_drop_oldest_drops_the_oldest_whole_writes_and_keep
     assert_eq!(tags.last(), Some(&(WRITES - 1)), "the newest is kept");
     let mut written = Vec::new();
     for (i, rx) in dones.into_iter().enumerate() {
-        match bounded("done", rx).await.unwrap() {
+        match bounded("done", rx).await {
             Ok(()) => written.push(i as u16),
             Err(e) => assert!(
                 e.is_full()

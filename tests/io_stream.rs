@@ -17,7 +17,6 @@ use ioasync::{
     Loop,
     io::{
         Address, Limits, Listen, LocalAddr, ReadAction, SockAddr, Stream, StreamEvent, StreamRef,
-        WantRead, Write,
     },
     notifier::{IntoSpec, NotifierRef},
     test_util::Recorder,
@@ -140,7 +139,7 @@ async fn backpressure_makes_writers_wait_at_the_high_watermark_and_loses_nothing
         tokio::spawn(async move {
             for i in 0..CHUNKS {
                 let chunk = vec![(i % 251) as u8; CHUNK];
-                stream.tell(Write(chunk.into(), None)).await.unwrap();
+                drop(stream.start_write(chunk).await.unwrap());
                 sent.fetch_add(1, Ordering::SeqCst);
             }
             stream.close_when_empty().await.unwrap();
@@ -235,7 +234,7 @@ async fn writing_after_a_peer_reset_is_a_write_error_with_errno_as_event_and_fut
     let (events, sub) = Recorder::new();
     let (stream, peer) = pair_with(&lp, |s| s.subscribe(sub)).await;
     // Stop reading so the reset is seen by a write, not a read.
-    stream.ask(WantRead(false)).await.unwrap();
+    stream.want_read(false).await.unwrap();
     let peer = peer.into_std().unwrap();
     socket2::SockRef::from(&peer)
         .set_linger(Some(Duration::ZERO))
@@ -308,12 +307,9 @@ flavours!(a_graceful_shutdown_flushes_what_a_stream_accepted);
 async fn a_graceful_shutdown_flushes_what_a_stream_accepted() {
     let lp = test_loop();
     let (stream, mut peer) = pair_with(&lp, |s| s).await;
-    stream.ask(WantRead(false)).await.unwrap();
+    stream.want_read(false).await.unwrap();
     for i in 0..100u8 {
-        stream
-            .tell(Write(vec![i; 1000].into(), None))
-            .await
-            .unwrap();
+        drop(stream.start_write(vec![i; 1000]).await.unwrap());
     }
     let reader = tokio::spawn(async move {
         let mut got = Vec::new();

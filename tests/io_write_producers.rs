@@ -12,7 +12,7 @@ use std::sync::{
 };
 
 use bytes::Bytes;
-use ioasync::io::{Limits, Stream, StreamRef, Write};
+use ioasync::io::{Limits, Stream, StreamRef};
 use support::{bounded, test_loop};
 use tokio::io::AsyncReadExt;
 
@@ -131,16 +131,15 @@ async fn writes_made_after_a_producer_wait_behind_it() {
     // again): the producer is in place...
     pulled(&tx).await;
     // ...so this write comes after it, whatever the producer does next.
-    let (wtx, wrx) = tokio::sync::oneshot::channel();
-    stream
-        .tell(Write(Bytes::from_static(b"tail"), Some(wtx)))
+    let wrx = stream
+        .start_write(Bytes::from_static(b"tail"))
         .await
         .unwrap();
     tx.send(Bytes::from_static(b"two,")).await.unwrap();
     tx.send(Bytes::from_static(b"three,")).await.unwrap();
     drop(tx); // the producer ends
     bounded("produced", produced).await.unwrap().unwrap();
-    bounded("the tail", wrx).await.unwrap().unwrap();
+    bounded("the tail", wrx).await.unwrap();
     stream.close_when_empty().await.unwrap();
     let mut got = Vec::new();
     bounded("read", peer.read_to_end(&mut got)).await.unwrap();

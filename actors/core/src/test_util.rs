@@ -149,6 +149,20 @@ impl<E: Clone + Send + Sync + 'static> Recorder<E> {
         let _ = rx.wait_for(|v| v.len() >= n).await;
         self.events()
     }
+
+    /// Waits until at least `n` recorded events satisfy `pred`; returns
+    /// those events, in order.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits; nothing is taken from the recorder.
+    pub async fn wait_matching(&self, n: usize, mut pred: impl FnMut(&E) -> bool) -> Vec<E> {
+        let mut rx = self.0.subscribe();
+        let _ = rx
+            .wait_for(|v| v.iter().filter(|e| pred(e)).count() >= n)
+            .await;
+        self.events().into_iter().filter(|e| pred(e)).collect()
+    }
 }
 
 impl<E> fmt::Debug for Recorder<E> {

@@ -21,10 +21,11 @@ use tokio::{
 
 use crate::{
     addr::SockAddr,
+    byte_stream::Write,
     connect::Connect,
     connection::Connection,
     duplex::Limits,
-    stream::{ReadAction, Stream, StreamIo, Write},
+    stream::{ReadAction, Stream, StreamIo},
 };
 
 type Done = Option<oneshot::Sender<Result<()>>>;
@@ -305,7 +306,7 @@ impl Connector {
         self.lost = Some(Box::pin(async move { watch.wait_stopped().await }));
         // What waited while down goes first, in order.
         for (data, done) in std::mem::take(&mut self.queue) {
-            if child.tell(Write(data, done)).await.is_err() {
+            if child.tell(Write::<Bytes>::bytes(data, done)).await.is_err() {
                 break;
             }
         }
@@ -440,7 +441,7 @@ impl Handler<ConnectorWrite> for Connector {
     ) {
         if let Some(conn) = self.conn.as_ref().filter(|c| c.is_alive()) {
             // Up: the connection's own write path (and its policy).
-            let _ = conn.tell(Write(data, done)).await;
+            let _ = conn.tell(Write::<Bytes>::bytes(data, done)).await;
             return;
         }
         let refuse = |done: Done, kind: ErrorKind, msg: String| {

@@ -522,6 +522,11 @@ impl Duplex {
         self.ready_w = true;
     }
 
+    /// Whether writes are taken (not closed, nor shut down for writing).
+    pub(crate) fn takes_writes(&self) -> bool {
+        !self.closed_for_writing()
+    }
+
     /// Queues `data` without copying; `done` resolves once it is written.
     pub(crate) fn write(&mut self, data: Bytes, done: Option<oneshot::Sender<Result<()>>>) {
         if self.closed_for_writing() {

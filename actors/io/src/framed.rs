@@ -17,27 +17,25 @@ use std::{
     fmt,
     marker::PhantomData,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
 };
 
 use futures_util::{StreamExt, future::BoxFuture, stream::FuturesOrdered};
 
-use bytes::BytesMut;
-use ioasync_core::{
-    Ctx, Emits, Error, ErrorKind, Handler, IntoSpec, Notifier, NotifierRef, Once, Restart, Result,
-    Spec,
-};
+use bytes::{Bytes, BytesMut};
+use ioasync_core::{Ctx, Error, ErrorKind, NotifierRef, Result};
 use tokio::sync::oneshot;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{
+    byte_stream::{
+        ByteStream, ByteStreamArgs, ByteStreamSpec, CloseWhenEmpty, Outgoing, ProtocolImpl,
+        StreamEvent, Write,
+    },
     connection::Connection,
-    duplex::{Duplex, Limits, Progress, Source},
-    stream::{CloseNow, CloseWhenEmpty},
+    duplex::{Duplex, Source},
+    gate::SendGate,
 };
 
 /// A codec [`Framed`] and [`FramedSocket`](crate::FramedSocket) can speak:
@@ -60,27 +58,9 @@ where
 {
 }
 
-/// Something that happened to a framed stream.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum FramedEvent<T> {
-    /// A decoded frame (only when there is no `on_frame` closure).
-    Frame(T),
-    /// The peer closed its write side.
-    ReadEof,
-    /// The codec refused one frame (op `decode`: too long, not UTF-8...).
-    /// The connection goes on with the next frame: replies already due
-    /// are written, and in `serve` mode the frame's reply is what the
-    /// `on_decode_error` hook made of the error, in its place.
-    DecodeError(Error),
-    /// Reading failed (op `read`, errno kept), or the codec cannot go on
-    /// after an error; it closes once the replies already due are written.
-    ReadError(Error),
-    /// Writing failed (op `write`, errno kept); it closes.
-    WriteError(Error),
-    /// Closed; fds closed.
-    Closed,
-}
+/// Something that happened to a framed stream: a [`StreamEvent`] whose
+/// reads are decoded frames.
+pub type FramedEvent<T> = StreamEvent<T>;
 
 /// What an `on_frame` closure may do to its own stream.
 pub struct FramedIo<'a, C, O> {
@@ -136,44 +116,229 @@ type OnFrame<C, O> = Box<dyn FnMut(&mut FramedIo<'_, C, O>, <C as Decoder>::Item
 
 type OnDecodeError<O> = Box<dyn FnMut(&Error) -> Option<O> + Send>;
 
-/// How to start a [`Framed`].
-pub struct FramedArgs<C: Decoder, O> {
-    source: Source,
-    codec: C,
-    limits: Limits,
-    on_frame: Option<OnFrame<C, O>>,
-    serve: Option<(ServeFn<C, O>, usize)>,
-    on_decode_error: Option<OnDecodeError<O>>,
-    close_on_read_eof: bool,
+/// `serve` mode: the handler, its bound, the handlers running and the
+/// replies that finished (written in frame order).
+struct Serving<C: Decoder, O> {
+    handler: ServeFn<C, O>,
+    max: usize,
+    inflight: FuturesOrdered<BoxFuture<'static, Option<O>>>,
+    finished: Vec<Option<O>>,
 }
 
-impl<C: Decoder, O> fmt::Debug for FramedArgs<C, O> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FramedArgs")
-            .field("limits", &self.limits)
-            .finish()
+impl<C: Decoder, O> Serving<C, O> {
+    fn full(&self) -> bool {
+        self.inflight.len() >= self.max
     }
 }
+
+/// The protocol of a [`Framed`]: input decoded by the codec `C` into
+/// frames for `on_frame`, a `serve` handler or subscribers
+/// ([`StreamEvent::Read`]); typed writes of `O` encoded by it.
+pub struct Frames<C: Decoder, O> {
+    codec: C,
+    on_frame: Option<OnFrame<C, O>>,
+    serve: Option<Box<Serving<C, O>>>,
+    on_decode_error: Option<OnDecodeError<O>>,
+    /// Decoding stopped at `max_in_flight`: frames may wait in the buffer.
+    held_back: bool,
+    /// Consecutive decode errors that consumed nothing.
+    stuck_errors: u8,
+}
+
+impl<C: Decoder, O> fmt::Debug for Frames<C, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frames")
+            .field("on_frame", &self.on_frame.is_some())
+            .field("serve", &self.serve.as_ref().map(|s| s.max))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, O> Frames<C, O>
+where
+    C: FrameCodec<O>,
+    O: Send + 'static,
+{
+    /// Whether `serve` has all the frames it may hold.
+    fn serve_full(&self) -> bool {
+        self.serve.as_ref().is_some_and(|s| s.full())
+    }
+
+    /// Hands one decoded frame on.
+    async fn frame(s: &mut ByteStream<Self>, ctx: &mut Ctx<'_, ByteStream<Self>>, item: C::Item) {
+        let me = &mut s.proto;
+        if let Some(serve) = me.serve.as_mut() {
+            serve.inflight.push_back((serve.handler)(item));
+            return;
+        }
+        match me.on_frame.as_mut() {
+            Some(f) => {
+                let mut io = FramedIo {
+                    duplex: &mut s.duplex,
+                    codec: &mut me.codec,
+                    _o: PhantomData,
+                };
+                f(&mut io, item);
+            }
+            None => ctx.emit(StreamEvent::Read(item)).await,
+        }
+    }
+
+    /// Decodes the whole frames buffered (and the last one at EOF), up to
+    /// what `serve` may hold. A refused frame is an event (and, in `serve`
+    /// mode, the `on_decode_error` reply in its place); an error the codec
+    /// cannot get past (twice in a row with nothing consumed) is returned.
+    async fn decode_all(
+        s: &mut ByteStream<Self>,
+        ctx: &mut Ctx<'_, ByteStream<Self>>,
+    ) -> Result<()> {
+        let eof = s.duplex.read_eof;
+        s.proto.held_back = false;
+        loop {
+            if s.proto.serve_full() {
+                s.proto.held_back = !s.duplex.rbuf.is_empty();
+                break;
+            }
+            let before = s.duplex.rbuf.len();
+            let mut buf = std::mem::take(&mut s.duplex.rbuf);
+            let res = if eof {
+                s.proto.codec.decode_eof(&mut buf)
+            } else {
+                s.proto.codec.decode(&mut buf)
+            }
+            .map_err(|e| Error::new("decode", ErrorKind::InvalidInput, e.to_string()));
+            s.duplex.rbuf = buf;
+            match res {
+                Ok(Some(item)) => {
+                    s.proto.stuck_errors = 0;
+                    Self::frame(s, ctx, item).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let me = &mut s.proto;
+                    let consumed = s.duplex.rbuf.len() < before;
+                    me.stuck_errors = if consumed { 0 } else { me.stuck_errors + 1 };
+                    if me.stuck_errors >= 2 || (eof && !consumed && me.stuck_errors >= 1) {
+                        return Err(e);
+                    }
+                    if let (Some(serve), Some(f)) = (me.serve.as_mut(), me.on_decode_error.as_mut())
+                    {
+                        let reply = f(&e);
+                        serve
+                            .inflight
+                            .push_back(Box::pin(std::future::ready(reply)));
+                    }
+                    ctx.emit(StreamEvent::DecodeError(e)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes the replies of finished handlers, in frame order.
+    async fn write_finished(s: &mut ByteStream<Self>, ctx: &mut Ctx<'_, ByteStream<Self>>) {
+        let Some(serve) = s.proto.serve.as_mut() else {
+            return;
+        };
+        if serve.finished.is_empty() {
+            return;
+        }
+        let finished = std::mem::take(&mut serve.finished);
+        for out in finished.into_iter().flatten() {
+            if let Err(e) = s.proto.queue(&mut s.duplex, out) {
+                ctx.emit(StreamEvent::WriteError(e)).await;
+            }
+        }
+    }
+}
+
+impl<C, O> ProtocolImpl for Frames<C, O>
+where
+    C: FrameCodec<O>,
+    O: Send + 'static,
+{
+    type Item = C::Item;
+    type Out = O;
+    const KIND: &'static str = "framed";
+    const GATED: bool = true;
+
+    async fn consume(
+        s: &mut ByteStream<Self>,
+        ctx: &mut Ctx<'_, ByteStream<Self>>,
+    ) -> Result<bool> {
+        Self::decode_all(s, ctx).await.map(|()| false)
+    }
+
+    fn queue(&mut self, duplex: &mut Duplex, item: O) -> Result<()> {
+        queue_frame(duplex, &mut self.codec, item)
+    }
+
+    fn to_bytes(&mut self, item: O) -> Result<Bytes> {
+        let mut buf = BytesMut::new();
+        self.codec
+            .encode(item, &mut buf)
+            .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(buf.freeze())
+    }
+
+    fn busy(s: &ByteStream<Self>) -> bool {
+        s.proto
+            .serve
+            .as_ref()
+            .is_some_and(|v| !v.inflight.is_empty() || !v.finished.is_empty())
+            || (!s.reading_done && s.proto.held_back)
+    }
+
+    async fn ready(s: &mut ByteStream<Self>) {
+        let Some(full) = s.proto.serve.as_ref().map(|v| v.full()) else {
+            return s.ready_source().await;
+        };
+        // Backpressure: no more bytes while the handlers are all busy or
+        // frames already read wait to be decoded.
+        s.duplex.read_off = s.reading_done || full || s.proto.held_back;
+        let (mut source, proto) = s.split_source();
+        match proto.serve.as_mut() {
+            Some(serve) if !serve.inflight.is_empty() => tokio::select! {
+                () = source.ready() => {}
+                Some(out) = serve.inflight.next() => serve.finished.push(out),
+            },
+            _ => source.ready().await,
+        }
+    }
+
+    async fn on_ready(s: &mut ByteStream<Self>, ctx: &mut Ctx<'_, ByteStream<Self>>) {
+        Self::write_finished(s, ctx).await;
+        if s.proto.held_back && !s.reading_done && !s.proto.serve_full() {
+            // Handlers finished: decode the frames waiting in the buffer.
+            let res = Self::decode_all(s, ctx).await;
+            s.duplex.consumed();
+            if let Err(e) = res {
+                s.stop_reading(ctx, e).await;
+            }
+        }
+    }
+
+    async fn finish(s: &mut ByteStream<Self>, ctx: &mut Ctx<'_, ByteStream<Self>>) {
+        // Drain: read no more, let the running handlers finish, write
+        // their replies (the stop timeout bounds all of it).
+        if let Some(serve) = s.proto.serve.as_mut() {
+            while let Some(out) = serve.inflight.next().await {
+                serve.finished.push(out);
+            }
+        }
+        Self::write_finished(s, ctx).await;
+    }
+}
+
+/// How to start a [`Framed`].
+pub type FramedArgs<C, O> = ByteStreamArgs<Frames<C, O>>;
 
 /// A framed stream under construction; set options, then add it.
-#[must_use = "a FramedSpec does nothing until it is added"]
-pub struct FramedSpec<C: Decoder, O> {
-    name: String,
-    args: FramedArgs<C, O>,
-}
-
-impl<C: Decoder, O> fmt::Debug for FramedSpec<C, O> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FramedSpec")
-            .field("name", &self.name)
-            .finish()
-    }
-}
+pub type FramedSpec<C, O> = ByteStreamSpec<Frames<C, O>>;
 
 impl<C, O> FramedSpec<C, O>
 where
-    C: Decoder + Encoder<O> + Send + 'static,
-    C::Item: Clone + Send + 'static,
+    C: FrameCodec<O>,
     O: Send + 'static,
 {
     /// Called inside the stream for each decoded frame; may send replies.
@@ -181,7 +346,7 @@ where
         mut self,
         f: impl FnMut(&mut FramedIo<'_, C, O>, C::Item) + Send + 'static,
     ) -> Self {
-        self.args.on_frame = Some(Box::new(f));
+        self.args.proto.on_frame = Some(Box::new(f));
         self
     }
 
@@ -198,139 +363,33 @@ where
         F: FnMut(C::Item) -> Fut + Send + 'static,
         Fut: Future<Output = Option<O>> + Send + 'static,
     {
-        self.args.serve = Some((
-            Box::new(move |item| Box::pin(f(item))),
-            max_in_flight.max(1),
-        ));
+        self.args.proto.serve = Some(Box::new(Serving {
+            handler: Box::new(move |item| Box::pin(f(item))),
+            max: max_in_flight.max(1),
+            inflight: FuturesOrdered::new(),
+            finished: Vec::new(),
+        }));
         self
     }
 
     /// In `serve` mode, the reply written in place of a frame the codec
     /// refused (`None`: no reply). Without it a refused frame gets no
     /// reply; either way the stream emits
-    /// [`DecodeError`](FramedEvent::DecodeError) and goes on.
+    /// [`DecodeError`](StreamEvent::DecodeError) and goes on.
     pub fn on_decode_error(mut self, f: impl FnMut(&Error) -> Option<O> + Send + 'static) -> Self {
-        self.args.on_decode_error = Some(Box::new(f));
-        self
-    }
-
-    /// Buffer limits (watermarks).
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.args.limits = limits;
-        self
-    }
-
-    /// Close when the peer closes its write side (default true).
-    pub fn close_on_read_eof(mut self, on: bool) -> Self {
-        self.args.close_on_read_eof = on;
+        self.args.proto.on_decode_error = Some(Box::new(f));
         self
     }
 }
 
-impl<C, O> IntoSpec for FramedSpec<C, O>
-where
-    C: FrameCodec<O>,
-    O: Send + 'static,
-{
-    type Notifier = Framed<C, O>;
-}
+/// A byte stream decoded into frames of `C::Item` and encoding `O`
+/// (IO::Async's Protocol::Stream): a [`ByteStream`] speaking [`Frames`].
+/// Everything a [`Stream`](crate::Stream) does — reads, pushed readers,
+/// raw writes, watermarks, half-close, the drain — it does too, through
+/// [`StreamRef`](crate::StreamRef); [`FramedRef`] adds typed frames.
+pub type Framed<C, O> = ByteStream<Frames<C, O>>;
 
-impl<C, O> From<FramedSpec<C, O>> for Spec<Framed<C, O>>
-where
-    C: FrameCodec<O>,
-    O: Send + 'static,
-{
-    fn from(s: FramedSpec<C, O>) -> Self {
-        Spec::new(s.name, Once::new(s.args)).restart(Restart::Temporary)
-    }
-}
-
-impl<C, O> From<FramedSpec<C, O>> for ioasync_core::AnySpec
-where
-    C: FrameCodec<O>,
-    O: Send + 'static,
-{
-    fn from(s: FramedSpec<C, O>) -> Self {
-        Spec::<Framed<C, O>>::from(s).into()
-    }
-}
-
-impl<C: Decoder, O> FramedArgs<C, O> {}
-
-/// A byte stream decoded into frames of `C::Item` and encoding `O`.
-pub struct Framed<C: Decoder, O> {
-    duplex: Duplex,
-    codec: C,
-    on_frame: Option<OnFrame<C, O>>,
-    serve: Option<(ServeFn<C, O>, usize)>,
-    on_decode_error: Option<OnDecodeError<O>>,
-    inflight: FuturesOrdered<BoxFuture<'static, Option<O>>>,
-    finished: Vec<Option<O>>,
-    close_on_read_eof: bool,
-    /// Decoding stopped at `max_in_flight`: frames may wait in the buffer.
-    held_back: bool,
-    /// Consecutive decode errors that consumed nothing.
-    stuck_errors: u8,
-    /// No more frames will be read or decoded (a fatal decode error, a
-    /// stop).
-    reading_done: bool,
-    /// What the handles see of the write buffer (for `try_send`).
-    gate: Arc<SendGate>,
-}
-
-/// Shared by a framed stream and its handles: whether its write buffer is
-/// over the high watermark (`try_send` refuses at once while it is), and
-/// a wake-up for senders waiting for room.
-#[derive(Debug, Default)]
-struct SendGate {
-    full: AtomicBool,
-    closed: AtomicBool,
-    high: AtomicUsize,
-    room: tokio::sync::Notify,
-}
-
-impl SendGate {
-    fn open(&self, high: usize) {
-        self.high.store(high, Ordering::Relaxed);
-        self.full.store(false, Ordering::Release);
-        self.closed.store(false, Ordering::Release);
-    }
-
-    fn publish(&self, full: bool) {
-        if self.full.swap(full, Ordering::AcqRel) && !full {
-            self.room.notify_waiters();
-        }
-    }
-
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.room.notify_waiters();
-    }
-
-    fn is_full(&self) -> bool {
-        self.full.load(Ordering::Acquire)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// Resolves once the write buffer is below its high watermark (or the
-    /// stream closed).
-    async fn room(&self) {
-        loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.is_full() || self.is_closed() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl<C, O> Framed<C, O>
+impl<C, O> ByteStream<Frames<C, O>>
 where
     C: FrameCodec<O>,
     O: Send + 'static,
@@ -391,7 +450,7 @@ where
     ///
     /// ```
     /// use futures_util::StreamExt;
-    /// use ioasync::{io::{Framed, FramedEvent}, Loop, io::codec::LineCodec, notifier::{Spec, Subscription}};
+    /// use ioasync::{io::{Framed, StreamEvent}, Loop, io::codec::LineCodec, notifier::{Spec, Subscription}};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {
@@ -409,8 +468,8 @@ where
     /// let mut got = Vec::new();
     /// while let Some(ev) = events.next().await {
     ///     match ev {
-    ///         FramedEvent::Frame(line) => got.push(line),
-    ///         FramedEvent::ReadEof => break,
+    ///         StreamEvent::Read(line) => got.push(line),
+    ///         StreamEvent::ReadEof => break,
     ///         _ => {}
     ///     }
     /// }
@@ -428,345 +487,15 @@ where
     }
 
     fn over(name: impl Into<String>, source: Source, codec: C) -> FramedSpec<C, O> {
-        FramedSpec {
-            name: name.into(),
-            args: FramedArgs {
-                source,
-                codec,
-                limits: Limits::default(),
-                on_frame: None,
-                serve: None,
-                on_decode_error: None,
-                close_on_read_eof: true,
-            },
-        }
-    }
-
-    async fn frame(&mut self, ctx: &mut Ctx<'_, Self>, item: C::Item) {
-        if let Some((serve, _)) = self.serve.as_mut() {
-            self.inflight.push_back(serve(item));
-            return;
-        }
-        match self.on_frame.as_mut() {
-            Some(f) => {
-                let mut io = FramedIo {
-                    duplex: &mut self.duplex,
-                    codec: &mut self.codec,
-                    _o: PhantomData,
-                };
-                f(&mut io, item);
-            }
-            None => ctx.emit(FramedEvent::Frame(item)).await,
-        }
-    }
-
-    /// Encodes the replies of finished handlers, in frame order.
-    async fn write_finished(&mut self, ctx: &mut Ctx<'_, Self>) {
-        for out in std::mem::take(&mut self.finished).into_iter().flatten() {
-            let codec = &mut self.codec;
-            let res = self
-                .duplex
-                .append_with(|buf| codec.encode(out, buf))
-                .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()));
-            if let Err(e) = res {
-                ctx.emit(FramedEvent::WriteError(e)).await;
-            }
-        }
-    }
-
-    /// Whether `serve` has all the frames it may hold.
-    fn serve_full(&self) -> bool {
-        self.serve
-            .as_ref()
-            .is_some_and(|(_, max)| self.inflight.len() >= *max)
-    }
-
-    /// Decodes the whole frames buffered (and the last one at EOF), up to
-    /// what `serve` may hold. A refused frame is an event (and, in `serve`
-    /// mode, the `on_decode_error` reply in its place); an error the codec
-    /// cannot get past (twice in a row with nothing consumed) is returned.
-    async fn decode_all(&mut self, ctx: &mut Ctx<'_, Self>) -> Result<()> {
-        let eof = self.duplex.read_eof;
-        self.held_back = false;
-        loop {
-            if self.serve_full() {
-                self.held_back = !self.duplex.rbuf.is_empty();
-                break;
-            }
-            let before = self.duplex.rbuf.len();
-            let mut buf = std::mem::take(&mut self.duplex.rbuf);
-            let res = if eof {
-                self.codec.decode_eof(&mut buf)
-            } else {
-                self.codec.decode(&mut buf)
-            }
-            .map_err(|e| Error::new("decode", ErrorKind::InvalidInput, e.to_string()));
-            self.duplex.rbuf = buf;
-            match res {
-                Ok(Some(item)) => {
-                    self.stuck_errors = 0;
-                    self.frame(ctx, item).await;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let consumed = self.duplex.rbuf.len() < before;
-                    self.stuck_errors = if consumed { 0 } else { self.stuck_errors + 1 };
-                    if self.stuck_errors >= 2 || (eof && !consumed && self.stuck_errors >= 1) {
-                        self.duplex.consumed();
-                        return Err(e);
-                    }
-                    if let (Some(_), Some(f)) = (&self.serve, self.on_decode_error.as_mut()) {
-                        let reply = f(&e);
-                        self.inflight.push_back(Box::pin(std::future::ready(reply)));
-                    }
-                    ctx.emit(FramedEvent::DecodeError(e)).await;
-                }
-            }
-        }
-        self.duplex.consumed();
-        Ok(())
-    }
-
-    async fn after_progress(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
-        let read = p.read;
-        self.apply(p, ctx).await;
-        if read && self.duplex.queued() > 0 && !self.duplex.is_closed() {
-            // The reader queued replies: write them now.
-            let p = self.duplex.flush_now();
-            self.apply(p, ctx).await;
-        }
-        ctx.set_buffered(self.duplex.queued() + self.duplex.rbuf.len());
-        self.gate.publish(!self.duplex.accepting_writes());
-    }
-
-    async fn apply(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
-        if (p.read || p.read_eof)
-            && let Err(e) = self.decode_all(ctx).await
-        {
-            // The codec cannot go on: read no more, and close once the
-            // replies already due are written.
-            ctx.emit(FramedEvent::ReadError(e)).await;
-            self.duplex.read_off = true;
-            self.reading_done = true;
-            self.duplex.close_when_empty = true;
-        }
-        if p.read_eof {
-            ctx.emit(FramedEvent::ReadEof).await;
-            if self.close_on_read_eof {
-                self.duplex.close_when_empty = true;
-            }
-        }
-        if let Some(e) = p.write_error {
-            ctx.emit(FramedEvent::WriteError(e)).await;
-            return self.close(ctx).await;
-        }
-        if let Some(e) = p.read_error {
-            ctx.emit(FramedEvent::ReadError(e)).await;
-            return self.close(ctx).await;
-        }
-        if self.done() {
-            self.close(ctx).await;
-        }
-    }
-
-    /// Closing was asked for and nothing is left to write or answer.
-    fn done(&self) -> bool {
-        self.duplex.close_when_empty
-            && self.duplex.queued() == 0
-            && self.inflight.is_empty()
-            && self.finished.is_empty()
-            && (self.reading_done || !self.held_back)
-    }
-
-    async fn close(&mut self, ctx: &mut Ctx<'_, Self>) {
-        self.gate.close();
-        if !self.duplex.is_closed() {
-            self.duplex.close();
-            ctx.emit(FramedEvent::Closed).await;
-        }
-        ctx.exit();
-    }
-}
-
-impl<C, O> Notifier for Framed<C, O>
-where
-    C: FrameCodec<O>,
-    O: Send + 'static,
-{
-    type Args = Once<FramedArgs<C, O>>;
-
-    fn kind() -> &'static str {
-        "framed"
-    }
-
-    async fn init(args: Self::Args, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
-        let args = args.take_for(ctx.path())?;
-        let (source, codec) = (args.source, args.codec);
-        let gate = ctx.this().handle_state(SendGate::default);
-        gate.open(args.limits.write_high);
-        Ok(Framed {
-            duplex: Duplex::new(source, args.limits),
+        let proto = Frames {
             codec,
-            on_frame: args.on_frame,
-            serve: args.serve,
-            on_decode_error: args.on_decode_error,
-            inflight: FuturesOrdered::new(),
-            finished: Vec::new(),
-            close_on_read_eof: args.close_on_read_eof,
+            on_frame: None,
+            serve: None,
+            on_decode_error: None,
             held_back: false,
             stuck_errors: 0,
-            reading_done: false,
-            gate,
-        })
-    }
-
-    async fn ready(&mut self) {
-        if self.serve.is_some() {
-            // Backpressure: no more bytes while the handlers are all busy
-            // or frames already read wait to be decoded.
-            self.duplex.read_off = self.reading_done || self.serve_full() || self.held_back;
-        }
-        let busy = !self.inflight.is_empty();
-        tokio::select! {
-            () = self.duplex.ready() => {}
-            Some(out) = self.inflight.next(), if busy => self.finished.push(out),
-        }
-    }
-
-    async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
-        self.write_finished(ctx).await;
-        if self.held_back && !self.reading_done && !self.serve_full() {
-            // Handlers finished: decode the frames waiting in the buffer.
-            if let Err(e) = self.decode_all(ctx).await {
-                ctx.emit(FramedEvent::ReadError(e)).await;
-                self.reading_done = true;
-                self.duplex.close_when_empty = true;
-            }
-        }
-        let p = self.duplex.progress();
-        self.after_progress(p, ctx).await;
-        if self.serve.is_some() && self.done() {
-            self.close(ctx).await;
-        }
-    }
-
-    fn accepting(&self) -> bool {
-        self.duplex.accepting_writes()
-    }
-
-    async fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
-        // Stopping: new frames are refused at once.
-        self.gate.close();
-        if !self.duplex.is_closed() {
-            // Drain: read no more, let the running handlers finish, write
-            // their replies, flush (the stop timeout bounds all of it).
-            self.reading_done = true;
-            while let Some(out) = self.inflight.next().await {
-                self.finished.push(out);
-            }
-            self.write_finished(ctx).await;
-            if let Err(e) = self.duplex.drain().await {
-                ctx.emit(FramedEvent::WriteError(e)).await;
-            }
-            self.duplex.close();
-            ctx.emit(FramedEvent::Closed).await;
-        }
-    }
-}
-
-impl<C, O> Emits<FramedEvent<C::Item>> for Framed<C, O>
-where
-    C: FrameCodec<O>,
-    O: Send + 'static,
-{
-}
-
-impl<C: Decoder, O> fmt::Debug for Framed<C, O> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Framed")
-            .field("queued", &self.duplex.queued())
-            .finish()
-    }
-}
-
-/// Message: encode and queue a frame; the sender resolves once written.
-#[derive(Debug)]
-pub struct SendFrame<O>(pub O, pub Option<oneshot::Sender<Result<()>>>);
-
-impl<C, O> Handler<SendFrame<O>> for Framed<C, O>
-where
-    C: FrameCodec<O>,
-    O: Send + 'static,
-{
-    type Reply = ();
-    async fn handle(&mut self, SendFrame(item, done): SendFrame<O>, ctx: &mut Ctx<'_, Self>) {
-        let mut buf = BytesMut::new();
-        let encoded = self
-            .codec
-            .encode(item, &mut buf)
-            .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()));
-        match encoded {
-            Ok(()) => self.duplex.write(buf.freeze(), done),
-            Err(e) => {
-                match done {
-                    Some(done) => {
-                        let _ = done.send(Err(e));
-                    }
-                    // Nobody waits on it (`try_send`): the stream tells.
-                    None => ctx.emit(FramedEvent::WriteError(e)).await,
-                }
-                return;
-            }
-        }
-        let p = self.duplex.progress();
-        self.after_progress(p, ctx).await;
-    }
-}
-
-impl<C, O> Handler<CloseWhenEmpty> for Framed<C, O>
-where
-    C: FrameCodec<O>,
-    O: Send + 'static,
-{
-    type Reply = ();
-    async fn handle(&mut self, _: CloseWhenEmpty, ctx: &mut Ctx<'_, Self>) {
-        self.duplex.close_when_empty = true;
-        let p = self.duplex.progress();
-        self.after_progress(p, ctx).await;
-    }
-}
-
-impl<C, O> Handler<CloseNow> for Framed<C, O>
-where
-    C: FrameCodec<O>,
-    O: Send + 'static,
-{
-    type Reply = ();
-    async fn handle(&mut self, _: CloseNow, ctx: &mut Ctx<'_, Self>) {
-        self.close(ctx).await;
-    }
-}
-
-/// Message: encode and queue a frame; replies once it is in the write
-/// buffer (handled only while the buffer is below its high watermark).
-#[derive(Debug)]
-struct QueueFrame<O>(O);
-
-impl<C, O> Handler<QueueFrame<O>> for Framed<C, O>
-where
-    C: FrameCodec<O>,
-    O: Send + 'static,
-{
-    type Reply = Result<()>;
-    async fn handle(
-        &mut self,
-        QueueFrame(item): QueueFrame<O>,
-        ctx: &mut Ctx<'_, Self>,
-    ) -> Result<()> {
-        queue_frame(&mut self.duplex, &mut self.codec, item)?;
-        let p = self.duplex.progress();
-        self.after_progress(p, ctx).await;
-        Ok(())
+        };
+        FramedSpec::new(name, source, proto)
     }
 }
 
@@ -963,30 +692,6 @@ pub trait FramedRef<O> {
     /// The sink's `poll_ready` only waits for room; a frame given to
     /// `start_send` is the stream's.
     fn sink(&self) -> FramedSink<O>;
-
-    /// Closes once everything queued is written.
-    ///
-    /// # Cancel safety
-    ///
-    /// Once the stream has the request it closes as asked.
-    ///
-    /// ```
-    /// use ioasync::{Loop, io::{Framed, FramedRef, codec::LineCodec}};
-    /// use tokio::io::AsyncReadExt;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> ioasync::Result<()> {
-    /// let lp = Loop::current()?;
-    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
-    /// let lines = lp.add(Framed::spec("out", ours, LineCodec::new())).await?;
-    /// lines.send("last".to_string()).await?;
-    /// lines.close_when_empty().await?;
-    /// let mut got = String::new();
-    /// peer.read_to_string(&mut got).await.unwrap(); // to the end: it closed
-    /// assert_eq!(got, "last\n");
-    /// # Ok(()) }
-    /// ```
-    fn close_when_empty(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
 impl<C, O> FramedRef<O> for NotifierRef<Framed<C, O>>
@@ -997,12 +702,12 @@ where
     async fn send(&self, item: O) -> Result<()> {
         // Waits in the mailbox while the buffer is full (the stream takes
         // no message then): the stream's `Wait` policy.
-        self.ask(QueueFrame(item)).await
+        self.ask(Write::item(item, None, false)).await?.0
     }
 
     async fn send_flushed(&self, item: O) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tell(SendFrame(item, Some(tx))).await?;
+        self.tell(Write::item(item, Some(tx), false)).await?;
         rx.await
             .unwrap_or_else(|_| Err(Error::closed("send", "the stream stopped")))
     }
@@ -1025,11 +730,19 @@ where
             );
             return Err(refuse(item, ErrorKind::Full, why));
         }
-        match self.actor_ref().tell(SendFrame(item, None)).try_send() {
+        match self
+            .actor_ref()
+            .tell(Write::item(item, None, true))
+            .try_send()
+        {
             Ok(()) => Ok(()),
             Err(e) => {
                 let full = matches!(e, kameo::error::SendError::MailboxFull(_));
-                let Some(SendFrame(item, _)) = e.msg() else {
+                let Some(Write {
+                    what: Outgoing::Item(item),
+                    ..
+                }) = e.msg()
+                else {
                     // kameo hands a refused message back; this is not reached.
                     return Ok(());
                 };
@@ -1054,10 +767,6 @@ where
             closing: None,
         }
     }
-
-    async fn close_when_empty(&self) -> Result<()> {
-        self.tell(CloseWhenEmpty).await
-    }
 }
 
 /// Where a [`FramedSink`] sends: a framed stream of any codec.
@@ -1073,7 +782,7 @@ where
 {
     fn send(&self, item: O, done: oneshot::Sender<Result<()>>) -> BoxFuture<'static, Result<()>> {
         let me = self.clone();
-        Box::pin(async move { me.tell(SendFrame(item, Some(done))).await })
+        Box::pin(async move { me.tell(Write::item(item, Some(done), false)).await })
     }
 
     fn close(&self) -> BoxFuture<'static, Result<()>> {

@@ -29,6 +29,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod addr;
+mod byte_stream;
 mod connect;
 mod connection;
 mod connector;
@@ -38,6 +39,7 @@ mod file_stream;
 mod file_watch;
 mod framed;
 mod framed_socket;
+mod gate;
 mod handle;
 mod line_codec;
 mod listen;
@@ -51,6 +53,10 @@ mod sys;
 mod tls;
 
 pub use addr::{Address, SockAddr};
+pub use byte_stream::{
+    ByteStream, ByteStreamArgs, ByteStreamSpec, Protocol, ReadFor, ReadResult, StreamEvent,
+    StreamInfo,
+};
 pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
 pub use connection::{AsyncIo, Connection, IoConnection};
 pub use connector::{
@@ -66,7 +72,7 @@ pub use file_stream::{
 pub use file_watch::WatchMode;
 pub use framed::{
     FrameCodec, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSpec,
-    SendFrame, TrySendError,
+    Frames, TrySendError,
 };
 pub use framed_socket::{
     DatagramEvent, FramedSocket, FramedSocketArgs, FramedSocketRef, SendDatagram,
@@ -85,9 +91,7 @@ pub use socket::{
     Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
 };
 pub use stream::{
-    CloseNow, CloseRead, CloseWhenEmpty, Info, PushOnRead, PushedRead, Read, ReadAction, ReadFor,
-    ReadResult, ShutdownWrite, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef,
-    StreamSpec, WantRead, Write, WriteFrom,
+    PushedRead, RawBytes, ReadAction, Stream, StreamArgs, StreamIo, StreamRef, StreamSpec, Written,
 };
 pub use sys::open_fd_count;
 #[cfg(feature = "tls")]

@@ -39,7 +39,7 @@ use futures_util::{FutureExt, future::BoxFuture};
 use ioasync_core::{Ctx, Handler, Notifier, Once, Restart, Result, Spec};
 use tokio::sync::watch;
 
-use crate::{addr::SockAddr, connection::Connection, stream::Info};
+use crate::{addr::SockAddr, byte_stream::Info, connection::Connection};
 
 /// Tells a [`Session`]'s future that a graceful stop was asked for: finish
 /// what is under way (hyper: `graceful_shutdown()`) and return.
@@ -204,7 +204,7 @@ impl fmt::Debug for Session {
     }
 }
 
-/// A session's addresses and state: the reply to [`Info`].
+/// A session's addresses and state.
 #[derive(Debug, Clone, PartialEq, Eq, kameo::Reply)]
 pub struct SessionInfo {
     /// Local address, when the connection is over a socket.
