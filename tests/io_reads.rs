@@ -84,19 +84,17 @@ async fn close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_
         .unwrap();
     let _peer = accepted.unwrap().0; // never reads
     // Writers fill the kernel buffers, the write buffer to its high
-    // watermark, then the mailbox (more writers than it holds), and wait.
-    let writers: Vec<_> = (0..80)
-        .map(|_| {
-            let s = stream.clone();
-            tokio::spawn(async move {
-                loop {
-                    if s.start_write(vec![7u8; 64 << 10]).await.is_err() {
-                        return;
-                    }
+    // watermark, then the mailbox, and wait.
+    let writer = {
+        let s = stream.clone();
+        tokio::spawn(async move {
+            loop {
+                if s.start_write(vec![7u8; 64 << 10]).await.is_err() {
+                    return;
                 }
-            })
+            }
         })
-        .collect();
+    };
     let path = stream.path().to_owned();
     bounded("the writers wait", async {
         loop {
@@ -119,9 +117,7 @@ async fn close_now_and_info_are_taken_at_once_while_writers_wait_on_a_peer_that_
         .await
         .unwrap();
     support::bounded_for(one_second, "closed", stream.closed()).await;
-    for w in writers {
-        w.abort();
-    }
+    writer.abort();
 }
 
 flavours!(a_write_buffer_fails_or_drops_what_its_policy_names);
@@ -155,11 +151,16 @@ async fn a_write_buffer_fails_or_drops_what_its_policy_names() {
         // write buffer to its high watermark.
         let mut accepted_writes = Vec::new();
         let refusal = loop {
-            // Resolves once the write was taken or refused (no timing
-            // guess).
-            match bounded("start_write", stream.start_write(vec![1u8; CHUNK])).await {
-                Err(e) => break e,
-                Ok(written) => accepted_writes.push(written),
+            let mut written = bounded("start_write", stream.start_write(vec![1u8; CHUNK]))
+                .await
+                .unwrap();
+            // Through the mailbox, behind the write: once answered, the
+            // write has been taken or refused (no timing guess).
+            bounded("want_read", stream.want_read(true)).await.unwrap();
+            match written.try_result() {
+                Some(Err(e)) => break e,
+                Some(Ok(())) => {}
+                None => accepted_writes.push(written), // queued, not yet written
             }
             assert!(accepted_writes.len() < 1000, "never refused");
         };

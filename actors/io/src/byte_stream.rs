@@ -465,14 +465,14 @@ impl<P: Protocol> ByteStream<P> {
     /// readers, then the protocol's reader. An error is the reader's: it
     /// cannot go on.
     async fn deliver(&mut self, ctx: &mut Ctx<'_, Self>) -> Result<()> {
-        let eof = self.duplex.read_eof;
+        let eof = self.duplex.read_eof();
         // Future-returning reads come first, in the order they were asked.
         while let Some(r) = self.reads.front() {
             if r.reply.is_closed() {
                 self.reads.pop_front(); // cancelled: consumes nothing
                 continue;
             }
-            match r.take(&mut self.duplex.rbuf, eof) {
+            match r.take(self.duplex.input_mut(), eof) {
                 Some(data) => {
                     if let Some(r) = self.reads.pop_front() {
                         let _ = r.reply.send(Ok((data, eof)));
@@ -512,7 +512,7 @@ impl<P: Protocol> ByteStream<P> {
     /// again while it asks to and consumes, until it is done; once with
     /// `eof` at the end of input.
     fn run_pushed(&mut self, eof: bool) {
-        let mut buf = std::mem::take(&mut self.duplex.rbuf);
+        let mut buf = self.duplex.take_input();
         let mut staged = Vec::new();
         while let Some(f) = self.pushed.as_mut().and_then(|q| q.front_mut()) {
             let eof_now = eof && !self.eof_delivered;
@@ -544,7 +544,7 @@ impl<P: Protocol> ByteStream<P> {
                 PushedRead::Again => {}
             }
         }
-        self.duplex.rbuf = buf;
+        self.duplex.put_input(buf);
     }
 
     /// Turns what a readiness event did into events and state changes.
@@ -566,7 +566,7 @@ impl<P: Protocol> ByteStream<P> {
             let p = self.duplex.flush_now();
             self.apply(p, ctx).await;
         }
-        ctx.set_buffered(self.queued() + self.duplex.rbuf.len());
+        ctx.set_buffered(self.queued() + self.duplex.buffered());
         if let Some(gate) = &self.gate {
             gate.publish(!self.duplex.accepting_writes());
         }
@@ -589,14 +589,14 @@ impl<P: Protocol> ByteStream<P> {
         if p.read_eof {
             ctx.emit(StreamEvent::ReadEof).await;
             if self.close_on_read_eof {
-                self.duplex.close_when_empty = true;
+                self.duplex.close_when_empty();
             }
         }
         if p.write_eof {
             ctx.emit(StreamEvent::WriteEof).await;
             if self.duplex.both_closed() {
                 // IO::Async: closed once both halves are.
-                self.duplex.close_when_empty = true;
+                self.duplex.close_when_empty();
             }
         }
         // Both in one event: it was blocked, wrote, and blocked again.
@@ -625,14 +625,14 @@ impl<P: Protocol> ByteStream<P> {
     /// The reader cannot go on (a codec error it cannot get past).
     pub(crate) async fn stop_reading(&mut self, ctx: &mut Ctx<'_, Self>, e: Error) {
         ctx.emit(StreamEvent::ReadError(e)).await;
-        self.duplex.read_off = true;
+        self.duplex.set_read_off(true);
         self.reading_done = true;
-        self.duplex.close_when_empty = true;
+        self.duplex.close_when_empty();
     }
 
     /// Closing was asked for and nothing is left to write or answer.
     fn done(&self) -> bool {
-        self.duplex.close_when_empty
+        self.duplex.closing()
             && self.duplex.queued() == 0
             && self.producing.is_none()
             && !P::busy(self)
@@ -680,7 +680,7 @@ impl<P: Protocol> ByteStream<P> {
                 return Ok(());
             }
         };
-        let high = self.duplex.limits.write_high;
+        let high = self.duplex.limits().write_high;
         if let Some(p) = self.producing.as_mut() {
             // Behind a producer: written, in order, once it ends.
             p.bytes += data.len();
@@ -736,7 +736,7 @@ impl<P: Protocol> ByteStream<P> {
     /// goes (bounded by the stop timeout).
     async fn finish_producing(&mut self) -> Result<()> {
         use futures_util::StreamExt;
-        let high = self.duplex.limits.write_high;
+        let high = self.duplex.limits().write_high;
         while let Some(p) = self.producing.as_mut() {
             match p.queue.front_mut() {
                 Some(Pending::From(chunks, _)) => match chunks.next().await {
@@ -773,7 +773,7 @@ impl<P: Protocol> ByteStream<P> {
     /// Holds a write under `DropOldest`, dropping the oldest held writes
     /// while what is queued exceeds the high watermark (the newest is kept).
     fn hold(&mut self, data: Bytes, done: Done, path: &str) {
-        let high = self.duplex.limits.write_high;
+        let high = self.duplex.limits().write_high;
         let queued = self.duplex.queued();
         let held = self.held.get_or_insert_default();
         held.bytes += data.len();
@@ -806,7 +806,7 @@ impl<P: Protocol> ByteStream<P> {
         let Some(held) = self.held.as_mut() else {
             return false;
         };
-        let high = self.duplex.limits.write_high;
+        let high = self.duplex.limits().write_high;
         let mut moved = false;
         while let Some((data, _)) = held.writes.front() {
             let queued = self.duplex.queued();
@@ -844,7 +844,7 @@ impl<P: Protocol> ByteStream<P> {
         if let Some(gate) = &self.gate {
             gate.close();
         }
-        let how = match (&err, self.duplex.read_eof) {
+        let how = match (&err, self.duplex.read_eof()) {
             (Some(e), _) => Err(e.clone()),
             (None, true) => Ok(()),
             (None, false) => Err(Error::closed(
@@ -920,7 +920,7 @@ impl SourceParts<'_> {
     /// Whether the producer in front may be pulled: the write buffer has
     /// room (below its low watermark).
     fn producer_room(&self) -> bool {
-        !self.duplex.is_closed() && self.duplex.queued() < self.duplex.limits.write_low.max(1)
+        !self.duplex.is_closed() && self.duplex.queued() < self.duplex.limits().write_low.max(1)
     }
 
     /// The producer in front has ended: a flush marker resolves its future
@@ -985,7 +985,7 @@ impl<P: Protocol> Notifier for ByteStream<P> {
 
     async fn on_subscribe(&mut self, ctx: &mut Ctx<'_, Self>) {
         // Data read before anyone subscribed goes to the newcomer now.
-        if !self.duplex.rbuf.is_empty()
+        if self.duplex.buffered() > 0
             && P::holds_for_subscribers(self)
             && let Err(e) = self.deliver(ctx).await
         {
@@ -1006,7 +1006,7 @@ impl<P: Protocol> Notifier for ByteStream<P> {
                 && self
                     .producing
                     .as_ref()
-                    .is_none_or(|p| p.bytes < self.duplex.limits.write_high))
+                    .is_none_or(|p| p.bytes < self.duplex.limits().write_high))
     }
 
     async fn on_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
@@ -1040,7 +1040,7 @@ impl<P: Protocol> fmt::Debug for ByteStream<P> {
         f.debug_struct("ByteStream")
             .field("kind", &P::KIND)
             .field("queued", &self.duplex.queued())
-            .field("buffered", &self.duplex.rbuf.len())
+            .field("buffered", &self.duplex.buffered())
             .finish()
     }
 }
@@ -1177,7 +1177,7 @@ impl<P: Protocol> Handler<CloseWhenEmpty> for ByteStream<P> {
     type Reply = ();
     async fn handle(&mut self, _: CloseWhenEmpty, ctx: &mut Ctx<'_, Self>) {
         self.commit_held(true);
-        self.duplex.close_when_empty = true;
+        self.duplex.close_when_empty();
         self.progress(ctx).await;
     }
 }
@@ -1219,7 +1219,7 @@ impl<P: Protocol> Handler<CloseRead> for ByteStream<P> {
         }
         let res = self.duplex.close_read();
         if self.duplex.both_closed() {
-            self.duplex.close_when_empty = true;
+            self.duplex.close_when_empty();
         }
         self.progress(ctx).await;
         res
@@ -1232,7 +1232,7 @@ pub(crate) struct WantRead(pub(crate) bool);
 impl<P: Protocol> Handler<WantRead> for ByteStream<P> {
     type Reply = ();
     async fn handle(&mut self, WantRead(on): WantRead, _ctx: &mut Ctx<'_, Self>) {
-        self.duplex.read_off = !on || self.reading_done;
+        self.duplex.set_read_off(!on || self.reading_done);
     }
 }
 
@@ -1243,10 +1243,10 @@ impl<P: Protocol> Handler<Info> for ByteStream<P> {
     type Reply = StreamInfo;
     async fn handle(&mut self, _: Info, _ctx: &mut Ctx<'_, Self>) -> StreamInfo {
         StreamInfo {
-            local: self.duplex.src.local_addr(),
-            peer: self.duplex.src.peer_addr(),
+            local: self.duplex.local_addr(),
+            peer: self.duplex.peer_addr(),
             queued: self.queued(),
-            buffered: self.duplex.rbuf.len(),
+            buffered: self.duplex.buffered(),
             closed: self.duplex.is_closed(),
         }
     }

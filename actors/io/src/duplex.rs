@@ -393,9 +393,30 @@ type Waiter = (u64, oneshot::Sender<Result<()>>);
 const SMALL_READ: usize = 4096;
 
 /// Buffers and state of one byte stream.
+///
+/// Its state is nine flags; the transitions that set them are named
+/// methods, and only this file touches the flags themselves:
+///
+/// | flag | set by | cleared by | means |
+/// |---|---|---|---|
+/// | `read_eof` | a read of 0 bytes | never | the peer closed its write side; nothing more is read |
+/// | `read_paused` | the read buffer reaching `read_high` | it falling to `read_low` | reading waits for the reader to consume (the watermark edge is kept for `take_watermark`) |
+/// | `read_off` | [`set_read_off`](Duplex::set_read_off)`(true)` (`want_read(false)`, a reader that cannot go on, `serve` backpressure), [`close_read`](Duplex::close_read) | `set_read_off(false)` | the user or the protocol stopped reading |
+/// | `read_closed` | [`close_read`](Duplex::close_read) | never | the read side is shut down (a pipe's read end closed) |
+/// | `write_full` | the write queue reaching `write_high` | it falling to `write_low` | writers wait ([`accepting_writes`](Duplex::accepting_writes) is false) |
+/// | `write_blocked` | a write that would block | a write that goes through | IO::Async's writeable edges (`writeable_stop` / `writeable_start`) |
+/// | `shutdown_when_empty` | [`shutdown_when_empty`](Duplex::shutdown_when_empty) | when the shutdown is done | no more writes are taken; the write side shuts once the queue is empty |
+/// | `write_shut` | the write side shut down (then `write_eof` in [`Progress`]) | never | nothing more is written |
+/// | `close_when_empty` | [`close_when_empty`](Duplex::close_when_empty) | never | the stream closes once the queue is empty (writes are still taken until then) |
+///
+/// Closing ([`close`](Duplex::close)) drops the source (`Source::Closed`)
+/// and fails what waited to be written. The stream's notifier closes
+/// when [`closing`](Duplex::closing) and nothing is left to write; it
+/// closes at once on a read or write error, and once both halves are
+/// closed (`read_closed` and `write_shut`).
 pub(crate) struct Duplex {
-    pub(crate) src: Source,
-    pub(crate) rbuf: BytesMut,
+    src: Source,
+    rbuf: BytesMut,
     wq: VecDeque<Bytes>,
     /// Copied small writes, after everything in `wq`; reused, so a
     /// request/response stream allocates nothing per write.
@@ -404,17 +425,17 @@ pub(crate) struct Duplex {
     queued_total: u64,
     written_total: u64,
     waiters: VecDeque<Waiter>,
-    pub(crate) limits: Limits,
-    pub(crate) read_eof: bool,
+    limits: Limits,
+    read_eof: bool,
     read_paused: bool,
     watermark: Option<(bool, usize)>,
-    /// Reading stopped by the user (`want_read` off).
-    pub(crate) read_off: bool,
+    /// Reading stopped by the user (`want_read` off) or the protocol.
+    read_off: bool,
     /// The read side was closed (`close_read`).
     read_closed: bool,
     write_full: bool,
     shutdown_when_empty: bool,
-    pub(crate) close_when_empty: bool,
+    close_when_empty: bool,
     write_shut: bool,
     /// The last write would block (IO::Async's writeable edges; a stream
     /// starts out presumed writeable).
@@ -452,6 +473,64 @@ impl Duplex {
 
     pub(crate) fn is_closed(&self) -> bool {
         matches!(self.src, Source::Closed)
+    }
+
+    /// The peer closed its write side (a read returned 0 bytes).
+    pub(crate) fn read_eof(&self) -> bool {
+        self.read_eof
+    }
+
+    /// Stops (`true`) or resumes reading: `want_read`, a reader that
+    /// cannot go on, `serve` backpressure.
+    pub(crate) fn set_read_off(&mut self, off: bool) {
+        self.read_off = off;
+    }
+
+    /// Closes the stream once everything queued is written.
+    pub(crate) fn close_when_empty(&mut self) {
+        self.close_when_empty = true;
+    }
+
+    /// Closing was asked for ([`close_when_empty`](Duplex::close_when_empty)).
+    pub(crate) fn closing(&self) -> bool {
+        self.close_when_empty
+    }
+
+    /// The buffer limits.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Bytes read and not yet consumed.
+    pub(crate) fn buffered(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    /// The unconsumed input, for a reader to take from.
+    pub(crate) fn input_mut(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+
+    /// Takes the unconsumed input out (a reader runs on it while the
+    /// stream is borrowed elsewhere); give back what is left with
+    /// [`put_input`](Duplex::put_input).
+    pub(crate) fn take_input(&mut self) -> BytesMut {
+        std::mem::take(&mut self.rbuf)
+    }
+
+    /// Gives back what a reader left of [`take_input`](Duplex::take_input).
+    pub(crate) fn put_input(&mut self, buf: BytesMut) {
+        self.rbuf = buf;
+    }
+
+    /// The local address (sockets only).
+    pub(crate) fn local_addr(&self) -> Option<SockAddr> {
+        self.src.local_addr()
+    }
+
+    /// The peer's address (sockets only).
+    pub(crate) fn peer_addr(&self) -> Option<SockAddr> {
+        self.src.peer_addr()
     }
 
     /// Bytes queued and not yet written.
@@ -1031,5 +1110,190 @@ impl Duplex {
             }
         })
         .await
+    }
+}
+
+/// The byte-stream core over a scripted source (tokio-test's mock: each
+/// test says what the peer sends and what must be written, in order; an
+/// unexpected write fails the test). No sockets, no notifier.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_test::io::Builder;
+
+    use super::*;
+    use crate::connection::Connection;
+
+    fn over(mock: tokio_test::io::Mock, limits: Limits) -> Duplex {
+        Duplex::new(Source::from_connection(Connection::from_io(mock)), limits)
+    }
+
+    /// Waits for the source and returns what it did, bounded.
+    async fn step(d: &mut Duplex) -> Progress {
+        tokio::time::timeout(Duration::from_secs(5), d.ready())
+            .await
+            .expect("the scripted source never became ready");
+        d.progress()
+    }
+
+    #[tokio::test]
+    async fn reads_collect_in_the_input_until_the_end_of_input() {
+        let mut d = over(
+            Builder::new().read(b"hel").read(b"lo").build(),
+            Limits::default(),
+        );
+        let mut read = false;
+        while !d.read_eof() {
+            let p = step(&mut d).await;
+            read |= p.read;
+            assert!(p.read_error.is_none() && p.write_error.is_none());
+        }
+        assert!(read);
+        assert_eq!(&d.take_input()[..], b"hello");
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_resolves_once_written_and_the_queue_says_flushed() {
+        let mut d = over(Builder::new().write(b"abc").build(), Limits::default());
+        let (tx, mut rx) = oneshot::channel();
+        d.write(Bytes::from_static(b"abc"), Some(tx));
+        assert_eq!(d.queued(), 3);
+        let mut p = d.progress();
+        while rx.try_recv().is_err() {
+            p = step(&mut d).await;
+        }
+        assert!(p.flushed && p.wrote, "{p:?}");
+        assert_eq!(d.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn coalesced_small_writes_and_whole_writes_go_out_in_order() {
+        let mut d = over(
+            Builder::new().write(b"ab").write(b"cd").build(),
+            Limits::default(),
+        );
+        assert!(d.write_slice(b"a"));
+        assert!(d.write_slice(b"b"));
+        d.write(Bytes::from_static(b"cd"), None);
+        assert_eq!(d.queued(), 4);
+        let mut p = d.progress();
+        while d.queued() > 0 {
+            p = step(&mut d).await;
+        }
+        assert!(p.flushed);
+    }
+
+    #[tokio::test]
+    async fn the_read_watermarks_pause_and_resume_reading_on_their_edges() {
+        let limits = Limits {
+            read_high: 4,
+            read_low: 2,
+            ..Limits::default()
+        };
+        // More may come: the peer is still there after its six bytes.
+        let peer = Builder::new()
+            .read(b"123456")
+            .wait(Duration::from_secs(3600))
+            .build();
+        let mut d = over(peer, limits);
+        step(&mut d).await;
+        assert_eq!(d.take_watermark(), Some((true, 6)));
+        assert!(!d.wants_read(), "paused above the high watermark");
+        assert_eq!(d.take_watermark(), None, "once per edge");
+        d.input_mut().advance(5);
+        d.consumed();
+        assert_eq!(d.take_watermark(), Some((false, 1)));
+        assert!(d.wants_read(), "resumed at the low watermark");
+    }
+
+    #[tokio::test]
+    async fn the_write_high_watermark_stops_taking_writes_until_the_low_one() {
+        let limits = Limits {
+            write_high: 4,
+            write_low: 2,
+            ..Limits::default()
+        };
+        let mut d = over(Builder::new().write(b"abcdef").build(), limits);
+        assert!(d.accepting_writes());
+        d.write(Bytes::from_static(b"abcdef"), None);
+        assert!(!d.accepting_writes(), "full at the high watermark");
+        while d.queued() > 0 {
+            step(&mut d).await;
+        }
+        assert!(d.accepting_writes(), "open again below the low watermark");
+    }
+
+    #[tokio::test]
+    async fn a_write_error_fails_the_waiting_write_with_op_write() {
+        let mut d = over(
+            Builder::new()
+                .write_error(io::Error::from(io::ErrorKind::BrokenPipe))
+                .build(),
+            Limits::default(),
+        );
+        let (tx, rx) = oneshot::channel();
+        d.write(Bytes::from_static(b"x"), Some(tx));
+        let mut p = d.progress();
+        while p.write_error.is_none() {
+            p = step(&mut d).await;
+        }
+        let e = p.write_error.unwrap();
+        assert_eq!(e.op(), "write", "{e}");
+        let waiting = rx.await.unwrap().unwrap_err();
+        assert_eq!(waiting.op(), "write", "{waiting}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_when_empty_writes_the_queue_then_shuts_the_write_side() {
+        let mut d = over(Builder::new().write(b"bye").build(), Limits::default());
+        d.write(Bytes::from_static(b"bye"), None);
+        d.shutdown_when_empty();
+        assert!(!d.takes_writes(), "no writes once shutting down");
+        let mut eof = false;
+        while !eof {
+            eof = step(&mut d).await.write_eof;
+        }
+        assert_eq!(d.queued(), 0, "written before the shutdown");
+        // Half-closed: no new writes; the stream is not closed until the
+        // read side is too.
+        let (tx, rx) = oneshot::channel();
+        d.write(Bytes::from_static(b"late"), Some(tx));
+        assert!(rx.await.unwrap().is_err());
+        assert!(!d.is_closed());
+    }
+
+    #[tokio::test]
+    async fn close_when_empty_still_takes_writes_and_drain_writes_them() {
+        let mut d = over(
+            Builder::new().write(b"one").write(b"two").build(),
+            Limits::default(),
+        );
+        d.write(Bytes::from_static(b"one"), None);
+        d.close_when_empty();
+        assert!(d.closing() && d.takes_writes());
+        d.write(Bytes::from_static(b"two"), None);
+        tokio::time::timeout(Duration::from_secs(5), d.drain())
+            .await
+            .expect("drain")
+            .unwrap();
+        assert_eq!(d.queued(), 0);
+        d.close();
+        assert!(d.is_closed());
+    }
+
+    #[tokio::test]
+    async fn close_fails_the_writes_still_waiting() {
+        // The peer never takes the write: it waits.
+        let mut d = over(
+            Builder::new().wait(Duration::from_secs(3600)).build(),
+            Limits::default(),
+        );
+        let (tx, rx) = oneshot::channel();
+        d.write(Bytes::from_static(b"stuck"), Some(tx));
+        d.close();
+        let e = rx.await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("clos"), "{e}");
     }
 }

@@ -80,7 +80,7 @@ where
 
     /// Closes once everything queued is written.
     pub fn close_when_empty(&mut self) {
-        self.duplex.close_when_empty = true;
+        self.duplex.close_when_empty();
     }
 }
 
@@ -192,22 +192,22 @@ where
         s: &mut ByteStream<Self>,
         ctx: &mut Ctx<'_, ByteStream<Self>>,
     ) -> Result<()> {
-        let eof = s.duplex.read_eof;
+        let eof = s.duplex.read_eof();
         s.proto.held_back = false;
         loop {
             if s.proto.serve_full() {
-                s.proto.held_back = !s.duplex.rbuf.is_empty();
+                s.proto.held_back = s.duplex.buffered() > 0;
                 break;
             }
-            let before = s.duplex.rbuf.len();
-            let mut buf = std::mem::take(&mut s.duplex.rbuf);
+            let before = s.duplex.buffered();
+            let mut buf = s.duplex.take_input();
             let res = if eof {
                 s.proto.codec.decode_eof(&mut buf)
             } else {
                 s.proto.codec.decode(&mut buf)
             }
             .map_err(|e| Error::new("decode", ErrorKind::InvalidInput, e.to_string()));
-            s.duplex.rbuf = buf;
+            s.duplex.put_input(buf);
             match res {
                 Ok(Some(item)) => {
                     s.proto.stuck_errors = 0;
@@ -216,7 +216,7 @@ where
                 Ok(None) => break,
                 Err(e) => {
                     let me = &mut s.proto;
-                    let consumed = s.duplex.rbuf.len() < before;
+                    let consumed = s.duplex.buffered() < before;
                     me.stuck_errors = if consumed { 0 } else { me.stuck_errors + 1 };
                     if me.stuck_errors >= 2 || (eof && !consumed && me.stuck_errors >= 1) {
                         return Err(e);
@@ -295,7 +295,8 @@ where
         };
         // Backpressure: no more bytes while the handlers are all busy or
         // frames already read wait to be decoded.
-        s.duplex.read_off = s.reading_done || full || s.proto.held_back;
+        s.duplex
+            .set_read_off(s.reading_done || full || s.proto.held_back);
         let (mut source, proto) = s.split_source();
         match proto.serve.as_mut() {
             Some(serve) if !serve.inflight.is_empty() => tokio::select! {

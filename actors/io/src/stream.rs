@@ -101,7 +101,7 @@ impl<'a> StreamIo<'a> {
 
     /// Closes once everything queued is written.
     pub fn close_when_empty(&mut self) {
-        self.duplex.close_when_empty = true;
+        self.duplex.close_when_empty();
     }
 
     /// Shuts the write side down once everything queued is written
@@ -153,17 +153,17 @@ impl ProtocolImpl for RawBytes {
         s: &mut ByteStream<Self>,
         ctx: &mut Ctx<'_, ByteStream<Self>>,
     ) -> Result<bool> {
-        let eof = s.duplex.read_eof;
+        let eof = s.duplex.read_eof();
         let Some(f) = s.proto.on_read.as_mut() else {
-            if !s.duplex.rbuf.is_empty() && ctx.has_subscribers::<StreamEvent>() {
-                let data = s.duplex.rbuf.split().freeze();
+            if s.duplex.buffered() > 0 && ctx.has_subscribers::<StreamEvent>() {
+                let data = s.duplex.input_mut().split().freeze();
                 ctx.emit(StreamEvent::Read(data)).await;
             }
             return Ok(false);
         };
         // IO::Async's reader contract: called again while it asks to and
         // consumes, and once with `eof` at the end of input.
-        let mut buf = std::mem::take(&mut s.duplex.rbuf);
+        let mut buf = s.duplex.take_input();
         let mut staged = Vec::new();
         let mut pushed = false;
         loop {
@@ -189,7 +189,7 @@ impl ProtocolImpl for RawBytes {
                 ReadAction::Wait => break,
             }
         }
-        s.duplex.rbuf = buf;
+        s.duplex.put_input(buf);
         Ok(pushed)
     }
 
@@ -209,7 +209,7 @@ impl ProtocolImpl for RawBytes {
     fn busy(s: &ByteStream<Self>) -> bool {
         // Bytes nobody consumed wait for future-returning reads: a stream
         // at EOF closes once they were read (or when it has an on_read).
-        !s.duplex.rbuf.is_empty() && s.proto.on_read.is_none()
+        s.duplex.buffered() > 0 && s.proto.on_read.is_none()
     }
 
     fn holds_for_subscribers(s: &ByteStream<Self>) -> bool {
@@ -393,6 +393,21 @@ impl ByteStream<RawBytes> {
 #[derive(Debug)]
 pub struct Written(oneshot::Receiver<Result<()>>);
 
+impl Written {
+    /// The write's outcome if it is known now: `Some(Ok(()))` once
+    /// written, `Some(Err(..))` once refused, dropped or failed, `None`
+    /// while it waits. Never waits.
+    pub fn try_result(&mut self) -> Option<Result<()>> {
+        match self.0.try_recv() {
+            Ok(res) => Some(res),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                Some(Err(Error::closed("write", "the stream stopped")))
+            }
+        }
+    }
+}
+
 impl Future for Written {
     type Output = Result<()>;
 
@@ -436,14 +451,15 @@ pub trait StreamRef {
     /// written: they still are.
     fn write(&self, data: impl Into<Bytes> + Send) -> impl Future<Output = Result<()>> + Send;
 
-    /// Hands `data` to the stream and resolves once the stream has taken
-    /// it (queued, held back, or behind a producer), without waiting for
-    /// it to be written: the [`Written`] it returns resolves then. Fails
-    /// at once when the write buffer's overflow policy refuses it (kind
-    /// `Full`, naming the buffer) or the stream is closed. Waits first
-    /// while the stream is above its write high watermark under the
-    /// default `Wait` policy. `write` is `start_write` and then its
-    /// `Written`.
+    /// Hands `data` to the stream (in order, behind every write before
+    /// it) and resolves once it is in the stream's mailbox, without
+    /// waiting for it to be written: the [`Written`] it returns resolves
+    /// then, or fails when the write buffer's overflow policy refused or
+    /// dropped it (kind `Full`, naming the buffer) or the stream closed.
+    /// Under the default `Wait` policy it waits first while the mailbox is
+    /// full (the stream takes no write above its high watermark): a
+    /// writer that starts writes in a loop is held back there.
+    /// `write` is `start_write` and then its `Written`.
     ///
     /// ```
     /// use ioasync::{Loop, io::{Stream, StreamRef}};
@@ -466,8 +482,8 @@ pub trait StreamRef {
     ///
     /// # Cancel safety
     ///
-    /// Dropped while it waits for room, nothing is queued; dropped after
-    /// the stream has the bytes, they are written all the same.
+    /// Dropped while it waits for room in the mailbox, nothing is queued;
+    /// once the stream has the bytes, they are written all the same.
     fn start_write(
         &self,
         data: impl Into<Bytes> + Send,
@@ -663,9 +679,8 @@ impl<P: crate::Protocol> StreamRef for NotifierRef<ByteStream<P>> {
 
     async fn start_write(&self, data: impl Into<Bytes> + Send) -> Result<Written> {
         let (tx, rx) = oneshot::channel();
-        self.ask(Write::<P::Out>::bytes(data.into(), Some(tx)))
-            .await?
-            .0?;
+        self.tell(Write::<P::Out>::bytes(data.into(), Some(tx)))
+            .await?;
         Ok(Written(rx))
     }
 
