@@ -86,7 +86,11 @@ async fn a_framed_stream_reports_info_and_flushed_like_a_stream() {
         .await
         .unwrap();
     let info = lines.info().await.unwrap();
-    assert_eq!(info.peer.clone().and_then(|a| a.as_inet()), Some(addr), "{info:?}");
+    assert_eq!(
+        info.peer.clone().and_then(|a| a.as_inet()),
+        Some(addr),
+        "{info:?}"
+    );
     assert_eq!(
         info.local.clone().and_then(|a| a.as_inet()),
         Some(peer_addr),

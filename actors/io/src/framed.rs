@@ -441,6 +441,28 @@ where
 
     /// A framed stream over any [`AsyncIo`](crate::AsyncIo) (a TLS
     /// stream...), as [`Stream::spec_io`](crate::Stream::spec_io).
+    ///
+    /// Length-delimited frames, the types following from the codec (in:
+    /// `BytesMut`, out: `Bytes`), no turbofish:
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use ioasync::{Loop, io::{Framed, FramedRef, codec::LengthDelimitedCodec}};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut theirs) = tokio::io::duplex(1024);
+    /// let framed = lp
+    ///     .add(Framed::spec_io("ld", ours, LengthDelimitedCodec::new()))
+    ///     .await?;
+    /// framed.send(Bytes::from_static(b"hi")).await?;
+    /// let mut got = [0u8; 6];
+    /// theirs.read_exact(&mut got).await.unwrap();
+    /// assert_eq!(got, [0, 0, 0, 2, b'h', b'i']); // a 4-byte length, then the frame
+    /// # Ok(()) }
+    /// ```
     pub fn spec_io(name: impl Into<String>, io: impl crate::AsyncIo, codec: C) -> FramedSpec<C, O> {
         Self::spec(name, Connection::from_io(io), codec)
     }

@@ -514,6 +514,24 @@ pub trait StreamRef {
 
     /// Closes once everything queued is written.
     ///
+    /// ```
+    /// use ioasync::{Loop, io::{Stream, StreamRef}};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("s", ours)).await?;
+    /// stream.write(&b"bye"[..]).await?;
+    /// stream.close_when_empty().await?;
+    /// let mut got = Vec::new();
+    /// peer.read_to_end(&mut got).await.unwrap(); // to the end: it closed
+    /// assert_eq!(got, b"bye");
+    /// stream.closed().await;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// Once the stream has the request (the future resolved or was dropped
@@ -522,6 +540,24 @@ pub trait StreamRef {
 
     /// Closes now; queued writes fail. Taken at once, even while writers
     /// wait for room (it does not queue behind them).
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Stream, StreamRef}};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("s", ours)).await?;
+    /// stream.close_now().await?;
+    /// stream.closed().await;
+    /// let mut got = Vec::new();
+    /// peer.read_to_end(&mut got).await.unwrap();
+    /// assert!(got.is_empty());
+    /// assert!(stream.write(&b"late"[..]).await.is_err());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Cancel safety
     ///
@@ -534,6 +570,27 @@ pub trait StreamRef {
     /// closed too ([`close_read`](StreamRef::close_read)), the stream
     /// closes.
     ///
+    /// ```
+    /// use ioasync::{Loop, io::{Stream, StreamRef}};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("s", ours)).await?;
+    /// stream.write(&b"request"[..]).await?;
+    /// stream.shutdown_write().await?;
+    /// let mut got = Vec::new();
+    /// peer.read_to_end(&mut got).await.unwrap(); // our side ended...
+    /// assert_eq!(got, b"request");
+    /// peer.write_all(b"reply").await.unwrap(); // ...theirs goes on
+    /// drop(peer);
+    /// let (reply, _eof) = stream.read(ioasync::io::ReadFor::Eof).await?;
+    /// assert_eq!(&reply[..], b"reply");
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// As [`close_when_empty`](StreamRef::close_when_empty).
@@ -545,6 +602,23 @@ pub trait StreamRef {
     /// shut down too, the stream closes (`on_closed`, then it leaves the
     /// tree), as IO::Async's Handle does once both halves are closed.
     ///
+    /// ```
+    /// use ioasync::{Loop, io::{Stream, StreamRef}};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("s", ours)).await?;
+    /// stream.close_read().await?;
+    /// stream.write(&b"still writing"[..]).await?;
+    /// let mut got = [0u8; 13];
+    /// peer.read_exact(&mut got).await.unwrap();
+    /// assert_eq!(&got, b"still writing");
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// Dropped before the answer, the read side may or may not be closed.
@@ -553,12 +627,42 @@ pub trait StreamRef {
     /// Addresses and buffer sizes, answered at once (not behind queued
     /// writes).
     ///
+    /// ```
+    /// use ioasync::{Loop, io::{Stream, StreamRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, _peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("s", ours)).await?;
+    /// stream.write(&b"abc"[..]).await?;
+    /// let info = stream.info().await?;
+    /// assert_eq!((info.queued, info.closed), (0, false));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only asks.
     fn info(&self) -> impl Future<Output = Result<StreamInfo>> + Send;
 
     /// Resolves once the stream has closed (its fds are closed).
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Stream, StreamRef}};
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("s", ours)).await?;
+    /// drop(peer.shutdown().await); // the peer closes: so does the stream
+    /// drop(peer);
+    /// stream.closed().await;
+    /// assert!(stream.info().await.is_err());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Cancel safety
     ///
@@ -599,6 +703,23 @@ pub trait StreamRef {
     /// Future: a future is `futures::stream::once(fut)`); writes made after
     /// it wait behind it. Resolves once the last chunk is written. A
     /// graceful stop pulls it to its end first; a close fails it.
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Stream, StreamRef}};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("s", ours)).await?;
+    /// let chunks = futures_util::stream::iter(["a", "b", "c"].map(bytes::Bytes::from));
+    /// stream.write_from(chunks).await?; // all three written
+    /// let mut got = [0u8; 3];
+    /// peer.read_exact(&mut got).await.unwrap();
+    /// assert_eq!(&got, b"abc");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Cancel safety
     ///
@@ -648,6 +769,31 @@ pub trait StreamRef {
     /// (IO::Async's `push_on_read`); it is given what is buffered at once.
     /// Resolves once it is installed: input read before then went to the
     /// readers already there. See [`StreamIo::push_on_read`].
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Stream, StreamRef}};
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let stream = lp.add(Stream::spec("s", ours)).await?;
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let mut tx = Some(tx);
+    /// stream
+    ///     .push_on_read(move |_io, buf, _eof| {
+    ///         if buf.len() < 2 {
+    ///             return ioasync::io::PushedRead::Wait;
+    ///         }
+    ///         let _ = tx.take().unwrap().send(buf.split_to(2));
+    ///         ioasync::io::PushedRead::Done
+    ///     })
+    ///     .await?;
+    /// peer.write_all(b"hi").await.unwrap();
+    /// assert_eq!(&rx.await.unwrap()[..], b"hi");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Cancel safety
     ///
