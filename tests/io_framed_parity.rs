@@ -106,7 +106,8 @@ async fn a_framed_stream_reports_info_and_flushed_like_a_stream() {
     )
     .await;
     let mut line = String::new();
-    BufReader::new(peer).read_line(&mut line).await.unwrap();
+    let mut peer = BufReader::new(peer); // kept open: we close first
+    peer.read_line(&mut line).await.unwrap();
     assert_eq!(line, "one\n");
     lines.close_now().await.unwrap();
     bounded("closed", lines.closed()).await;
