@@ -365,3 +365,8 @@ pub mod prelude {
     pub use crate::worker::{FunctionRef, RoutineRef};
     pub use crate::{Error, Loop, Result};
 }
+
+/// README.md's examples, compiled and run as doctests: the taste stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
