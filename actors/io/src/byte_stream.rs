@@ -142,7 +142,8 @@ pub enum StreamEvent<T = Bytes> {
     /// after an error; the stream closes once what is due is written.
     ReadError(Error),
     /// Writing failed (op `write`, errno kept), or a frame nobody waits on
-    /// could not be encoded (op `encode`).
+    /// (`try_send`) could not be encoded (op `encode`) or was refused by
+    /// the write policy (kind `Full`).
     WriteError(Error),
     /// The write queue became empty (IO::Async's `on_outgoing_empty`).
     Flushed,
@@ -338,6 +339,8 @@ pub struct ByteStream<P: Protocol> {
     /// No more input will be read or handed on (the reader cannot go on,
     /// or the stream is stopping).
     pub(crate) reading_done: bool,
+    /// The error the reader could not get past (a fatal decode error).
+    read_failed: Option<Error>,
     /// What handles see of the write buffer (`try_send`), for protocols
     /// that offer it.
     gate: Option<Arc<SendGate>>,
@@ -400,8 +403,7 @@ impl StreamEnd {
     /// The answer to a read made after the stream ended.
     pub(crate) fn read_answer(&self, fallback: Error) -> ReadResult {
         match self.get() {
-            Some(Ok(())) => Ok((Bytes::new(), true)),
-            Some(Err(e)) => Err(e),
+            Some(how) => end_answer(&how),
             None => Err(fallback),
         }
     }
@@ -426,6 +428,48 @@ pub enum ReadFor {
 /// after the stream has stopped; a read the stream could not complete
 /// fails with the error that ended it (a read error keeps its errno).
 pub type ReadResult = Result<(Bytes, bool)>;
+
+/// What a read gets once the stream has ended `how`: the end of stream
+/// after a clean end, or the error that ended it.
+fn end_answer(how: &Result<()>) -> ReadResult {
+    match how {
+        Ok(()) => Ok((Bytes::new(), true)),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// One turn of IO::Async's reader contract for one reader over `buf`: it
+/// is called again while it asks to and consumes, and once with `eof` at
+/// the end of input. Returns its last answer — `Again` only when it
+/// pushed readers (`staged`) and may be called again after them; an
+/// `Again` that consumed nothing is a `Wait`.
+pub(crate) fn drive_reader(
+    duplex: &mut Duplex,
+    buf: &mut BytesMut,
+    eof: bool,
+    eof_delivered: &mut bool,
+    staged: &mut Vec<PushedFn>,
+    f: &mut (impl FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> PushedRead + ?Sized),
+) -> PushedRead {
+    loop {
+        let eof_now = eof && !*eof_delivered;
+        if buf.is_empty() && !eof_now {
+            return PushedRead::Wait;
+        }
+        let before = buf.len();
+        let step = f(&mut StreamIo::new(duplex, staged), buf, eof);
+        if eof {
+            *eof_delivered = true;
+        }
+        let step = match step {
+            PushedRead::Again if buf.is_empty() || buf.len() == before => PushedRead::Wait,
+            step => step,
+        };
+        if step != PushedRead::Again || !staged.is_empty() {
+            return step;
+        }
+    }
+}
 
 struct PendingRead {
     want: ReadFor,
@@ -464,7 +508,7 @@ impl<P: Protocol> ByteStream<P> {
     /// Hands buffered input on: to future-returning reads, then pushed
     /// readers, then the protocol's reader. An error is the reader's: it
     /// cannot go on.
-    async fn deliver(&mut self, ctx: &mut Ctx<'_, Self>) -> Result<()> {
+    pub(crate) async fn deliver(&mut self, ctx: &mut Ctx<'_, Self>) -> Result<()> {
         let eof = self.duplex.read_eof();
         // Future-returning reads come first, in the order they were asked.
         while let Some(r) = self.reads.front() {
@@ -508,23 +552,20 @@ impl<P: Protocol> ByteStream<P> {
         res
     }
 
-    /// IO::Async's reader contract for pushed readers: each is called
-    /// again while it asks to and consumes, until it is done; once with
-    /// `eof` at the end of input.
+    /// Runs the pushed readers, first pushed first, each until it is
+    /// done or waits for more.
     fn run_pushed(&mut self, eof: bool) {
         let mut buf = self.duplex.take_input();
         let mut staged = Vec::new();
         while let Some(f) = self.pushed.as_mut().and_then(|q| q.front_mut()) {
-            let eof_now = eof && !self.eof_delivered;
-            if buf.is_empty() && !eof_now {
-                break;
-            }
-            let before = buf.len();
-            let mut io = StreamIo::new(&mut self.duplex, &mut staged);
-            let step = f(&mut io, &mut buf, eof);
-            if eof {
-                self.eof_delivered = true;
-            }
+            let step = drive_reader(
+                &mut self.duplex,
+                &mut buf,
+                eof,
+                &mut self.eof_delivered,
+                &mut staged,
+                f,
+            );
             if !staged.is_empty() {
                 self.pushed.get_or_insert_default().extend(staged.drain(..));
             }
@@ -540,11 +581,18 @@ impl<P: Protocol> ByteStream<P> {
                     self.eof_delivered = false;
                 }
                 PushedRead::Wait => break,
-                PushedRead::Again if buf.is_empty() || buf.len() == before => break,
-                PushedRead::Again => {}
+                PushedRead::Again => {} // it pushed readers: they queue behind it
             }
         }
         self.duplex.put_input(buf);
+    }
+
+    /// Hands buffered input on; a reader that cannot go on stops reading.
+    pub(crate) async fn deliver_or_stop(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if let Err(e) = self.deliver(ctx).await {
+            // The ways out are boxed (see `apply`).
+            Box::pin(self.stop_reading(ctx, e)).await;
+        }
     }
 
     /// Turns what a readiness event did into events and state changes.
@@ -579,12 +627,10 @@ impl<P: Protocol> ByteStream<P> {
     }
 
     async fn apply(&mut self, p: Progress, ctx: &mut Ctx<'_, Self>) {
-        if (p.read || p.read_eof)
-            && let Err(e) = self.deliver(ctx).await
-        {
-            // The reader cannot go on: read no more, and close once what
-            // is due is written.
-            Box::pin(self.stop_reading(ctx, e)).await;
+        if p.read || p.read_eof {
+            // A reader that cannot go on reads no more; the stream closes
+            // once what is due is written.
+            self.deliver_or_stop(ctx).await;
         }
         if p.read_eof {
             ctx.emit(StreamEvent::ReadEof).await;
@@ -624,6 +670,7 @@ impl<P: Protocol> ByteStream<P> {
 
     /// The reader cannot go on (a codec error it cannot get past).
     pub(crate) async fn stop_reading(&mut self, ctx: &mut Ctx<'_, Self>, e: Error) {
+        self.read_failed.get_or_insert_with(|| e.clone());
         ctx.emit(StreamEvent::ReadError(e)).await;
         self.duplex.set_read_off(true);
         self.reading_done = true;
@@ -686,6 +733,12 @@ impl<P: Protocol> ByteStream<P> {
             p.bytes += data.len();
             p.queue.push_back(Pending::Write(data, done));
             return Ok(());
+        }
+        if !self.duplex.takes_writes() {
+            return fail(
+                done,
+                Error::closed("send", "the stream is closed for writing"),
+            );
         }
         if self.write_overflow == Overflow::DropOldest
             && (self.held.is_some() || self.duplex.queued() + data.len() > high)
@@ -844,7 +897,10 @@ impl<P: Protocol> ByteStream<P> {
         if let Some(gate) = &self.gate {
             gate.close();
         }
-        let how = match (&err, self.duplex.read_eof()) {
+        let how = match (
+            err.as_ref().or(self.read_failed.as_ref()),
+            self.duplex.read_eof(),
+        ) {
             (Some(e), _) => Err(e.clone()),
             (None, true) => Ok(()),
             (None, false) => Err(Error::closed(
@@ -853,11 +909,7 @@ impl<P: Protocol> ByteStream<P> {
             )),
         };
         for r in self.reads.drain(..) {
-            let reply = match &how {
-                Ok(()) => Ok((Bytes::new(), true)),
-                Err(e) => Err(e.clone()),
-            };
-            let _ = r.reply.send(reply);
+            let _ = r.reply.send(end_answer(&how));
         }
         self.fail_producing();
         if let Some(held) = self.held.take() {
@@ -975,6 +1027,7 @@ impl<P: Protocol> Notifier for ByteStream<P> {
             held: None,
             producing: None,
             reading_done: false,
+            read_failed: None,
             gate,
         })
     }
@@ -985,11 +1038,8 @@ impl<P: Protocol> Notifier for ByteStream<P> {
 
     async fn on_subscribe(&mut self, ctx: &mut Ctx<'_, Self>) {
         // Data read before anyone subscribed goes to the newcomer now.
-        if self.duplex.buffered() > 0
-            && P::holds_for_subscribers(self)
-            && let Err(e) = self.deliver(ctx).await
-        {
-            self.stop_reading(ctx, e).await;
+        if self.duplex.buffered() > 0 && P::holds_for_subscribers(self) {
+            self.deliver_or_stop(ctx).await;
         }
     }
 
@@ -1126,9 +1176,7 @@ impl<P: Protocol> Handler<Read> for ByteStream<P> {
         }
         self.reads.push_back(PendingRead { want, reply });
         // Data may already be buffered.
-        if let Err(e) = self.deliver(ctx).await {
-            self.stop_reading(ctx, e).await;
-        }
+        self.deliver_or_stop(ctx).await;
         self.progress(ctx).await;
     }
 }
@@ -1141,9 +1189,7 @@ impl<P: Protocol> Handler<PushOnRead> for ByteStream<P> {
     async fn handle(&mut self, PushOnRead(f): PushOnRead, ctx: &mut Ctx<'_, Self>) {
         self.pushed.get_or_insert_default().push_back(f);
         // What is buffered is its at once.
-        if let Err(e) = self.deliver(ctx).await {
-            self.stop_reading(ctx, e).await;
-        }
+        self.deliver_or_stop(ctx).await;
         self.progress(ctx).await;
     }
 }

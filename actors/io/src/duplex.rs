@@ -431,6 +431,9 @@ pub(crate) struct Duplex {
     watermark: Option<(bool, usize)>,
     /// Reading stopped by the user (`want_read` off) or the protocol.
     read_off: bool,
+    /// Reading held back by the protocol (`serve` backpressure), apart
+    /// from `read_off` (the user's `want_read`, `close_read`).
+    read_held: bool,
     /// The read side was closed (`close_read`).
     read_closed: bool,
     write_full: bool,
@@ -460,6 +463,7 @@ impl Duplex {
             read_paused: false,
             watermark: None,
             read_off: false,
+            read_held: false,
             read_closed: false,
             write_full: false,
             shutdown_when_empty: false,
@@ -484,6 +488,12 @@ impl Duplex {
     /// cannot go on, `serve` backpressure.
     pub(crate) fn set_read_off(&mut self, off: bool) {
         self.read_off = off;
+    }
+
+    /// Holds reading back (protocol backpressure) without touching the
+    /// user's `read_off`.
+    pub(crate) fn set_read_held(&mut self, held: bool) {
+        self.read_held = held;
     }
 
     /// Closes the stream once everything queued is written.
@@ -547,6 +557,8 @@ impl Duplex {
     fn wants_read(&self) -> bool {
         !self.read_eof
             && !self.read_off
+            && !self.read_held
+            && !self.read_closed
             && !self.read_paused
             && !self.write_full
             && self.src.can_read()

@@ -95,15 +95,24 @@ impl<C, O> fmt::Debug for FramedIo<'_, C, O> {
 /// Encodes `item` straight into the write buffer: an error of op `encode`
 /// when the codec refuses it, of op `send` when the stream is closed for
 /// writing.
+/// Encodes `item` at the end of `buf`: an error of op `encode` when the
+/// codec refuses it.
+fn encode_into<C, O>(codec: &mut C, item: O, buf: &mut BytesMut) -> Result<()>
+where
+    C: Encoder<O>,
+    C::Error: fmt::Display,
+{
+    codec
+        .encode(item, buf)
+        .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))
+}
+
 fn queue_frame<C, O>(duplex: &mut Duplex, codec: &mut C, item: O) -> Result<()>
 where
     C: Encoder<O>,
     C::Error: fmt::Display,
 {
-    let queued = duplex
-        .append_with(|buf| codec.encode(item, buf))
-        .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
-    if queued {
+    if duplex.append_with(|buf| encode_into(codec, item, buf))? {
         Ok(())
     } else {
         Err(Error::closed("send", "the stream is closed for writing"))
@@ -213,7 +222,12 @@ where
                     s.proto.stuck_errors = 0;
                     Self::frame(s, ctx, item).await;
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if s.duplex.buffered() < before {
+                        s.proto.stuck_errors = 0; // it got past the error
+                    }
+                    break;
+                }
                 Err(e) => {
                     let me = &mut s.proto;
                     let consumed = s.duplex.buffered() < before;
@@ -275,9 +289,7 @@ where
 
     fn to_bytes(&mut self, item: O) -> Result<Bytes> {
         let mut buf = BytesMut::new();
-        self.codec
-            .encode(item, &mut buf)
-            .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))?;
+        encode_into(&mut self.codec, item, &mut buf)?;
         Ok(buf.freeze())
     }
 
@@ -295,8 +307,7 @@ where
         };
         // Backpressure: no more bytes while the handlers are all busy or
         // frames already read wait to be decoded.
-        s.duplex
-            .set_read_off(s.reading_done || full || s.proto.held_back);
+        s.duplex.set_read_held(full || s.proto.held_back);
         let (mut source, proto) = s.split_source();
         match proto.serve.as_mut() {
             Some(serve) if !serve.inflight.is_empty() => tokio::select! {
@@ -311,11 +322,10 @@ where
         Self::write_finished(s, ctx).await;
         if s.proto.held_back && !s.reading_done && !s.proto.serve_full() {
             // Handlers finished: decode the frames waiting in the buffer.
-            let res = Self::decode_all(s, ctx).await;
-            s.duplex.consumed();
-            if let Err(e) = res {
-                s.stop_reading(ctx, e).await;
-            }
+            // Through the core: reads and pushed readers come first (the
+            // codec, if it runs, says again what it holds back).
+            s.proto.held_back = false;
+            s.deliver_or_stop(ctx).await;
         }
     }
 
@@ -661,6 +671,12 @@ pub trait FramedRef<O> {
     /// `Closed`). For a broadcast where one slow peer must not hold up
     /// the others. A frame the codec then refuses is reported as a
     /// [`WriteError`](FramedEvent::WriteError) event (nobody waits on it).
+    /// Under the `Fail` and `DropNewest` write policies the stream refuses
+    /// a frame that would *cross* the high watermark, which `try_send`
+    /// cannot know before the frame is encoded: such a frame, taken by
+    /// `try_send` and then refused, is also a `WriteError` event (kind
+    /// `Full`). No frame is lost unheard: each is handed back, written,
+    /// or reported.
     ///
     /// ```
     /// use ioasync::{io::{Framed, FramedRef, Limits}, io::codec::LineCodec, Loop};

@@ -38,7 +38,7 @@ use crate::{
     byte_stream::{
         ByteStream, ByteStreamArgs, ByteStreamSpec, CloseNow, CloseRead, CloseWhenEmpty, Info,
         ProtocolImpl, PushOnRead, PushedFn, Read, ReadFor, ReadResult, ShutdownWrite, StreamEnd,
-        StreamEvent, StreamInfo, WantRead, Write, WriteFrom,
+        StreamEvent, StreamInfo, WantRead, Write, WriteFrom, drive_reader,
     },
     connection::Connection,
     duplex::{Duplex, Source},
@@ -161,36 +161,26 @@ impl ProtocolImpl for RawBytes {
             }
             return Ok(false);
         };
-        // IO::Async's reader contract: called again while it asks to and
-        // consumes, and once with `eof` at the end of input.
         let mut buf = s.duplex.take_input();
         let mut staged = Vec::new();
-        let mut pushed = false;
-        loop {
-            let eof_now = eof && !s.eof_delivered;
-            if buf.is_empty() && !eof_now {
-                break;
-            }
-            let before = buf.len();
-            let mut io = StreamIo::new(&mut s.duplex, &mut staged);
-            let action = f(&mut io, &mut buf, eof);
-            if eof {
-                s.eof_delivered = true;
-            }
-            if !staged.is_empty() {
-                // Readers it pushed take what is left first.
-                s.pushed.get_or_insert_default().extend(staged.drain(..));
-                pushed = true;
-                break;
-            }
-            match action {
-                ReadAction::Again if buf.is_empty() || buf.len() == before => break,
-                ReadAction::Again => {}
-                ReadAction::Wait => break,
-            }
-        }
+        drive_reader(
+            &mut s.duplex,
+            &mut buf,
+            eof,
+            &mut s.eof_delivered,
+            &mut staged,
+            &mut |io: &mut StreamIo<'_>, buf: &mut BytesMut, eof| match f(io, buf, eof) {
+                ReadAction::Again => PushedRead::Again,
+                ReadAction::Wait => PushedRead::Wait,
+            },
+        );
         s.duplex.put_input(buf);
-        Ok(pushed)
+        if staged.is_empty() {
+            return Ok(false);
+        }
+        // Readers it pushed take what is left first.
+        s.pushed.get_or_insert_default().extend(staged);
+        Ok(true)
     }
 
     fn queue(&mut self, duplex: &mut Duplex, item: Bytes) -> Result<()> {
