@@ -32,6 +32,7 @@ mod fd_channel;
 mod frame;
 mod function;
 mod routine;
+mod socketpair;
 mod typed;
 mod worker;
 
