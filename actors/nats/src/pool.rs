@@ -20,7 +20,11 @@ use ioasync_core::{
 };
 use ioasync_worker::{CallOptions, EntryPoint};
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::{sync::oneshot, time::Instant};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+    time::Instant,
+};
 
 use crate::{
     remote::{Link, Remote, link_of},
@@ -276,7 +280,12 @@ impl Shared {
 pub struct RemotePool {
     shared: Arc<Shared>,
     cfg: Arc<Cfg>,
-    inbox: Subscriber,
+    /// What the reply task tells the notifier: late replies and the
+    /// end of the inbox.
+    notes: mpsc::UnboundedReceiver<Note>,
+    /// Reads the inbox and hands each reply to its call directly (no
+    /// notifier turn per reply).
+    replies: JoinHandle<()>,
     heartbeats: Option<Subscriber>,
     hosts: HashMap<u64, Instant>,
     host_lost_after: Duration,
@@ -286,10 +295,70 @@ pub struct RemotePool {
 }
 
 enum Wake {
-    Reply(async_nats::Message),
+    Note(Note),
     Heartbeat(async_nats::Message),
     Tick,
     Ended,
+}
+
+/// From the reply task to the notifier.
+enum Note {
+    /// A reply for a call that had already finished, from this host.
+    Late(u64),
+}
+
+/// Hands one reply on the inbox to its call: the call's outcome, or a
+/// late reply (counted here; `Some(Note::Late)` for the notifier's
+/// event).
+fn dispatch(shared: &Shared, pool: &str, msg: async_nats::Message) -> Option<Note> {
+    let token = msg
+        .subject
+        .rsplit('.')
+        .next()
+        .and_then(|t| t.parse::<u64>().ok())?;
+    if msg.status == Some(StatusCode::NO_RESPONDERS) {
+        if let Some(p) = shared.take(token) {
+            let _ = p.tx.send(Outcome::NoResponders);
+        }
+        return None;
+    }
+    let (kind, host, payload) = match wire::parse_reply(&msg.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(pool, "unreadable reply dropped: {e}");
+            return None;
+        }
+    };
+    let Some(p) = shared.take(token) else {
+        shared.late.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(pool, token, "late reply dropped");
+        return Some(Note::Late(host));
+    };
+    let outcome = match kind {
+        wire::OK => Outcome::Reply(payload),
+        wire::EXPIRED => Outcome::Expired,
+        _ => Outcome::Failed(String::from_utf8_lossy(&payload).into_owned()),
+    };
+    let _ = p.tx.send(outcome);
+    None
+}
+
+/// The reply task: each reply on `inbox` to its call as it arrives; what
+/// needs the notifier (a late reply's event, the inbox's end) to it.
+async fn read_replies(
+    shared: Arc<Shared>,
+    pool: String,
+    mut inbox: Subscriber,
+    notes: mpsc::UnboundedSender<Note>,
+) {
+    while let Some(m) = inbox.next().await {
+        if let Some(note) = dispatch(&shared, &pool, m)
+            && notes.send(note).is_err()
+        {
+            return;
+        }
+    }
+    // Dropping `notes` tells the notifier the inbox ended.
 }
 
 impl RemotePool {
@@ -329,45 +398,6 @@ impl RemotePool {
                 self.cfg.names.calls, now.0, now.1
             ));
         }
-    }
-
-    async fn on_reply(&mut self, msg: async_nats::Message, ctx: &mut Ctx<'_, Self>) {
-        let Some(token) = msg
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|t| t.parse::<u64>().ok())
-        else {
-            return;
-        };
-        if msg.status == Some(StatusCode::NO_RESPONDERS) {
-            if let Some(p) = self.shared.take(token) {
-                let _ = p.tx.send(Outcome::NoResponders);
-            }
-            return;
-        }
-        let (kind, host, payload) = match wire::parse_reply(&msg.payload) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(pool = self.cfg.names.calls, "unreadable reply dropped: {e}");
-                return;
-            }
-        };
-        let Some(p) = self.shared.take(token) else {
-            self.shared.late.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(pool = self.cfg.names.calls, token, "late reply dropped");
-            ctx.emit(PoolEvent::LateReplyDropped {
-                host: format!("{host:x}"),
-            })
-            .await;
-            return;
-        };
-        let outcome = match kind {
-            wire::OK => Outcome::Reply(payload),
-            wire::EXPIRED => Outcome::Expired,
-            _ => Outcome::Failed(String::from_utf8_lossy(&payload).into_owned()),
-        };
-        let _ = p.tx.send(outcome);
     }
 
     async fn on_heartbeat(&mut self, msg: async_nats::Message, ctx: &mut Ctx<'_, Self>) {
@@ -514,10 +544,18 @@ impl Notifier for RemotePool {
         let mut tick =
             tokio::time::interval((args.host_lost_after / 4).max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (notes_tx, notes) = mpsc::unbounded_channel();
+        let replies = tokio::spawn(read_replies(
+            shared.clone(),
+            cfg.names.calls.clone(),
+            inbox_sub,
+            notes_tx,
+        ));
         let mut pool = RemotePool {
             shared,
             cfg,
-            inbox: inbox_sub,
+            notes,
+            replies,
             heartbeats,
             hosts: HashMap::new(),
             host_lost_after: args.host_lost_after,
@@ -537,7 +575,7 @@ impl Notifier for RemotePool {
             }
         };
         self.woke = Some(tokio::select! {
-            m = self.inbox.next() => m.map_or(Wake::Ended, Wake::Reply),
+            n = self.notes.recv() => n.map_or(Wake::Ended, Wake::Note),
             m = hb => m.map_or(Wake::Ended, Wake::Heartbeat),
             _ = self.tick.tick() => Wake::Tick,
         });
@@ -545,15 +583,11 @@ impl Notifier for RemotePool {
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         match self.woke.take() {
-            Some(Wake::Reply(m)) => {
-                self.on_reply(m, ctx).await;
-                // Whatever else arrived, without another trip.
-                for _ in 0..256 {
-                    match futures_util::FutureExt::now_or_never(self.inbox.next()) {
-                        Some(Some(m)) => self.on_reply(m, ctx).await,
-                        _ => break,
-                    }
-                }
+            Some(Wake::Note(Note::Late(host))) => {
+                ctx.emit(PoolEvent::LateReplyDropped {
+                    host: format!("{host:x}"),
+                })
+                .await;
             }
             Some(Wake::Heartbeat(m)) => self.on_heartbeat(m, ctx).await,
             Some(Wake::Tick) => {
@@ -572,6 +606,7 @@ impl Notifier for RemotePool {
     }
 
     async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        self.replies.abort();
         // New calls fail at once until the next incarnation (if any).
         *self.shared.cfg.write().unwrap_or_else(|e| e.into_inner()) = None;
         let pending: Vec<Pending> = self
@@ -585,6 +620,12 @@ impl Notifier for RemotePool {
         for p in pending {
             let _ = p.tx.send(Outcome::Stopped);
         }
+    }
+}
+
+impl Drop for RemotePool {
+    fn drop(&mut self) {
+        self.replies.abort();
     }
 }
 
