@@ -228,6 +228,11 @@ struct Shared {
 /// One incarnation's settings, for callers.
 struct Cfg {
     link: Arc<Link>,
+    /// The client the pool's inbox is subscribed on (its replies come
+    /// there): calls publish on it while it is connected.
+    client: Client,
+    /// `names.calls` as a subject (cloned per call without a copy).
+    calls: async_nats::Subject,
     names: Names,
     entry: Arc<str>,
     inbox: String,
@@ -533,6 +538,8 @@ impl Notifier for RemotePool {
         let _ = client.flush().await;
         let cfg = Arc::new(Cfg {
             link: args.link.clone(),
+            client: client.clone(),
+            calls: async_nats::Subject::from(names.calls.as_str()),
             names,
             entry: args.entry.clone(),
             inbox,
@@ -689,7 +696,16 @@ pub async fn call_raw(
     args: Bytes,
     options: CallOptions,
 ) -> Result<Bytes> {
-    let shared = shared(pool);
+    call_on(pool, &shared(pool), args, options).await
+}
+
+/// [`call_raw`] with the pool's shared state at hand.
+async fn call_on(
+    pool: &NotifierRef<RemotePool>,
+    shared: &Shared,
+    args: Bytes,
+    options: CallOptions,
+) -> Result<Bytes> {
     let cfg = shared
         .cfg
         .read()
@@ -702,7 +718,8 @@ pub async fn call_raw(
             )
         })?;
     let timeout = options.timeout.unwrap_or(cfg.call_timeout);
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let pool_name = &cfg.names.calls;
     let mut attempt = 0u32;
     let res = loop {
@@ -710,13 +727,28 @@ pub async fn call_raw(
         if attempt > 1 {
             shared.retried.fetch_add(1, Ordering::Relaxed);
         }
-        let client = match cfg.link.client("call") {
-            Ok(c) => c,
-            Err(e) => break Err(e),
+        // The pool's own client while it is connected; otherwise the
+        // link's (its error says why, or it is a newer connection).
+        let fallback;
+        let client = if cfg.client.connection_state() == async_nats::connection::State::Connected {
+            &cfg.client
+        } else {
+            match cfg.link.client("call") {
+                Ok(c) => {
+                    fallback = c;
+                    &fallback
+                }
+                Err(e) => break Err(e),
+            }
         };
         let token = shared.next.fetch_add(1, Ordering::Relaxed);
         let reply = format!("{}.{token}", cfg.inbox);
-        let left = deadline.saturating_duration_since(Instant::now());
+        let now = if attempt == 1 {
+            started
+        } else {
+            Instant::now()
+        };
+        let left = deadline.saturating_duration_since(now);
         let frame = wire::call(
             shared.caller,
             token,
@@ -733,13 +765,13 @@ pub async fn call_raw(
                 token,
                 Pending {
                     tx,
-                    sent: Instant::now(),
+                    sent: now,
                     host: None,
                 },
             );
         let sent = match &cfg.js {
             None => client
-                .publish_with_reply(pool_name.clone(), reply, frame)
+                .publish_with_reply(cfg.calls.clone(), reply, frame)
                 .await
                 .map_err(|e| err(ErrorKind::Io, format!("pool {pool_name}: publish: {e}"))),
             Some(js) => {
@@ -879,6 +911,7 @@ pub fn offload(
 /// clone.
 pub struct RemoteEntry<A, R> {
     pool: NotifierRef<RemotePool>,
+    shared: Arc<Shared>,
     _sig: PhantomData<fn(A) -> R>,
 }
 
@@ -886,6 +919,7 @@ impl<A, R> Clone for RemoteEntry<A, R> {
     fn clone(&self) -> Self {
         RemoteEntry {
             pool: self.pool.clone(),
+            shared: self.shared.clone(),
             _sig: PhantomData,
         }
     }
@@ -909,7 +943,7 @@ impl<A: Serialize + Sync, R: DeserializeOwned + Send> RemoteEntry<A, R> {
     /// `retry_safe` (a lost call runs again on another host) apply.
     pub async fn call_with(&self, args: &A, options: CallOptions) -> Result<R> {
         let payload = ioasync_worker::encode(args)?;
-        let out = call_raw(&self.pool, payload, options).await?;
+        let out = call_on(&self.pool, &self.shared, payload, options).await?;
         ioasync_worker::decode::<R>(&out).map_err(|e| {
             err(
                 ErrorKind::InvalidInput,
@@ -964,6 +998,7 @@ where
         match runs {
             Some(e) if &*e == self.name() => Ok(RemoteEntry {
                 pool: pool.clone(),
+                shared,
                 _sig: PhantomData,
             }),
             Some(e) => Err(Error::invalid_input(
