@@ -1,10 +1,10 @@
 //! [`WorkerHost`]: serves a Function pool's calls from this process.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     fmt,
     panic::AssertUnwindSafe,
-    sync::{Arc, Condvar, Mutex},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -120,35 +120,23 @@ struct Job {
 /// What every lane of a host shares.
 #[derive(Clone)]
 struct LaneCtx {
+    client: Client,
     host: u64,
-    /// To the task that sends the answers ([`send_answers`]).
-    replies: mpsc::UnboundedSender<(Job, Bytes)>,
+    held: Arc<Held>,
+    /// The runtime, for the lane threads' sends (an async-nats publish
+    /// only queues the message for the connection's task).
+    rt: tokio::runtime::Handle,
 }
 
 impl LaneCtx {
-    /// Hands `job`'s answer `frame` to [`send_answers`], which sends it,
-    /// acks the job (work-queue mode: after the result went out, on the
-    /// same connection, so in order; a death in between redelivers it and
-    /// the caller drops the second result), and lets it go. A lane never
-    /// enters the runtime.
+    /// Answers `job` with `frame`, acks it (work-queue mode: after the
+    /// result went out, on the same connection, so in order; a death in
+    /// between redelivers it and the caller drops the second result), and
+    /// lets it go.
     fn answer(&self, job: Job, frame: Bytes) {
-        let _ = self.replies.send((job, frame));
-    }
-}
-
-/// Sends the lanes' answers from the runtime, each batch that arrived
-/// together in one pass (the connection writes them together); ends when
-/// every lane has.
-async fn send_answers(
-    client: Client,
-    held: Arc<Held>,
-    mut answers: mpsc::UnboundedReceiver<(Job, Bytes)>,
-) {
-    while let Some(first) = answers.recv().await {
-        let mut next = Some(first);
-        while let Some((job, frame)) = next {
-            let key = (job.call.caller, job.call.token);
-            if let Err(e) = client.publish(job.call.reply, frame).await {
+        let key = (job.call.caller, job.call.token);
+        self.rt.block_on(async {
+            if let Err(e) = self.client.publish(job.call.reply, frame).await {
                 tracing::warn!("worker host: reply not sent: {e}");
             }
             if let Some(msg) = job.ack
@@ -156,105 +144,21 @@ async fn send_answers(
             {
                 tracing::warn!("worker host: ack not sent: {e}");
             }
-            held.remove(key);
-            next = answers.try_recv().ok();
-        }
-    }
-}
-
-/// The calls waiting for a lane: one queue all lanes take from, each
-/// call waking at most one idle lane (no lane wakes another).
-struct LaneQueue {
-    state: Mutex<LaneState>,
-    ready: Condvar,
-}
-
-struct LaneState {
-    jobs: VecDeque<Job>,
-    /// Lanes waiting for a call.
-    idle: usize,
-    /// Live [`LaneSender`]s: the lanes end once none is left and the
-    /// queue is empty.
-    senders: usize,
-}
-
-impl LaneQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The next call, waiting for one; `None` once every sender is gone
-    /// and nothing is left.
-    fn recv(&self) -> Option<Job> {
-        let mut st = self.lock();
-        loop {
-            if let Some(job) = st.jobs.pop_front() {
-                return Some(job);
-            }
-            if st.senders == 0 {
-                return None;
-            }
-            st.idle += 1;
-            st = self.ready.wait(st).unwrap_or_else(|e| e.into_inner());
-            st.idle -= 1;
-        }
-    }
-}
-
-/// Hands calls to the lanes; the lanes end when every clone is dropped
-/// (after the calls already queued).
-struct LaneSender(Arc<LaneQueue>);
-
-impl LaneSender {
-    fn send(&self, job: Job) {
-        let wake = {
-            let mut st = self.0.lock();
-            st.jobs.push_back(job);
-            st.idle > 0
-        };
-        if wake {
-            self.0.ready.notify_one();
-        }
-    }
-}
-
-impl Clone for LaneSender {
-    fn clone(&self) -> Self {
-        self.0.lock().senders += 1;
-        LaneSender(self.0.clone())
-    }
-}
-
-impl Drop for LaneSender {
-    fn drop(&mut self) {
-        let last = {
-            let mut st = self.0.lock();
-            st.senders -= 1;
-            st.senders == 0
-        };
-        if last {
-            self.0.ready.notify_all();
-        }
+        });
+        self.held.remove(key);
     }
 }
 
 /// Starts `n` lane threads running `entry`: each takes a call, runs it
 /// (unless it waited past its deadline: answered "expired" without
-/// running) and answers it. They end when every returned sender is
-/// dropped (after the calls already queued).
-fn lanes(entry: &Entry, n: usize, path: &str, cx: LaneCtx) -> Result<LaneSender> {
-    let queue = Arc::new(LaneQueue {
-        state: Mutex::new(LaneState {
-            jobs: VecDeque::new(),
-            idle: 0,
-            senders: 1,
-        }),
-        ready: Condvar::new(),
-    });
-    let tx = LaneSender(queue.clone());
+/// running) and answers it. They end when the returned sender is dropped
+/// (after their current call).
+fn lanes(entry: &Entry, n: usize, path: &str, cx: LaneCtx) -> Result<mpsc::UnboundedSender<Job>> {
+    let (tx, rx) = mpsc::unbounded_channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
     for i in 0..n {
         let entry = entry.clone();
-        let rx = queue.clone();
+        let rx = rx.clone();
         let path = path.to_owned();
         let cx = cx.clone();
         std::thread::Builder::new()
@@ -273,7 +177,8 @@ fn lanes(entry: &Entry, n: usize, path: &str, cx: LaneCtx) -> Result<LaneSender>
                     tracing::error!(host = path, "{e}");
                 }
                 loop {
-                    let Some(job) = rx.recv() else { return };
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
+                    let Some(job) = job else { return };
                     let deadline =
                         job.received + Duration::from_millis(u64::from(job.call.deadline_ms));
                     let frame = if Instant::now() >= deadline {
@@ -307,7 +212,7 @@ fn lanes(entry: &Entry, n: usize, path: &str, cx: LaneCtx) -> Result<LaneSender>
 /// sent, and sends progress for the jobs it holds each heartbeat. The tree
 /// shows what it serves, as which host, and its lanes.
 pub struct WorkerHost {
-    _lanes: LaneSender,
+    _lanes: mpsc::UnboundedSender<Job>,
     tasks: Vec<JoinHandle<()>>,
     failed: mpsc::Receiver<Error>,
     woke: Option<Error>,
@@ -348,17 +253,15 @@ impl Notifier for WorkerHost {
         let client = args.link.client("serve")?;
         let host = wire::random_id();
         let held = Arc::new(Held::default());
-        // Not aborted at a stop: it sends what the lanes still answer, and
-        // ends after them.
-        let (replies_tx, replies_rx) = mpsc::unbounded_channel();
-        tokio::spawn(send_answers(client.clone(), held.clone(), replies_rx));
         let lanes_tx = lanes(
             &args.entry,
             args.lanes,
             ctx.path(),
             LaneCtx {
+                client: client.clone(),
                 host,
-                replies: replies_tx,
+                held: held.clone(),
+                rt: tokio::runtime::Handle::current(),
             },
         )?;
         let (fail_tx, failed) = mpsc::channel(1);
@@ -400,7 +303,9 @@ impl Notifier for WorkerHost {
                             ack: None,
                             _place: None,
                         };
-                        lanes.send(job);
+                        if lanes.send(job).is_err() {
+                            break;
+                        }
                     }
                     let _ = fail
                         .send(Error::closed(
@@ -481,7 +386,9 @@ impl Notifier for WorkerHost {
                             ack: Some(msg),
                             _place: Some(place),
                         };
-                        lanes.send(job);
+                        if lanes.send(job).is_err() {
+                            break;
+                        }
                     }
                     let _ = fail
                         .send(Error::closed(
