@@ -240,8 +240,8 @@ mod imp {
                     "nats benchmark: 64-byte arguments, nats-server on loopback, 2 runtime workers, host with 2 lanes"
                 );
                 println!(
-                    "{:<44} {:>10} {:>10} {:>8} {:>8}   {}",
-                    "what", "calls/s", "p99", "rate", "p99", "CPU µs/call: caller, server, nats-server"
+                    "{:<44} {:>10} {:>10} {:>8} {:>8}   CPU µs/call: caller, server, nats-server",
+                    "what", "calls/s", "p99", "rate", "p99"
                 );
                 for (inflight, calls) in [(1usize, seq), (32, par)] {
                     let best = |a: (f64, Duration), b: (f64, Duration)| {
