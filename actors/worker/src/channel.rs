@@ -30,7 +30,8 @@ pub use ioasync_core::channel::{Receiver, SendError, Sender, channel, channel_wi
 /// A bridged channel pair over `stream`: what is sent on the returned
 /// sender arrives at the peer's receiver, and the other way round. Frames
 /// above `max_frame` bytes end the channel with an error; so do malformed
-/// frames and the peer's death. Two tasks do the IO.
+/// frames and the peer's death. Three tasks do the IO: the transport's
+/// reader, and one each way for the typed values.
 ///
 /// It is a [`SocketpairTransport`] over `stream` carrying one typed
 /// channel at [`BRIDGE_ADDRESS`] each way: each value is one MessagePack

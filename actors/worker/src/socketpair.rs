@@ -95,6 +95,14 @@ type Answer = std::result::Result<Bytes, TransportError>;
 /// Served addresses end when the link's incoming side ends or when the
 /// transport is dropped.
 ///
+/// # Cancel safety
+///
+/// A frame is written whole or not at all (each is encoded into the
+/// writer's buffer in one step, and a later write flushes what a
+/// cancelled one left): dropping a `send` or a `request` never tears the
+/// stream. A dropped `request` forgets its id, so a reply that comes
+/// later is dropped; whether the request itself went out is then unknown.
+///
 /// ```
 /// use std::time::Duration;
 /// use ioasync::{channel::SocketpairTransport, transport::Transport};
@@ -208,6 +216,13 @@ impl SocketpairTransport {
     /// Ends this side: the peer's served addresses end cleanly (their
     /// [`Incoming`]s return `None`) and this side sends nothing more —
     /// not even replies. The bytes already written are delivered first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe as to frames: dropped while it waits for a send in
+    /// progress, nothing was written and the side is still open; dropped
+    /// while writing the end, the side is closed and the peer reads the
+    /// end or a closed socket.
     pub async fn finish(&self) {
         let mut w = self.inner.writer.lock().await;
         if let Some(mut sink) = w.take() {
