@@ -83,6 +83,39 @@ mod imp {
         lat[(lat.len() * 99 / 100).min(lat.len() - 1)]
     }
 
+    /// CPU time (user + system) of process `pid` so far, in µs
+    /// (`/proc/PID/stat`, clock ticks of 10 ms).
+    fn cpu_us(pid: u32) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // After the command name in parentheses: fields 3.. ; utime and
+        // stime are fields 14 and 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        f.get(11)
+            .zip(f.get(12))
+            .map_or(0, |(u, s)| (u + s) * 10_000)
+    }
+
+    /// CPU µs per call of (caller process, serving process, nats-server)
+    /// over `f`, which makes `calls` calls.
+    async fn with_cpu<T>(
+        pids: [u32; 3],
+        calls: usize,
+        f: impl std::future::Future<Output = T>,
+    ) -> (T, [f64; 3]) {
+        let before = pids.map(cpu_us);
+        let out = f.await;
+        let after = pids.map(cpu_us);
+        let mut per = [0.0; 3];
+        for i in 0..3 {
+            per[i] = (after[i] - before[i]) as f64 / calls as f64;
+        }
+        (out, per)
+    }
+
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -178,6 +211,7 @@ mod imp {
             assert_eq!(line.trim(), "ready");
         }
         let u = url.clone();
+        let pids = [std::process::id(), host.id(), server.id()];
         rt.block_on(async move {
             tokio::spawn(async move {
                 let lp = Loop::current().unwrap();
@@ -206,34 +240,54 @@ mod imp {
                     "nats benchmark: 64-byte arguments, nats-server on loopback, 2 runtime workers, host with 2 lanes"
                 );
                 println!(
-                    "{:<44} {:>10} {:>10} {:>8} {:>8}",
+                    "{:<44} {:>10} {:>10} {:>8} {:>8}   CPU µs/call: caller, server, nats-server",
                     "what", "calls/s", "p99", "rate", "p99"
                 );
                 for (inflight, calls) in [(1usize, seq), (32, par)] {
                     let best = |a: (f64, Duration), b: (f64, Duration)| {
                         (a.0.max(b.0), a.1.min(b.1))
                     };
+                    // CPU per call: the lowest of the three runs, per process.
+                    let least = |a: [f64; 3], b: [f64; 3]| {
+                        [a[0].min(b[0]), a[1].min(b[1]), a[2].min(b[2])]
+                    };
                     let mut r = (0.0, Duration::MAX);
                     let mut f = (0.0, Duration::MAX);
+                    let mut rc = [f64::MAX; 3];
+                    let mut fc = [f64::MAX; 3];
                     for _ in 0..3 {
-                        r = best(r, measure(calls, inflight, raw_call.clone()).await);
-                        f = best(f, measure(calls, inflight, remote_call.clone()).await);
+                        let (m, c) =
+                            with_cpu(pids, calls, measure(calls, inflight, raw_call.clone())).await;
+                        r = best(r, m);
+                        rc = least(rc, c);
+                        let (m, c) = with_cpu(
+                            pids,
+                            calls,
+                            measure(calls, inflight, remote_call.clone()),
+                        )
+                        .await;
+                        f = best(f, m);
+                        fc = least(fc, c);
                     }
+                    let cpu = |c: [f64; 3]| format!("{:.1}, {:.1}, {:.1}", c[0], c[1], c[2]);
                     println!(
-                        "{:<44} {:>10.0} {:>8}µs {:>8} {:>8}",
+                        "{:<44} {:>10.0} {:>8}µs {:>8} {:>8}   {}",
                         format!("raw async-nats request/reply, {inflight} in flight"),
                         r.0,
                         r.1.as_micros(),
                         "1.00x",
-                        "1.00x"
+                        "1.00x",
+                        cpu(rc)
                     );
                     println!(
-                        "{:<44} {:>10.0} {:>8}µs {:>7.2}x {:>7.2}x",
+                        "{:<44} {:>10.0} {:>8}µs {:>7.2}x {:>7.2}x   {} ({:.2}x)",
                         format!("RemotePool call, {inflight} in flight"),
                         f.0,
                         f.1.as_micros(),
                         f.0 / r.0,
-                        f.1.as_secs_f64() / r.1.as_secs_f64()
+                        f.1.as_secs_f64() / r.1.as_secs_f64(),
+                        cpu(fc),
+                        (fc[0] + fc[1]) / (rc[0] + rc[1])
                     );
                 }
                 let stats = entry.stats().await.unwrap();

@@ -1,7 +1,8 @@
 //! [`Channel`](self) halves: typed, bounded mailboxes. A local channel is
 //! [`channel`]; `ioasync::channel::bridge` carries one across a process
-//! boundary (the worker layer's transport), built on
-//! [`Sender::from_mpsc`] and [`Receiver::from_results`].
+//! boundary (a typed channel over the worker layer's socketpair
+//! [`Transport`](crate::Transport)), built on [`Sender::from_mpsc`] and
+//! [`Receiver::from_results`].
 //!
 //! ```
 //! use ioasync::channel;

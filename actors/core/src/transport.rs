@@ -251,9 +251,12 @@ impl IncomingSender {
 /// ([`TransportError`]) say whether the message may have been delivered
 /// ([`Delivery`]): what a caller needs to decide on a retry.
 ///
-/// Implementations: `ioasync_nats::NatsTransport` (core NATS
-/// request/reply and queue groups). An address served by several peers
-/// gets each request at one of them.
+/// Implementations: `ioasync_worker::channel::SocketpairTransport` (one
+/// end of a socketpair to another process, on the worker framing;
+/// `channel::bridge` is it with one typed channel on top) and
+/// `ioasync_nats::NatsTransport` (core NATS request/reply and queue
+/// groups). An address served by several peers gets each request at one
+/// of them.
 pub trait Transport: Send + Sync + 'static {
     /// Sends `frame` to whoever serves `to`, one way: no answer, no
     /// delivery guarantee beyond the transport's own.

@@ -20,7 +20,11 @@ use ioasync_core::{
 };
 use ioasync_worker::{CallOptions, EntryPoint};
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::{sync::oneshot, time::Instant};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+    time::Instant,
+};
 
 use crate::{
     remote::{Link, Remote, link_of},
@@ -224,6 +228,11 @@ struct Shared {
 /// One incarnation's settings, for callers.
 struct Cfg {
     link: Arc<Link>,
+    /// The client the pool's inbox is subscribed on (its replies come
+    /// there): calls publish on it while it is connected.
+    client: Client,
+    /// `names.calls` as a subject (cloned per call without a copy).
+    calls: async_nats::Subject,
     names: Names,
     entry: Arc<str>,
     inbox: String,
@@ -276,7 +285,12 @@ impl Shared {
 pub struct RemotePool {
     shared: Arc<Shared>,
     cfg: Arc<Cfg>,
-    inbox: Subscriber,
+    /// What the reply task tells the notifier: late replies and the
+    /// end of the inbox.
+    notes: mpsc::UnboundedReceiver<Note>,
+    /// Reads the inbox and hands each reply to its call directly (no
+    /// notifier turn per reply).
+    replies: JoinHandle<()>,
     heartbeats: Option<Subscriber>,
     hosts: HashMap<u64, Instant>,
     host_lost_after: Duration,
@@ -286,10 +300,70 @@ pub struct RemotePool {
 }
 
 enum Wake {
-    Reply(async_nats::Message),
+    Note(Note),
     Heartbeat(async_nats::Message),
     Tick,
     Ended,
+}
+
+/// From the reply task to the notifier.
+enum Note {
+    /// A reply for a call that had already finished, from this host.
+    Late(u64),
+}
+
+/// Hands one reply on the inbox to its call: the call's outcome, or a
+/// late reply (counted here; `Some(Note::Late)` for the notifier's
+/// event).
+fn dispatch(shared: &Shared, pool: &str, msg: async_nats::Message) -> Option<Note> {
+    let token = msg
+        .subject
+        .rsplit('.')
+        .next()
+        .and_then(|t| t.parse::<u64>().ok())?;
+    if msg.status == Some(StatusCode::NO_RESPONDERS) {
+        if let Some(p) = shared.take(token) {
+            let _ = p.tx.send(Outcome::NoResponders);
+        }
+        return None;
+    }
+    let (kind, host, payload) = match wire::parse_reply(&msg.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(pool, "unreadable reply dropped: {e}");
+            return None;
+        }
+    };
+    let Some(p) = shared.take(token) else {
+        shared.late.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(pool, token, "late reply dropped");
+        return Some(Note::Late(host));
+    };
+    let outcome = match kind {
+        wire::OK => Outcome::Reply(payload),
+        wire::EXPIRED => Outcome::Expired,
+        _ => Outcome::Failed(String::from_utf8_lossy(&payload).into_owned()),
+    };
+    let _ = p.tx.send(outcome);
+    None
+}
+
+/// The reply task: each reply on `inbox` to its call as it arrives; what
+/// needs the notifier (a late reply's event, the inbox's end) to it.
+async fn read_replies(
+    shared: Arc<Shared>,
+    pool: String,
+    mut inbox: Subscriber,
+    notes: mpsc::UnboundedSender<Note>,
+) {
+    while let Some(m) = inbox.next().await {
+        if let Some(note) = dispatch(&shared, &pool, m)
+            && notes.send(note).is_err()
+        {
+            return;
+        }
+    }
+    // Dropping `notes` tells the notifier the inbox ended.
 }
 
 impl RemotePool {
@@ -329,45 +403,6 @@ impl RemotePool {
                 self.cfg.names.calls, now.0, now.1
             ));
         }
-    }
-
-    async fn on_reply(&mut self, msg: async_nats::Message, ctx: &mut Ctx<'_, Self>) {
-        let Some(token) = msg
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|t| t.parse::<u64>().ok())
-        else {
-            return;
-        };
-        if msg.status == Some(StatusCode::NO_RESPONDERS) {
-            if let Some(p) = self.shared.take(token) {
-                let _ = p.tx.send(Outcome::NoResponders);
-            }
-            return;
-        }
-        let (kind, host, payload) = match wire::parse_reply(&msg.payload) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(pool = self.cfg.names.calls, "unreadable reply dropped: {e}");
-                return;
-            }
-        };
-        let Some(p) = self.shared.take(token) else {
-            self.shared.late.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(pool = self.cfg.names.calls, token, "late reply dropped");
-            ctx.emit(PoolEvent::LateReplyDropped {
-                host: format!("{host:x}"),
-            })
-            .await;
-            return;
-        };
-        let outcome = match kind {
-            wire::OK => Outcome::Reply(payload),
-            wire::EXPIRED => Outcome::Expired,
-            _ => Outcome::Failed(String::from_utf8_lossy(&payload).into_owned()),
-        };
-        let _ = p.tx.send(outcome);
     }
 
     async fn on_heartbeat(&mut self, msg: async_nats::Message, ctx: &mut Ctx<'_, Self>) {
@@ -503,6 +538,8 @@ impl Notifier for RemotePool {
         let _ = client.flush().await;
         let cfg = Arc::new(Cfg {
             link: args.link.clone(),
+            client: client.clone(),
+            calls: async_nats::Subject::from(names.calls.as_str()),
             names,
             entry: args.entry.clone(),
             inbox,
@@ -514,10 +551,18 @@ impl Notifier for RemotePool {
         let mut tick =
             tokio::time::interval((args.host_lost_after / 4).max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (notes_tx, notes) = mpsc::unbounded_channel();
+        let replies = tokio::spawn(read_replies(
+            shared.clone(),
+            cfg.names.calls.clone(),
+            inbox_sub,
+            notes_tx,
+        ));
         let mut pool = RemotePool {
             shared,
             cfg,
-            inbox: inbox_sub,
+            notes,
+            replies,
             heartbeats,
             hosts: HashMap::new(),
             host_lost_after: args.host_lost_after,
@@ -537,7 +582,7 @@ impl Notifier for RemotePool {
             }
         };
         self.woke = Some(tokio::select! {
-            m = self.inbox.next() => m.map_or(Wake::Ended, Wake::Reply),
+            n = self.notes.recv() => n.map_or(Wake::Ended, Wake::Note),
             m = hb => m.map_or(Wake::Ended, Wake::Heartbeat),
             _ = self.tick.tick() => Wake::Tick,
         });
@@ -545,15 +590,11 @@ impl Notifier for RemotePool {
 
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         match self.woke.take() {
-            Some(Wake::Reply(m)) => {
-                self.on_reply(m, ctx).await;
-                // Whatever else arrived, without another trip.
-                for _ in 0..256 {
-                    match futures_util::FutureExt::now_or_never(self.inbox.next()) {
-                        Some(Some(m)) => self.on_reply(m, ctx).await,
-                        _ => break,
-                    }
-                }
+            Some(Wake::Note(Note::Late(host))) => {
+                ctx.emit(PoolEvent::LateReplyDropped {
+                    host: format!("{host:x}"),
+                })
+                .await;
             }
             Some(Wake::Heartbeat(m)) => self.on_heartbeat(m, ctx).await,
             Some(Wake::Tick) => {
@@ -572,6 +613,7 @@ impl Notifier for RemotePool {
     }
 
     async fn on_stop(&mut self, _ctx: &mut Ctx<'_, Self>) {
+        self.replies.abort();
         // New calls fail at once until the next incarnation (if any).
         *self.shared.cfg.write().unwrap_or_else(|e| e.into_inner()) = None;
         let pending: Vec<Pending> = self
@@ -585,6 +627,12 @@ impl Notifier for RemotePool {
         for p in pending {
             let _ = p.tx.send(Outcome::Stopped);
         }
+    }
+}
+
+impl Drop for RemotePool {
+    fn drop(&mut self) {
+        self.replies.abort();
     }
 }
 
@@ -648,7 +696,16 @@ pub async fn call_raw(
     args: Bytes,
     options: CallOptions,
 ) -> Result<Bytes> {
-    let shared = shared(pool);
+    call_on(pool, &shared(pool), args, options).await
+}
+
+/// [`call_raw`] with the pool's shared state at hand.
+async fn call_on(
+    pool: &NotifierRef<RemotePool>,
+    shared: &Shared,
+    args: Bytes,
+    options: CallOptions,
+) -> Result<Bytes> {
     let cfg = shared
         .cfg
         .read()
@@ -661,7 +718,8 @@ pub async fn call_raw(
             )
         })?;
     let timeout = options.timeout.unwrap_or(cfg.call_timeout);
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let pool_name = &cfg.names.calls;
     let mut attempt = 0u32;
     let res = loop {
@@ -669,13 +727,28 @@ pub async fn call_raw(
         if attempt > 1 {
             shared.retried.fetch_add(1, Ordering::Relaxed);
         }
-        let client = match cfg.link.client("call") {
-            Ok(c) => c,
-            Err(e) => break Err(e),
+        // The pool's own client while it is connected; otherwise the
+        // link's (its error says why, or it is a newer connection).
+        let fallback;
+        let client = if cfg.client.connection_state() == async_nats::connection::State::Connected {
+            &cfg.client
+        } else {
+            match cfg.link.client("call") {
+                Ok(c) => {
+                    fallback = c;
+                    &fallback
+                }
+                Err(e) => break Err(e),
+            }
         };
         let token = shared.next.fetch_add(1, Ordering::Relaxed);
         let reply = format!("{}.{token}", cfg.inbox);
-        let left = deadline.saturating_duration_since(Instant::now());
+        let now = if attempt == 1 {
+            started
+        } else {
+            Instant::now()
+        };
+        let left = deadline.saturating_duration_since(now);
         let frame = wire::call(
             shared.caller,
             token,
@@ -692,13 +765,13 @@ pub async fn call_raw(
                 token,
                 Pending {
                     tx,
-                    sent: Instant::now(),
+                    sent: now,
                     host: None,
                 },
             );
         let sent = match &cfg.js {
             None => client
-                .publish_with_reply(pool_name.clone(), reply, frame)
+                .publish_with_reply(cfg.calls.clone(), reply, frame)
                 .await
                 .map_err(|e| err(ErrorKind::Io, format!("pool {pool_name}: publish: {e}"))),
             Some(js) => {
@@ -838,6 +911,7 @@ pub fn offload(
 /// clone.
 pub struct RemoteEntry<A, R> {
     pool: NotifierRef<RemotePool>,
+    shared: Arc<Shared>,
     _sig: PhantomData<fn(A) -> R>,
 }
 
@@ -845,6 +919,7 @@ impl<A, R> Clone for RemoteEntry<A, R> {
     fn clone(&self) -> Self {
         RemoteEntry {
             pool: self.pool.clone(),
+            shared: self.shared.clone(),
             _sig: PhantomData,
         }
     }
@@ -868,7 +943,7 @@ impl<A: Serialize + Sync, R: DeserializeOwned + Send> RemoteEntry<A, R> {
     /// `retry_safe` (a lost call runs again on another host) apply.
     pub async fn call_with(&self, args: &A, options: CallOptions) -> Result<R> {
         let payload = ioasync_worker::encode(args)?;
-        let out = call_raw(&self.pool, payload, options).await?;
+        let out = call_on(&self.pool, &self.shared, payload, options).await?;
         ioasync_worker::decode::<R>(&out).map_err(|e| {
             err(
                 ErrorKind::InvalidInput,
@@ -923,6 +998,7 @@ where
         match runs {
             Some(e) if &*e == self.name() => Ok(RemoteEntry {
                 pool: pool.clone(),
+                shared,
                 _sig: PhantomData,
             }),
             Some(e) => Err(Error::invalid_input(

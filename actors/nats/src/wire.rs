@@ -29,7 +29,8 @@ pub(crate) struct CallFrame {
     pub(crate) token: u64,
     /// What was left of the caller's deadline when it was sent (0: none).
     pub(crate) deadline_ms: u32,
-    pub(crate) reply: String,
+    /// Where its answer goes (a slice of the frame, not a copy).
+    pub(crate) reply: async_nats::Subject,
     pub(crate) args: Bytes,
 }
 
@@ -64,15 +65,14 @@ pub(crate) fn parse_call(f: &Bytes) -> Result<CallFrame> {
     if f.len() < CALL_HEADER + rlen {
         return Err(short("call", f.len()));
     }
-    let reply = std::str::from_utf8(&f[CALL_HEADER..CALL_HEADER + rlen])
-        .map_err(|_| {
+    let reply =
+        async_nats::Subject::from_utf8(f.slice(CALL_HEADER..CALL_HEADER + rlen)).map_err(|_| {
             Error::new(
                 "decode",
                 ErrorKind::Protocol,
                 "a call's reply subject is not UTF-8",
             )
-        })?
-        .to_owned();
+        })?;
     Ok(CallFrame {
         caller,
         token,
@@ -156,7 +156,7 @@ mod tests {
         let f = call(7, 9, 1500, "_INBOX.x.9", b"args");
         let c = parse_call(&f).unwrap();
         assert_eq!((c.caller, c.token, c.deadline_ms), (7, 9, 1500));
-        assert_eq!(c.reply, "_INBOX.x.9");
+        assert_eq!(c.reply.as_str(), "_INBOX.x.9");
         assert_eq!(&c.args[..], b"args");
         for n in 0..f.len() - 4 {
             assert!(parse_call(&f.slice(..n)).is_err(), "{n}");

@@ -26,8 +26,11 @@ pub(crate) fn codec(max: usize) -> LengthDelimitedCodec {
 
 /// Encodes a value as MessagePack.
 pub fn encode<T: Serialize>(value: &T) -> Result<Bytes> {
-    rmp_serde::to_vec_named(value)
-        .map(Bytes::from)
+    // Room for a small value from the start: growing from empty costs a
+    // reallocation per doubling (five for 100 bytes).
+    let mut buf = Vec::with_capacity(128);
+    rmp_serde::encode::write_named(&mut buf, value)
+        .map(|()| Bytes::from(buf))
         .map_err(|e| Error::new("encode", ErrorKind::InvalidInput, e.to_string()))
 }
 

@@ -8,7 +8,9 @@
 //!   re-executes itself as a worker (no `fork` of a process that runs
 //!   tokio threads);
 //! - [`channel`]: typed, bounded mailboxes, local or bridged over a
-//!   socket as length-prefixed MessagePack frames with a size cap;
+//!   socket as length-prefixed MessagePack frames with a size cap; the
+//!   bridge runs on [`channel::SocketpairTransport`], the core
+//!   `Transport` over a socketpair;
 //! - [`Function`]: a fault-tolerant pool of worker processes;
 //! - [`Routine`]: one worker process with a channel in and a channel out,
 //!   supervised like any notifier.
@@ -32,6 +34,7 @@ mod fd_channel;
 mod frame;
 mod function;
 mod routine;
+mod socketpair;
 mod typed;
 mod worker;
 
