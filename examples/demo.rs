@@ -528,7 +528,7 @@ async fn self_drive(
         }
         #[cfg(feature = "nats")]
         Pool::Remote { pool, .. } => {
-            let stats = pool.ask(ioasync::nats::RemoteStatsOf).await?;
+            let stats = pool.stats().await?;
             say!(
                 "pool over NATS: {} hosts now, {} lost, {} calls completed, {} retried",
                 stats.hosts,

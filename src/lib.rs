@@ -295,9 +295,8 @@ pub mod time {
     pub use crate::ioloop::When;
     pub use crate::watch::TimerWatch;
     pub use ioasync_time::{
-        Absolute, AbsoluteArgs, AbsoluteRef, Countdown, CountdownArgs, CountdownRef, Deadline,
-        Expired, IsExpired, IsRunning, Periodic, PeriodicArgs, PeriodicRef, PeriodicSpec,
-        Reschedule, Reset, Retime, Start, Stop, Tick,
+        Absolute, AbsoluteArgs, AbsoluteRef, Countdown, CountdownArgs, CountdownRef, Expired,
+        Periodic, PeriodicArgs, PeriodicRef, PeriodicSpec, Reschedule, Tick,
     };
 }
 
@@ -311,8 +310,8 @@ pub mod signal {
 /// [`spawn_child`](crate::process::spawn_child) and [`run_child`](crate::process::run_child).
 pub mod process {
     pub use ioasync_process::{
-        ChildExit, ChildOutput, Children, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid,
-        PidArgs, PidRef, Process, ProcessArgs, ProcessEvent, ProcessException, ProcessHandle,
+        ChildExit, ChildOutput, Children, Command, ExitStatus, ExitWatch, KillPolicy, Pid, PidArgs,
+        PidRef, Process, ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessRef,
         ProcessSpec, RLIM_INFINITY, Resource, SpawnedChild, Stdio, StreamSetup, run_child,
         spawn_child,
     };
@@ -322,11 +321,10 @@ pub mod process {
 /// registered [`Entry`](crate::worker::Entry); call [`run_if_worker`](crate::worker::run_if_worker) first thing in `main`.
 pub mod worker {
     pub use ioasync_worker::{
-        CallOptions, CallRaw, DEFAULT_CHECKPOINT_LIMIT, DeadLetter, Entry, EntryPoint, EntryRef,
-        EntryRunner, Failure, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats,
-        FunctionWorker, KillRoutine, RestartWorkers, Routine, RoutineArgs, RoutineEvent, RoutineIo,
-        RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, Stats, WorkerArgs, WorkerOutput,
-        WorkerPid, heartbeat, run_if_worker,
+        CallOptions, DEFAULT_CHECKPOINT_LIMIT, DeadLetter, Entry, EntryPoint, EntryRef, EntryRunner,
+        Failure, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats, FunctionWorker,
+        Routine, RoutineArgs, RoutineEvent, RoutineIo, RoutineIoHandle, RoutineRef, RoutineResult,
+        RoutineSpec, WorkerArgs, WorkerOutput, decode, encode, heartbeat, run_if_worker,
     };
 }
 
@@ -358,10 +356,12 @@ pub mod prelude {
     pub use crate::notifier::{
         Ctx, Emits, Handler, IntoSpec, Notifier, NotifierRef, Overflow, Spec, Subscription,
     };
-    pub use crate::process::PidRef;
+    pub use crate::process::{PidRef, ProcessRef};
     pub use crate::signal::SignalRef;
     pub use crate::supervision::{Backoff, Exit, Restart, Strategy};
     pub use crate::time::{AbsoluteRef, CountdownRef, PeriodicRef};
     pub use crate::worker::{FunctionRef, RoutineRef};
+    #[cfg(feature = "nats")]
+    pub use crate::nats::{RemotePoolRef, RemoteRef};
     pub use crate::{Error, Loop, Result};
 }
