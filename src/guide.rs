@@ -28,7 +28,7 @@
 //!
 //! | IO::Async | ioasync |
 //! |---|---|
-//! | `IO::Async::Handle` (`read_handle`, `write_handle`, `on_read_ready`, `on_write_ready`, `want_readready`, `want_writeready`) | [`Handle`](crate::io::Handle): `on_read_ready`, `on_write_ready`, [`HandleIo::want_read`](crate::io::HandleIo::want_read) / `want_write`, [`WantReady`](crate::io::WantReady) |
+//! | `IO::Async::Handle` (`read_handle`, `write_handle`, `on_read_ready`, `on_write_ready`, `want_readready`, `want_writeready`) | [`Handle`](crate::io::Handle): `on_read_ready`, `on_write_ready`, [`HandleIo::want_read`](crate::io::HandleIo::want_read) / `want_write`, [`HandleRef::want_ready`](crate::io::HandleRef::want_ready) |
 //! | `IO::Async::Stream` `on_read => sub { my ($self, $buffref, $eof) = @_; ...; return 0 }` | [`StreamSpec::on_read`](crate::io::StreamSpec::on_read): `\|io, buf, eof\| ... ReadAction::Wait` ([`ReadAction::Again`](crate::io::ReadAction::Again) for `return 1`) |
 //! | `$stream->write($data)` and its future | [`StreamRef::write`](crate::io::StreamRef::write) resolves when written; inside `on_read`: [`StreamIo::write`](crate::io::StreamIo::write) / [`write_slice`](crate::io::StreamIo::write_slice) |
 //! | `close_when_empty`, `close_now` | [`StreamRef::close_when_empty`](crate::io::StreamRef::close_when_empty), [`StreamRef::close_now`](crate::io::StreamRef::close_now) |

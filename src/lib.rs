@@ -263,18 +263,18 @@ pub mod supervision {
 pub mod io {
     pub use crate::ioloop::{IoDirs, IoWatch};
     pub use ioasync_io::{
-        ACCEPT_BACKOFF, Accepted, Address, AsyncIo, CloseNow, CloseRead, CloseWhenEmpty, Connect,
-        Connection, Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec,
-        ConnectorWrite, DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest,
-        Family, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSocket,
-        FramedSocketArgs, FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo,
+        ACCEPT_BACKOFF, Address, AsyncIo, CloseNow, CloseRead, CloseWhenEmpty, Connect, Connection,
+        Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec,
+        DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest, Family, Framed,
+        FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSocket, FramedSocketArgs,
+        FramedSocketRef, FramedSpec, Handle, HandleArgs, HandleEvent, HandleIo, HandleRef,
         HandleSpec, HangupFn, Info, IoConnection, Limits, Listen, ListenSocket, Listener,
-        ListenerArgs, ListenerEvent, ListenerRef, LocalAddr, MAX_ACCEPT_BACKOFF, OnStream,
-        PushOnRead, PushedRead, Read, ReadAction, ReadFor, ReadResult, ReadyFn, Rewatch,
-        SendDatagram, SendFrame, SendTo, Session, SessionArgs, SessionInfo, ShutdownWrite,
-        SockAddr, SockType, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StopSignal,
-        Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, TrySendError,
-        WantRead, WantReady, WhileDown, Write, WriteFrom, codec, name_of, open_fd_count, resolve,
+        ListenerArgs, ListenerEvent, ListenerRef, MAX_ACCEPT_BACKOFF, OnStream, PushOnRead,
+        PushedRead, Read, ReadAction, ReadFor, ReadResult, ReadyFn, SendFrame, Session,
+        SessionArgs, SessionInfo, ShutdownWrite, SockAddr, SockType, Socket, SocketArgs,
+        SocketEvent, SocketRef, StopSignal, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo,
+        StreamRef, StreamSpec, TrySendError, WantRead, WhileDown, Write, WriteFrom, codec, name_of,
+        open_fd_count, resolve,
     };
     #[cfg(feature = "tls")]
     pub use ioasync_io::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};
@@ -321,10 +321,11 @@ pub mod process {
 /// registered [`Entry`](crate::worker::Entry); call [`run_if_worker`](crate::worker::run_if_worker) first thing in `main`.
 pub mod worker {
     pub use ioasync_worker::{
-        CallOptions, DEFAULT_CHECKPOINT_LIMIT, DeadLetter, Entry, EntryPoint, EntryRef, EntryRunner,
-        Failure, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats, FunctionWorker,
-        Routine, RoutineArgs, RoutineEvent, RoutineIo, RoutineIoHandle, RoutineRef, RoutineResult,
-        RoutineSpec, WorkerArgs, WorkerOutput, decode, encode, heartbeat, run_if_worker,
+        CallOptions, DEFAULT_CHECKPOINT_LIMIT, DeadLetter, Entry, EntryPoint, EntryRef,
+        EntryRunner, Failure, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats,
+        FunctionWorker, Routine, RoutineArgs, RoutineEvent, RoutineIo, RoutineIoHandle, RoutineRef,
+        RoutineResult, RoutineSpec, WorkerArgs, WorkerOutput, decode, encode, heartbeat,
+        run_if_worker,
     };
 }
 
@@ -350,9 +351,11 @@ pub use kameo;
 /// supervision, and every handle trait (their methods need them in scope).
 pub mod prelude {
     pub use crate::io::{
-        Address, Connect, ConnectorRef, Framed, FramedRef, FramedSocketRef, Listen, Listener,
-        ListenerRef, ReadAction, ReadFor, SocketRef, Stream, StreamRef,
+        Address, Connect, ConnectorRef, Framed, FramedRef, FramedSocketRef, HandleRef, Listen,
+        Listener, ListenerRef, ReadAction, ReadFor, SocketRef, Stream, StreamRef,
     };
+    #[cfg(feature = "nats")]
+    pub use crate::nats::{RemotePoolRef, RemoteRef};
     pub use crate::notifier::{
         Ctx, Emits, Handler, IntoSpec, Notifier, NotifierRef, Overflow, Spec, Subscription,
     };
@@ -361,7 +364,5 @@ pub mod prelude {
     pub use crate::supervision::{Backoff, Exit, Restart, Strategy};
     pub use crate::time::{AbsoluteRef, CountdownRef, PeriodicRef};
     pub use crate::worker::{FunctionRef, RoutineRef};
-    #[cfg(feature = "nats")]
-    pub use crate::nats::{RemotePoolRef, RemoteRef};
     pub use crate::{Error, Loop, Result};
 }

@@ -54,8 +54,7 @@ pub use addr::{Address, SockAddr};
 pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
 pub use connection::{AsyncIo, Connection, IoConnection};
 pub use connector::{
-    Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec, ConnectorWrite,
-    WhileDown,
+    Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec, WhileDown,
 };
 pub use duplex::Limits;
 pub use file::{File, FileArgs, FileEvent, FileStat};
@@ -68,22 +67,18 @@ pub use framed::{
     FrameCodec, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSpec,
     SendFrame, TrySendError,
 };
-pub use framed_socket::{
-    DatagramEvent, FramedSocket, FramedSocketArgs, FramedSocketRef, SendDatagram,
-};
+pub use framed_socket::{DatagramEvent, FramedSocket, FramedSocketArgs, FramedSocketRef};
 pub use handle::{
-    Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, HangupFn, ReadyFn, Rewatch, WantReady,
+    Handle, HandleArgs, HandleEvent, HandleIo, HandleRef, HandleSpec, HangupFn, ReadyFn,
 };
 pub use listen::{Listen, ListenSocket};
 pub use listener::{
-    ACCEPT_BACKOFF, Accepted, Listener, ListenerArgs, ListenerEvent, ListenerRef, LocalAddr,
-    MAX_ACCEPT_BACKOFF, MAX_HANDSHAKES, OnStream,
+    ACCEPT_BACKOFF, Listener, ListenerArgs, ListenerEvent, ListenerRef, MAX_ACCEPT_BACKOFF,
+    MAX_HANDSHAKES, OnStream,
 };
 pub use resolve::{Family, SockType, name_of, resolve};
 pub use session::{Session, SessionArgs, SessionInfo, StopSignal};
-pub use socket::{
-    Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
-};
+pub use socket::{Datagram, Dest, Socket, SocketArgs, SocketEvent, SocketRef};
 pub use stream::{
     CloseNow, CloseRead, CloseWhenEmpty, Info, PushOnRead, PushedRead, Read, ReadAction, ReadFor,
     ReadResult, ShutdownWrite, Stream, StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef,
