@@ -1273,8 +1273,10 @@ pub trait FunctionRef {
         A: Serialize + Sync,
         R: DeserializeOwned + Send;
 
-    /// Like [`FunctionRef::call`], but fails at once with a `Full` error
-    /// when the call queue is full instead of waiting for room.
+    /// [`FunctionRef::call`] that never waits for room: with no place
+    /// left in the call queue it fails at once with a `Full` error naming
+    /// the bound (and returns no future). Otherwise the place is taken and
+    /// the returned future sends the call and resolves with its result.
     ///
     /// ```standalone_crate
     /// use ioasync::{Loop, prelude::FunctionRef, worker::{Entry, Function, run_if_worker}};
@@ -1292,12 +1294,11 @@ pub trait FunctionRef {
     ///         let pool = l.add(Function::spec("squares", "square").max_workers(1).queue(1)).await?;
     ///         // One place in the queue: a second call while the first holds it is
     ///         // refused at once.
-    ///         let first = pool.call::<_, u64>(&3u64);
+    ///         let first = pool.try_call::<_, u64>(&3u64)?;
     ///         let second = pool.try_call::<_, u64>(&4u64);
-    ///         let (first, second) = tokio::join!(first, second);
-    ///         assert_eq!(first?, 9);
-    ///         assert!(second.unwrap_err().is_full());
-    ///         let n: u64 = pool.try_call(&5u64).await?;
+    ///         assert!(second.err().unwrap().is_full());
+    ///         assert_eq!(first.await?, 9);
+    ///         let n: u64 = pool.try_call(&5u64)?.await?;
     ///         assert_eq!(n, 25);
     ///         Ok(())
     ///     })
@@ -1306,14 +1307,15 @@ pub trait FunctionRef {
     ///
     /// # Cancel safety
     ///
-    /// Dropped while waiting for room in the queue, nothing was queued.
-    /// Dropped once queued, the call is skipped if no worker took it yet;
-    /// a call a worker already runs runs to its end and its result is
-    /// discarded (the worker is not interrupted).
-    fn try_call<A, R>(&self, args: &A) -> impl Future<Output = Result<R>> + Send
+    /// The future dropped before its first poll sends nothing and frees
+    /// the place; dropped while waiting for room in a full mailbox, nothing
+    /// was sent. Dropped once sent, the call is skipped if no worker took
+    /// it yet; a call a worker already runs runs to its end and its result
+    /// is discarded (the worker is not interrupted).
+    fn try_call<A, R>(&self, args: &A) -> Result<impl Future<Output = Result<R>> + Send + 'static>
     where
         A: Serialize + Sync,
-        R: DeserializeOwned + Send;
+        R: DeserializeOwned + Send + 'static;
 
     /// [`FunctionRef::call`] with options (timeout, retry-safe).
     ///
@@ -1494,6 +1496,17 @@ where
 {
     let payload = frame::encode(args)?;
     let slot = slot.await.into_slot()?;
+    send_queued(pool, payload, options, slot).await
+}
+
+/// Sends one encoded call holding its place `slot` and waits for the
+/// result.
+async fn send_queued<R: DeserializeOwned>(
+    pool: &NotifierRef<Function>,
+    payload: Bytes,
+    options: CallOptions,
+    slot: OwnedSemaphorePermit,
+) -> Result<R> {
     let (tx, rx) = oneshot::channel();
     pool.tell(QueuedCall(
         CallRaw {
@@ -1564,10 +1577,10 @@ impl FunctionRef for NotifierRef<Function> {
         self.call_with(args, CallOptions::default()).await
     }
 
-    async fn try_call<A, R>(&self, args: &A) -> Result<R>
+    fn try_call<A, R>(&self, args: &A) -> Result<impl Future<Output = Result<R>> + Send + 'static>
     where
         A: Serialize + Sync,
-        R: DeserializeOwned + Send,
+        R: DeserializeOwned + Send + 'static,
     {
         let slots = CallSlots::of(self);
         let slot = slots
@@ -1575,7 +1588,9 @@ impl FunctionRef for NotifierRef<Function> {
             .clone()
             .try_acquire_owned()
             .map_err(|_| slots.full())?;
-        queued_call(self, args, CallOptions::default(), std::future::ready(slot)).await
+        let payload = frame::encode(args)?;
+        let pool = self.clone();
+        Ok(async move { send_queued::<R>(&pool, payload, CallOptions::default(), slot).await })
     }
 
     async fn call_with<A, R>(&self, args: &A, options: CallOptions) -> Result<R>
