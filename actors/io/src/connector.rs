@@ -573,7 +573,6 @@ pub trait ConnectorRef {
     /// ```
     /// use std::time::Duration;
     /// use ioasync::{Loop, io::{Address, Connect, Connector, ConnectorRef}, supervision::Backoff};
-    /// use tokio::io::AsyncReadExt;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {

@@ -265,7 +265,7 @@ impl From<HandleSpec> for Spec<Handle> {
 ///
 /// ```
 /// use std::os::fd::OwnedFd;
-/// use ioasync::{Loop, io::{Handle, HandleEvent, WantReady}};
+/// use ioasync::{Loop, io::{Handle, HandleEvent, HandleRef}};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> ioasync::Result<()> {
@@ -279,7 +279,7 @@ impl From<HandleSpec> for Spec<Handle> {
 /// // A pipe stays writable: the events come on, and a full stream makes
 /// // the handle wait. Drop the stream (or stop wanting) when done.
 /// drop(events);
-/// h.ask(WantReady { read: false, write: false }).await?;
+/// h.want_ready(false, false).await?;
 /// h.stop().await;
 /// # Ok(()) }
 /// ```
@@ -689,10 +689,11 @@ pub trait HandleRef {
     /// # async fn main() -> ioasync::Result<()> {
     /// let lp = Loop::current()?;
     /// let (rx, tx) = std::io::pipe().unwrap();
-    /// let h = lp.add(Handle::spec("in", Some(OwnedFd::from(rx)), None)?.on_read_ready(|_| {})).await?;
+    /// // Only the hangup is watched: no read readiness is wanted.
+    /// let h = lp.add(Handle::spec("in", Some(OwnedFd::from(rx)), None)?.want_read(false)).await?;
     /// let (hung, mut seen) = tokio::sync::mpsc::unbounded_channel();
     /// let left = h.set_on_hangup(Some(Box::new(move || { let _ = hung.send(()); }))).await?;
-    /// assert_eq!(left, (true, false, true));
+    /// assert_eq!(left, (false, false, true));
     /// drop(tx);
     /// seen.recv().await.unwrap();
     /// # Ok(()) }
