@@ -25,7 +25,7 @@ use std::{
 
 use ioasync::{
     Loop,
-    io::{Address, Listen, LocalAddr, ReadAction, Stream},
+    io::{Address, Listen, ListenerRef, ReadAction, Stream},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -107,7 +107,7 @@ fn serve(kind: &str, flavor: &str, rest: &[String]) {
                 )
                 .await
                 .unwrap();
-            println!("listening on {}", listener.ask(LocalAddr).await.unwrap());
+            println!("listening on {}", listener.local_addr().await.unwrap());
             std::io::stdout().flush().unwrap();
             std::future::pending::<()>().await;
         }
@@ -404,7 +404,7 @@ mod tls {
 
     use ioasync::{
         Loop,
-        io::{Address, Listen, LocalAddr, ReadAction, Stream, TlsServer},
+        io::{Address, Listen, ListenerRef, ReadAction, Stream, TlsServer},
     };
     use rustls::{ClientConfig, RootCertStore, ServerConfig};
     use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
@@ -517,7 +517,7 @@ mod tls {
                 })
                 .await
                 .unwrap();
-            println!("listening on {}", listener.ask(LocalAddr).await.unwrap());
+            println!("listening on {}", listener.local_addr().await.unwrap());
             std::io::stdout().flush().unwrap();
             std::future::pending::<()>().await;
         }

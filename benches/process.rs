@@ -17,7 +17,7 @@ use ioasync::notifier::Overflow;
 use ioasync::{
     Loop,
     process::Command,
-    time::{Periodic, Reschedule, Stop, Tick},
+    time::{Periodic, PeriodicRef, Reschedule, Tick},
 };
 
 fn true_cmd(pdeath: bool) -> Command {
@@ -130,7 +130,7 @@ async fn ours_drift(lp: &Loop, ticks: u64) -> (Duration, Duration, Duration) {
         }
     }
     let last = last.unwrap();
-    t.ask(Stop).await.unwrap();
+    t.stop_timer().await.unwrap();
     t.stop().await;
     // The first tick is due one period after the start.
     let ideal = start + period * ticks as u32;

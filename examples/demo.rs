@@ -59,7 +59,7 @@ use std::{
 use ioasync::{
     Loop,
     io::codec::LineCodec,
-    io::{Address, Framed, Listen, LocalAddr},
+    io::{Address, Framed, Listen, ListenerRef},
     notifier::{IntoSpec, NotifierRef},
     worker::{CallOptions, EntryPoint, EntryRef, Function, FunctionRef},
 };
@@ -252,7 +252,7 @@ async fn start_service(
             .stop_timeout(drain)
         })
         .await?;
-    let local = listener.ask(LocalAddr).await?;
+    let local = listener.local_addr().await?;
     Ok(local.to_string())
 }
 
@@ -528,7 +528,8 @@ async fn self_drive(
         }
         #[cfg(feature = "nats")]
         Pool::Remote { pool, .. } => {
-            let stats = pool.ask(ioasync::nats::RemoteStatsOf).await?;
+            use ioasync::nats::RemotePoolRef;
+            let stats = pool.stats().await?;
             say!(
                 "pool over NATS: {} hosts now, {} lost, {} calls completed, {} retried",
                 stats.hosts,

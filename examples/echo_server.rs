@@ -24,7 +24,7 @@ use std::{
 
 use ioasync::{
     Loop,
-    io::{Address, Listen, Listener, ListenerEvent, LocalAddr, ReadAction, Stream},
+    io::{Address, Listen, Listener, ListenerEvent, ListenerRef, ReadAction, Stream},
     notifier::Subscription,
 };
 
@@ -118,7 +118,7 @@ async fn serve(o: Opts) -> ioasync::Result<()> {
         }
     });
     let listener = lp.add(spec.subscribe(errors)).await?;
-    let local = listener.ask(LocalAddr).await?;
+    let local = listener.local_addr().await?;
     println!("listening on {local}");
     let _ = std::io::stdout().flush();
     match lp.run::<()>().await {

@@ -36,7 +36,7 @@ use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use ioasync::{
     Error, Loop,
-    io::{Address, Listen, LocalAddr, Session, StopSignal, TlsServer},
+    io::{Address, Listen, ListenerRef, Session, StopSignal, TlsServer},
 };
 
 fn usage() -> ExitCode {
@@ -95,7 +95,7 @@ async fn serve(addr: &str, cert: &str, key: &str) -> ioasync::Result<()> {
             })
         })
         .await?;
-    println!("listening on {}", listener.ask(LocalAddr).await?);
+    println!("listening on {}", listener.local_addr().await?);
     let _ = std::io::stdout().flush();
     let res = match lp.run::<()>().await {
         Err(e) if e.is_cancelled() => Ok(()),

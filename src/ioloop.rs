@@ -663,7 +663,7 @@ impl Loop {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use ioasync::{Loop, io::{Address, LocalAddr, ReadAction, Stream, Listen}};
+    /// use ioasync::{Loop, io::{Address, ListenerRef, ReadAction, Stream, Listen}};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {
@@ -679,7 +679,7 @@ impl Loop {
     ///         })
     ///     })
     ///     .await?;
-    /// let addr = echo.ask(LocalAddr).await?.as_inet().expect("a TCP listener");
+    /// let addr = echo.local_addr().await?.as_inet().expect("a TCP listener");
     /// let conn = lp.connect(addr).timeout(Duration::from_secs(5)).await?;
     /// assert!(conn.peer_addr().is_ok());
     /// # Ok(()) }
@@ -895,7 +895,7 @@ impl Loop {
         fd: impl AsFd,
         watch: IoWatch,
     ) -> Result<NotifierRef<ioasync_io::Handle>> {
-        use ioasync_io::Rewatch;
+        use ioasync_io::HandleRef;
         let raw = fd.as_fd().as_raw_fd();
         let mut watches = self.inner.io_watches.lock().await;
         if let Some(h) = watches.get(&raw).filter(|h| h.is_alive()) {
@@ -905,13 +905,13 @@ impl Loop {
                 hangup,
             } = watch;
             if let Some(f) = read {
-                h.ask(Rewatch::Read(Some(f))).await?;
+                h.set_on_read_ready(Some(f)).await?;
             }
             if let Some(f) = write {
-                h.ask(Rewatch::Write(Some(f))).await?;
+                h.set_on_write_ready(Some(f)).await?;
             }
             if let Some(f) = hangup {
-                h.ask(Rewatch::Hangup(Some(f))).await?;
+                h.set_on_hangup(Some(f)).await?;
             }
             return Ok(h.clone());
         }
@@ -953,7 +953,7 @@ impl Loop {
     /// closes its duplicates (never `fd` itself). False when `fd` has no
     /// watch.
     pub async fn unwatch_io(&self, fd: impl AsFd, dirs: IoDirs) -> bool {
-        use ioasync_io::Rewatch;
+        use ioasync_io::HandleRef;
         let raw = fd.as_fd().as_raw_fd();
         let mut watches = self.inner.io_watches.lock().await;
         let Some(h) = watches.get(&raw).filter(|h| h.is_alive()).cloned() else {
@@ -961,16 +961,14 @@ impl Loop {
             return false;
         };
         let mut left = (true, true, true);
-        for (on, m) in [
-            (dirs.read, Rewatch::Read(None)),
-            (dirs.write, Rewatch::Write(None)),
-            (dirs.hangup, Rewatch::Hangup(None)),
-        ] {
+        for (on, which) in [(dirs.read, 0), (dirs.write, 1), (dirs.hangup, 2)] {
             if on {
-                match h.ask(m).await {
-                    Ok(l) => left = l,
-                    Err(_) => left = (false, false, false),
-                }
+                let now = match which {
+                    0 => h.set_on_read_ready(None).await,
+                    1 => h.set_on_write_ready(None).await,
+                    _ => h.set_on_hangup(None).await,
+                };
+                left = now.unwrap_or((false, false, false));
             }
         }
         if left == (false, false, false) {

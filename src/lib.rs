@@ -263,17 +263,16 @@ pub mod supervision {
 pub mod io {
     pub use crate::ioloop::{IoDirs, IoWatch};
     pub use ioasync_io::{
-        ACCEPT_BACKOFF, Accepted, Address, AsyncIo, ByteStream, ByteStreamArgs, ByteStreamSpec,
-        Connect, Connection, Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec,
-        ConnectorWrite, DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest,
-        Family, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSocket,
-        FramedSocketArgs, FramedSocketRef, FramedSpec, Frames, Handle, HandleArgs, HandleEvent,
-        HandleIo, HandleSpec, HangupFn, IoConnection, Limits, Listen, ListenSocket, Listener,
-        ListenerArgs, ListenerEvent, ListenerRef, LocalAddr, MAX_ACCEPT_BACKOFF, OnStream,
-        Protocol, PushedRead, RawBytes, ReadAction, ReadFor, ReadResult, ReadyFn, Rewatch,
-        SendDatagram, SendTo, Session, SessionArgs, SessionInfo, SockAddr, SockType, Socket,
-        SocketAddrOf, SocketArgs, SocketEvent, SocketRef, StopSignal, Stream, StreamArgs,
-        StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, TrySendError, WantReady,
+        ACCEPT_BACKOFF, Address, AsyncIo, ByteStream, ByteStreamArgs, ByteStreamSpec, Connect,
+        Connection, Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec,
+        DEFAULT_ATTEMPT_DELAY, Datagram, DatagramConnection, DatagramEvent, Dest, Family, Framed,
+        FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSocket, FramedSocketArgs,
+        FramedSocketRef, FramedSpec, Frames, Handle, HandleArgs, HandleEvent, HandleIo, HandleRef,
+        HandleSpec, HangupFn, IoConnection, Limits, Listen, ListenSocket, Listener, ListenerArgs,
+        ListenerEvent, ListenerRef, MAX_ACCEPT_BACKOFF, OnStream, Protocol, PushedRead, RawBytes,
+        ReadAction, ReadFor, ReadResult, ReadyFn, Session, SessionArgs, SessionInfo, SessionRef,
+        SockAddr, SockType, Socket, SocketArgs, SocketEvent, SocketRef, StopSignal, Stream,
+        StreamArgs, StreamEvent, StreamInfo, StreamIo, StreamRef, StreamSpec, TrySendError,
         WhileDown, Written, codec, name_of, open_fd_count, resolve,
     };
     #[cfg(feature = "tls")]
@@ -295,9 +294,8 @@ pub mod time {
     pub use crate::ioloop::When;
     pub use crate::watch::TimerWatch;
     pub use ioasync_time::{
-        Absolute, AbsoluteArgs, AbsoluteRef, Countdown, CountdownArgs, CountdownRef, Deadline,
-        Expired, IsExpired, IsRunning, Periodic, PeriodicArgs, PeriodicRef, PeriodicSpec,
-        Reschedule, Reset, Retime, Start, Stop, Tick,
+        Absolute, AbsoluteArgs, AbsoluteRef, Countdown, CountdownArgs, CountdownRef, Expired,
+        Periodic, PeriodicArgs, PeriodicRef, PeriodicSpec, Reschedule, Tick,
     };
 }
 
@@ -311,8 +309,8 @@ pub mod signal {
 /// [`spawn_child`](crate::process::spawn_child) and [`run_child`](crate::process::run_child).
 pub mod process {
     pub use ioasync_process::{
-        ChildExit, ChildOutput, Children, Command, ExitStatus, ExitWatch, Kill, KillPolicy, Pid,
-        PidArgs, PidRef, Process, ProcessArgs, ProcessEvent, ProcessException, ProcessHandle,
+        ChildExit, ChildOutput, Children, Command, ExitStatus, ExitWatch, KillPolicy, Pid, PidArgs,
+        PidRef, Process, ProcessArgs, ProcessEvent, ProcessException, ProcessHandle, ProcessRef,
         ProcessSpec, RLIM_INFINITY, Resource, SpawnedChild, Stdio, StreamSetup, run_child,
         spawn_child,
     };
@@ -322,11 +320,11 @@ pub mod process {
 /// registered [`Entry`](crate::worker::Entry); call [`run_if_worker`](crate::worker::run_if_worker) first thing in `main`.
 pub mod worker {
     pub use ioasync_worker::{
-        CallOptions, CallRaw, DEFAULT_CHECKPOINT_LIMIT, DeadLetter, Entry, EntryPoint, EntryRef,
+        CallOptions, DEFAULT_CHECKPOINT_LIMIT, DeadLetter, Entry, EntryPoint, EntryRef,
         EntryRunner, Failure, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats,
-        FunctionWorker, KillRoutine, RestartWorkers, Routine, RoutineArgs, RoutineEvent, RoutineIo,
-        RoutineIoHandle, RoutineRef, RoutineResult, RoutineSpec, Stats, WorkerArgs, WorkerOutput,
-        WorkerPid, heartbeat, run_if_worker,
+        FunctionWorker, Routine, RoutineArgs, RoutineEvent, RoutineIo, RoutineIoHandle, RoutineRef,
+        RoutineResult, RoutineSpec, WorkerArgs, WorkerOutput, decode, encode, heartbeat,
+        run_if_worker,
     };
 }
 
@@ -352,13 +350,15 @@ pub use kameo;
 /// supervision, and every handle trait (their methods need them in scope).
 pub mod prelude {
     pub use crate::io::{
-        Address, Connect, ConnectorRef, Framed, FramedRef, FramedSocketRef, Listen, Listener,
-        ListenerRef, ReadAction, ReadFor, SocketRef, Stream, StreamRef,
+        Address, Connect, ConnectorRef, Framed, FramedRef, FramedSocketRef, HandleRef, Listen,
+        Listener, ListenerRef, ReadAction, ReadFor, SessionRef, SocketRef, Stream, StreamRef,
     };
+    #[cfg(feature = "nats")]
+    pub use crate::nats::{RemotePoolRef, RemoteRef};
     pub use crate::notifier::{
         Ctx, Emits, Handler, IntoSpec, Notifier, NotifierRef, Overflow, Spec, Subscription,
     };
-    pub use crate::process::PidRef;
+    pub use crate::process::{PidRef, ProcessRef};
     pub use crate::signal::SignalRef;
     pub use crate::supervision::{Backoff, Exit, Restart, Strategy};
     pub use crate::time::{AbsoluteRef, CountdownRef, PeriodicRef};

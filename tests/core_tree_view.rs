@@ -8,7 +8,7 @@ mod support;
 use std::{process::Stdio, time::Duration};
 
 use ioasync::{
-    io::{Listen, LocalAddr, ReadAction, Stream},
+    io::{Listen, ListenerRef, ReadAction, Stream},
     worker::{Entry, Function, FunctionRef},
 };
 use support::{
@@ -60,7 +60,7 @@ async fn the_dot_of_a_tree_with_a_listener_connections_a_pool_and_workers_parses
         )
         .await
         .unwrap();
-    let addr = listener.ask(LocalAddr).await.unwrap().to_string();
+    let addr = listener.local_addr().await.unwrap().to_string();
     let _clients = [
         tokio::net::TcpStream::connect(&addr).await.unwrap(),
         tokio::net::TcpStream::connect(&addr).await.unwrap(),

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use ioasync::{
-    io::{Address, Connect, Connector, ConnectorEvent, ConnectorRef, ConnectorWrite, WhileDown},
+    io::{Address, Connect, Connector, ConnectorEvent, ConnectorRef, WhileDown},
     notifier::Subscription,
     prelude::*,
     supervision::Backoff,
@@ -109,12 +109,8 @@ async fn a_server_killed_and_restarted_10_times_is_reconnected_each_time_with_qu
         let mut queued = Vec::new();
         for k in 1..=3 {
             // In mailbox order: each is queued behind the one before.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            client
-                .tell(ConnectorWrite(format!("q{next}-{k};").into(), Some(tx)))
-                .await
-                .unwrap();
-            queued.push(rx);
+            let done = client.start_write(format!("q{next}-{k};")).await.unwrap();
+            queued.push(done);
         }
         // Restart on the same port.
         server = TcpListener::bind(at).await.unwrap();
@@ -123,7 +119,7 @@ async fn a_server_killed_and_restarted_10_times_is_reconnected_each_time_with_qu
             let want = "q10-1;q10-2;q10-3;";
             assert_eq!(read_n(&mut conn, want.len()).await, want.as_bytes());
             for q in queued {
-                bounded("queued write", q).await.unwrap().unwrap();
+                bounded("queued write", q).await.unwrap();
             }
             break;
         }

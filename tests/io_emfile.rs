@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use ioasync::io::{Address, Listen, ListenerEvent, LocalAddr, ReadAction, Stream, open_fd_count};
+use ioasync::io::{Address, Listen, ListenerEvent, ListenerRef, ReadAction, Stream, open_fd_count};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use support::{bounded, test_loop};
 use tokio::{net::TcpSocket, sync::Notify};
@@ -36,7 +36,7 @@ async fn on_emfile_the_listener_backs_off_and_recovers_instead_of_spinning() {
             c.notify_one();
         })
         .unwrap();
-    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let addr = listener.local_addr().await.unwrap().as_inet().unwrap();
     // Client sockets are made before the limit drops; connecting needs no fd.
     let clients: Vec<TcpSocket> = (0..5).map(|_| TcpSocket::new_v4().unwrap()).collect();
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();

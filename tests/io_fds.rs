@@ -12,7 +12,7 @@ use std::{io::Read as _, io::Write as _, os::fd::OwnedFd};
 
 use ioasync::{
     io::{
-        Address, Handle, Listen, LocalAddr, ReadAction, Stream, StreamEvent, StreamRef,
+        Address, Handle, Listen, ListenerRef, ReadAction, Stream, StreamEvent, StreamRef,
         open_fd_count,
     },
     notifier::{IntoSpec, Subscription},
@@ -48,7 +48,7 @@ fn a_thousand_connect_close_cycles_leave_the_fd_count_where_it_started() {
             )
             .await
             .unwrap();
-        let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+        let addr = listener.local_addr().await.unwrap().as_inet().unwrap();
         let before = open_fd_count().unwrap();
         for i in 0..1000 {
             let conn = lp.connect(addr).await.unwrap();

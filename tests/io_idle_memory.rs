@@ -14,7 +14,7 @@ use std::{
     sync::atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
-use ioasync::io::{Listen, LocalAddr, ReadAction, Stream};
+use ioasync::io::{Listen, ListenerRef, ReadAction, Stream};
 use support::{bounded, test_loop};
 
 /// Heap bytes live now, process-wide.
@@ -105,7 +105,7 @@ async fn a_thousand_idle_connections_stay_under_the_heap_bound() {
         )
         .await
         .unwrap();
-    let addr = listener.ask(LocalAddr).await.unwrap().to_string();
+    let addr = listener.local_addr().await.unwrap().to_string();
     let connected = |lp: &ioasync::Loop| {
         lp.tree().find("/echo").map_or(0, |l| {
             l.children.iter().filter(|c| c.kind == "stream").count()

@@ -14,7 +14,7 @@ use std::{
 
 use ioasync::{
     io::codec::LineCodec,
-    io::{Address, Framed, FramedRef, Listen, Listener, LocalAddr, ReadAction, Stream},
+    io::{Address, Framed, FramedRef, Listen, Listener, ListenerRef, ReadAction, Stream},
     notifier::IntoSpec,
     supervision::{Backoff, ExitReason, Restart, SupervisionEventKind},
 };
@@ -46,7 +46,7 @@ async fn a_crashing_connection_handler_never_takes_the_listener_down() {
         })
         .await
         .unwrap();
-    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let addr = listener.local_addr().await.unwrap().as_inet().unwrap();
     let mut bad = TcpStream::connect(addr).await.unwrap();
     bad.write_all(b"boom").await.unwrap();
     let ev = wait_event(&mut events, |e| {
@@ -128,7 +128,7 @@ async fn framed_line_streams_carry_typed_frames_both_ways() {
         })
         .await
         .unwrap();
-    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let addr = listener.local_addr().await.unwrap().as_inet().unwrap();
     let conn = lp.connect(addr).await.unwrap();
     let (recorder, sub) = ioasync::test_util::Recorder::new();
     let client = lp
@@ -168,7 +168,7 @@ async fn an_oversized_frame_is_a_decode_error_and_the_stream_goes_on() {
         })
         .await
         .unwrap();
-    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let addr = listener.local_addr().await.unwrap().as_inet().unwrap();
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(&[b'x'; 100]).await.unwrap();
     c.write_all(b"\nshort\n").await.unwrap();
@@ -200,7 +200,7 @@ async fn length_delimited_frames_round_trip() {
         })
         .await
         .unwrap();
-    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let addr = listener.local_addr().await.unwrap().as_inet().unwrap();
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(&[0, 0, 0, 3, b'a', b'b', b'c']).await.unwrap();
     let mut back = [0u8; 7];
@@ -210,7 +210,7 @@ async fn length_delimited_frames_round_trip() {
 
 flavours!(future_forms_next_accept_and_stream_closed);
 async fn future_forms_next_accept_and_stream_closed() {
-    use ioasync::io::{ListenerRef, StreamRef};
+    use ioasync::io::StreamRef;
     let lp = test_loop();
     let listener = lp
         .listen("f", local(), |conn, _| {
@@ -265,7 +265,7 @@ async fn serve_with_max_in_flight_four_runs_at_most_four_handlers_over_a_thousan
         })
         .await
         .unwrap();
-    let addr = listener.ask(LocalAddr).await.unwrap().as_inet().unwrap();
+    let addr = listener.local_addr().await.unwrap().as_inet().unwrap();
     let c = TcpStream::connect(addr).await.unwrap();
     let (rd, mut wr) = c.into_split();
     let all: String = (0..1000).map(|i| format!("{i}\n")).collect();
@@ -310,7 +310,7 @@ async fn slow_server(
         })
         .await
         .unwrap();
-    listener.ask(LocalAddr).await.unwrap().as_inet().unwrap()
+    listener.local_addr().await.unwrap().as_inet().unwrap()
 }
 
 type Replies = tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>;

@@ -16,7 +16,7 @@ use ioasync::notifier::Overflow;
 use ioasync::{
     Loop,
     io::{
-        Address, Limits, Listen, LocalAddr, ReadAction, SockAddr, Stream, StreamEvent, StreamRef,
+        Address, Limits, Listen, ListenerRef, ReadAction, SockAddr, Stream, StreamEvent, StreamRef,
     },
     notifier::{IntoSpec, NotifierRef},
     test_util::Recorder,
@@ -285,7 +285,7 @@ async fn ipv6_listen_on_loopback_and_connect() {
         )
         .await
         .unwrap();
-    let SockAddr::Inet(addr) = listener.ask(LocalAddr).await.unwrap() else {
+    let SockAddr::Inet(addr) = listener.local_addr().await.unwrap() else {
         panic!("inet")
     };
     assert!(addr.is_ipv6());

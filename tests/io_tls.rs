@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use ioasync::{
     error::ErrorKind,
     io::{
-        Connect, Listen, Listener, ListenerEvent, LocalAddr, ReadAction, Stream, TlsClient,
+        Connect, Listen, Listener, ListenerEvent, ListenerRef, ReadAction, Stream, TlsClient,
         TlsServer,
     },
     notifier::Subscription,
@@ -48,7 +48,7 @@ async fn tls_echo_listener(
         })
     });
     let l = lp.add(spec.subscribe(sub)).await.unwrap();
-    let addr = l.ask(LocalAddr).await.unwrap().to_string();
+    let addr = l.local_addr().await.unwrap().to_string();
     (l, events, addr)
 }
 

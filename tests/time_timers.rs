@@ -11,7 +11,7 @@ use ioasync::notifier::Overflow;
 use ioasync::{
     supervision::NodeState,
     test_util::Recorder,
-    time::{Absolute, Countdown, CountdownRef, Expired, Periodic, Reschedule, Stop, Tick},
+    time::{Absolute, Countdown, CountdownRef, Expired, Periodic, PeriodicRef, Reschedule, Tick},
 };
 use support::{bounded_for, test_loop};
 
@@ -111,7 +111,7 @@ async fn ticks_with_slow_handler(
         tokio::time::sleep(slow).await; // the slow handler
     }
     drop(ticks); // a full stream would hold the timer inside its tick
-    t.ask(Stop).await.unwrap();
+    t.stop_timer().await.unwrap();
     out
 }
 

@@ -232,7 +232,7 @@ async fn a_full_call_queue_makes_call_wait_and_try_call_fail_naming_its_bound() 
     })
     .await;
     // Fail: try_call is refused at once, naming the queue's bound.
-    let err = pool.try_call::<u64, u64>(&2).await.unwrap_err();
+    let err = pool.try_call::<u64, u64>(&2).err().unwrap();
     assert!(err.is_full(), "{err}");
     assert!(
         err.to_string().contains("call queue is full (1 calls)"),

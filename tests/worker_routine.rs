@@ -7,7 +7,7 @@ mod support;
 use ioasync::{
     signal::SignalKind,
     supervision::{ExitReason, Restart, SupervisionEventKind},
-    worker::{Entry, KillRoutine, Routine, RoutineIo, WorkerPid},
+    worker::{Entry, Routine, RoutineIo, RoutineRef},
 };
 use support::{bounded, test_loop, wait_event};
 
@@ -152,7 +152,7 @@ async fn a_routine_whose_process_is_sigkilled_fails_with_the_exit_status() {
         .unwrap();
     io.input.send(1).await.unwrap();
     bounded("reply", io.output.recv()).await.unwrap().unwrap();
-    let pid = r.ask(WorkerPid).await.unwrap();
+    let pid = r.worker_pid().await.unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -180,8 +180,8 @@ async fn kill_routine_signals_its_worker_and_the_death_is_its_failure() {
         bounded("reply", io.output.recv()).await.unwrap().unwrap(),
         4
     );
-    let pid = r.ask(WorkerPid).await.unwrap();
-    r.ask(KillRoutine(SignalKind::kill())).await.unwrap();
+    let pid = r.worker_pid().await.unwrap();
+    r.signal(SignalKind::kill()).await.unwrap();
     let err = bounded("result", io.result.wait()).await.unwrap_err();
     assert!(err.is_peer_died(), "{err}");
     let text = err.to_string();
@@ -295,7 +295,7 @@ async fn a_sigkilled_routine_resumes_from_its_last_checkpoint_and_a_corrupt_one_
         }
     }
     // SIGKILL: no chance to save anything more. It resumes from 200.
-    r.ask(KillRoutine(SignalKind::kill())).await.unwrap();
+    r.signal(SignalKind::kill()).await.unwrap();
     wait_event(&mut sup, |e| {
         matches!(e.what, SupervisionEventKind::Restarted { .. }) && e.path == "/count"
     })
@@ -318,7 +318,7 @@ async fn a_sigkilled_routine_resumes_from_its_last_checkpoint_and_a_corrupt_one_
             .unwrap(),
         RoutineEvent::Checkpointed(_)
     ));
-    r.ask(KillRoutine(SignalKind::kill())).await.unwrap();
+    r.signal(SignalKind::kill()).await.unwrap();
     assert_eq!(next(&mut io.output).await, 0, "started fresh");
     match bounded("the corrupt report", seen.recv()).await.unwrap() {
         RoutineEvent::CorruptCheckpoint(e) => {

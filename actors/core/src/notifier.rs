@@ -708,17 +708,31 @@ impl<N: Notifier> NotifierRef<N> {
     /// in a full mailbox.
     ///
     /// ```
-    /// use std::time::Duration;
-    /// use ioasync::{Loop, time::Countdown};
+    /// use ioasync::{notifier::{Ctx, Handler, Notifier, Spec}, Loop, Result};
     ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// struct Counter(u64);
+    /// impl Notifier for Counter {
+    ///     type Args = ();
+    ///     async fn init(_: (), _ctx: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Counter(0)) }
+    /// }
+    /// struct Add(u64);
+    /// impl Handler<Add> for Counter {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, Add(k): Add, _ctx: &mut Ctx<'_, Self>) { self.0 += k }
+    /// }
+    /// struct Get;
+    /// impl Handler<Get> for Counter {
+    ///     type Reply = u64;
+    ///     async fn handle(&mut self, _: Get, _ctx: &mut Ctx<'_, Self>) -> u64 { self.0 }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {
     /// let lp = Loop::current()?;
-    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
-    /// use ioasync::time::{IsRunning, Stop};
-    /// t.tell(Stop).await?;
-    /// // Messages are handled in order: the stop came first.
-    /// assert!(!t.ask(IsRunning).await?);
+    /// let c = lp.add(Spec::<Counter>::new("counter", ())).await?;
+    /// c.tell(Add(2)).await?;
+    /// // Messages are handled in order: the add came first.
+    /// assert_eq!(c.ask(Get).await?, 2);
     /// # Ok(()) }
     /// ```
     ///
@@ -742,18 +756,32 @@ impl<N: Notifier> NotifierRef<N> {
     /// full and a `Closed` error when the notifier is gone.
     ///
     /// ```
-    /// use std::time::Duration;
-    /// use ioasync::{Loop, time::Countdown};
+    /// use ioasync::{notifier::{Ctx, Handler, Notifier, Spec}, Loop, Result};
     ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// struct Counter(u64);
+    /// impl Notifier for Counter {
+    ///     type Args = ();
+    ///     async fn init(_: (), _ctx: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Counter(0)) }
+    /// }
+    /// struct Add(u64);
+    /// impl Handler<Add> for Counter {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, Add(k): Add, _ctx: &mut Ctx<'_, Self>) { self.0 += k }
+    /// }
+    /// struct Get;
+    /// impl Handler<Get> for Counter {
+    ///     type Reply = u64;
+    ///     async fn handle(&mut self, _: Get, _ctx: &mut Ctx<'_, Self>) -> u64 { self.0 }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {
     /// let lp = Loop::current()?;
-    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
-    /// use ioasync::time::{IsRunning, Stop};
-    /// t.try_tell(Stop)?;
-    /// assert!(!t.ask(IsRunning).await?);
-    /// t.stop().await;
-    /// assert!(t.try_tell(Stop).unwrap_err().is_closed());
+    /// let c = lp.add(Spec::<Counter>::new("counter", ())).await?;
+    /// c.try_tell(Add(2))?;
+    /// assert_eq!(c.ask(Get).await?, 2);
+    /// c.stop().await;
+    /// assert!(c.try_tell(Add(1)).unwrap_err().is_closed());
     /// # Ok(()) }
     /// ```
     pub fn try_tell<M>(&self, msg: M) -> Result<()>
@@ -771,18 +799,32 @@ impl<N: Notifier> NotifierRef<N> {
     /// the notifier is not running or failed while handling it.
     ///
     /// ```
-    /// use std::time::Duration;
-    /// use ioasync::{Loop, time::Countdown};
+    /// use ioasync::{notifier::{Ctx, Handler, Notifier, Spec}, Loop, Result};
     ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// struct Counter(u64);
+    /// impl Notifier for Counter {
+    ///     type Args = ();
+    ///     async fn init(_: (), _ctx: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Counter(0)) }
+    /// }
+    /// struct Add(u64);
+    /// impl Handler<Add> for Counter {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, Add(k): Add, _ctx: &mut Ctx<'_, Self>) { self.0 += k }
+    /// }
+    /// struct Get;
+    /// impl Handler<Get> for Counter {
+    ///     type Reply = u64;
+    ///     async fn handle(&mut self, _: Get, _ctx: &mut Ctx<'_, Self>) -> u64 { self.0 }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {
     /// let lp = Loop::current()?;
-    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
-    /// use ioasync::time::{IsRunning, Reset};
-    /// assert!(t.ask(IsRunning).await?);
-    /// t.ask(Reset(Some(Duration::from_secs(60)))).await?;
-    /// t.stop().await;
-    /// assert!(t.ask(IsRunning).await.is_err(), "a stopped notifier answers nothing");
+    /// let c = lp.add(Spec::<Counter>::new("counter", ())).await?;
+    /// c.ask(Add(5)).await?;
+    /// assert_eq!(c.ask(Get).await?, 5);
+    /// c.stop().await;
+    /// assert!(c.ask(Get).await.is_err(), "a stopped notifier answers nothing");
     /// # Ok(()) }
     /// ```
     ///

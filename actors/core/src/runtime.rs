@@ -735,15 +735,30 @@ impl<N: Notifier> NotifierRef<N> {
     /// notifier is not running.
     ///
     /// ```
-    /// use std::time::Duration;
-    /// use ioasync::{Loop, time::Countdown};
+    /// use ioasync::{notifier::{Ctx, Handler, Notifier, Spec}, Loop, Result};
     ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// struct Counter(u64);
+    /// impl Notifier for Counter {
+    ///     type Args = ();
+    ///     async fn init(_: (), _ctx: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Counter(0)) }
+    /// }
+    /// struct Add(u64);
+    /// impl Handler<Add> for Counter {
+    ///     type Reply = ();
+    ///     async fn handle(&mut self, Add(k): Add, _ctx: &mut Ctx<'_, Self>) { self.0 += k }
+    /// }
+    /// struct Get;
+    /// impl Handler<Get> for Counter {
+    ///     type Reply = u64;
+    ///     async fn handle(&mut self, _: Get, _ctx: &mut Ctx<'_, Self>) -> u64 { self.0 }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ioasync::Result<()> {
     /// let lp = Loop::current()?;
-    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
-    /// use ioasync::time::IsRunning;
-    /// assert!(t.ask_now(IsRunning).await?);
+    /// let c = lp.add(Spec::<Counter>::new("counter", ())).await?;
+    /// c.ask(Add(3)).await?; // handled: ask waits for it
+    /// assert_eq!(c.ask_now(Get).await?, 3);
     /// # Ok(()) }
     /// ```
     ///

@@ -428,9 +428,10 @@ impl fmt::Debug for Connector {
     }
 }
 
-/// Message: write through the connector (see [`ConnectorRef::write`]).
+/// Message: write through the connector ([`ConnectorRef::write`],
+/// [`ConnectorRef::start_write`]).
 #[derive(Debug)]
-pub struct ConnectorWrite(pub Bytes, pub Option<oneshot::Sender<Result<()>>>);
+pub(crate) struct ConnectorWrite(pub(crate) Bytes, pub(crate) Done);
 
 impl Handler<ConnectorWrite> for Connector {
     type Reply = ();
@@ -501,14 +502,93 @@ pub trait ConnectorRef {
     /// Writes `data` on the current connection, or queues it while down
     /// (per [`WhileDown`]); resolves once it is written.
     ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, io::{Address, Connect, Connector, ConnectorRef}, supervision::Backoff};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// let at = Address::Socket(server.local_addr().unwrap());
+    /// let backoff = Backoff::new(Duration::from_millis(10), 2.0, Duration::from_secs(1));
+    /// let client = lp.add(Connector::spec("upstream", Connect::new(at)).backoff(backoff)).await?;
+    /// let (mut conn, _) = server.accept().await.unwrap();
+    /// client.write(&b"hello"[..]).await?;
+    /// let mut got = [0u8; 5];
+    /// conn.read_exact(&mut got).await.unwrap();
+    /// assert_eq!(&got, b"hello");
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// Dropping the future does not take the write back: once the
     /// connector has it, it is written (or fails) as if awaited.
     fn write(&self, data: impl Into<Bytes> + Send) -> impl Future<Output = Result<()>> + Send;
 
+    /// Hands `data` to the connector and returns without waiting for it
+    /// to be written: it resolves once the connector has the write (in
+    /// the order of the calls, waiting only for room in its mailbox),
+    /// with a future of the write's outcome, as [`ConnectorRef::write`]
+    /// resolves. Several writes made while down are queued in order this
+    /// way before any is awaited.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, io::{Address, Connect, Connector, ConnectorRef}, supervision::Backoff};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// let at = Address::Socket(server.local_addr().unwrap());
+    /// let backoff = Backoff::new(Duration::from_millis(10), 2.0, Duration::from_secs(1));
+    /// let client = lp.add(Connector::spec("upstream", Connect::new(at)).backoff(backoff)).await?;
+    /// let first = client.start_write(&b"one;"[..]).await?;
+    /// let second = client.start_write(&b"two;"[..]).await?;
+    /// let (mut conn, _) = server.accept().await.unwrap();
+    /// let mut got = [0u8; 8];
+    /// conn.read_exact(&mut got).await.unwrap();
+    /// assert_eq!(&got, b"one;two;", "in the order handed over");
+    /// first.await?;
+    /// second.await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in a full mailbox, nothing was
+    /// handed over. Dropping the returned future does not take the write
+    /// back: it is written (or fails) all the same.
+    fn start_write(
+        &self,
+        data: impl Into<Bytes> + Send,
+    ) -> impl Future<Output = Result<impl Future<Output = Result<()>> + Send + 'static>> + Send;
+
     /// Resolves once it is connected (at once when it is); fails once the
     /// connector has stopped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, io::{Address, Connect, Connector, ConnectorRef}, supervision::Backoff};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// let at = Address::Socket(server.local_addr().unwrap());
+    /// let backoff = Backoff::new(Duration::from_millis(10), 2.0, Duration::from_secs(1));
+    /// let client = lp.add(Connector::spec("upstream", Connect::new(at)).backoff(backoff)).await?;
+    /// let (_conn, _) = server.accept().await.unwrap();
+    /// client.connected().await?;
+    /// assert!(client.is_connected());
+    /// client.stop().await;
+    /// assert!(client.connected().await.is_err(), "it has stopped");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Cancel safety
     ///
@@ -516,15 +596,42 @@ pub trait ConnectorRef {
     fn connected(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Whether it is connected now.
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Address, Connect, Connector, ConnectorRef, WhileDown}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// // A port with nothing listening.
+    /// let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// let at = Address::Socket(gone.local_addr().unwrap());
+    /// drop(gone);
+    /// let client = lp
+    ///     .add(Connector::spec("upstream", Connect::new(at)).while_down(WhileDown::Fail))
+    ///     .await?;
+    /// assert!(!client.is_connected());
+    /// assert!(client.write(&b"lost"[..]).await.unwrap_err().is_closed());
+    /// # Ok(()) }
+    /// ```
     fn is_connected(&self) -> bool;
 }
 
 impl ConnectorRef for NotifierRef<Connector> {
     async fn write(&self, data: impl Into<Bytes> + Send) -> Result<()> {
+        self.start_write(data).await?.await
+    }
+
+    async fn start_write(
+        &self,
+        data: impl Into<Bytes> + Send,
+    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
         let (tx, rx) = oneshot::channel();
         self.tell(ConnectorWrite(data.into(), Some(tx))).await?;
-        rx.await
-            .unwrap_or_else(|_| Err(Error::closed("write", "the connector stopped")))
+        Ok(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Error::closed("write", "the connector stopped")))
+        })
     }
 
     async fn connected(&self) -> Result<()> {

@@ -164,9 +164,10 @@ impl<C: Decoder, O> fmt::Debug for FramedSocket<C, O> {
     }
 }
 
-/// Message: encode a frame into one datagram for `dest`.
+/// Message: encode a frame into one datagram for `dest`
+/// ([`FramedSocketRef::send_frame`]).
 #[derive(Debug)]
-pub struct SendDatagram<O>(pub O, pub Dest);
+pub(crate) struct SendDatagram<O>(pub(crate) O, pub(crate) Dest);
 
 impl<C, O> Handler<SendDatagram<O>> for FramedSocket<C, O>
 where

@@ -34,7 +34,9 @@ use std::{
     os::fd::{AsRawFd, OwnedFd},
 };
 
-use ioasync_core::{Ctx, Emits, Error, Handler, IntoSpec, Notifier, Once, Restart, Result, Spec};
+use ioasync_core::{
+    Ctx, Emits, Error, Handler, IntoSpec, Notifier, NotifierRef, Once, Restart, Result, Spec,
+};
 use tokio::io::{Interest, unix::AsyncFd};
 
 /// Something that happened to a handle.
@@ -263,7 +265,7 @@ impl From<HandleSpec> for Spec<Handle> {
 ///
 /// ```
 /// use std::os::fd::OwnedFd;
-/// use ioasync::{Loop, io::{Handle, HandleEvent, WantReady}};
+/// use ioasync::{Loop, io::{Handle, HandleEvent, HandleRef}};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> ioasync::Result<()> {
@@ -277,7 +279,7 @@ impl From<HandleSpec> for Spec<Handle> {
 /// // A pipe stays writable: the events come on, and a full stream makes
 /// // the handle wait. Drop the stream (or stop wanting) when done.
 /// drop(events);
-/// h.ask(WantReady { read: false, write: false }).await?;
+/// h.want_ready(false, false).await?;
 /// h.stop().await;
 /// # Ok(()) }
 /// ```
@@ -506,13 +508,14 @@ impl fmt::Debug for Handle {
     }
 }
 
-/// Message: change which readiness the handle reports.
+/// Message: change which readiness the handle reports
+/// ([`HandleRef::want_ready`]).
 #[derive(Debug)]
-pub struct WantReady {
+pub(crate) struct WantReady {
     /// Report read readiness.
-    pub read: bool,
+    pub(crate) read: bool,
     /// Report write readiness.
-    pub write: bool,
+    pub(crate) write: bool,
 }
 
 impl Handler<WantReady> for Handle {
@@ -523,11 +526,11 @@ impl Handler<WantReady> for Handle {
     }
 }
 
-/// Message: replace or remove one of a handle's callbacks (what
-/// `Loop::watch_io` and `Loop::unwatch_io` send). Setting a readiness
+/// Message: replace or remove one of a handle's callbacks
+/// ([`HandleRef::set_on_read_ready`] and its siblings). Setting a readiness
 /// callback turns that readiness on; removing it turns it off. Replies
 /// which callbacks remain: (read, write, hangup).
-pub enum Rewatch {
+pub(crate) enum Rewatch {
     /// The read-readiness callback: `Some` sets it, `None` removes it.
     Read(Option<ReadyFn>),
     /// The write-readiness callback.
@@ -569,5 +572,157 @@ impl Handler<Rewatch> for Handle {
             self.on_write.is_some(),
             self.on_hangup.is_some(),
         )
+    }
+}
+
+/// Operations on a [`Handle`]'s handle: what it reports and the
+/// callbacks it runs, changed from outside (inside a callback,
+/// [`HandleIo`] does the same).
+pub trait HandleRef {
+    /// Which readiness it reports from now on (IO::Async's
+    /// `want_readready` / `want_writeready`), each only for an fd it has.
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    /// use ioasync::{Loop, io::{Handle, HandleEvent, HandleRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (_rx, tx) = std::io::pipe().unwrap();
+    /// let h = lp.add(Handle::spec("out", None, Some(OwnedFd::from(tx)))?).await?;
+    /// let mut events = h.events::<HandleEvent>()?;
+    /// h.want_ready(false, true).await?; // an empty pipe is writable
+    /// assert_eq!(events.recv().await, Some(HandleEvent::WriteReady));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the change may still be made: once
+    /// queued it is handled, only the reply is lost.
+    fn want_ready(&self, read: bool, write: bool) -> impl Future<Output = Result<()>> + Send;
+
+    /// Replaces its read-readiness callback (`Some`, which turns read
+    /// readiness on when it has a read fd) or removes it (`None`, which
+    /// turns it off); what `Loop::watch_io` and `Loop::unwatch_io` do.
+    /// Resolves with which callbacks it has now: (read, write, hangup).
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    /// use ioasync::{Loop, io::{Handle, HandleIo, HandleRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (rx, tx) = std::io::pipe().unwrap();
+    /// let h = lp.add(Handle::spec("in", Some(OwnedFd::from(rx)), None)?.on_read_ready(|_| {})).await?;
+    /// let (got, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    /// let left = h
+    ///     .set_on_read_ready(Some(Box::new(move |io: &mut HandleIo<'_>| {
+    ///         let mut buf = [0u8; 16];
+    ///         if let Ok(n) = io.read(&mut buf) {
+    ///             let _ = got.send(buf[..n].to_vec());
+    ///         }
+    ///     })))
+    ///     .await?;
+    /// assert_eq!(left, (true, false, false));
+    /// std::io::Write::write_all(&mut &tx, b"ping").unwrap();
+    /// assert_eq!(seen.recv().await.unwrap(), b"ping");
+    /// assert_eq!(h.set_on_read_ready(None).await?, (false, false, false));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the change may still be made: once
+    /// queued it is handled, only the reply is lost.
+    fn set_on_read_ready(
+        &self,
+        f: Option<ReadyFn>,
+    ) -> impl Future<Output = Result<(bool, bool, bool)>> + Send;
+
+    /// Replaces (`Some`, turning write readiness on when it has a write
+    /// fd) or removes (`None`, turning it off) its write-readiness
+    /// callback; resolves with which callbacks it has now: (read, write,
+    /// hangup).
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    /// use ioasync::{Loop, io::{Handle, HandleIo, HandleRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (rx, tx) = std::io::pipe().unwrap();
+    /// let h = lp.add(Handle::spec("out", None, Some(OwnedFd::from(tx)))?).await?;
+    /// let (ready, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    /// let left = h
+    ///     .set_on_write_ready(Some(Box::new(move |io: &mut HandleIo<'_>| {
+    ///         io.want_write(false); // once is enough
+    ///         let _ = ready.send(());
+    ///     })))
+    ///     .await?;
+    /// assert_eq!(left, (false, true, false));
+    /// seen.recv().await.unwrap();
+    /// # drop(rx);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the change may still be made: once
+    /// queued it is handled, only the reply is lost.
+    fn set_on_write_ready(
+        &self,
+        f: Option<ReadyFn>,
+    ) -> impl Future<Output = Result<(bool, bool, bool)>> + Send;
+
+    /// Replaces (`Some`) or removes (`None`) its hangup callback; resolves
+    /// with which callbacks it has now: (read, write, hangup).
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    /// use ioasync::{Loop, io::{Handle, HandleRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (rx, tx) = std::io::pipe().unwrap();
+    /// // Only the hangup is watched: no read readiness is wanted.
+    /// let h = lp.add(Handle::spec("in", Some(OwnedFd::from(rx)), None)?.want_read(false)).await?;
+    /// let (hung, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    /// let left = h.set_on_hangup(Some(Box::new(move || { let _ = hung.send(()); }))).await?;
+    /// assert_eq!(left, (false, false, true));
+    /// drop(tx);
+    /// seen.recv().await.unwrap();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the change may still be made: once
+    /// queued it is handled, only the reply is lost.
+    fn set_on_hangup(
+        &self,
+        f: Option<HangupFn>,
+    ) -> impl Future<Output = Result<(bool, bool, bool)>> + Send;
+}
+
+impl HandleRef for NotifierRef<Handle> {
+    async fn want_ready(&self, read: bool, write: bool) -> Result<()> {
+        self.ask(WantReady { read, write }).await
+    }
+
+    async fn set_on_read_ready(&self, f: Option<ReadyFn>) -> Result<(bool, bool, bool)> {
+        self.ask(Rewatch::Read(f)).await
+    }
+
+    async fn set_on_write_ready(&self, f: Option<ReadyFn>) -> Result<(bool, bool, bool)> {
+        self.ask(Rewatch::Write(f)).await
+    }
+
+    async fn set_on_hangup(&self, f: Option<HangupFn>) -> Result<(bool, bool, bool)> {
+        self.ask(Rewatch::Hangup(f)).await
     }
 }

@@ -60,8 +60,7 @@ pub use byte_stream::{
 pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
 pub use connection::{AsyncIo, Connection, IoConnection};
 pub use connector::{
-    Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec, ConnectorWrite,
-    WhileDown,
+    Connector, ConnectorArgs, ConnectorEvent, ConnectorRef, ConnectorSpec, WhileDown,
 };
 pub use duplex::Limits;
 pub use file::{File, FileArgs, FileEvent, FileStat};
@@ -74,22 +73,18 @@ pub use framed::{
     FrameCodec, Framed, FramedArgs, FramedEvent, FramedIo, FramedRef, FramedSink, FramedSpec,
     Frames, TrySendError,
 };
-pub use framed_socket::{
-    DatagramEvent, FramedSocket, FramedSocketArgs, FramedSocketRef, SendDatagram,
-};
+pub use framed_socket::{DatagramEvent, FramedSocket, FramedSocketArgs, FramedSocketRef};
 pub use handle::{
-    Handle, HandleArgs, HandleEvent, HandleIo, HandleSpec, HangupFn, ReadyFn, Rewatch, WantReady,
+    Handle, HandleArgs, HandleEvent, HandleIo, HandleRef, HandleSpec, HangupFn, ReadyFn,
 };
 pub use listen::{Listen, ListenSocket};
 pub use listener::{
-    ACCEPT_BACKOFF, Accepted, Listener, ListenerArgs, ListenerEvent, ListenerRef, LocalAddr,
-    MAX_ACCEPT_BACKOFF, MAX_HANDSHAKES, OnStream,
+    ACCEPT_BACKOFF, Listener, ListenerArgs, ListenerEvent, ListenerRef, MAX_ACCEPT_BACKOFF,
+    MAX_HANDSHAKES, OnStream,
 };
 pub use resolve::{Family, SockType, name_of, resolve};
-pub use session::{Session, SessionArgs, SessionInfo, StopSignal};
-pub use socket::{
-    Datagram, Dest, SendTo, Socket, SocketAddrOf, SocketArgs, SocketEvent, SocketRef,
-};
+pub use session::{Session, SessionArgs, SessionInfo, SessionRef, StopSignal};
+pub use socket::{Datagram, Dest, Socket, SocketArgs, SocketEvent, SocketRef};
 pub use stream::{
     PushedRead, RawBytes, ReadAction, Stream, StreamArgs, StreamIo, StreamRef, StreamSpec, Written,
 };

@@ -405,9 +405,9 @@ impl fmt::Debug for Listener {
     }
 }
 
-/// Message: the bound address.
+/// Message: the bound address ([`ListenerRef::local_addr`]).
 #[derive(Debug)]
-pub struct LocalAddr;
+pub(crate) struct LocalAddr;
 
 impl Handler<LocalAddr> for Listener {
     type Reply = Result<SockAddr>;
@@ -416,9 +416,10 @@ impl Handler<LocalAddr> for Listener {
     }
 }
 
-/// Message: how many connections were accepted.
+/// Message: how many connections were accepted
+/// ([`ListenerRef::accepted_count`]).
 #[derive(Debug)]
-pub struct Accepted;
+pub(crate) struct Accepted;
 
 impl Handler<Accepted> for Listener {
     type Reply = u64;
@@ -449,6 +450,32 @@ pub trait ListenerRef {
     ///
     /// A query: dropping it changes nothing.
     fn local_addr(&self) -> impl Future<Output = Result<SockAddr>> + Send;
+    /// How many connections it has accepted since it (last) started: a
+    /// restart counts from zero again.
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Listen, Listener, ListenerRef, Stream}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let at: ioasync::io::Address = "127.0.0.1:0".parse()?;
+    /// let l = lp
+    ///     .add(Listener::spec("srv", Listen::new(at), |c, peer| Stream::spec(format!("c-{peer}"), c)))
+    ///     .await?;
+    /// assert_eq!(l.accepted_count().await?, 0);
+    /// let addr = l.local_addr().await?.as_inet().unwrap();
+    /// let accepted = l.next_accept();
+    /// let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    /// accepted.await?;
+    /// assert_eq!(l.accepted_count().await?, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// A query: dropping it changes nothing.
+    fn accepted_count(&self) -> impl Future<Output = Result<u64>> + Send;
     /// Resolves at the next accepted connection: its peer and the path of
     /// the child started for it. Built on
     /// [`NotifierRef::next_event`](ioasync_core::NotifierRef::next_event):
@@ -521,6 +548,10 @@ impl ListenerRef for NotifierRef<Listener> {
 
     async fn local_addr(&self) -> Result<SockAddr> {
         self.ask(LocalAddr).await
+    }
+
+    async fn accepted_count(&self) -> Result<u64> {
+        self.ask(Accepted).await
     }
 
     fn next_accept(&self) -> impl Future<Output = Result<(SockAddr, String)>> + Send + 'static {

@@ -225,3 +225,38 @@ impl Handler<Info> for Session {
         }
     }
 }
+
+/// Session operations on its handle.
+pub trait SessionRef {
+    /// The session's addresses and whether it is stopping, answered at
+    /// once (not behind the future's work).
+    ///
+    /// ```
+    /// use ioasync::{Loop, io::{Connection, Session, SessionRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let (ours, _peer) = tokio::net::UnixStream::pair().unwrap();
+    /// let session = lp
+    ///     .add(Session::spec("s", Connection::from(ours), |_conn, mut stop| async move {
+    ///         stop.stopping().await;
+    ///         Ok(())
+    ///     }))
+    ///     .await?;
+    /// let info = session.info().await?;
+    /// assert!(!info.stopping);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only asks.
+    fn info(&self) -> impl Future<Output = Result<SessionInfo>> + Send;
+}
+
+impl SessionRef for ioasync_core::NotifierRef<Session> {
+    async fn info(&self) -> Result<SessionInfo> {
+        self.ask_now(Info).await
+    }
+}

@@ -292,9 +292,9 @@ impl fmt::Debug for Socket {
     }
 }
 
-/// Message: queue a datagram.
+/// Message: queue a datagram ([`SocketRef::send_to`]).
 #[derive(Debug)]
-pub struct SendTo(pub Bytes, pub Dest);
+pub(crate) struct SendTo(pub(crate) Bytes, pub(crate) Dest);
 
 impl Handler<SendTo> for Socket {
     type Reply = ();
@@ -307,9 +307,9 @@ impl Handler<SendTo> for Socket {
     }
 }
 
-/// Message: the bound address.
+/// Message: the bound address ([`SocketRef::local_addr`]).
 #[derive(Debug)]
-pub struct SocketAddrOf;
+pub(crate) struct SocketAddrOf;
 
 impl Handler<SocketAddrOf> for Socket {
     type Reply = Result<SockAddr>;

@@ -211,6 +211,23 @@ fn lanes(entry: &Entry, n: usize, path: &str, cx: LaneCtx) -> Result<mpsc::Unbou
 /// running. In JetStream mode it acks a job only after its result was
 /// sent, and sends progress for the jobs it holds each heartbeat. The tree
 /// shows what it serves, as which host, and its lanes.
+///
+/// ```no_run
+/// use ioasync::{Loop, worker::EntryPoint};
+/// use ioasync::nats::{Remote, WorkerHost};
+///
+/// static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let nats = lp.add(Remote::spec("nats", "nats://127.0.0.1:4222")).await?;
+/// // This process serves pool "squares" until the Loop stops.
+/// lp.add(WorkerHost::spec("host", &nats, "squares", SQUARE.runs(|n| n * n)))
+///     .await?;
+/// lp.run::<()>().await
+/// # }
+/// ```
 pub struct WorkerHost {
     _lanes: mpsc::UnboundedSender<Job>,
     tasks: Vec<JoinHandle<()>>,

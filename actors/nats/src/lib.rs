@@ -63,8 +63,8 @@ mod wire;
 
 pub use host::{WorkerHost, WorkerHostArgs, WorkerHostSpec};
 pub use pool::{
-    PoolEvent, PoolMode, RemoteEntry, RemoteEntryPoint, RemotePool, RemotePoolArgs, RemotePoolSpec,
-    RemoteStats, RemoteStatsOf, call_raw, offload,
+    PoolEvent, PoolMode, RemoteEntry, RemoteEntryPoint, RemotePool, RemotePoolArgs, RemotePoolRef,
+    RemotePoolSpec, RemoteStats, call_raw, offload,
 };
 pub use remote::{Remote, RemoteArgs, RemoteEvent, RemoteRef, RemoteSpec};
 pub use transport::NatsTransport;

@@ -282,6 +282,21 @@ impl Shared {
 /// The tree shows the hosts it hears and the calls in flight.
 ///
 /// Typed calls: [`RemoteEntryPoint::on_remote`].
+///
+/// ```no_run
+/// use ioasync::{Loop, worker::EntryPoint};
+/// use ioasync::nats::{Remote, RemoteEntryPoint};
+///
+/// static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ioasync::Result<()> {
+/// let lp = Loop::current()?;
+/// let nats = lp.add(Remote::spec("nats", "nats://127.0.0.1:4222")).await?;
+/// let pool = lp.add(SQUARE.remote_pool(&nats, "squares")).await?;
+/// assert_eq!(SQUARE.on_remote(&pool)?.call(&7).await?, 49);
+/// # Ok(()) }
+/// ```
 pub struct RemotePool {
     shared: Arc<Shared>,
     cfg: Arc<Cfg>,
@@ -664,9 +679,46 @@ pub struct RemoteStats {
     pub hosts_lost: u64,
 }
 
-/// Message: the pool's counters.
+/// Message: the pool's counters ([`RemotePoolRef::stats`]).
 #[derive(Debug)]
-pub struct RemoteStatsOf;
+pub(crate) struct RemoteStatsOf;
+
+/// Operations on a [`RemotePool`]'s handle.
+pub trait RemotePoolRef {
+    /// The pool's counters: hosts heard, calls in flight, completed,
+    /// failed, retried, late replies dropped, hosts lost.
+    ///
+    /// ```no_run
+    /// use ioasync::{Loop, worker::EntryPoint};
+    /// use ioasync::nats::{Remote, RemoteEntryPoint, RemotePoolRef};
+    ///
+    /// static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+    ///
+    /// # fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::new()?;
+    /// let l = lp.clone();
+    /// lp.block_on(async move {
+    ///     let nats = l.add(Remote::spec("nats", "nats://127.0.0.1:4222")).await?;
+    ///     let pool = l.add(SQUARE.remote_pool(&nats, "squares")).await?;
+    ///     assert_eq!(SQUARE.on_remote(&pool)?.call(&9).await?, 81);
+    ///     let stats = pool.stats().await?;
+    ///     assert_eq!((stats.completed, stats.in_flight), (1, 0));
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// A query: dropping it changes nothing.
+    fn stats(&self) -> impl Future<Output = Result<RemoteStats>> + Send;
+}
+
+impl RemotePoolRef for NotifierRef<RemotePool> {
+    async fn stats(&self) -> Result<RemoteStats> {
+        self.ask(RemoteStatsOf).await
+    }
+}
 
 impl Handler<RemoteStatsOf> for RemotePool {
     type Reply = RemoteStats;
@@ -959,7 +1011,7 @@ impl<A: Serialize + Sync, R: DeserializeOwned + Send> RemoteEntry<A, R> {
 
     /// The pool's counters.
     pub async fn stats(&self) -> Result<RemoteStats> {
-        self.pool.ask(RemoteStatsOf).await
+        self.pool.stats().await
     }
 
     /// The pool.

@@ -402,10 +402,35 @@ impl std::fmt::Debug for Remote {
 /// What a [`Remote`]'s handle offers beside messages.
 pub trait RemoteRef {
     /// The [`Transport`](ioasync_core::Transport) over this connection.
+    ///
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use ioasync::{Loop, nats::{Remote, RemoteRef}, transport::Transport};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let nats = lp.add(Remote::spec("nats", "nats://127.0.0.1:4222")).await?;
+    /// // Frames to a logical address; nobody need be listening for a send.
+    /// nats.transport().send("greetings", Bytes::from_static(b"hello")).await?;
+    /// # Ok(()) }
+    /// ```
     fn transport(&self) -> NatsTransport;
 
     /// The async-nats client while connected; a `Closed` error naming
     /// `op` otherwise.
+    ///
+    /// ```no_run
+    /// use ioasync::{Loop, nats::{Remote, RemoteRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let nats = lp.add(Remote::spec("nats", "nats://127.0.0.1:4222")).await?;
+    /// let client = nats.client("publish")?; // async-nats, for what we do not wrap
+    /// client.publish("raw.subject", "hi".into()).await.ok();
+    /// # Ok(()) }
+    /// ```
     fn client(&self, op: &'static str) -> Result<Client>;
 }
 

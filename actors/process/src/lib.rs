@@ -56,9 +56,10 @@ mod sys;
 pub use children::{ChildExit, Children};
 pub use command::{Command, RLIM_INFINITY, Resource, Stdio, StreamSetup};
 pub use pid::{Pid, PidArgs, PidRef};
+pub(crate) use process::Kill;
 pub use process::{
-    ExitWatch, Kill, KillPolicy, Process, ProcessArgs, ProcessEvent, ProcessException,
-    ProcessHandle, ProcessSpec,
+    ExitWatch, KillPolicy, Process, ProcessArgs, ProcessEvent, ProcessException, ProcessHandle,
+    ProcessRef, ProcessSpec,
 };
 pub use run::{ChildOutput, SpawnedChild, run_child, spawn_child};
 pub use status::ExitStatus;

@@ -450,9 +450,11 @@ impl Handler<Exit> for Process {
 }
 
 /// Message: send a signal to the child (its process group when it leads
-/// one). Fails once the child has exited.
+/// one). Fails once the child has exited. [`ProcessHandle::kill`],
+/// [`ProcessRef::signal`] and [`PidRef::signal`](crate::PidRef::signal)
+/// send it.
 #[derive(Debug)]
-pub struct Kill(pub SignalKind);
+pub(crate) struct Kill(pub(crate) SignalKind);
 
 impl Handler<Kill> for Process {
     type Reply = Result<()>;
@@ -638,7 +640,7 @@ impl ProcessHandle {
     /// Dropped before it completes, the signal may still be sent: once the
     /// request is queued the notifier handles it, only the reply is lost.
     pub async fn kill(&self, sig: SignalKind) -> Result<()> {
-        self.notifier.ask(Kill(sig)).await
+        self.notifier.signal(sig).await
     }
 
     /// Resolves at exit (after its streams read to EOF), or with the error
@@ -664,5 +666,44 @@ impl ProcessHandle {
     /// Cancel safe: it only watches the exit; dropping it changes nothing.
     pub async fn wait(&self) -> Result<ExitStatus> {
         ExitWatch(self.shared.exit.subscribe()).wait().await
+    }
+}
+
+/// Operations on a [`Process`] notifier's handle, for when only the
+/// [`NotifierRef`] is at hand (from [`ProcessHandle::notifier`], a lookup
+/// in the tree, a listener's children); a [`ProcessHandle`] has the same
+/// as [`ProcessHandle::kill`].
+pub trait ProcessRef {
+    /// Sends `sig` to the child (its process group when it leads one).
+    /// Fails (op `kill`) once it has exited.
+    ///
+    /// (Named `signal`, as [`PidRef::signal`](crate::PidRef::signal):
+    /// [`NotifierRef::kill`] already kills the notifier itself.)
+    ///
+    /// ```
+    /// use ioasync::{Loop, process::{Command, Process, ProcessRef}, signal::SignalKind};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let mut cmd = Command::new("sleep");
+    /// cmd.arg("30");
+    /// let child = lp.open_process(Process::spec("sleeper", cmd)).await?;
+    /// let notifier = child.notifier().clone();
+    /// notifier.signal(SignalKind::terminate()).await?;
+    /// assert_eq!(child.wait().await?.signal(), Some(SignalKind::terminate()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the signal may still be sent: once the
+    /// request is queued the notifier handles it, only the reply is lost.
+    fn signal(&self, sig: SignalKind) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl ProcessRef for NotifierRef<Process> {
+    async fn signal(&self, sig: SignalKind) -> Result<()> {
+        self.ask(Kill(sig)).await
     }
 }

@@ -114,12 +114,14 @@ impl fmt::Debug for Absolute {
 
 /// Message: move a pending timer's instant (IO::Async: reconfiguring
 /// `time` reschedules it); an instant already past fires it at once.
+/// [`AbsoluteRef::retime`] sends it.
 #[derive(Debug)]
-pub struct Retime(pub Instant);
+pub(crate) struct Retime(pub(crate) Instant);
 
-/// Message: the instant a pending timer fires at.
+/// Message: the instant a pending timer fires at
+/// ([`AbsoluteRef::deadline`]).
 #[derive(Debug)]
-pub struct Deadline;
+pub(crate) struct Deadline;
 
 impl Handler<Retime> for Absolute {
     type Reply = Result<()>;

@@ -128,22 +128,23 @@ impl fmt::Debug for Countdown {
     }
 }
 
-/// Message: start (no effect while running).
+/// Message: start (no effect while running). [`CountdownRef::start_timer`]
+/// and [`PeriodicRef::start_timer`](crate::PeriodicRef::start_timer) send it.
 #[derive(Debug)]
-pub struct Start;
-/// Message: stop; a stopped countdown never fires.
+pub(crate) struct Start;
+/// Message: stop; a stopped timer never fires.
 #[derive(Debug)]
-pub struct Stop;
+pub(crate) struct Stop;
 /// Message: while running, push the expiry to `delay` from now; with a new
-/// delay if given.
+/// delay if given ([`CountdownRef::reset`], [`CountdownRef::reset_with`]).
 #[derive(Debug)]
-pub struct Reset(pub Option<Duration>);
+pub(crate) struct Reset(pub(crate) Option<Duration>);
 /// Message: is it running?
 #[derive(Debug)]
-pub struct IsRunning;
+pub(crate) struct IsRunning;
 /// Message: has it expired since it was last started?
 #[derive(Debug)]
-pub struct IsExpired;
+pub(crate) struct IsExpired;
 
 impl Handler<Start> for Countdown {
     type Reply = ();
@@ -259,6 +260,34 @@ pub trait CountdownRef {
     /// once queued it is handled, only the reply is lost; dropped while
     /// waiting for room in a full mailbox, nothing was sent.
     fn reset(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Sets a new delay, kept for every later start, and while running
+    /// pushes the expiry to the new delay from now (IO::Async's
+    /// `configure(delay => ...)` then `reset`); stopped, it only sets it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioasync::{Loop, time::{Countdown, CountdownRef}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let start = tokio::time::Instant::now();
+    /// let t = lp.add(Countdown::spec("idle", Duration::from_secs(5))).await?;
+    /// tokio::time::advance(Duration::from_secs(1)).await;
+    /// t.reset_with(Duration::from_secs(10)).await?;
+    /// assert_eq!(t.expired().await?.deadline, start + Duration::from_secs(11));
+    /// let again = tokio::time::Instant::now();
+    /// t.restart_timer().await?; // the new delay stays
+    /// assert_eq!(t.expired().await?.deadline, again + Duration::from_secs(10));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the request may still take effect:
+    /// once queued it is handled, only the reply is lost; dropped while
+    /// waiting for room in a full mailbox, nothing was sent.
+    fn reset_with(&self, delay: Duration) -> impl Future<Output = Result<()>> + Send;
     /// Stop, then start again: expires a full delay from now.
     ///
     /// ```
@@ -357,6 +386,9 @@ impl CountdownRef for NotifierRef<Countdown> {
     }
     async fn reset(&self) -> Result<()> {
         self.ask(Reset(None)).await
+    }
+    async fn reset_with(&self, delay: Duration) -> Result<()> {
+        self.ask(Reset(Some(delay))).await
     }
     async fn restart_timer(&self) -> Result<()> {
         self.ask(Stop).await?;

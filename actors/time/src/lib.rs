@@ -21,10 +21,9 @@ mod absolute;
 mod countdown;
 mod periodic;
 
-pub use absolute::{Absolute, AbsoluteArgs, AbsoluteRef, Deadline, Retime};
-pub use countdown::{
-    Countdown, CountdownArgs, CountdownRef, IsExpired, IsRunning, Reset, Start, Stop,
-};
+pub use absolute::{Absolute, AbsoluteArgs, AbsoluteRef};
+pub use countdown::{Countdown, CountdownArgs, CountdownRef};
+pub(crate) use countdown::{IsRunning, Start, Stop};
 pub use periodic::{Periodic, PeriodicArgs, PeriodicRef, PeriodicSpec, Reschedule, Tick};
 
 use tokio::time::Instant;

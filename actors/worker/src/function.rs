@@ -1061,15 +1061,15 @@ impl fmt::Debug for Function {
     }
 }
 
-/// Message: one call with encoded arguments.
+/// Message: one call with encoded arguments ([`FunctionRef::call_raw`]).
 #[derive(Debug)]
-pub struct CallRaw {
+pub(crate) struct CallRaw {
     /// MessagePack-encoded arguments.
-    pub payload: Bytes,
+    pub(crate) payload: Bytes,
     /// Options.
-    pub options: CallOptions,
+    pub(crate) options: CallOptions,
     /// Where the encoded result goes.
-    pub reply: oneshot::Sender<Result<Bytes>>,
+    pub(crate) reply: oneshot::Sender<Result<Bytes>>,
 }
 
 /// The same, holding its place in the call queue (what `call` sends).
@@ -1200,11 +1200,9 @@ fn parse_from_worker(f: &[u8]) -> Result<Parsed> {
     Ok(Parsed::Reply(cid, result))
 }
 
-/// Message: retire every worker (IO::Async's `restart`): calls in flight
-/// complete on the old workers, new workers start as calls need them
-/// (and `min_workers` asks) — after a code or configuration change.
+/// Message: retire every worker ([`FunctionRef::restart_workers`]).
 #[derive(Debug)]
-pub struct RestartWorkers;
+pub(crate) struct RestartWorkers;
 
 impl Handler<RestartWorkers> for Function {
     type Reply = ();
@@ -1216,9 +1214,9 @@ impl Handler<RestartWorkers> for Function {
     }
 }
 
-/// Message: pool statistics.
+/// Message: pool statistics ([`FunctionRef::stats`]).
 #[derive(Debug)]
-pub struct Stats;
+pub(crate) struct Stats;
 
 impl Handler<Stats> for Function {
     type Reply = FunctionStats;
@@ -1275,8 +1273,10 @@ pub trait FunctionRef {
         A: Serialize + Sync,
         R: DeserializeOwned + Send;
 
-    /// Like [`FunctionRef::call`], but fails at once with a `Full` error
-    /// when the call queue is full instead of waiting for room.
+    /// [`FunctionRef::call`] that never waits for room: with no place
+    /// left in the call queue it fails at once with a `Full` error naming
+    /// the bound (and returns no future). Otherwise the place is taken and
+    /// the returned future sends the call and resolves with its result.
     ///
     /// ```standalone_crate
     /// use ioasync::{Loop, prelude::FunctionRef, worker::{Entry, Function, run_if_worker}};
@@ -1294,12 +1294,11 @@ pub trait FunctionRef {
     ///         let pool = l.add(Function::spec("squares", "square").max_workers(1).queue(1)).await?;
     ///         // One place in the queue: a second call while the first holds it is
     ///         // refused at once.
-    ///         let first = pool.call::<_, u64>(&3u64);
+    ///         let first = pool.try_call::<_, u64>(&3u64)?;
     ///         let second = pool.try_call::<_, u64>(&4u64);
-    ///         let (first, second) = tokio::join!(first, second);
-    ///         assert_eq!(first?, 9);
-    ///         assert!(second.unwrap_err().is_full());
-    ///         let n: u64 = pool.try_call(&5u64).await?;
+    ///         assert!(second.err().unwrap().is_full());
+    ///         assert_eq!(first.await?, 9);
+    ///         let n: u64 = pool.try_call(&5u64)?.await?;
     ///         assert_eq!(n, 25);
     ///         Ok(())
     ///     })
@@ -1308,14 +1307,15 @@ pub trait FunctionRef {
     ///
     /// # Cancel safety
     ///
-    /// Dropped while waiting for room in the queue, nothing was queued.
-    /// Dropped once queued, the call is skipped if no worker took it yet;
-    /// a call a worker already runs runs to its end and its result is
-    /// discarded (the worker is not interrupted).
-    fn try_call<A, R>(&self, args: &A) -> impl Future<Output = Result<R>> + Send
+    /// The future dropped before its first poll sends nothing and frees
+    /// the place; dropped while waiting for room in a full mailbox, nothing
+    /// was sent. Dropped once sent, the call is skipped if no worker took
+    /// it yet; a call a worker already runs runs to its end and its result
+    /// is discarded (the worker is not interrupted).
+    fn try_call<A, R>(&self, args: &A) -> Result<impl Future<Output = Result<R>> + Send + 'static>
     where
         A: Serialize + Sync,
-        R: DeserializeOwned + Send;
+        R: DeserializeOwned + Send + 'static;
 
     /// [`FunctionRef::call`] with options (timeout, retry-safe).
     ///
@@ -1394,7 +1394,9 @@ pub trait FunctionRef {
     /// A query: dropping it changes nothing.
     fn stats(&self) -> impl Future<Output = Result<FunctionStats>> + Send;
 
-    /// Retires every worker (see [`RestartWorkers`]).
+    /// Retires every worker (IO::Async's `restart`): calls in flight
+    /// complete on the old workers, new workers start as calls need them
+    /// (and `min_workers` asks) — after a code or configuration change.
     ///
     /// ```standalone_crate
     /// use ioasync::{Loop, prelude::FunctionRef, worker::{Entry, Function, run_if_worker}};
@@ -1427,6 +1429,47 @@ pub trait FunctionRef {
     /// Dropped before it completes, the restart may still happen: once
     /// queued the request is handled, only the reply is lost.
     fn restart_workers(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Calls the entry with arguments already encoded as MessagePack
+    /// ([`encode`](crate::encode)); resolves with the encoded result
+    /// ([`decode`](crate::decode) reads it): for a caller that forwards
+    /// calls it does not decode. It holds no place in the call queue: when
+    /// the queue is full it fails at once with a `Full` error. `options`
+    /// apply as to [`FunctionRef::call_with`], the timeout counting from
+    /// when the pool takes the call.
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, prelude::FunctionRef, worker::{self, CallOptions, Entry, Function, run_if_worker}};
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     // A worker process (this program, re-executed) serves here.
+    ///     run_if_worker([Entry::function("square", square)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let pool = l.add(Function::spec("squares", "square")).await?;
+    ///         let out = pool.call_raw(worker::encode(&9u64)?, CallOptions::default()).await?;
+    ///         assert_eq!(worker::decode::<u64>(&out)?, 81);
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in a full mailbox, nothing was
+    /// queued. Dropped once queued, the call is skipped if no worker took
+    /// it yet; a call a worker already runs runs to its end and its result
+    /// is discarded.
+    fn call_raw(
+        &self,
+        payload: Bytes,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<Bytes>> + Send;
 }
 
 /// The entry `pool` runs.
@@ -1453,6 +1496,17 @@ where
 {
     let payload = frame::encode(args)?;
     let slot = slot.await.into_slot()?;
+    send_queued(pool, payload, options, slot).await
+}
+
+/// Sends one encoded call holding its place `slot` and waits for the
+/// result.
+async fn send_queued<R: DeserializeOwned>(
+    pool: &NotifierRef<Function>,
+    payload: Bytes,
+    options: CallOptions,
+    slot: OwnedSemaphorePermit,
+) -> Result<R> {
     let (tx, rx) = oneshot::channel();
     pool.tell(QueuedCall(
         CallRaw {
@@ -1523,10 +1577,10 @@ impl FunctionRef for NotifierRef<Function> {
         self.call_with(args, CallOptions::default()).await
     }
 
-    async fn try_call<A, R>(&self, args: &A) -> Result<R>
+    fn try_call<A, R>(&self, args: &A) -> Result<impl Future<Output = Result<R>> + Send + 'static>
     where
         A: Serialize + Sync,
-        R: DeserializeOwned + Send,
+        R: DeserializeOwned + Send + 'static,
     {
         let slots = CallSlots::of(self);
         let slot = slots
@@ -1534,7 +1588,9 @@ impl FunctionRef for NotifierRef<Function> {
             .clone()
             .try_acquire_owned()
             .map_err(|_| slots.full())?;
-        queued_call(self, args, CallOptions::default(), std::future::ready(slot)).await
+        let payload = frame::encode(args)?;
+        let pool = self.clone();
+        Ok(async move { send_queued::<R>(&pool, payload, CallOptions::default(), slot).await })
     }
 
     async fn call_with<A, R>(&self, args: &A, options: CallOptions) -> Result<R>
@@ -1576,5 +1632,17 @@ impl FunctionRef for NotifierRef<Function> {
 
     async fn restart_workers(&self) -> Result<()> {
         self.ask(RestartWorkers).await
+    }
+
+    async fn call_raw(&self, payload: Bytes, options: CallOptions) -> Result<Bytes> {
+        let (tx, rx) = oneshot::channel();
+        self.tell(CallRaw {
+            payload,
+            options,
+            reply: tx,
+        })
+        .await?;
+        rx.await
+            .map_err(|_| Error::closed("call", "the function pool stopped"))?
     }
 }

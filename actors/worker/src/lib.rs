@@ -41,12 +41,12 @@ mod worker;
 pub use entry::{ENTRY_ENV, Entry, EntryRunner, RoutineIo, WORKER_FD, heartbeat, run_if_worker};
 pub use frame::{DEFAULT_MAX_FRAME, decode, encode};
 pub use function::{
-    CallOptions, CallRaw, DeadLetter, Function, FunctionArgs, FunctionRef, FunctionSpec,
-    FunctionStats, RestartWorkers, Stats, WorkerOutput,
+    CallOptions, DeadLetter, Function, FunctionArgs, FunctionRef, FunctionSpec, FunctionStats,
+    WorkerOutput,
 };
 pub use routine::{
-    DEFAULT_CHECKPOINT_LIMIT, KillRoutine, Routine, RoutineArgs, RoutineEvent, RoutineIoHandle,
-    RoutineRef, RoutineResult, RoutineSpec, WorkerPid,
+    DEFAULT_CHECKPOINT_LIMIT, Routine, RoutineArgs, RoutineEvent, RoutineIoHandle, RoutineRef,
+    RoutineResult, RoutineSpec,
 };
 pub use typed::{EntryPoint, EntryRef, Failure};
 pub use worker::{FunctionWorker, WorkerArgs};

@@ -843,12 +843,99 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Routine handles.
-pub type RoutineRef<In, Out, R> = NotifierRef<Routine<In, Out, R>>;
+/// Operations on a [`Routine`]'s handle.
+pub trait RoutineRef {
+    /// The pid of the routine's current worker process (a restart starts
+    /// a new one).
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, prelude::RoutineRef, worker::{Entry, Routine, RoutineIo, run_if_worker}};
+    ///
+    /// fn echo(io: &mut RoutineIo<u64, u64>) {
+    ///     while let Some(n) = io.recv() {
+    ///         io.send(&n);
+    ///     }
+    /// }
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     run_if_worker([Entry::routine("echo", echo)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let (spec, mut io) = Routine::<u64, u64, ()>::spec("echo", "echo", 1);
+    ///         let r = l.add(spec).await?;
+    ///         let pid = r.worker_pid().await?;
+    ///         assert_ne!(pid, std::process::id(), "a process of its own");
+    ///         io.input.send(1).await.unwrap();
+    ///         assert_eq!(io.output.recv().await.unwrap()?, 1);
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// A query: dropping it changes nothing.
+    fn worker_pid(&self) -> impl Future<Output = Result<u32>> + Send;
 
-/// Message: the pid of the routine's current worker process.
+    /// Sends `sig` to the routine's worker process (IO::Async's
+    /// `Routine->kill`). A death it causes is the routine's failure,
+    /// restarted per its restart type. Fails (op `kill`) for a number
+    /// that is no signal, or with the errno when the kernel refuses.
+    ///
+    /// (Named `signal`, as [`PidRef::signal`](ioasync_process::PidRef::signal):
+    /// [`NotifierRef::kill`] already kills the notifier itself.)
+    ///
+    /// ```standalone_crate
+    /// use ioasync::{Loop, prelude::*, signal::SignalKind, worker::{Entry, Routine, RoutineIo, run_if_worker}};
+    ///
+    /// fn echo(io: &mut RoutineIo<u64, u64>) {
+    ///     while let Some(n) = io.recv() {
+    ///         io.send(&n);
+    ///     }
+    /// }
+    ///
+    /// fn main() -> ioasync::Result<()> {
+    ///     run_if_worker([Entry::routine("echo", echo)]);
+    ///     let lp = Loop::new()?;
+    ///     let l = lp.clone();
+    ///     lp.block_on(async move {
+    ///         let (spec, mut io) = Routine::<u64, u64, ()>::spec("echo", "echo", 1);
+    ///         let r = l.add(spec.restart(Restart::Temporary)).await?;
+    ///         r.signal(SignalKind::kill()).await?;
+    ///         let err = io.result.wait().await.unwrap_err();
+    ///         assert!(err.is_peer_died() && err.to_string().contains("SIGKILL"), "{err}");
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the signal may still be sent: once the
+    /// request is queued the routine handles it, only the reply is lost.
+    fn signal(&self, sig: ioasync_signal::SignalKind) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl<In, Out, R> RoutineRef for NotifierRef<Routine<In, Out, R>>
+where
+    In: Serialize + Send + Sync + 'static,
+    Out: DeserializeOwned + Send + Sync + 'static,
+    R: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    async fn worker_pid(&self) -> Result<u32> {
+        self.ask(WorkerPid).await
+    }
+
+    async fn signal(&self, sig: ioasync_signal::SignalKind) -> Result<()> {
+        self.ask(KillRoutine(sig)).await
+    }
+}
+
+/// Message: the pid of the routine's current worker process
+/// ([`RoutineRef::worker_pid`]).
 #[derive(Debug)]
-pub struct WorkerPid;
+pub(crate) struct WorkerPid;
 
 impl<In, Out, R> ioasync_core::Handler<WorkerPid> for Routine<In, Out, R>
 where
@@ -862,11 +949,10 @@ where
     }
 }
 
-/// Message: send a signal to the routine's worker process (IO::Async's
-/// `Routine->kill`). Its death is then the routine's failure, restarted
-/// per its restart type.
+/// Message: send a signal to the routine's worker process
+/// ([`RoutineRef::signal`]).
 #[derive(Debug)]
-pub struct KillRoutine(pub ioasync_signal::SignalKind);
+pub(crate) struct KillRoutine(pub(crate) ioasync_signal::SignalKind);
 
 impl<In, Out, R> ioasync_core::Handler<KillRoutine> for Routine<In, Out, R>
 where

@@ -183,8 +183,9 @@ where
         self.pool.call(args).await
     }
 
-    /// Calls the entry, failing at once when the call queue is full (see
-    /// [`FunctionRef::try_call`]).
+    /// Calls the entry without waiting for room: fails at once when the
+    /// call queue is full, else the returned future sends the call and
+    /// resolves with its result (see [`FunctionRef::try_call`]).
     ///
     /// ```standalone_crate
     /// use ioasync::{Loop, worker::{CallOptions, EntryPoint, run_if_worker}};
@@ -198,7 +199,7 @@ where
     ///     lp.block_on(async move {
     ///         let pool = l.add(SQUARE.pool("squares").max_workers(1)).await?;
     ///         let square = SQUARE.on(&pool)?;
-    ///         assert_eq!(square.try_call(&4).await?, 16);
+    ///         assert_eq!(square.try_call(&4)?.await?, 16);
     ///         # let _ = CallOptions::default();
     ///         Ok(())
     ///     })
@@ -207,11 +208,15 @@ where
     ///
     /// # Cancel safety
     ///
-    /// As [`FunctionRef::call`]: dropped before it was queued, nothing was
-    /// sent; dropped once queued, a call no worker took yet is skipped, one a
-    /// worker runs runs to its end and its result is discarded.
-    pub async fn try_call(&self, args: &A) -> Result<R> {
-        self.pool.try_call(args).await
+    /// As [`FunctionRef::try_call`]: the future dropped before its first
+    /// poll sends nothing and frees the place; dropped once sent, a call no
+    /// worker took yet is skipped, one a worker runs runs to its end and
+    /// its result is discarded.
+    pub fn try_call(&self, args: &A) -> Result<impl Future<Output = Result<R>> + Send + 'static>
+    where
+        R: 'static,
+    {
+        self.pool.try_call(args)
     }
 
     /// Calls the entry with options (see [`FunctionRef::call_with`]).
