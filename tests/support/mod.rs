@@ -45,6 +45,42 @@ where
     }
 }
 
+/// The wall-clock bound of one run under [`run_watched`].
+pub const WATCH_BOUND: Duration = Duration::from_secs(30);
+
+/// Like [`run`], each round on a thread of its own watched from the
+/// test's thread: a round that does not finish within [`WATCH_BOUND`]
+/// fails the test even when its runtime is starved (a task that never
+/// yields keeps a current-thread runtime from polling even its timeouts;
+/// the starved thread is left behind and ends with the test binary).
+pub fn run_watched<F, Fut>(workers: usize, body: F)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let body = std::sync::Arc::new(body);
+    for round in 0..repeats() {
+        let (done, finished) = std::sync::mpsc::channel();
+        let b = body.clone();
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let rt = runtime(workers, false);
+                rt.block_on(b());
+                drop(rt);
+            }));
+            let _ = done.send(r);
+        });
+        match finished.recv_timeout(WATCH_BOUND) {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!(
+                "round {round} on {workers} workers did not finish within {WATCH_BOUND:?}: \
+                 its runtime is starved"
+            ),
+        }
+    }
+}
+
 /// Runs `body` on a current-thread runtime whose clock starts paused
 /// (tokio can pause only a current-thread runtime's clock), [`repeats`]
 /// times. Such tests advance time by hand and check exact instants.
@@ -84,9 +120,25 @@ fn runtime(workers: usize, paused: bool) -> tokio::runtime::Runtime {
 /// async fn a_test() { ... }
 /// ```
 ///
+/// `flavours!(watched name)` runs each round on a thread of its own,
+/// bounded by the wall clock from outside (see [`run_watched`]): for tests
+/// of starvation, where the runtime's own timers would not fire.
+///
 /// `flavours!(serial name)` runs each round alone (see [`run_serial`]):
 /// for tests of process-wide state (signals, fd limits, the child list).
 macro_rules! flavours {
+    (watched $name:ident) => {
+        mod $name {
+            #[test]
+            fn current_thread() {
+                crate::support::run_watched(0, super::$name)
+            }
+            #[test]
+            fn multi_thread() {
+                crate::support::run_watched(2, super::$name)
+            }
+        }
+    };
     (serial $name:ident) => {
         mod $name {
             #[test]
