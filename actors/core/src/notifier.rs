@@ -76,6 +76,11 @@ pub trait Notifier: Sized + Send + 'static {
     /// has something for [`Notifier::on_ready`]. It must be cancel safe:
     /// it is dropped whenever a message arrives first. The default waits
     /// forever (a notifier with no source of its own).
+    ///
+    /// It may resolve at once turn after turn (a level-triggered source
+    /// nobody drains): the runtime takes a unit of tokio's cooperative
+    /// budget per turn and gives the mailbox a turn after each, so such a
+    /// notifier shares its thread and still hears its messages.
     fn ready(&mut self) -> impl Future<Output = ()> + Send {
         std::future::pending()
     }

@@ -487,7 +487,32 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                         // largest of its turn, and every idle actor's
                         // memory would hold room for it (~1.1 KiB for a
                         // stream); one allocation per readiness turn.
-                        Turn::Ready => Box::pin(self.run_hook(Hook::Ready)).await,
+                        Turn::Ready => {
+                            Box::pin(self.run_hook(Hook::Ready)).await;
+                            // Fairness: a source that stays ready (a
+                            // level-triggered fd nobody drains) resolves
+                            // `ready` at once every turn, and `AsyncFd`'s
+                            // readiness takes no cooperative budget, so
+                            // without this the loop would never give the
+                            // thread back. One unit per turn, like any
+                            // tokio resource: free while the task has
+                            // budget, a yield once it is spent.
+                            tokio::task::coop::consume_budget().await;
+                            // The mailbox's turn: the select below polls
+                            // it only when the source is not ready, so a
+                            // source that always is would never let a
+                            // message in (the fast path runs only when
+                            // `next` is entered again). One `try_recv`,
+                            // no waker registered.
+                            if matches!(self.0.phase, Phase::Running)
+                                && !self.0.node.ctl_pending()
+                                && self.0.state.as_ref().is_some_and(N::accepting)
+                                && let Ok(signal) = mailbox_rx.try_recv()
+                            {
+                                self.0.burst = 1;
+                                return Ok(Some(signal));
+                            }
+                        }
                         Turn::Ctl => Box::pin(self.run_ctl()).await,
                         Turn::Lossy => Box::pin(self.run_lossy()).await,
                     }

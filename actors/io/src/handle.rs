@@ -3,6 +3,16 @@
 //! does its own reads and writes through [`HandleIo`]. For buffered IO use
 //! [`Stream::from_fds`](crate::Stream::from_fds) instead.
 //!
+//! Readiness is level-triggered, as in IO::Async: a callback that leaves
+//! the fd ready (it does not read the bytes there, or the end of file; it
+//! does not fill a writable fd) is called again, and again, while the fd
+//! stays ready. Other tasks still run meanwhile: each call is one turn of
+//! the notifier, and its turns share the thread like any tokio task (each
+//! takes a unit of tokio's cooperative budget) and its mailbox (messages
+//! such as [`HandleRef::want_ready`] are handled between the calls). Read
+//! until [`HandleIo::read`] returns `WouldBlock`, or stop wanting the
+//! readiness ([`HandleIo::want_read`]), to be called only for new data.
+//!
 //! ```
 //! use std::os::fd::OwnedFd;
 //! use ioasync::{io::Handle, Loop};
@@ -205,14 +215,17 @@ pub struct HandleSpec {
 }
 
 impl HandleSpec {
-    /// Called inside the notifier whenever the read fd is readable.
+    /// Called inside the notifier whenever the read fd is readable, again
+    /// and again while it stays readable (level-triggered; other tasks
+    /// and the handle's messages still get their turns between calls).
     pub fn on_read_ready(mut self, f: impl FnMut(&mut HandleIo<'_>) + Send + 'static) -> Self {
         self.args.on_read = Some(Box::new(f));
         self
     }
 
     /// Called inside the notifier whenever the write fd is writable and
-    /// write readiness is wanted.
+    /// write readiness is wanted, again and again while both hold
+    /// (level-triggered, as [`on_read_ready`](Self::on_read_ready)).
     pub fn on_write_ready(mut self, f: impl FnMut(&mut HandleIo<'_>) + Send + 'static) -> Self {
         self.args.on_write = Some(Box::new(f));
         self
