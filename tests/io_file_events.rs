@@ -220,7 +220,7 @@ async fn polling_alone_still_follows_and_watches() {
     append(&path, "new\n");
     got.until("old\nnew\n").await;
     let (rec, sub) = Recorder::new();
-    lp.add(File::spec_with(
+    lp.add(File::spec_with_mode(
         "w",
         &path,
         Duration::from_millis(5),

@@ -73,7 +73,10 @@ paused!(remove_on_expire_takes_the_countdown_out_of_the_tree);
 async fn remove_on_expire_takes_the_countdown_out_of_the_tree() {
     let lp = test_loop();
     let t = lp
-        .add(Countdown::spec_with("once", 3 * S, true, true))
+        .add(Countdown::spec_with_args(
+            "once",
+            ioasync::time::CountdownArgs::new(3 * S).remove_on_expire(),
+        ))
         .await
         .unwrap();
     bounded("gone", t.wait_stopped()).await;

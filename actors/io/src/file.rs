@@ -184,7 +184,7 @@ impl File {
     /// Watch `path` on change events, polling every `interval` as the
     /// backstop ([`WatchMode::Events`]).
     pub fn spec(name: impl Into<String>, path: impl AsRef<Path>, interval: Duration) -> Spec<File> {
-        File::spec_with(name, path, interval, WatchMode::Events)
+        File::spec_with_mode(name, path, interval, WatchMode::Events)
     }
 
     /// Watch `path` in `mode`: [`WatchMode::Poll`] polls alone, every
@@ -194,10 +194,10 @@ impl File {
     /// use std::time::Duration;
     /// use ioasync::fs::{File, WatchMode};
     ///
-    /// let spec = File::spec_with("conf", "/etc/hosts", Duration::from_secs(2), WatchMode::Poll);
+    /// let spec = File::spec_with_mode("conf", "/etc/hosts", Duration::from_secs(2), WatchMode::Poll);
     /// # drop(spec);
     /// ```
-    pub fn spec_with(
+    pub fn spec_with_mode(
         name: impl Into<String>,
         path: impl AsRef<Path>,
         interval: Duration,

@@ -57,7 +57,7 @@ impl Absolute {
     }
 
     /// A timer firing at `at` that calls `f` inside the timer.
-    pub fn spec_with(
+    pub fn spec_with_callback(
         name: impl Into<String>,
         at: Instant,
         f: impl Fn(Expired) + Send + Sync + 'static,

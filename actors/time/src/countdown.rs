@@ -8,12 +8,49 @@ use tokio::time::Instant;
 
 use crate::Expired;
 
-/// How to start a [`Countdown`].
+/// How to start a [`Countdown`]: its delay, started when added and kept
+/// in the tree after it fires unless the builder says otherwise.
+///
+/// ```
+/// use std::time::Duration;
+/// use ioasync::time::{Countdown, CountdownArgs};
+///
+/// // Not started when added; leaves the tree once it fires.
+/// let spec = Countdown::spec_with_args(
+///     "once",
+///     CountdownArgs::new(Duration::from_secs(5)).stopped().remove_on_expire(),
+/// );
+/// # drop(spec);
+/// ```
 #[derive(Debug, Clone)]
 pub struct CountdownArgs {
     delay: Duration,
     start: bool,
     remove_on_expire: bool,
+}
+
+impl CountdownArgs {
+    /// A countdown of `delay`, started when added, kept after it fires.
+    pub fn new(delay: Duration) -> Self {
+        CountdownArgs {
+            delay,
+            start: true,
+            remove_on_expire: false,
+        }
+    }
+
+    /// Not started when added: it waits for
+    /// [`start_timer`](CountdownRef::start_timer) (IO::Async's default).
+    pub fn stopped(mut self) -> Self {
+        self.start = false;
+        self
+    }
+
+    /// Leaves the tree once it fires (IO::Async's `remove_on_expire`).
+    pub fn remove_on_expire(mut self) -> Self {
+        self.remove_on_expire = true;
+        self
+    }
 }
 
 /// A countdown timer. Started, it expires `delay` later and emits
@@ -43,26 +80,13 @@ pub struct Countdown {
 impl Countdown {
     /// A countdown of `delay`, started as soon as it is added.
     pub fn spec(name: impl Into<String>, delay: Duration) -> Spec<Countdown> {
-        Self::spec_with(name, delay, true, false)
+        Self::spec_with_args(name, CountdownArgs::new(delay))
     }
 
-    /// A countdown of `delay`; `start` says whether it starts when added;
-    /// with `remove_on_expire` it leaves the tree once it fires.
-    pub fn spec_with(
-        name: impl Into<String>,
-        delay: Duration,
-        start: bool,
-        remove_on_expire: bool,
-    ) -> Spec<Countdown> {
-        Spec::new(
-            name,
-            CountdownArgs {
-                delay,
-                start,
-                remove_on_expire,
-            },
-        )
-        .restart(Restart::Temporary)
+    /// A countdown with the options of `args` (not started when added,
+    /// removed once it fires: [`CountdownArgs`]).
+    pub fn spec_with_args(name: impl Into<String>, args: CountdownArgs) -> Spec<Countdown> {
+        Spec::new(name, args).restart(Restart::Temporary)
     }
 
     fn start(&mut self) {
@@ -192,12 +216,13 @@ pub trait CountdownRef {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use ioasync::{Loop, time::{Countdown, CountdownRef}};
+    /// use ioasync::{Loop, time::{Countdown, CountdownArgs, CountdownRef}};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> ioasync::Result<()> {
     /// let lp = Loop::current()?;
-    /// let t = lp.add(Countdown::spec_with("idle", Duration::from_secs(5), false, false)).await?;
+    /// let args = CountdownArgs::new(Duration::from_secs(5)).stopped();
+    /// let t = lp.add(Countdown::spec_with_args("idle", args)).await?;
     /// assert!(!t.is_running().await?);
     /// t.start_timer().await?;
     /// assert!(t.is_running().await?);
