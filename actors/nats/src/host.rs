@@ -244,10 +244,13 @@ fn run_call(runner: &mut std::result::Result<EntryRunner, String>, job: &Job, ho
     }
 }
 
+/// An entry's runner on this thread, or why it has none.
+type Runner = std::result::Result<EntryRunner, String>;
+
 thread_local! {
     /// Inline hosts' runners on this runtime thread, by host (a dead
     /// host's is dropped at the next inline call here).
-    static INLINE_RUNNERS: RefCell<Vec<(Weak<()>, std::result::Result<EntryRunner, String>)>> =
+    static INLINE_RUNNERS: RefCell<Vec<(Weak<()>, Runner)>> =
         const { RefCell::new(Vec::new()) };
 }
 
@@ -296,7 +299,7 @@ impl Dispatch {
     }
 
     async fn run_inline(&self, inline: &Inline, job: Job) {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let frame = {
             let mine = INLINE_RUNNERS.with_borrow_mut(|rs| {
                 rs.retain(|(k, _)| k.strong_count() > 0);
