@@ -55,6 +55,13 @@ mod imp {
             l.add(WorkerHost::spec("host", &nats, "bench", SUM.runs(|v| sum(&v))).lanes(2))
                 .await
                 .unwrap();
+            // The same work, run in the host's serving task (no lane hop).
+            l.add(
+                WorkerHost::spec("host-inline", &nats, "bench-inline", SUM.runs(|v| sum(&v)))
+                    .inline(true),
+            )
+            .await
+            .unwrap();
             let raw = async_nats::connect(url.as_str()).await.unwrap();
             let mut sub = raw.subscribe(RAW).await.unwrap();
             raw.flush().await.unwrap();
@@ -218,6 +225,18 @@ mod imp {
                 let nats = lp.add(Remote::spec("nats", u.clone())).await.unwrap();
                 let pool = lp.add(SUM.remote_pool(&nats, "bench")).await.unwrap();
                 let entry: RemoteEntry<Vec<u8>, u64> = SUM.on_remote(&pool).unwrap();
+                let pool_inline = lp
+                    .add(SUM.remote_pool(&nats, "bench-inline").named("bench-inline"))
+                    .await
+                    .unwrap();
+                let entry_inline: RemoteEntry<Vec<u8>, u64> = SUM.on_remote(&pool_inline).unwrap();
+                let inline_call = {
+                    let entry = entry_inline.clone();
+                    move |arg: Vec<u8>| {
+                        let entry = entry.clone();
+                        async move { entry.call(&arg).await.unwrap() }
+                    }
+                };
                 let raw = nats.client("bench").unwrap();
                 let remote_call = {
                     let entry = entry.clone();
@@ -236,8 +255,9 @@ mod imp {
                 // Warm up both paths (the pool hears the host's heartbeat).
                 measure(1_000, 8, remote_call.clone()).await;
                 measure(1_000, 8, raw_call.clone()).await;
+                measure(1_000, 8, inline_call.clone()).await;
                 println!(
-                    "nats benchmark: 64-byte arguments, nats-server on loopback, 2 runtime workers, host with 2 lanes"
+                    "nats benchmark: 64-byte arguments, nats-server on loopback, 2 runtime workers, host with 2 lanes (and an inline host)"
                 );
                 println!(
                     "{:<44} {:>10} {:>10} {:>8} {:>8}   CPU µs/call: caller, server, nats-server",
@@ -255,6 +275,8 @@ mod imp {
                     let mut f = (0.0, Duration::MAX);
                     let mut rc = [f64::MAX; 3];
                     let mut fc = [f64::MAX; 3];
+                    let mut g = (0.0, Duration::MAX);
+                    let mut gc = [f64::MAX; 3];
                     for _ in 0..3 {
                         let (m, c) =
                             with_cpu(pids, calls, measure(calls, inflight, raw_call.clone())).await;
@@ -268,6 +290,14 @@ mod imp {
                         .await;
                         f = best(f, m);
                         fc = least(fc, c);
+                        let (m, c) = with_cpu(
+                            pids,
+                            calls,
+                            measure(calls, inflight, inline_call.clone()),
+                        )
+                        .await;
+                        g = best(g, m);
+                        gc = least(gc, c);
                     }
                     let cpu = |c: [f64; 3]| format!("{:.1}, {:.1}, {:.1}", c[0], c[1], c[2]);
                     println!(
@@ -289,9 +319,21 @@ mod imp {
                         cpu(fc),
                         (fc[0] + fc[1]) / (rc[0] + rc[1])
                     );
+                    println!(
+                        "{:<44} {:>10.0} {:>8}µs {:>7.2}x {:>7.2}x   {} ({:.2}x)",
+                        format!("RemotePool call, inline host, {inflight} in flight"),
+                        g.0,
+                        g.1.as_micros(),
+                        g.0 / r.0,
+                        g.1.as_secs_f64() / r.1.as_secs_f64(),
+                        cpu(gc),
+                        (gc[0] + gc[1]) / (rc[0] + rc[1])
+                    );
                 }
                 let stats = entry.stats().await.unwrap();
                 println!("pool: {stats:?}");
+                let stats = entry_inline.stats().await.unwrap();
+                println!("inline pool: {stats:?}");
                 lp.shutdown(Some(Duration::from_secs(2))).await;
             })
             .await

@@ -15,7 +15,7 @@ use ioasync::nats::{PoolEvent, Remote, RemoteEntryPoint, RemoteEvent, offload};
 use ioasync::worker::{CallOptions, Entry, EntryPoint, FunctionRef};
 use support::{
     bounded, bounded_for,
-    nats::{NatsServer, Peer, start_host},
+    nats::{NatsServer, Peer, start_host, start_inline_host},
     test_loop,
 };
 use tokio::time::Instant;
@@ -24,6 +24,8 @@ use tokio::time::Instant;
 static SQUARE: EntryPoint<u64, (u32, u64)> = EntryPoint::new("square");
 /// Sleeps `ms`, answers (pid, tag).
 static SLEEP: EntryPoint<(u64, u64), (u32, u64)> = EntryPoint::new("sleep");
+/// Panics on 13, else answers n + 1.
+static PANICKY: EntryPoint<u64, u64> = EntryPoint::new("panicky");
 
 fn entries() -> Vec<Entry> {
     vec![
@@ -33,6 +35,10 @@ fn entries() -> Vec<Entry> {
             #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(ms));
             (std::process::id(), tag)
+        }),
+        PANICKY.runs(|n| {
+            assert_ne!(n, 13, "thirteen");
+            n + 1
         }),
     ]
 }
@@ -485,5 +491,140 @@ async fn one_function_pool_spans_local_worker_processes_and_remote_hosts() {
         local.pids.iter().any(|p| pids.contains(p)),
         "no call ran locally: {pids:?} {local:?}"
     );
+    lp.shutdown(Some(Duration::from_secs(5))).await;
+}
+
+flavours!(an_inline_host_answers_1000_calls);
+async fn an_inline_host_answers_1000_calls() {
+    let Some(server) = NatsServer::start(&[]).await else {
+        return;
+    };
+    let lp = test_loop();
+    let nats = lp.add(remote(&server.url)).await.unwrap();
+    let pool = lp.add(SQUARE.remote_pool(&nats, "inl")).await.unwrap();
+    let mut events = pool.events::<PoolEvent>().unwrap();
+    let host = start_inline_host(&server.url, "inl", "square", false).await;
+    pool_event(&mut events, "the host up", is_up).await;
+    let sq = SQUARE.on_remote(&pool).unwrap();
+    const CALLS: u64 = 1_000;
+    const IN_FLIGHT: u64 = 32;
+    let mut callers = Vec::new();
+    for lane in 0..IN_FLIGHT {
+        let sq = sq.clone();
+        callers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut n = lane;
+            while n < CALLS {
+                got.push((n, sq.call(&n).await));
+                n += IN_FLIGHT;
+            }
+            got
+        }));
+    }
+    let mut answered = 0;
+    for c in callers {
+        for (n, r) in bounded("the callers", c).await.unwrap() {
+            let (pid, v) = r.unwrap_or_else(|e| panic!("call {n}: {e}"));
+            assert_eq!((pid, v), (host.pid(), n * n), "call {n}");
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, CALLS);
+    let stats = sq.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.failed), (CALLS, 0), "{stats:?}");
+    lp.shutdown(Some(Duration::from_secs(5))).await;
+}
+
+flavours!(a_panicking_inline_entry_fails_its_call_as_on_a_lane_and_the_host_serves_on);
+async fn a_panicking_inline_entry_fails_its_call_as_on_a_lane_and_the_host_serves_on() {
+    let Some(server) = NatsServer::start(&[]).await else {
+        return;
+    };
+    let lp = test_loop();
+    let nats = lp.add(remote(&server.url)).await.unwrap();
+    let mut failures = Vec::new();
+    for (pool_name, inline) in [("pan-lanes", false), ("pan-inline", true)] {
+        // Not about losing hosts: a loaded machine's late heartbeat must
+        // not turn the panic's failure into "host lost".
+        let pool = lp
+            .add(
+                PANICKY
+                    .remote_pool(&nats, pool_name)
+                    .host_lost_after(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap();
+        let mut events = pool.events::<PoolEvent>().unwrap();
+        let _host = if inline {
+            start_inline_host(&server.url, pool_name, "panicky", false).await
+        } else {
+            start_host(&server.url, pool_name, "panicky", 2, false).await
+        };
+        pool_event(&mut events, "the host up", is_up).await;
+        let p = PANICKY.on_remote(&pool).unwrap();
+        assert_eq!(p.call(&1).await.unwrap(), 2);
+        let err = p.call(&13).await.unwrap_err();
+        assert!(err.to_string().contains("thirteen"), "{pool_name}: {err}");
+        // The host serves on, more panics included.
+        for n in 20..60u64 {
+            assert_eq!(p.call(&n).await.unwrap(), n + 1, "{pool_name}");
+        }
+        assert!(p.call(&13).await.is_err());
+        let stats = p.stats().await.unwrap();
+        assert_eq!((stats.completed, stats.failed), (41, 2), "{stats:?}");
+        failures.push((err.kind(), err.op().to_owned(), err.to_string()));
+    }
+    assert_eq!(failures[0], failures[1], "inline and lanes fail alike");
+    lp.shutdown(Some(Duration::from_secs(5))).await;
+}
+
+flavours!(an_inline_host_that_overran_moves_calls_to_lanes_and_is_lost_when_sigkilled);
+async fn an_inline_host_that_overran_moves_calls_to_lanes_and_is_lost_when_sigkilled() {
+    let Some(server) = NatsServer::start(&[]).await else {
+        return;
+    };
+    let lp = test_loop();
+    let nats = lp.add(remote(&server.url)).await.unwrap();
+    let pool = lp
+        .add(
+            SLEEP
+                .remote_pool(&nats, "inl-lost")
+                .host_lost_after(Duration::from_millis(1_500)),
+        )
+        .await
+        .unwrap();
+    let mut events = pool.events::<PoolEvent>().unwrap();
+    let mut host = start_inline_host(&server.url, "inl-lost", "sleep", false).await;
+    pool_event(&mut events, "the host up", is_up).await;
+    let sleep = SLEEP.on_remote(&pool).unwrap();
+    assert_eq!(sleep.call(&(0, 1)).await.unwrap().1, 1);
+    // An inline call that overruns (its heartbeats wait for it: well
+    // within host_lost_after) sends the host's later calls to lanes.
+    assert_eq!(sleep.call(&(200, 2)).await.unwrap().1, 2);
+    // So a long call, past host_lost_after, lives on: the host's
+    // heartbeats flow and name it while it runs.
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let call = tokio::spawn(async move { sleep.call_with(&(15_000, 2), opts).await });
+    // Over twice host_lost_after: without heartbeats naming it, the call
+    // would have failed by now.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert!(!call.is_finished(), "{:?}", call.await);
+    let killed = Instant::now();
+    host.kill().await;
+    let err = bounded("the call to fail", call)
+        .await
+        .unwrap()
+        .unwrap_err();
+    let after = killed.elapsed();
+    let text = err.to_string();
+    assert!(
+        text.contains("worker host lost") && text.contains("while it held the call"),
+        "{text}"
+    );
+    assert!(after < Duration::from_secs(5), "{after:?}");
+    pool_event(&mut events, "the host lost", is_lost).await;
     lp.shutdown(Some(Duration::from_secs(5))).await;
 }

@@ -210,6 +210,14 @@ pub async fn start_host(url: &str, pool: &str, entry: &str, lanes: usize, js: bo
     .0
 }
 
+/// [`start_host`] for a host that runs its calls inline
+/// (`WorkerHostSpec::inline`).
+pub async fn start_inline_host(url: &str, pool: &str, entry: &str, js: bool) -> Peer {
+    let mut env = host_env(url, pool, entry, 2, js);
+    env.push(("IOASYNC_TEST_NATS_INLINE", "1".to_owned()));
+    Peer::start("nats_host", &env, "host ready").await.0
+}
+
 /// The ack wait of the JetStream tests' pools and hosts.
 pub const ACK_WAIT: Duration = Duration::from_millis(1000);
 
@@ -232,6 +240,7 @@ pub fn host_main(entries: Vec<ioasync::worker::Entry>) {
     } else {
         PoolMode::Core
     };
+    let inline = var("IOASYNC_TEST_NATS_INLINE") == "1";
     let entry = entries
         .into_iter()
         .find(|e| e.name() == entry)
@@ -246,7 +255,8 @@ pub fn host_main(entries: Vec<ioasync::worker::Entry>) {
         l.add(
             WorkerHost::spec("host", &remote, &pool, entry)
                 .lanes(lanes)
-                .mode(mode),
+                .mode(mode)
+                .inline(inline),
         )
         .await
         .expect("serving the pool");

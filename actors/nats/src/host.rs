@@ -1,10 +1,14 @@
 //! [`WorkerHost`]: serves a Function pool's calls from this process.
 
 use std::{
+    cell::RefCell,
     collections::HashMap,
     fmt,
     panic::AssertUnwindSafe,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, OnceLock, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -12,7 +16,7 @@ use async_nats::Client;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use ioasync_core::{Ctx, Error, ErrorKind, Notifier, NotifierRef, Restart, Result, Spec};
-use ioasync_worker::Entry;
+use ioasync_worker::{Entry, EntryRunner};
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::{
@@ -35,6 +39,7 @@ pub struct WorkerHostArgs {
     lanes: usize,
     mode: PoolMode,
     heartbeat: Duration,
+    inline: bool,
 }
 
 /// A [`WorkerHost`] spec under construction.
@@ -65,6 +70,47 @@ impl WorkerHostSpec {
     /// `host_lost_after`).
     pub fn heartbeat(mut self, d: Duration) -> Self {
         self.args.heartbeat = d.max(Duration::from_millis(5));
+        self
+    }
+
+    /// Runs each call on the runtime thread that received it, in the
+    /// serving task, instead of handing it to a lane thread (default
+    /// `false`): no thread hop per call, which is most of a quick call's
+    /// cost (like answering in the task versus `spawn_blocking`). For
+    /// entries that never block and finish in microseconds; an entry that
+    /// sleeps, does I/O or computes for long belongs on
+    /// [lanes](Self::lanes), the default.
+    ///
+    /// Calls then run one at a time per host, and the entry's per-worker
+    /// state (its `init`) is built on each runtime thread the first time
+    /// it serves a call there. A panic fails that call as on a lane (the
+    /// caller sees the same failure) and the host serves on. An inline
+    /// call holds up the host's other work on that thread, heartbeats
+    /// included (on a multi-thread runtime too: a task it woke just
+    /// before, such as the connection's, waits for that thread), so as a
+    /// guard: once a call ran longer than half the
+    /// [heartbeat](Self::heartbeat), the host logs a warning and sends
+    /// its later calls to lanes (started then, [`lanes`](Self::lanes) of
+    /// them).
+    ///
+    /// ```no_run
+    /// use ioasync::{Loop, worker::EntryPoint};
+    /// use ioasync::nats::{Remote, WorkerHost};
+    ///
+    /// static SQUARE: EntryPoint<u64, u64> = EntryPoint::new("square");
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// let lp = Loop::current()?;
+    /// let nats = lp.add(Remote::spec("nats", "nats://127.0.0.1:4222")).await?;
+    /// // A square never blocks: answer it on the runtime, without a lane.
+    /// lp.add(WorkerHost::spec("host", &nats, "squares", SQUARE.runs(|n| n * n)).inline(true))
+    ///     .await?;
+    /// lp.run::<()>().await
+    /// # }
+    /// ```
+    pub fn inline(mut self, on: bool) -> Self {
+        self.args.inline = on;
         self
     }
 }
@@ -134,18 +180,150 @@ impl LaneCtx {
     /// between redelivers it and the caller drops the second result), and
     /// lets it go.
     fn answer(&self, job: Job, frame: Bytes) {
+        self.rt.block_on(self.answer_async(job, frame));
+    }
+
+    /// [`answer`](Self::answer), from the runtime.
+    async fn answer_async(&self, job: Job, frame: Bytes) {
         let key = (job.call.caller, job.call.token);
-        self.rt.block_on(async {
-            if let Err(e) = self.client.publish(job.call.reply, frame).await {
-                tracing::warn!("worker host: reply not sent: {e}");
-            }
-            if let Some(msg) = job.ack
-                && let Err(e) = msg.ack().await
-            {
-                tracing::warn!("worker host: ack not sent: {e}");
-            }
-        });
+        if let Err(e) = self.client.publish(job.call.reply, frame).await {
+            tracing::warn!("worker host: reply not sent: {e}");
+        }
+        if let Some(msg) = job.ack
+            && let Err(e) = msg.ack().await
+        {
+            tracing::warn!("worker host: ack not sent: {e}");
+        }
         self.held.remove(key);
+    }
+}
+
+/// A panic payload's message.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+/// `entry`'s calls on this thread, with its per-worker state (or why
+/// there are none: a routine, a panic in `init`).
+fn runner_of(entry: &Entry, path: &str) -> std::result::Result<EntryRunner, String> {
+    let runner = match std::panic::catch_unwind(AssertUnwindSafe(|| entry.runner())) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(format!(
+            "entry {} is a routine, not a function",
+            entry.name()
+        )),
+        Err(_) => Err(format!("entry {}: its init panicked", entry.name())),
+    };
+    if let Err(e) = &runner {
+        tracing::error!(host = path, "{e}");
+    }
+    runner
+}
+
+/// Runs `job` with `runner` (unless it waited past its deadline: then
+/// "expired" without running): the reply frame. A panic anywhere in the
+/// call (the entry catches its own; this also catches one in a
+/// `Serialize` or `Deserialize` impl) fails the call, never the lane or
+/// the serving task.
+fn run_call(runner: &mut std::result::Result<EntryRunner, String>, job: &Job, host: u64) -> Bytes {
+    let deadline = job.received + Duration::from_millis(u64::from(job.call.deadline_ms));
+    if Instant::now() >= deadline {
+        return wire::reply(wire::EXPIRED, host, &[]);
+    }
+    let Ok(r) = runner else {
+        let e = runner.as_ref().err().map_or("", |e| e.as_str());
+        return wire::reply(wire::FAILED, host, e.as_bytes());
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(|| r.call(&job.call.args))) {
+        Ok(Ok(out)) => wire::reply(wire::OK, host, &out),
+        Ok(Err(text)) => wire::reply(wire::FAILED, host, text.as_bytes()),
+        Err(p) => wire::reply(wire::FAILED, host, panic_text(&*p).as_bytes()),
+    }
+}
+
+/// An entry's runner on this thread, or why it has none.
+type Runner = std::result::Result<EntryRunner, String>;
+
+thread_local! {
+    /// Inline hosts' runners on this runtime thread, by host (a dead
+    /// host's is dropped at the next inline call here).
+    static INLINE_RUNNERS: RefCell<Vec<(Weak<()>, Runner)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// What an inline host needs to run calls in its serving task.
+struct Inline {
+    entry: Entry,
+    path: String,
+    /// This host, for its runners in [`INLINE_RUNNERS`].
+    key: Arc<()>,
+    /// A call that ran longer sends the later ones to lanes.
+    overrun: Duration,
+    demoted: AtomicBool,
+    /// The lanes, once a call overran (`None`: they did not start).
+    lanes: OnceLock<Option<mpsc::UnboundedSender<Job>>>,
+    lanes_n: usize,
+}
+
+/// Where the serving task sends each call: to the lanes, or (an inline
+/// host) runs it itself.
+struct Dispatch {
+    cx: LaneCtx,
+    lanes: Option<mpsc::UnboundedSender<Job>>,
+    inline: Option<Inline>,
+}
+
+impl Dispatch {
+    /// Runs or queues `job`; false when the lanes are gone.
+    async fn dispatch(&self, job: Job) -> bool {
+        if let Some(inline) = &self.inline {
+            if inline.demoted.load(Ordering::Relaxed) {
+                let lanes = inline.lanes.get_or_init(|| {
+                    lanes(&inline.entry, inline.lanes_n, &inline.path, self.cx.clone())
+                        .map_err(|e| {
+                            tracing::error!(host = inline.path, "lanes not started: {e}");
+                        })
+                        .ok()
+                });
+                if let Some(tx) = lanes {
+                    return tx.send(job).is_ok();
+                }
+            }
+            self.run_inline(inline, job).await;
+            return true;
+        }
+        self.lanes.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    async fn run_inline(&self, inline: &Inline, job: Job) {
+        let started = Instant::now();
+        let frame = {
+            let mine = INLINE_RUNNERS.with_borrow_mut(|rs| {
+                rs.retain(|(k, _)| k.strong_count() > 0);
+                rs.iter()
+                    .position(|(k, _)| std::ptr::eq(k.as_ptr(), Arc::as_ptr(&inline.key)))
+                    .map(|i| rs.swap_remove(i).1)
+            });
+            let mut runner = mine.unwrap_or_else(|| runner_of(&inline.entry, &inline.path));
+            let frame = run_call(&mut runner, &job, self.cx.host);
+            INLINE_RUNNERS.with_borrow_mut(|rs| rs.push((Arc::downgrade(&inline.key), runner)));
+            frame
+        };
+        let took = started.elapsed();
+        self.cx.answer_async(job, frame).await;
+        if took > inline.overrun && !inline.demoted.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                host = inline.path,
+                "worker host: an inline call of {} ran {took:?} (over {:?}): \
+                 its later calls go to {} lanes; a blocking entry belongs on lanes",
+                inline.entry.name(),
+                inline.overrun,
+                inline.lanes_n
+            );
+        }
     }
 }
 
@@ -164,34 +342,11 @@ fn lanes(entry: &Entry, n: usize, path: &str, cx: LaneCtx) -> Result<mpsc::Unbou
         std::thread::Builder::new()
             .name(format!("ioasync-lane-{i}"))
             .spawn(move || {
-                let runner = std::panic::catch_unwind(AssertUnwindSafe(|| entry.runner()));
-                let mut runner = match runner {
-                    Ok(Some(r)) => Ok(r),
-                    Ok(None) => Err(format!(
-                        "entry {} is a routine, not a function",
-                        entry.name()
-                    )),
-                    Err(_) => Err(format!("entry {}: its init panicked", entry.name())),
-                };
-                if let Err(e) = &runner {
-                    tracing::error!(host = path, "{e}");
-                }
+                let mut runner = runner_of(&entry, &path);
                 loop {
                     let job = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
                     let Some(job) = job else { return };
-                    let deadline =
-                        job.received + Duration::from_millis(u64::from(job.call.deadline_ms));
-                    let frame = if Instant::now() >= deadline {
-                        wire::reply(wire::EXPIRED, cx.host, &[])
-                    } else {
-                        match &mut runner {
-                            Ok(r) => match r.call(&job.call.args) {
-                                Ok(out) => wire::reply(wire::OK, cx.host, &out),
-                                Err(text) => wire::reply(wire::FAILED, cx.host, text.as_bytes()),
-                            },
-                            Err(e) => wire::reply(wire::FAILED, cx.host, e.as_bytes()),
-                        }
-                    };
+                    let frame = run_call(&mut runner, &job, cx.host);
                     cx.answer(job, frame);
                 }
             })
@@ -229,7 +384,6 @@ fn lanes(entry: &Entry, n: usize, path: &str, cx: LaneCtx) -> Result<mpsc::Unbou
 /// # }
 /// ```
 pub struct WorkerHost {
-    _lanes: mpsc::UnboundedSender<Job>,
     tasks: Vec<JoinHandle<()>>,
     failed: mpsc::Receiver<Error>,
     woke: Option<Error>,
@@ -253,6 +407,7 @@ impl WorkerHost {
                 lanes: std::thread::available_parallelism().map_or(2, |n| n.get()),
                 mode: PoolMode::Core,
                 heartbeat: Duration::from_millis(100),
+                inline: false,
             },
         }
     }
@@ -270,17 +425,30 @@ impl Notifier for WorkerHost {
         let client = args.link.client("serve")?;
         let host = wire::random_id();
         let held = Arc::new(Held::default());
-        let lanes_tx = lanes(
-            &args.entry,
-            args.lanes,
-            ctx.path(),
-            LaneCtx {
-                client: client.clone(),
-                host,
-                held: held.clone(),
-                rt: tokio::runtime::Handle::current(),
+        let cx = LaneCtx {
+            client: client.clone(),
+            host,
+            held: held.clone(),
+            rt: tokio::runtime::Handle::current(),
+        };
+        // An inline host starts its lanes only if a call overruns.
+        let dispatch = Dispatch {
+            lanes: if args.inline {
+                None
+            } else {
+                Some(lanes(&args.entry, args.lanes, ctx.path(), cx.clone())?)
             },
-        )?;
+            inline: args.inline.then(|| Inline {
+                entry: args.entry.clone(),
+                path: ctx.path().to_owned(),
+                key: Arc::new(()),
+                overrun: args.heartbeat / 2,
+                demoted: AtomicBool::new(false),
+                lanes: OnceLock::new(),
+                lanes_n: args.lanes,
+            }),
+            cx,
+        };
         let (fail_tx, failed) = mpsc::channel(1);
         let mut tasks = Vec::new();
         let serve_err = |what: String| Error::new("serve", ErrorKind::Io, what);
@@ -290,12 +458,8 @@ impl Notifier for WorkerHost {
                     .queue_subscribe(names.calls.clone(), HOSTS.into())
                     .await
                     .map_err(|e| serve_err(format!("subscribe to {}: {e}", names.calls)))?;
-                let (client, lanes, held, fail) = (
-                    client.clone(),
-                    lanes_tx.clone(),
-                    held.clone(),
-                    fail_tx.clone(),
-                );
+                let (client, dispatch, held, fail) =
+                    (client.clone(), dispatch, held.clone(), fail_tx.clone());
                 let subject = names.calls.clone();
                 tasks.push(tokio::spawn(async move {
                     while let Some(msg) = sub.next().await {
@@ -320,7 +484,7 @@ impl Notifier for WorkerHost {
                             ack: None,
                             _place: None,
                         };
-                        if lanes.send(job).is_err() {
+                        if !dispatch.dispatch(job).await {
                             break;
                         }
                     }
@@ -362,7 +526,7 @@ impl Notifier for WorkerHost {
                     .map_err(|e| {
                         serve_err(format!("JetStream messages of {}: {e}", names.stream))
                     })?;
-                let (lanes, held, fail) = (lanes_tx.clone(), held.clone(), fail_tx.clone());
+                let (dispatch, held, fail) = (dispatch, held.clone(), fail_tx.clone());
                 let stream_name = names.stream.clone();
                 let places = Arc::new(tokio::sync::Semaphore::new(args.lanes.max(1)));
                 tasks.push(tokio::spawn(async move {
@@ -403,7 +567,7 @@ impl Notifier for WorkerHost {
                             ack: Some(msg),
                             _place: Some(place),
                         };
-                        if lanes.send(job).is_err() {
+                        if !dispatch.dispatch(job).await {
                             break;
                         }
                     }
@@ -447,9 +611,14 @@ impl Notifier for WorkerHost {
             PoolMode::Core => "queue group",
             PoolMode::JetStream { .. } => "JetStream work queue",
         };
+        let runs = if args.inline {
+            "inline".to_owned()
+        } else {
+            format!("{} lanes", args.lanes)
+        };
         ctx.set_detail(format!(
-            "serving {} ({mode}) as host {host:x}, {} lanes",
-            args.pool, args.lanes
+            "serving {} ({mode}) as host {host:x}, {runs}",
+            args.pool
         ));
         tracing::info!(
             pool = args.pool,
@@ -457,7 +626,6 @@ impl Notifier for WorkerHost {
             "worker host serving"
         );
         Ok(WorkerHost {
-            _lanes: lanes_tx,
             tasks,
             failed,
             woke: None,
