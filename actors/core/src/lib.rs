@@ -102,6 +102,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{Emits, EventStream, Subscription};
 pub use exit::{Exit, ExitReason, SupervisionEvent, SupervisionEventKind};
 pub use notifier::{Ctx, Handler, Notifier, NotifierActor, NotifierRef, Start};
+pub use panic::catch_panic;
 pub use policy::{Backoff, Policy, Restart, Strategy};
 pub use queue::Overflow;
 pub use shutdown::ShutdownReport;

@@ -113,6 +113,31 @@ impl Drop for Depth {
     }
 }
 
+/// Runs `f` as contained code and catches its panic: the process-wide
+/// hook stays quiet (no report, no backtrace; `IOASYNC_BACKTRACE=1` brings
+/// them back), and the panic comes back as its message and location, for
+/// the caller to report as one line. For code ioasync runs on threads of
+/// its own (a NATS worker host's lanes) where a panic fails one call.
+///
+/// ```
+/// let caught = ioasync_core::catch_panic(|| -> u32 { panic!("thirteen") }).unwrap_err();
+/// assert!(caught.starts_with("thirteen at "), "{caught}");
+/// assert_eq!(ioasync_core::catch_panic(|| 7).unwrap(), 7);
+/// ```
+pub fn catch_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    install_hook();
+    let depth = Depth::enter();
+    let res = std::panic::catch_unwind(AssertUnwindSafe(f));
+    drop(depth);
+    res.map_err(|payload| {
+        let msg = message(payload.as_ref());
+        match take_location() {
+            Some(at) => format!("{msg} at {at}"),
+            None => msg,
+        }
+    })
+}
+
 /// Runs `fut` as contained code (inside `span`), without catching: for
 /// handlers, whose panics kameo catches and hands to `on_panic`.
 pub(crate) fn contained<F: Future>(fut: F, span: &tracing::Span) -> Contained<'_, F> {

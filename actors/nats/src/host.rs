@@ -4,7 +4,6 @@ use std::{
     cell::RefCell,
     collections::HashMap,
     fmt,
-    panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicBool, Ordering},
@@ -198,24 +197,16 @@ impl LaneCtx {
     }
 }
 
-/// A panic payload's message.
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_owned())
-}
-
 /// `entry`'s calls on this thread, with its per-worker state (or why
 /// there are none: a routine, a panic in `init`).
 fn runner_of(entry: &Entry, path: &str) -> std::result::Result<EntryRunner, String> {
-    let runner = match std::panic::catch_unwind(AssertUnwindSafe(|| entry.runner())) {
+    let runner = match ioasync_core::catch_panic(|| entry.runner()) {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(format!(
             "entry {} is a routine, not a function",
             entry.name()
         )),
-        Err(_) => Err(format!("entry {}: its init panicked", entry.name())),
+        Err(p) => Err(format!("entry {}: its init panicked: {p}", entry.name())),
     };
     if let Err(e) = &runner {
         tracing::error!(host = path, "{e}");
@@ -237,11 +228,14 @@ fn run_call(runner: &mut std::result::Result<EntryRunner, String>, job: &Job, ho
         let e = runner.as_ref().err().map_or("", |e| e.as_str());
         return wire::reply(wire::FAILED, host, e.as_bytes());
     };
-    match std::panic::catch_unwind(AssertUnwindSafe(|| r.call(&job.call.args))) {
-        Ok(Ok(out)) => wire::reply(wire::OK, host, &out),
-        Ok(Err(text)) => wire::reply(wire::FAILED, host, text.as_bytes()),
-        Err(p) => wire::reply(wire::FAILED, host, panic_text(&*p).as_bytes()),
-    }
+    // Contained: the panic hook stays quiet, the failure is one line.
+    let text = match ioasync_core::catch_panic(|| r.call(&job.call.args)) {
+        Ok(Ok(out)) => return wire::reply(wire::OK, host, &out),
+        Ok(Err(text)) => text,
+        Err(p) => p,
+    };
+    tracing::error!(host = format_args!("{host:x}"), "call failed: {text}");
+    wire::reply(wire::FAILED, host, text.as_bytes())
 }
 
 /// An entry's runner on this thread, or why it has none.
