@@ -18,21 +18,8 @@ use ioasync::{
     io::{Framed, FramedEvent, FramedRef, PushedRead, StreamRef},
     notifier::{Overflow, Spec, Subscription},
 };
-use support::{bounded, test_loop};
+use support::{bounded, next_matching, test_loop};
 use tokio::io::AsyncWriteExt;
-
-/// Waits for the next event `pick` keeps.
-async fn next_matching<T: std::fmt::Debug>(
-    events: &mut (impl futures_util::Stream<Item = FramedEvent<String>> + Unpin),
-    mut pick: impl FnMut(&FramedEvent<String>) -> Option<T>,
-) -> T {
-    loop {
-        let ev = events.next().await.expect("the event stream ended");
-        if let Some(t) = pick(&ev) {
-            return t;
-        }
-    }
-}
 
 // 1. `serve` re-enables reading on every wake-up: `want_read(false)` is
 //    undone (Frames::ready overwrites read_off).

@@ -8,27 +8,13 @@
 #[macro_use]
 mod support;
 
-use futures_util::StreamExt;
 use ioasync::{
     io::codec::LineCodec,
     io::{Framed, FramedEvent, FramedRef, Limits, ReadFor, StreamRef},
     notifier::{Overflow, Spec, Subscription},
 };
-use support::{bounded, test_loop};
+use support::{bounded, next_matching, test_loop};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-/// Waits for the next event `pick` keeps.
-async fn next_matching<T: std::fmt::Debug>(
-    events: &mut (impl futures_util::Stream<Item = FramedEvent<String>> + Unpin),
-    mut pick: impl FnMut(&FramedEvent<String>) -> Option<T>,
-) -> T {
-    loop {
-        let ev = events.next().await.expect("the event stream ended");
-        if let Some(t) = pick(&ev) {
-            return t;
-        }
-    }
-}
 
 flavours!(a_framed_stream_half_closes_with_shutdown_write_and_still_reads_frames);
 async fn a_framed_stream_half_closes_with_shutdown_write_and_still_reads_frames() {

@@ -445,3 +445,18 @@ pub fn tool(program: &str, probe: &[&str], package: &str) -> Option<tokio::proce
 
 #[cfg(feature = "nats")]
 pub mod nats;
+
+/// Waits for the next event of `events` that `pick` keeps (a subscriber
+/// stream of any notifier's events).
+pub async fn next_matching<E, T>(
+    events: &mut (impl futures_util::Stream<Item = E> + Unpin),
+    mut pick: impl FnMut(&E) -> Option<T>,
+) -> T {
+    use futures_util::StreamExt;
+    loop {
+        let ev = events.next().await.expect("the event stream ended");
+        if let Some(t) = pick(&ev) {
+            return t;
+        }
+    }
+}
