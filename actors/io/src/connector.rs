@@ -21,11 +21,12 @@ use tokio::{
 
 use crate::{
     addr::SockAddr,
+    byte_stream::StreamIo,
     byte_stream::Write,
     connect::Connect,
     connection::Connection,
     duplex::Limits,
-    stream::{ReadAction, Stream, StreamIo},
+    stream::{ReadAction, Stream},
 };
 
 type Done = Option<oneshot::Sender<Result<()>>>;

@@ -54,8 +54,8 @@ mod tls;
 
 pub use addr::{Address, SockAddr};
 pub use byte_stream::{
-    ByteStream, ByteStreamArgs, ByteStreamSpec, Protocol, ReadFor, ReadResult, StreamEvent,
-    StreamInfo,
+    ByteStream, ByteStreamArgs, ByteStreamSpec, Protocol, PushedRead, ReadFor, ReadResult,
+    StreamEvent, StreamInfo, StreamIo,
 };
 pub use connect::{Connect, DEFAULT_ATTEMPT_DELAY, DatagramConnection};
 pub use connection::{AsyncIo, Connection, IoConnection};
@@ -85,9 +85,7 @@ pub use listener::{
 pub use resolve::{Family, SockType, name_of, resolve};
 pub use session::{Session, SessionArgs, SessionInfo, SessionRef, StopSignal};
 pub use socket::{Datagram, Dest, Socket, SocketArgs, SocketEvent, SocketRef};
-pub use stream::{
-    PushedRead, RawBytes, ReadAction, Stream, StreamArgs, StreamIo, StreamRef, StreamSpec, Written,
-};
+pub use stream::{RawBytes, ReadAction, Stream, StreamArgs, StreamRef, StreamSpec, Written};
 pub use sys::open_fd_count;
 #[cfg(feature = "tls")]
 pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsClient, TlsServer};

@@ -37,8 +37,8 @@ use tokio::sync::oneshot;
 use crate::{
     byte_stream::{
         ByteStream, ByteStreamArgs, ByteStreamSpec, CloseNow, CloseRead, CloseWhenEmpty, Info,
-        ProtocolImpl, PushOnRead, PushedFn, Read, ReadFor, ReadResult, ShutdownWrite, StreamEnd,
-        StreamEvent, StreamInfo, WantRead, Write, WriteFrom, drive_reader,
+        ProtocolImpl, PushOnRead, PushedRead, Read, ReadFor, ReadResult, ShutdownWrite, StreamEnd,
+        StreamEvent, StreamInfo, StreamIo, WantRead, Write, WriteFrom, drive_reader,
     },
     connection::Connection,
     duplex::{Duplex, Source},
@@ -51,77 +51,6 @@ pub enum ReadAction {
     Again,
     /// Wait for more data.
     Wait,
-}
-
-/// What a reader pushed with [`StreamIo::push_on_read`] or
-/// [`StreamRef::push_on_read`] returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushedRead {
-    /// Call me again now: I may be able to consume more of the buffer.
-    Again,
-    /// Wait for more data; I stay in front of the stream's `on_read`.
-    Wait,
-    /// I am done (IO::Async's `undef`): remove me; the next pushed reader,
-    /// or the stream's own `on_read`, takes what is left at once.
-    Done,
-}
-
-/// What an `on_read` closure may do to its own stream.
-pub struct StreamIo<'a> {
-    duplex: &'a mut Duplex,
-    /// Readers pushed during this call, queued after it returns.
-    pushed: &'a mut Vec<PushedFn>,
-}
-
-impl<'a> StreamIo<'a> {
-    pub(crate) fn new(duplex: &'a mut Duplex, pushed: &'a mut Vec<PushedFn>) -> Self {
-        StreamIo { duplex, pushed }
-    }
-
-    /// Pushes a temporary reader (IO::Async's `push_on_read`): pushed
-    /// readers take the stream's input before its `on_read`, first pushed
-    /// first, each until it returns [`PushedRead::Done`].
-    pub fn push_on_read(
-        &mut self,
-        f: impl FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> PushedRead + Send + 'static,
-    ) {
-        self.pushed.push(Box::new(f));
-    }
-
-    /// Queues bytes for writing, without copying them.
-    pub fn write(&mut self, data: impl Into<Bytes>) {
-        self.duplex.write(data.into(), None);
-    }
-
-    /// Queues a copy of `data` for writing. Small writes are coalesced in
-    /// a reused buffer: the cheapest way to answer small requests.
-    pub fn write_slice(&mut self, data: &[u8]) {
-        self.duplex.write_slice(data);
-    }
-
-    /// Closes once everything queued is written.
-    pub fn close_when_empty(&mut self) {
-        self.duplex.close_when_empty();
-    }
-
-    /// Shuts the write side down once everything queued is written
-    /// (half-close); reading goes on.
-    pub fn shutdown_write(&mut self) {
-        self.duplex.shutdown_when_empty();
-    }
-
-    /// Bytes queued and not yet written.
-    pub fn queued(&self) -> usize {
-        self.duplex.queued()
-    }
-}
-
-impl fmt::Debug for StreamIo<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StreamIo")
-            .field("queued", &self.duplex.queued())
-            .finish()
-    }
 }
 
 type OnRead = Box<dyn FnMut(&mut StreamIo<'_>, &mut BytesMut, bool) -> ReadAction + Send>;
