@@ -15,11 +15,29 @@ use std::{sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use ioasync::{
     io::codec::LineCodec,
-    io::{Framed, FramedEvent, FramedRef, PushedRead, StreamRef},
+    io::{Framed, FramedEvent, FramedRef, FramedSpec, PushedRead, StreamRef},
     notifier::{Overflow, Spec, Subscription},
 };
 use support::{bounded, next_matching, test_loop};
 use tokio::io::AsyncWriteExt;
+
+/// `spec` serving up to 4 lines at once, each handed to the receiver.
+fn recording(
+    spec: FramedSpec<LineCodec, String>,
+) -> (
+    FramedSpec<LineCodec, String>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, served) = tokio::sync::mpsc::unbounded_channel();
+    let spec = spec.serve(4, move |l: String| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(l);
+            None::<String>
+        }
+    });
+    (spec, served)
+}
 
 // 1. `serve` re-enables reading on every wake-up: `want_read(false)` is
 //    undone (Frames::ready overwrites read_off).
@@ -27,19 +45,8 @@ flavours!(a_serving_stream_honours_want_read_false);
 async fn a_serving_stream_honours_want_read_false() {
     let lp = test_loop();
     let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
-    let (tx, mut served) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let lines = lp
-        .add(
-            Framed::spec("srv", ours, LineCodec::new()).serve(4, move |l: String| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(l);
-                    None::<String>
-                }
-            }),
-        )
-        .await
-        .unwrap();
+    let (spec, mut served) = recording(Framed::spec("srv", ours, LineCodec::new()));
+    let lines = lp.add(spec).await.unwrap();
     lines.want_read(false).await.unwrap();
     peer.write_all(b"one\n").await.unwrap();
     let got = tokio::time::timeout(Duration::from_millis(300), served.recv()).await;
@@ -52,19 +59,8 @@ flavours!(a_serving_stream_reads_nothing_after_close_read);
 async fn a_serving_stream_reads_nothing_after_close_read() {
     let lp = test_loop();
     let (ours, mut peer) = tokio::io::duplex(1024);
-    let (tx, mut served) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let lines = lp
-        .add(
-            Framed::spec_io("srv", ours, LineCodec::new()).serve(4, move |l: String| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(l);
-                    None::<String>
-                }
-            }),
-        )
-        .await
-        .unwrap();
+    let (spec, mut served) = recording(Framed::spec_io("srv", ours, LineCodec::new()));
+    let lines = lp.add(spec).await.unwrap();
     lines.close_read().await.unwrap();
     peer.write_all(b"after close_read\n").await.unwrap();
     let got = tokio::time::timeout(Duration::from_millis(300), served.recv()).await;
