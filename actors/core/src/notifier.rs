@@ -1344,12 +1344,8 @@ impl Phase {
     }
 }
 
-/// What a notifier's actor starts from.
-pub struct Start<N: Notifier> {
-    pub(crate) node: Arc<Node>,
-    pub(crate) args: ArgsFactory<N::Args>,
-    /// Boxed: kameo keeps the start arguments for the actor's whole life,
-    /// and most specs subscribe nobody.
-    pub(crate) subs: Option<Box<Subscribers>>,
-    pub(crate) started: Option<oneshot::Sender<Result<()>>>,
-}
+/// What a notifier's actor starts from: its state, made before the
+/// actor is spawned. One pointer: kameo keeps the start arguments in its
+/// task for the actor's whole life (in several places of the lifecycle
+/// future), so they must be small.
+pub struct Start<N: Notifier>(pub(crate) NotifierActor<N>);

@@ -136,12 +136,17 @@ pub(crate) fn start_actor<C: Notifier>(
     let prepared = PreparedActor::<NotifierActor<C>>::new(kameo::mailbox::bounded(mailbox));
     let actor = prepared.actor_ref().clone();
     node.set_actor(Box::new(actor.clone()));
-    prepared.spawn(Start {
+    prepared.spawn(Start(NotifierActor(Box::new(ActorState {
         node: node.clone(),
+        state: None,
         args,
-        subs,
+        phase: Phase::Starting(None),
+        subs: subs.map(|s| *s).unwrap_or_default(),
         started,
-    });
+        burst: 0,
+        startup_seen: false,
+        held: None,
+    }))));
     actor
 }
 
@@ -339,17 +344,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
     }
 
     async fn on_start(start: Start<N>, _actor_ref: ActorRef<Self>) -> Result<Self> {
-        Ok(NotifierActor(Box::new(ActorState {
-            node: start.node,
-            state: None,
-            args: start.args,
-            phase: Phase::Starting(None),
-            subs: start.subs.map(|s| *s).unwrap_or_default(),
-            started: start.started,
-            burst: 0,
-            startup_seen: false,
-            held: None,
-        })))
+        Ok(start.0)
     }
 
     async fn on_panic(
@@ -1210,7 +1205,7 @@ impl<N: Notifier> fmt::Debug for NotifierActor<N> {
 impl<N: Notifier> fmt::Debug for Start<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Start")
-            .field("path", &self.node.path)
+            .field("path", &self.0.0.node.path)
             .finish()
     }
 }

@@ -318,18 +318,24 @@ impl fmt::Debug for AnySpec {
 /// assert_eq!(copy.take(), Some(7));
 /// assert_eq!(args.take(), None);
 /// ```
-pub struct Once<T>(Arc<std::sync::Mutex<Option<Result<T>>>>);
+///
+/// The value is boxed apart from the shared cell, so taking it frees it:
+/// a spec keeps its arguments' cell for restarts, and a notifier started
+/// once over a connection should not hold the connection's arguments for
+/// its whole life.
+#[allow(clippy::type_complexity)] // one private field, read once above
+pub struct Once<T>(Arc<std::sync::Mutex<Option<Box<Result<T>>>>>);
 
 impl<T> Once<T> {
     /// Arguments for one start.
     pub fn new(value: T) -> Self {
-        Once(Arc::new(std::sync::Mutex::new(Some(Ok(value)))))
+        Once(Arc::new(std::sync::Mutex::new(Some(Box::new(Ok(value))))))
     }
 
     /// Arguments that could not be made (a source that failed to open):
     /// the start they are for fails with `err`.
     pub fn failed(err: crate::error::Error) -> Self {
-        Once(Arc::new(std::sync::Mutex::new(Some(Err(err)))))
+        Once(Arc::new(std::sync::Mutex::new(Some(Box::new(Err(err))))))
     }
 
     /// Takes the arguments; `None` once taken (or if they failed).
@@ -338,7 +344,7 @@ impl<T> Once<T> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-            .and_then(Result::ok)
+            .and_then(|res| (*res).ok())
     }
 
     /// Takes the arguments, or fails: with the error they were made with,
@@ -346,7 +352,7 @@ impl<T> Once<T> {
     /// started over is gone.
     pub fn take_for(&self, path: &str) -> Result<T> {
         match self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            Some(res) => res,
+            Some(res) => *res,
             None => Err(crate::error::Error::closed(
                 "init",
                 format!("{path} cannot be restarted: what it was started over is gone"),

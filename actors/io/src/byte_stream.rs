@@ -410,7 +410,8 @@ pub struct ByteStream<P: Protocol> {
     /// or the stream is stopping).
     pub(crate) reading_done: bool,
     /// The error the reader could not get past (a fatal decode error).
-    read_failed: Option<Error>,
+    /// Boxed: an error is ~70 bytes, and nearly every stream never has one.
+    read_failed: Option<Box<Error>>,
     /// What handles see of the write buffer (`try_send`), for protocols
     /// that offer it.
     gate: Option<Arc<SendGate>>,
@@ -740,7 +741,7 @@ impl<P: Protocol> ByteStream<P> {
 
     /// The reader cannot go on (a codec error it cannot get past).
     pub(crate) async fn stop_reading(&mut self, ctx: &mut Ctx<'_, Self>, e: Error) {
-        self.read_failed.get_or_insert_with(|| e.clone());
+        self.read_failed.get_or_insert_with(|| Box::new(e.clone()));
         ctx.emit(StreamEvent::ReadError(e)).await;
         self.duplex.set_read_off(true);
         self.reading_done = true;
@@ -968,7 +969,7 @@ impl<P: Protocol> ByteStream<P> {
             gate.close();
         }
         let how = match (
-            err.as_ref().or(self.read_failed.as_ref()),
+            err.as_ref().or(self.read_failed.as_deref()),
             self.duplex.read_eof(),
         ) {
             (Some(e), _) => Err(e.clone()),
