@@ -418,14 +418,26 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         Ok(())
     }
 
-    async fn next(
+    fn next(
         &mut self,
         actor_ref: WeakActorRef<Self>,
         mailbox_rx: &mut MailboxReceiver<Self>,
-    ) -> Result<Option<Signal<Self>>> {
-        // Unused: dropped before the first await, so the future (held by
-        // every idle actor) keeps no room for it (88 bytes).
+    ) -> impl Future<Output = Result<Option<Signal<Self>>>> + Send {
+        // Unused, and dropped here rather than in an `async fn`: a future
+        // keeps room for every argument it captures, and this one is held
+        // by every idle actor (88 bytes for the ref, and more in padding).
         drop(actor_ref);
+        self.next_signal(mailbox_rx)
+    }
+}
+
+impl<N: Notifier> NotifierActor<N> {
+    /// The next signal for kameo to handle: the runtime's loop over the
+    /// lifecycle, the control queue, the notifier's source and its mailbox.
+    async fn next_signal(
+        &mut self,
+        mailbox_rx: &mut MailboxReceiver<Self>,
+    ) -> Result<Option<Signal<Self>>> {
         // Fast path: a queued message needs no waker registration. Every
         // FAIR_BURST messages the select below runs anyway, so a busy
         // mailbox cannot starve the notifier's source or its control.
