@@ -146,20 +146,32 @@ impl<E> fmt::Debug for Subscription<E> {
 
 /// The subscriber lists of one notifier, one per event type, owned by its
 /// runtime (they outlive incarnations).
+///
+/// Allocated on first subscription: most notifiers (an idle connection
+/// among them) have none, and carry one pointer.
 #[derive(Default)]
 pub(crate) struct Subscribers {
-    lists: Vec<(TypeId, Box<dyn Any + Send>)>,
+    #[allow(clippy::box_collection, clippy::type_complexity)]
+    lists: Option<Box<Vec<(TypeId, Box<dyn Any + Send>)>>>,
 }
 
 impl Subscribers {
+    fn lists(&self) -> &[(TypeId, Box<dyn Any + Send>)] {
+        self.lists.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn lists_mut(&mut self) -> &mut [(TypeId, Box<dyn Any + Send>)] {
+        self.lists.as_deref_mut().map_or(&mut [], Vec::as_mut_slice)
+    }
+
     pub(crate) fn add<E: Clone + Send + 'static>(&mut self, sub: Subscription<E>) {
         let id = TypeId::of::<E>();
-        let list = match self.lists.iter().position(|(t, _)| *t == id) {
-            Some(i) => &mut self.lists[i].1,
+        let lists = self.lists.get_or_insert_default();
+        let list = match lists.iter().position(|(t, _)| *t == id) {
+            Some(i) => &mut lists[i].1,
             None => {
-                self.lists
-                    .push((id, Box::new(Vec::<Target<E>>::new()) as Box<dyn Any + Send>));
-                &mut self.lists.last_mut().expect("just pushed").1
+                lists.push((id, Box::new(Vec::<Target<E>>::new()) as Box<dyn Any + Send>));
+                &mut lists.last_mut().expect("just pushed").1
             }
         };
         list.downcast_mut::<Vec<Target<E>>>()
@@ -170,7 +182,7 @@ impl Subscribers {
     /// Subscribers of `E`.
     pub(crate) fn count<E: 'static>(&self) -> usize {
         let id = TypeId::of::<E>();
-        self.lists
+        self.lists()
             .iter()
             .find(|(t, _)| *t == id)
             .and_then(|(_, l)| l.downcast_ref::<Vec<Target<E>>>())
@@ -181,7 +193,7 @@ impl Subscribers {
     /// (none, or closures only); hands it back otherwise.
     pub(crate) fn emit_now<E: Clone + Send + 'static>(&mut self, event: E) -> Option<E> {
         let id = TypeId::of::<E>();
-        let (_, list) = self.lists.iter_mut().find(|(t, _)| *t == id)?;
+        let (_, list) = self.lists_mut().iter_mut().find(|(t, _)| *t == id)?;
         let targets = list
             .downcast_mut::<Vec<Target<E>>>()
             .expect("keyed by its TypeId");
@@ -206,11 +218,8 @@ impl Subscribers {
     /// Delivers `event` to every subscriber of `E`, in subscription order,
     /// per each one's overflow policy; drops subscribers that are gone.
     pub(crate) async fn emit<E: Clone + Send + 'static>(&mut self, event: E) {
-        if self.lists.is_empty() {
-            return;
-        }
         let id = TypeId::of::<E>();
-        let Some((_, list)) = self.lists.iter_mut().find(|(t, _)| *t == id) else {
+        let Some((_, list)) = self.lists_mut().iter_mut().find(|(t, _)| *t == id) else {
             return;
         };
         let targets = list
@@ -258,7 +267,7 @@ impl Subscribers {
 impl fmt::Debug for Subscribers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscribers")
-            .field("event_types", &self.lists.len())
+            .field("event_types", &self.lists().len())
             .finish()
     }
 }

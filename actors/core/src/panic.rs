@@ -145,12 +145,20 @@ pub(crate) fn contained<F: Future>(fut: F, span: &tracing::Span) -> Contained<'_
 }
 
 /// Runs `fut` as contained code (inside `span`) and catches its panic.
-pub(crate) async fn catch<F: Future>(fut: F, span: &tracing::Span) -> Result<F::Output, Caught> {
-    match AssertUnwindSafe(contained(fut, span)).catch_unwind().await {
-        Ok(out) => Ok(out),
-        Err(payload) => Err(Caught {
-            message: message(payload.as_ref()),
-            location: take_location(),
-        }),
-    }
+///
+/// A combinator, not an `async fn`: an `async fn` would keep `fut` twice
+/// (its argument and the future it awaits), and the runtime's idle wait
+/// holds one of these in every actor's memory.
+pub(crate) fn catch<'s, F: Future + 's>(
+    fut: F,
+    span: &'s tracing::Span,
+) -> impl Future<Output = Result<F::Output, Caught>> + 's {
+    AssertUnwindSafe(contained(fut, span))
+        .catch_unwind()
+        .map(|res| {
+            res.map_err(|payload| Caught {
+                message: message(payload.as_ref()),
+                location: take_location(),
+            })
+        })
 }

@@ -486,7 +486,9 @@ impl<N: Notifier> NotifierActor<N> {
                             Ok(()) => Turn::Ready,
                             Err(caught) => Turn::Panicked(Box::new(caught)),
                         },
-                        signal = mailbox_rx.recv(), if accepting => return Ok(signal),
+                        // `poll_recv`, not `recv()`: the same receive without an
+                        // async fn's state in every idle actor's future.
+                        signal = std::future::poll_fn(|cx| mailbox_rx.poll_recv(cx)), if accepting => return Ok(signal),
                     };
                     match turn {
                         Turn::Panicked(caught) => self.end(panicked(*caught)),

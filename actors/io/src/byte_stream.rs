@@ -31,6 +31,7 @@ use crate::{
     addr::SockAddr,
     duplex::{Duplex, Limits, Progress, Source},
     gate::SendGate,
+    lazy::LazyDeque,
 };
 
 /// What a reader pushed with [`StreamIo::push_on_read`] or
@@ -390,7 +391,7 @@ pub struct ByteStream<P: Protocol> {
     pub(crate) duplex: Duplex,
     pub(crate) proto: P,
     /// Future-returning reads, served first, in order.
-    reads: VecDeque<PendingRead>,
+    reads: LazyDeque<PendingRead>,
     /// Readers pushed in front of the protocol's reader, first pushed
     /// first (allocated on first use; boxed so an idle stream carries one
     /// pointer, not a deque).
@@ -979,7 +980,7 @@ impl<P: Protocol> ByteStream<P> {
                 "the stream closed before the read completed",
             )),
         };
-        for r in self.reads.drain(..) {
+        for r in self.reads.take_all() {
             let _ = r.reply.send(end_answer(&how));
         }
         self.fail_producing();
@@ -1090,7 +1091,7 @@ impl<P: Protocol> Notifier for ByteStream<P> {
         Ok(ByteStream {
             duplex: Duplex::new(args.source, args.limits),
             proto: args.proto,
-            reads: VecDeque::new(),
+            reads: LazyDeque::default(),
             pushed: None,
             eof_delivered: false,
             close_on_read_eof: args.close_on_read_eof,

@@ -29,6 +29,7 @@ use tokio::{
 use crate::{
     addr::SockAddr,
     connection::{AsyncIo, Connection},
+    lazy::LazyDeque,
 };
 
 /// Buffer limits of a stream.
@@ -424,7 +425,7 @@ pub(crate) struct Duplex {
     wq_bytes: usize,
     queued_total: u64,
     written_total: u64,
-    waiters: VecDeque<Waiter>,
+    waiters: LazyDeque<Waiter>,
     limits: Limits,
     read_eof: bool,
     read_paused: bool,
@@ -457,7 +458,7 @@ impl Duplex {
             wq_bytes: 0,
             queued_total: 0,
             written_total: 0,
-            waiters: VecDeque::new(),
+            waiters: LazyDeque::default(),
             limits,
             read_eof: false,
             read_paused: false,
@@ -888,7 +889,7 @@ impl Duplex {
     }
 
     fn fail_waiters(&mut self, e: &Error) {
-        for (_, tx) in self.waiters.drain(..) {
+        for (_, tx) in self.waiters.take_all() {
             let _ = tx.send(Err(e.clone()));
         }
     }

@@ -41,6 +41,7 @@ mod framed;
 mod framed_socket;
 mod gate;
 mod handle;
+mod lazy;
 mod line_codec;
 mod listen;
 mod listener;
