@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 /// A `VecDeque` that is one pointer until something is pushed (and
 /// stays allocated after: a stream that used it once likely will again).
+#[allow(clippy::box_collection)] // the point: one pointer while unused
 pub(crate) struct LazyDeque<T>(Option<Box<VecDeque<T>>>);
 
 impl<T> Default for LazyDeque<T> {
