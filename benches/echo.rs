@@ -14,7 +14,11 @@
 //! certificate directory (remove it after), `--serve tls-raw|tls-ours
 //! FLAVOR DIR` and `--load-tls ADDR DIR CONNS SECS`.
 //!
-//! `cargo bench --bench echo` (`-- --quick` for shorter runs).
+//! Beside raw tokio, a plain kameo actor per connection (reading its
+//! socket in `next`) shows what any kameo-based server pays.
+//!
+//! `cargo bench --bench echo` (`-- --quick` for shorter runs, `-- --idle`
+//! for the idle-connection figure only).
 #![allow(missing_docs, clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::{
@@ -89,6 +93,19 @@ fn serve(kind: &str, flavor: &str, rest: &[String]) {
                     }
                 });
             }
+        } else if kind == "kameo" {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            println!("listening on {}", l.local_addr().unwrap());
+            std::io::stdout().flush().unwrap();
+            // An actor stops when its last ref is dropped: the accept loop
+            // keeps them (a stopped actor's ref is a few pointers).
+            let mut refs = Vec::new();
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                use kameo::actor::Spawn;
+                refs.push(kameo_echo::Echo::spawn(s));
+            }
         } else {
             let lp = Loop::current().unwrap();
             let next = std::sync::atomic::AtomicU64::new(0);
@@ -112,6 +129,60 @@ fn serve(kind: &str, flavor: &str, rest: &[String]) {
             std::future::pending::<()>().await;
         }
     });
+}
+
+/// The baseline an actor framework pays: a plain kameo actor per
+/// connection (kameo's default bounded mailbox, no tree, no events) that
+/// reads its socket in `next` beside its mailbox and echoes what it read.
+mod kameo_echo {
+    use kameo::{
+        Actor,
+        actor::{ActorRef, WeakActorRef},
+        error::Infallible,
+        mailbox::{MailboxReceiver, Signal},
+    };
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+
+    pub(crate) struct Echo {
+        s: TcpStream,
+        buf: Vec<u8>,
+    }
+
+    impl Actor for Echo {
+        type Args = TcpStream;
+        type Error = Infallible;
+
+        async fn on_start(s: TcpStream, _: ActorRef<Self>) -> Result<Self, Infallible> {
+            Ok(Echo {
+                s,
+                buf: vec![0u8; 4096],
+            })
+        }
+
+        async fn next(
+            &mut self,
+            _: WeakActorRef<Self>,
+            mailbox_rx: &mut MailboxReceiver<Self>,
+        ) -> Result<Option<Signal<Self>>, Infallible> {
+            loop {
+                tokio::select! {
+                    biased;
+                    signal = mailbox_rx.recv() => return Ok(signal),
+                    read = self.s.read(&mut self.buf) => match read {
+                        Ok(0) | Err(_) => return Ok(Some(Signal::Stop)),
+                        Ok(n) => {
+                            if self.s.write_all(&self.buf[..n]).await.is_err() {
+                                return Ok(Some(Signal::Stop));
+                            }
+                        }
+                    },
+                }
+            }
+        }
+    }
 }
 
 struct Server {
@@ -367,27 +438,36 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let idle_only = args.iter().any(|a| a == "--idle");
     let secs = if quick { 0.5 } else { 2.0 };
     println!(
         "echo benchmark: {MSG}-byte messages, {secs} s per run, load generator: tokio, 2 workers"
     );
     for flavor in ["current", "multi"] {
+        if idle_only {
+            break;
+        }
         println!("\nserver runtime: {flavor}-thread");
         header();
         for conns in [1, 10, 100] {
-            let servers = [Server::start("raw", flavor), Server::start("ours", flavor)];
+            let kinds = ["raw", "kameo", "ours"];
+            let servers = kinds.map(|k| Server::start(k, flavor));
             let runs = medians(&servers, |s, secs| load(s, conns, secs), secs);
-            rows(conns, &["raw", "ours"], &runs);
+            rows(conns, &kinds, &runs);
         }
     }
     #[cfg(feature = "tls")]
-    tls::bench(secs);
+    if !idle_only {
+        tls::bench(secs);
+    }
     let n = if quick { 1_000 } else { 10_000 };
     let raw = idle_memory("raw", n);
+    let kameo = idle_memory("kameo", n);
     let ours = idle_memory("ours", n);
     println!(
-        "\nresident bytes per idle connection ({n} open): ours {ours:.0} B, raw tokio {raw:.0} B, ratio {:.2}x",
-        ours / raw
+        "\nresident bytes per idle connection ({n} open): ours {ours:.0} B, a kameo actor {kameo:.0} B, raw tokio {raw:.0} B; ratio {:.2}x raw, {:.2}x kameo",
+        ours / raw,
+        ours / kameo
     );
 }
 

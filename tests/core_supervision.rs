@@ -485,3 +485,55 @@ async fn regression_a_new_incarnation_never_starts_while_the_old_is_in_on_stop()
         vec!["stop /p", "start /p", "msg /p x"]
     );
 }
+
+/// A notifier over something that cannot be made again (what streams,
+/// sockets and processes are): its spec is `Spec::once`.
+struct OneShot;
+
+impl ioasync::notifier::Notifier for OneShot {
+    type Args = ioasync::notifier::Once<u32>;
+    async fn init(
+        args: ioasync::notifier::Once<u32>,
+        ctx: &mut ioasync::notifier::Ctx<'_, Self>,
+    ) -> ioasync::Result<Self> {
+        args.take_for(ctx.path())?;
+        Ok(OneShot)
+    }
+}
+
+flavours!(a_one_shot_notifier_restarted_by_its_group_fails_with_a_clear_error);
+async fn a_one_shot_notifier_restarted_by_its_group_fails_with_a_clear_error() {
+    // `Spec::once` keeps nothing for restarts (an idle connection does not
+    // hold its spent arguments); a group restart still reaches it, and its
+    // start must fail plainly, not hang or panic.
+    let lp = test_loop();
+    let j = Journal::new();
+    let mut events = lp.supervision_events();
+    let sup = lp
+        .add(parent("sup", &j, vec![probe("perm", &j)]).strategy(Strategy::OneForAll))
+        .await
+        .unwrap();
+    sup.add_child(Spec::<OneShot>::once("conn", 7).restart(Restart::Temporary))
+        .await
+        .unwrap();
+    panic_child(&lp, "/sup/perm").await;
+    let ev = wait_event(&mut events, |e| {
+        e.path == "/sup/conn"
+            && matches!(&e.what, SupervisionEventKind::Exited(ExitReason::Failed(_)))
+    })
+    .await;
+    let SupervisionEventKind::Exited(ExitReason::Failed(err)) = &ev.what else {
+        unreachable!()
+    };
+    assert!(
+        err.to_string()
+            .contains("/sup/conn cannot be restarted: what it was started over is gone"),
+        "{err}"
+    );
+    wait_event(&mut events, stopped("/sup/conn")).await;
+    bounded("perm restarted", j.wait_count("start /sup/perm", 2)).await;
+    assert!(
+        lp.tree().find("/sup/conn").is_none(),
+        "a temporary child leaves"
+    );
+}

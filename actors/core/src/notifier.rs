@@ -1292,7 +1292,10 @@ pub struct NotifierActor<N: Notifier>(pub(crate) Box<ActorState<N>>);
 pub(crate) struct ActorState<N: Notifier> {
     pub(crate) node: Arc<Node>,
     pub(crate) state: Option<N>,
-    pub(crate) args: ArgsFactory<N::Args>,
+    /// `None` once a one-shot notifier's start has taken them.
+    pub(crate) args: Option<ArgsFactory<N::Args>>,
+    /// Made by `Spec::once`: the factory is dropped after the first start.
+    pub(crate) one_shot: bool,
     pub(crate) phase: Phase,
     pub(crate) subs: Subscribers,
     /// The first start's result, for an `add` that waits for it.

@@ -80,7 +80,11 @@ fn spawn<C: Notifier>(
         }
         subs
     });
-    let actor = start_actor(&node, spec.args, spec.mailbox, subs, started);
+    let args = StartArgs {
+        factory: spec.args,
+        one_shot: spec.one_shot,
+    };
+    let actor = start_actor(&node, args, spec.mailbox, subs, started);
     Ok(NotifierRef { actor, node })
 }
 
@@ -124,10 +128,27 @@ impl<C: Notifier> ErasedSpec for Spec<C> {
     }
 }
 
+/// How a notifier's arguments are made: the factory, and whether it is
+/// dropped after the first start ([`Spec::once`]).
+pub(crate) struct StartArgs<A> {
+    factory: ArgsFactory<A>,
+    one_shot: bool,
+}
+
+impl<A> StartArgs<A> {
+    /// A factory kept for restarts.
+    pub(crate) fn new(factory: ArgsFactory<A>) -> Self {
+        StartArgs {
+            factory,
+            one_shot: false,
+        }
+    }
+}
+
 /// Spawns a node's actor; its first `init` runs inside it.
 pub(crate) fn start_actor<C: Notifier>(
     node: &Arc<Node>,
-    args: ArgsFactory<C::Args>,
+    args: StartArgs<C::Args>,
     mailbox: usize,
     subs: Option<Box<Subscribers>>,
     started: Option<oneshot::Sender<Result<()>>>,
@@ -139,7 +160,8 @@ pub(crate) fn start_actor<C: Notifier>(
     prepared.spawn(Start(NotifierActor(Box::new(ActorState {
         node: node.clone(),
         state: None,
-        args,
+        args: Some(args.factory),
+        one_shot: args.one_shot,
         phase: Phase::Starting(None),
         subs: subs.map(|s| *s).unwrap_or_default(),
         started,
@@ -865,16 +887,33 @@ impl<N: Notifier> NotifierActor<N> {
         node.take_subscriptions(&mut self.0.subs);
         let bound = node.policy.init_timeout;
         let mut ctx = Ctx::new(&node, &mut self.0.subs);
-        let init = panic::catch(N::init((self.0.args)(), &mut ctx), node.span());
-        let outcome = match tokio::time::timeout(bound, init).await {
-            Ok(Ok(Ok(state))) => Ok(state),
-            Ok(Ok(Err(e))) => Err(ExitReason::Failed(e)),
-            Ok(Err(caught)) => Err(panicked(caught)),
-            Err(_) => Err(ExitReason::Failed(Error::new(
+        let args = self.0.args.as_ref().map(|make| make());
+        if self.0.one_shot {
+            // Spent: what it was made over is not kept for restarts.
+            self.0.args = None;
+        }
+        let outcome = match args {
+            // A one-shot notifier restarted (by a group restart).
+            None => Err(ExitReason::Failed(Error::closed(
                 "init",
-                ErrorKind::Timeout,
-                format!("{} did not finish init within {bound:?}", node.path),
+                format!(
+                    "{} cannot be restarted: what it was started over is gone",
+                    node.path
+                ),
             ))),
+            Some(args) => {
+                let init = panic::catch(N::init(args, &mut ctx), node.span());
+                match tokio::time::timeout(bound, init).await {
+                    Ok(Ok(Ok(state))) => Ok(state),
+                    Ok(Ok(Err(e))) => Err(ExitReason::Failed(e)),
+                    Ok(Err(caught)) => Err(panicked(caught)),
+                    Err(_) => Err(ExitReason::Failed(Error::new(
+                        "init",
+                        ErrorKind::Timeout,
+                        format!("{} did not finish init within {bound:?}", node.path),
+                    ))),
+                }
+            }
         };
         let exit = ctx.exit.take().map(|b| *b);
         match outcome {

@@ -41,6 +41,9 @@ pub struct Spec<N: Notifier> {
     pub(crate) mailbox: usize,
     /// In a mutex only so that a `&Spec` is `Sync` (it is never contended).
     pub(crate) subs: std::sync::Mutex<Vec<PendingSub>>,
+    /// Made by [`Spec::once`]: the runtime drops the arguments' factory
+    /// after the first start.
+    pub(crate) one_shot: bool,
 }
 
 impl<N: Notifier> Spec<N> {
@@ -63,6 +66,49 @@ impl<N: Notifier> Spec<N> {
             policy: Policy::default(),
             mailbox: 64,
             subs: Default::default(),
+            one_shot: false,
+        }
+    }
+
+    /// A spec over something that cannot be made again (a connection, an
+    /// open file, a child process): the first start takes `value`, and
+    /// the notifier keeps nothing of it for restarts; one that is
+    /// restarted anyway (a group restart) fails its start with a clear
+    /// error. [`Restart::Temporary`] is usually what such a notifier wants.
+    ///
+    /// ```
+    /// use ioasync::{Loop, Result, notifier::{Ctx, Notifier, Once, Spec}};
+    ///
+    /// struct Conn {
+    ///     peer: std::net::SocketAddr,
+    /// }
+    /// impl Notifier for Conn {
+    ///     type Args = Once<std::net::TcpStream>;
+    ///     async fn init(args: Once<std::net::TcpStream>, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+    ///         let s = args.take_for(ctx.path())?;
+    ///         Ok(Conn { peer: s.peer_addr().unwrap() })
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<()> {
+    /// let lp = Loop::current()?;
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    /// let conn = lp.add(Spec::<Conn>::once("conn", s)).await?;
+    /// assert_eq!(conn.path(), "/conn");
+    /// # let _ = |c: &Conn| c.peer;
+    /// # Ok(()) }
+    /// ```
+    pub fn once<T>(name: impl Into<String>, value: T) -> Self
+    where
+        N: Notifier<Args = Once<T>>,
+        T: Send + 'static,
+    {
+        let args = Once::new(value);
+        Spec {
+            one_shot: true,
+            ..Spec::with(name, move || args.clone())
         }
     }
 
@@ -163,6 +209,7 @@ impl<N: Notifier> Clone for Spec<N> {
             policy: self.policy,
             mailbox: self.mailbox,
             subs: Default::default(),
+            one_shot: self.one_shot,
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::{
     node::{Node, Shared},
     notifier::{Ctx, Notifier, NotifierActor, NotifierRef},
     policy::{Policy, Strategy},
-    runtime::start_actor,
+    runtime::{StartArgs, start_actor},
     shutdown::ShutdownReport,
     snapshot::NodeSnapshot,
     spec::Spec,
@@ -105,7 +105,7 @@ impl Tree {
         let for_root = timers.clone();
         let actor = start_actor::<Root>(
             &node,
-            Arc::new(move || RootArgs(for_root.clone())),
+            StartArgs::new(Arc::new(move || RootArgs(for_root.clone()))),
             64,
             None,
             None,

@@ -330,7 +330,7 @@ impl<P: Protocol> From<ByteStreamSpec<P>> for Spec<ByteStream<P>> {
     fn from(s: ByteStreamSpec<P>) -> Self {
         // A stream's connection cannot be made again: it starts once and is
         // temporary; a restart attempt fails with a clear error.
-        Spec::new(s.name, Once::new(s.args)).restart(Restart::Temporary)
+        Spec::once(s.name, s.args).restart(Restart::Temporary)
     }
 }
 

@@ -287,7 +287,7 @@ impl IntoSpec for FileStreamSpec {
 
 impl From<FileStreamSpec> for Spec<FileStream> {
     fn from(s: FileStreamSpec) -> Self {
-        Spec::new(s.name, Once::new(s.args)).restart(Restart::Temporary)
+        Spec::once(s.name, s.args).restart(Restart::Temporary)
     }
 }
 

@@ -87,7 +87,7 @@ where
             socket: Socket::args(sock),
             codec,
         };
-        Spec::new(name, Once::new(args)).restart(Restart::Temporary)
+        Spec::once(name, args).restart(Restart::Temporary)
     }
 
     async fn deliver(&mut self, arrived: Vec<SocketEvent>, ctx: &mut Ctx<'_, Self>) {

@@ -269,7 +269,7 @@ impl IntoSpec for HandleSpec {
 
 impl From<HandleSpec> for Spec<Handle> {
     fn from(s: HandleSpec) -> Self {
-        Spec::new(s.name, Once::new(s.args)).restart(Restart::Temporary)
+        Spec::once(s.name, s.args).restart(Restart::Temporary)
     }
 }
 

@@ -131,7 +131,7 @@ impl Session {
             conn: conn.into(),
             start,
         };
-        Spec::new(name, Once::new(args)).restart(Restart::Temporary)
+        Spec::once(name, args).restart(Restart::Temporary)
     }
 }
 

@@ -134,7 +134,7 @@ impl Socket {
     }
 
     fn spec(name: impl Into<String>, sock: Sock) -> Spec<Socket> {
-        Spec::new(name, Once::new(Self::args(sock))).restart(Restart::Temporary)
+        Spec::once(name, Self::args(sock)).restart(Restart::Temporary)
     }
 
     pub(crate) fn from_args(args: SocketArgs) -> Result<Socket> {

@@ -49,7 +49,7 @@ impl Pid {
     /// Watch child `pid`.
     pub fn spec(name: impl Into<String>, pid: u32) -> Spec<Pid> {
         let args = PidArgs { pid };
-        Spec::new(name, Once::new(args)).restart(Restart::Temporary)
+        Spec::once(name, args).restart(Restart::Temporary)
     }
 
     fn reap(fd: &AsyncFd<OwnedFd>) -> Option<ExitStatus> {

@@ -137,7 +137,7 @@ impl ioasync_core::IntoSpec for ProcessSpec {
 impl From<ProcessSpec> for Spec<Process> {
     fn from(s: ProcessSpec) -> Self {
         let grace = s.args.kill.grace;
-        let spec = Spec::new(s.name, Once::new(s.args))
+        let spec = Spec::once(s.name, s.args)
             .restart(Restart::Temporary)
             .stop_timeout(grace + Duration::from_secs(2));
         s.subs.into_iter().fold(spec, Spec::subscribe)
