@@ -388,9 +388,17 @@ pub(crate) struct Progress {
 
 type Waiter = (u64, oneshot::Sender<Result<()>>);
 
-/// Reads into a stack buffer of this size until the read buffer has grown
+/// Reads into a scratch buffer of this size until the read buffer has grown
 /// this much spare room.
 const SMALL_READ: usize = 4096;
+
+thread_local! {
+    /// The buffer of small reads on the raw path: one per thread, zeroed
+    /// once, where a stack array would be zeroed at every read (4 KiB of
+    /// memset per readiness turn, the largest cost of an echo's turn).
+    static SMALL: std::cell::RefCell<[u8; SMALL_READ]> =
+        const { std::cell::RefCell::new([0; SMALL_READ]) };
+}
 
 /// Buffers and state of one byte stream.
 ///
@@ -729,11 +737,14 @@ impl Duplex {
     }
 
     fn read_some(&mut self, p: &mut Progress) {
+        SMALL.with_borrow_mut(|small| self.read_some_with(p, small));
+    }
+
+    fn read_some_with(&mut self, p: &mut Progress, small: &mut [u8; SMALL_READ]) {
         let mut got = 0;
-        let mut small = [0u8; SMALL_READ];
         let chunk = self.limits.read_chunk.max(1);
         while got < chunk {
-            // Small messages go through a stack buffer, so the read buffer
+            // Small messages go through the thread's buffer, so the read buffer
             // holds exactly what is unconsumed (an idle connection: nothing);
             // bulk transfers read straight into the growing buffer. No read
             // goes past `read_chunk`.
