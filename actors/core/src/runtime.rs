@@ -18,7 +18,7 @@
 //! of restarts, never prunes dead children and can start a new instance
 //! while the old one is still in `on_stop` (see tests/core_supervision.rs).
 
-use std::{fmt, ops::ControlFlow, sync::Arc};
+use std::{fmt, ops::ControlFlow, sync::Arc, task::Poll};
 
 use futures_util::future::BoxFuture;
 use kameo::{
@@ -483,12 +483,17 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     };
                     match turn {
                         Turn::Panicked(caught) => self.end(panicked(*caught)),
-                        // Boxed: the notifier's `on_ready` future is the
-                        // largest of its turn, and every idle actor's
-                        // memory would hold room for it (~1.1 KiB for a
-                        // stream); one allocation per readiness turn.
                         Turn::Ready => {
-                            Box::pin(self.run_hook(Hook::Ready)).await;
+                            // In place when the notifier says its turn
+                            // finishes at once (a stream's read, callback
+                            // and write); otherwise boxed: the `on_ready`
+                            // future is the largest of its turn, and every
+                            // idle actor's memory would hold room for it
+                            // (~1.1 KiB for a stream).
+                            let now = std::future::poll_fn(|cx| Poll::Ready(self.ready_now(cx)));
+                            if !now.await {
+                                Box::pin(self.run_hook(Hook::Ready)).await;
+                            }
                             // Fairness: a source that stays ready (a
                             // level-triggered fd nobody drains) resolves
                             // `ready` at once every turn, and `AsyncFd`'s
@@ -1064,6 +1069,49 @@ impl<N: Notifier> NotifierActor<N> {
             },
         };
         let exit = ctx.exit.take().map(|b| *b);
+        self.after_hook(res, exit);
+    }
+
+    /// Runs a readiness turn in place, within this poll, when the notifier
+    /// says its `on_ready` finishes at once: no allocation, no boxed
+    /// future. `false` (nothing done) when it may wait.
+    fn ready_now(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let ActorState {
+            node, state, subs, ..
+        } = &mut *self.0;
+        let Some(state) = state.as_mut() else {
+            return true;
+        };
+        let mut ctx = Ctx::new(node, subs);
+        let res = panic::catch_now(node.span(), || {
+            if state.on_ready_may_wait(&mut ctx) {
+                return None;
+            }
+            ctx.at_once = true;
+            let turn = std::pin::pin!(state.on_ready(&mut ctx));
+            Some(turn.poll(cx))
+        });
+        let res = match res {
+            Ok(None) => return false,
+            Ok(Some(Poll::Ready(()))) => Ok(()),
+            // Dropped half done: the notifier broke its word.
+            Ok(Some(Poll::Pending)) => Err(Caught {
+                message: format!(
+                    "{}'s on_ready waited, though on_ready_may_wait said it would not",
+                    N::kind()
+                ),
+                location: None,
+            }),
+            Err(caught) => Err(caught),
+        };
+        let exit = ctx.exit.take().map(|b| *b);
+        self.after_hook(res, exit);
+        true
+    }
+
+    /// What a hook's outcome does: a panic, or an exit it asked for, ends
+    /// the incarnation.
+    fn after_hook(&mut self, res: std::result::Result<(), Caught>, exit: Option<ExitReason>) {
         match res {
             Ok(()) => {
                 if let Some(reason) = exit {

@@ -1118,6 +1118,16 @@ impl<P: Protocol> Notifier for ByteStream<P> {
         self.progress(ctx).await;
     }
 
+    fn on_ready_may_wait(&mut self, ctx: &mut Ctx<'_, Self>) -> bool {
+        // Every `.await` of a turn is an emit: reads are answered through
+        // oneshots, `on_read`, `on_frame`, pushed readers and codecs are
+        // plain calls, `serve` only queues its handlers' futures (`ready`
+        // polls them), and the ways out (`fail_with`, `close_with`,
+        // `stop_reading`) only emit. Keep it so: an `.await` on anything
+        // else in `on_ready`'s path must be reflected here.
+        ctx.emit_may_wait::<StreamEvent<P::Item>>()
+    }
+
     fn accepting(&self) -> bool {
         // Only a waiting policy holds writers in the mailbox; the others
         // take every write and apply themselves.
