@@ -444,7 +444,15 @@ impl<N: Notifier> Actor for NotifierActor<N> {
             self.0.burst += 1;
             return Ok(Some(signal));
         }
+        // What the running loop has registered (see `Armed`), and whether
+        // a readiness turn just ended (the mailbox's turn comes next).
+        let mut armed = Armed::default();
+        let mut after_turn = false;
         loop {
+            if !matches!(self.0.phase, Phase::Running) {
+                // Other phases wait and take signals their own way.
+                armed = Armed::default();
+            }
             match &mut self.0.phase {
                 Phase::Running => {
                     if let Some(held) = &mut self.0.held {
@@ -455,6 +463,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                         return Ok(Some(first));
                     }
                     if self.0.node.ctl_pending() {
+                        armed.ctl = false; // its wake took the waker
                         Box::pin(self.run_ctl()).await;
                         continue;
                     }
@@ -464,25 +473,73 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                         continue;
                     };
                     // Control first, then the source, then the mailbox: the
-                    // fast path above already favours the mailbox.
-                    // The lossy lane before the mailbox: the fast path
-                    // favours the mailbox, so neither starves the other.
-                    // `ready` is contained code: a panic in it (a
-                    // notifier driving a user future there) ends the
-                    // incarnation, logged once, like one in a handler.
+                    // fast path above already favours the mailbox. Right
+                    // after a readiness turn the mailbox goes before the
+                    // source instead: a source that is always ready (a
+                    // level-triggered fd nobody drains) would otherwise
+                    // never let a message in. The lossy lane before the
+                    // mailbox: the fast path favours the mailbox, so
+                    // neither starves the other. `ready` is contained
+                    // code: a panic in it (a notifier driving a user
+                    // future there) ends the incarnation, logged once,
+                    // like one in a handler.
                     let accepting = state.accepting();
-                    let span = self.0.node.span();
-                    let turn = tokio::select! {
-                        biased;
-                        lossy = self.0.node.ctl_ready(accepting) => if lossy { Turn::Lossy } else { Turn::Ctl },
-                        ready = panic::catch(state.ready(), span) => match ready {
-                            Ok(()) => Turn::Ready,
-                            Err(caught) => Turn::Panicked(Box::new(caught)),
-                        },
-                        signal = mailbox_rx.recv(), if accepting => return Ok(signal),
+                    let node = &self.0.node;
+                    let turn = {
+                        let mut ready = std::pin::pin!(panic::catch(state.ready(), node.span()));
+                        std::future::poll_fn(|cx| {
+                            armed.check(cx.waker());
+                            if node.ctl_pending() {
+                                armed.ctl = false; // its wake took the waker
+                                return Poll::Ready(Turn::Ctl);
+                            }
+                            if node.lossy_pending() {
+                                armed.ctl = false;
+                                if accepting {
+                                    return Poll::Ready(Turn::Lossy);
+                                }
+                            }
+                            if after_turn
+                                && accepting
+                                && let Poll::Ready(signal) = armed.mailbox(mailbox_rx, cx)
+                            {
+                                return Poll::Ready(Turn::Signal(signal, 1));
+                            }
+                            match ready.as_mut().poll(cx) {
+                                Poll::Ready(Ok(())) => return Poll::Ready(Turn::Ready),
+                                Poll::Ready(Err(caught)) => {
+                                    return Poll::Ready(Turn::Panicked(Box::new(caught)));
+                                }
+                                Poll::Pending => {}
+                            }
+                            if !after_turn
+                                && accepting
+                                && let Poll::Ready(signal) = armed.mailbox(mailbox_rx, cx)
+                            {
+                                return Poll::Ready(Turn::Signal(signal, 0));
+                            }
+                            // About to wait: control's registration, once (it
+                            // stands until a flag is seen), then a second look:
+                            // a push between the first look and the
+                            // registration set its flag before it woke.
+                            if !armed.ctl {
+                                node.register_ctl(cx.waker());
+                                armed.ctl = true;
+                                if node.ctl_pending() || (accepting && node.lossy_pending()) {
+                                    cx.waker().wake_by_ref();
+                                }
+                            }
+                            Poll::Pending
+                        })
+                        .await
                     };
+                    after_turn = false;
                     match turn {
                         Turn::Panicked(caught) => self.end(panicked(*caught)),
+                        Turn::Signal(signal, burst) => {
+                            self.0.burst = burst;
+                            return Ok(signal);
+                        }
                         Turn::Ready => {
                             // In place when the notifier says its turn
                             // finishes at once (a stream's read, callback
@@ -494,8 +551,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                             if !now.await {
                                 Box::pin(self.run_hook(Hook::Ready)).await;
                             }
-                            // Fairness: a source that stays ready (a
-                            // level-triggered fd nobody drains) resolves
+                            // Fairness: a source that stays ready resolves
                             // `ready` at once every turn, and `AsyncFd`'s
                             // readiness takes no cooperative budget, so
                             // without this the loop would never give the
@@ -503,20 +559,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                             // tokio resource: free while the task has
                             // budget, a yield once it is spent.
                             tokio::task::coop::consume_budget().await;
-                            // The mailbox's turn: the select below polls
-                            // it only when the source is not ready, so a
-                            // source that always is would never let a
-                            // message in (the fast path runs only when
-                            // `next` is entered again). One `try_recv`,
-                            // no waker registered.
-                            if matches!(self.0.phase, Phase::Running)
-                                && !self.0.node.ctl_pending()
-                                && self.0.state.as_ref().is_some_and(N::accepting)
-                                && let Ok(signal) = mailbox_rx.try_recv()
-                            {
-                                self.0.burst = 1;
-                                return Ok(Some(signal));
-                            }
+                            after_turn = true;
                         }
                         Turn::Ctl => Box::pin(self.run_ctl()).await,
                         Turn::Lossy => Box::pin(self.run_lossy()).await,
@@ -581,12 +624,64 @@ impl<N: Notifier> Actor for NotifierActor<N> {
 }
 
 /// Which source the running notifier's turn serves.
-enum Turn {
+enum Turn<A: Actor> {
     Ctl,
     Ready,
     Lossy,
     /// `ready` panicked (boxed: rare, and the turn is held across awaits).
     Panicked(Box<Caught>),
+    /// A mailbox signal (`None`: the mailbox closed), and the burst it
+    /// begins.
+    Signal(Option<Signal<A>>, u32),
+}
+
+/// The running loop's standing registrations: one per wait, made when it
+/// is about to return `Pending`, and kept while they stand, so a wake-up by
+/// the notifier's source re-registers only the source. Control's stands
+/// until a flag is seen (every wake of its waker sets a flag first, and
+/// only this actor clears them); the mailbox's until a signal is taken
+/// from it (a send wakes after it queued its signal, which the next look
+/// finds). Both fall with a different waker.
+#[derive(Default)]
+struct Armed {
+    waker: Option<std::task::Waker>,
+    ctl: bool,
+    mailbox: bool,
+}
+
+impl Armed {
+    /// Drops what stands if this poll's waker would not wake the same task.
+    fn check(&mut self, waker: &std::task::Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+            self.ctl = false;
+            self.mailbox = false;
+        }
+    }
+
+    /// The mailbox's next signal: a plain `try_recv` while its registration
+    /// stands, a `poll_recv` (which registers) otherwise.
+    fn mailbox<A: Actor>(
+        &mut self,
+        rx: &mut MailboxReceiver<A>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Signal<A>>> {
+        if self.mailbox {
+            match rx.try_recv() {
+                Ok(signal) => {
+                    self.mailbox = false;
+                    return Poll::Ready(Some(signal));
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return Poll::Pending,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {}
+            }
+        }
+        // Out of budget, `poll_recv` yields without registering.
+        let budget = tokio::task::coop::has_budget_remaining();
+        let signal = rx.poll_recv(cx);
+        self.mailbox = budget && signal.is_pending();
+        signal
+    }
 }
 
 /// A message handled outside kameo's mailbox: ahead of it (see
