@@ -489,6 +489,9 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                         let mut ready = std::pin::pin!(panic::catch(state.ready(), node.span()));
                         std::future::poll_fn(|cx| {
                             armed.check(cx.waker());
+                            // The mailbox's turn right after a readiness
+                            // turn is this poll's only.
+                            let mailbox_first = std::mem::take(&mut after_turn);
                             if node.ctl_pending() {
                                 armed.ctl = false; // its wake took the waker
                                 return Poll::Ready(Turn::Ctl);
@@ -499,7 +502,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                                     return Poll::Ready(Turn::Lossy);
                                 }
                             }
-                            if after_turn
+                            if mailbox_first
                                 && accepting
                                 && let Poll::Ready(signal) = armed.mailbox(mailbox_rx, cx)
                             {
@@ -512,7 +515,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                                 }
                                 Poll::Pending => {}
                             }
-                            if !after_turn
+                            if !mailbox_first
                                 && accepting
                                 && let Poll::Ready(signal) = armed.mailbox(mailbox_rx, cx)
                             {
@@ -533,7 +536,6 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                         })
                         .await
                     };
-                    after_turn = false;
                     match turn {
                         Turn::Panicked(caught) => self.end(panicked(*caught)),
                         Turn::Signal(signal, burst) => {
