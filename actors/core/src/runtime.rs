@@ -527,11 +527,13 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                             // registration set its flag before it woke.
                             if !armed.ctl {
                                 node.register_ctl(cx.waker());
+                                registrations::count(&registrations::CONTROL);
                                 armed.ctl = true;
                                 if node.ctl_pending() || (accepting && node.lossy_pending()) {
                                     cx.waker().wake_by_ref();
                                 }
                             }
+                            registrations::count(&registrations::WAITS);
                             Poll::Pending
                         })
                         .await
@@ -682,7 +684,31 @@ impl Armed {
         let budget = tokio::task::coop::has_budget_remaining();
         let signal = rx.poll_recv(cx);
         self.mailbox = budget && signal.is_pending();
+        if self.mailbox {
+            registrations::count(&registrations::MAILBOX);
+        }
         signal
+    }
+}
+
+/// What the running loop registers, counted in debug builds (for
+/// `test_util::registrations`); nothing in release builds.
+pub(crate) mod registrations {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Control's registrations.
+    pub(crate) static CONTROL: AtomicU64 = AtomicU64::new(0);
+    /// The mailbox's registrations.
+    pub(crate) static MAILBOX: AtomicU64 = AtomicU64::new(0);
+    /// Waits: the running loop returned `Pending` (its source, not ready,
+    /// registered).
+    pub(crate) static WAITS: AtomicU64 = AtomicU64::new(0);
+
+    #[inline]
+    pub(crate) fn count(counter: &AtomicU64) {
+        if cfg!(debug_assertions) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
