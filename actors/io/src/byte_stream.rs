@@ -728,10 +728,10 @@ impl<P: Protocol> ByteStream<P> {
         // The ways out are boxed: a connection's idle actor carries the
         // largest future of its readiness path, so cold paths stay out.
         if let Some(e) = p.write_error {
-            return Box::pin(self.fail_with(ctx, StreamEvent::WriteError(e.clone()), e)).await;
+            return Box::pin(self.fail_with(ctx, StreamEvent::WriteError((*e).clone()), *e)).await;
         }
         if let Some(e) = p.read_error {
-            return Box::pin(self.fail_with(ctx, StreamEvent::ReadError(e.clone()), e)).await;
+            return Box::pin(self.fail_with(ctx, StreamEvent::ReadError((*e).clone()), *e)).await;
         }
         if self.done() {
             Box::pin(self.close_with(ctx, None)).await;

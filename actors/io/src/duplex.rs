@@ -372,8 +372,11 @@ pub(crate) struct Progress {
     pub(crate) read: bool,
     /// The peer closed its write side (first time only).
     pub(crate) read_eof: bool,
-    pub(crate) read_error: Option<Error>,
-    pub(crate) write_error: Option<Error>,
+    /// Boxed, as is `write_error`: errors are rare, and a `Progress` is
+    /// moved through every turn (two inline errors made it ~150 bytes,
+    /// copied at each step).
+    pub(crate) read_error: Option<Box<Error>>,
+    pub(crate) write_error: Option<Box<Error>>,
     /// The write queue just became empty.
     pub(crate) flushed: bool,
     /// The write side was shut down (first time only).
@@ -775,7 +778,7 @@ impl Duplex {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    p.read_error = Some(Error::io("read", e));
+                    p.read_error = Some(Box::new(Error::io("read", e)));
                     break;
                 }
             }
@@ -830,7 +833,10 @@ impl Duplex {
             };
             match res {
                 Ok(0) => {
-                    p.write_error = Some(Error::io("write", io::ErrorKind::WriteZero.into()));
+                    p.write_error = Some(Box::new(Error::io(
+                        "write",
+                        io::ErrorKind::WriteZero.into(),
+                    )));
                     break;
                 }
                 Ok(n) => {
@@ -847,7 +853,7 @@ impl Duplex {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    p.write_error = Some(Error::io("write", e));
+                    p.write_error = Some(Box::new(Error::io("write", e)));
                     break;
                 }
             }
@@ -862,7 +868,7 @@ impl Duplex {
                 self.write_shut = true;
                 p.write_eof = true;
                 if let Err(e) = self.src.shutdown_write() {
-                    p.write_error = Some(Error::io("shutdown", e));
+                    p.write_error = Some(Box::new(Error::io("shutdown", e)));
                 }
             }
         }
@@ -919,7 +925,7 @@ impl Duplex {
             let mut p = Progress::default();
             self.flush_some(&mut p);
             if let Some(e) = p.write_error {
-                return Err(e);
+                return Err(*e);
             }
         }
         Ok(())
@@ -1028,7 +1034,7 @@ impl Duplex {
                     done.read = true;
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(e)) => done.read_error = Some(Error::io("read", e)),
+                Poll::Ready(Err(e)) => done.read_error = Some(Box::new(Error::io("read", e))),
             }
         }
         self.update_read_pause();
@@ -1110,7 +1116,7 @@ impl Duplex {
         let e = Error::io(op, e);
         self.fail_waiters(&e);
         if let Source::Io(s) = &mut self.src {
-            s.done.write_error = Some(e);
+            s.done.write_error = Some(Box::new(e));
         }
     }
 
@@ -1123,7 +1129,7 @@ impl Duplex {
             }
             let pending_err = self.io_src().and_then(|s| s.done.write_error.clone());
             if let Some(e) = pending_err {
-                return Poll::Ready(Err(e));
+                return Poll::Ready(Err(*e));
             }
             let busy = self.has_pending() || self.io_src().is_some_and(|s| s.unflushed);
             if busy {
