@@ -486,7 +486,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                     let accepting = state.accepting();
                     let node = &self.0.node;
                     let turn = {
-                        let mut ready = std::pin::pin!(panic::catch(state.ready(), node.span()));
+                        let mut ready = std::pin::pin!(state.ready());
                         std::future::poll_fn(|cx| {
                             armed.check(cx.waker());
                             // The mailbox's turn right after a readiness
@@ -508,12 +508,14 @@ impl<N: Notifier> Actor for NotifierActor<N> {
                             {
                                 return Poll::Ready(Turn::Signal(signal, 1));
                             }
-                            match ready.as_mut().poll(cx) {
-                                Poll::Ready(Ok(())) => return Poll::Ready(Turn::Ready),
-                                Poll::Ready(Err(caught)) => {
+                            // Contained here, within this poll: no
+                            // wrapping future to build at every wait.
+                            match panic::catch_now(node.span(), || ready.as_mut().poll(cx)) {
+                                Ok(Poll::Ready(())) => return Poll::Ready(Turn::Ready),
+                                Err(caught) => {
                                     return Poll::Ready(Turn::Panicked(Box::new(caught)));
                                 }
-                                Poll::Pending => {}
+                                Ok(Poll::Pending) => {}
                             }
                             if !mailbox_first
                                 && accepting
