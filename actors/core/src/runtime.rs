@@ -432,7 +432,7 @@ impl<N: Notifier> Actor for NotifierActor<N> {
         // every idle actor) keeps no room for it (88 bytes).
         drop(actor_ref);
         // Fast path: a queued message needs no waker registration. Every
-        // FAIR_BURST messages the select below runs anyway, so a busy
+        // FAIR_BURST messages the wait below runs anyway, so a busy
         // mailbox cannot starve the notifier's source or its control.
         if matches!(self.0.phase, Phase::Running)
             && self.0.burst < FAIR_BURST
