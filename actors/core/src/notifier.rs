@@ -285,7 +285,9 @@ impl<'a, N: Notifier> Ctx<'a, N> {
     /// Whether emitting an `E` now could wait: a subscriber of `E` is an
     /// actor or a stream (whose queue may be full), not a closure. A
     /// notifier whose readiness turn emits only events for which this is
-    /// `false` may say so in [`Notifier::on_ready_may_wait`].
+    /// `false` may say so in [`Notifier::on_ready_may_wait`]. Subscriptions
+    /// made through a handle and not taken yet are left for the runtime's
+    /// next control turn (which tells [`Notifier::on_subscribe`]).
     ///
     /// ```
     /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
@@ -320,7 +322,10 @@ impl<'a, N: Notifier> Ctx<'a, N> {
         N: Emits<E>,
         E: Clone + Send + 'static,
     {
-        self.take_subscriptions().may_wait::<E>()
+        self.subs
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .may_wait::<E>()
     }
 
     /// This notifier's path (`/server/conn-17`).
