@@ -17,6 +17,12 @@
 //! Beside raw tokio, a plain kameo actor per connection (reading its
 //! socket in `next`) shows what any kameo-based server pays.
 //!
+//! For profiling the plain echo: `--serve raw|kameo|ours FLAVOR` starts a
+//! server, `--load ADDR CONNS SECS` loads it for a time, `--rounds ADDR
+//! CONNS N` for exactly N round trips (run it twice with different N
+//! under `valgrind --tool=callgrind` on the server: the difference is
+//! the instructions of N round trips, start-up and teardown cancelled).
+//!
 //! `cargo bench --bench echo` (`-- --quick` for shorter runs, `-- --idle`
 //! for the idle-connection figure only).
 #![allow(missing_docs, clippy::disallowed_methods, clippy::disallowed_types)]
@@ -386,6 +392,38 @@ fn load_addr(addr: &str, conns: usize, secs: f64) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
+/// `n` round trips in all over `conns` connections against `addr`
+/// (`n / conns` each), every connection opened before the first.
+fn rounds(addr: &str, conns: usize, n: usize) {
+    let rt = runtime("multi");
+    let addr = addr.to_owned();
+    let each = n / conns;
+    rt.block_on(async move {
+        let mut socks = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            let s = TcpStream::connect(&addr).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            socks.push(s);
+        }
+        let tasks: Vec<_> = socks
+            .into_iter()
+            .map(|mut s| {
+                tokio::spawn(async move {
+                    let (msg, mut back) = ([7u8; MSG], [0u8; MSG]);
+                    for _ in 0..each {
+                        s.write_all(&msg).await.unwrap();
+                        s.read_exact(&mut back).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    println!("{} round trips", each * conns);
+}
+
 /// Resident bytes per idle connection with `n` connections open.
 fn idle_memory(kind: &str, n: usize) -> f64 {
     let server = Server::start(kind, "multi");
@@ -424,6 +462,17 @@ fn main() {
             args[i + 3].parse().unwrap(),
         );
         println!("{:.0} round trips/s", r);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--rounds") {
+        // For instruction counts (callgrind) of a server started with
+        // --serve: exactly N round trips over CONNS connections, so two
+        // runs with different N give the cost of one round trip.
+        rounds(
+            &args[i + 1],
+            args[i + 2].parse().unwrap(),
+            args[i + 3].parse().unwrap(),
+        );
         return;
     }
     #[cfg(feature = "tls")]

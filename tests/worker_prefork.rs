@@ -104,7 +104,12 @@ fn prefork_echo_echoes_1000_connections_byte_exact_and_the_parent_keeps_no_fd() 
             }
         })
         .await;
-        assert_eq!(after, before, "no fd leaked in the parent");
+        // A leak is more fds than before; fewer happens (a transient fd
+        // the parent held when `before` was read has closed since).
+        assert!(
+            after <= before,
+            "fds leaked in the parent: {before} -> {after}"
+        );
         signal(&child, "TERM").await;
         let mut child = child;
         let st = bounded("exit", child.wait()).await.unwrap();

@@ -189,6 +189,17 @@ impl Subscribers {
             .map_or(0, Vec::len)
     }
 
+    /// Whether a subscriber of `E` can make an emit wait (one that is not
+    /// a closure).
+    pub(crate) fn may_wait<E: 'static>(&self) -> bool {
+        let id = TypeId::of::<E>();
+        self.lists()
+            .iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, l)| l.downcast_ref::<Vec<Target<E>>>())
+            .is_some_and(|l| !l.iter().all(|t| matches!(t, Target::Closure(_))))
+    }
+
     /// Delivers `event` now when no subscriber of `E` can make it wait
     /// (none, or closures only); hands it back otherwise.
     pub(crate) fn emit_now<E: Clone + Send + 'static>(&mut self, event: E) -> Option<E> {

@@ -341,6 +341,13 @@ impl Node {
         })
     }
 
+    /// Registers the actor's waker for control and the lossy lane (what
+    /// `ctl_ready` does at each poll; the running loop registers once per
+    /// wait, then looks at the flags again).
+    pub(crate) fn register_ctl(&self, waker: &std::task::Waker) {
+        self.ctl_waker.register(waker);
+    }
+
     /// Control messages may be queued (one atomic load: the hot path).
     pub(crate) fn ctl_pending(&self) -> bool {
         self.ctl_pending.load(Ordering::Acquire)

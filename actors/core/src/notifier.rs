@@ -91,6 +91,22 @@ pub trait Notifier: Sized + Send + 'static {
         async {}
     }
 
+    /// Whether this turn's [`Notifier::on_ready`] may wait (an `.await`
+    /// that can be pending), asked before every readiness turn. The
+    /// default, `true`, runs each turn's `on_ready` as a boxed future (one
+    /// allocation per turn: the idle notifier keeps no room for it). A
+    /// notifier whose turn finishes at once says `false`; the runtime then
+    /// polls `on_ready` in place, with no allocation, and its emits go to
+    /// the subscribers it had when the turn began (those made meanwhile
+    /// through a handle are taken at the next turn). Say `false` only when
+    /// every `.await` of the turn is ready at once — an emit of an `E` for
+    /// which [`Ctx::emit_may_wait`] is `false` is; a turn that waits anyway
+    /// fails the incarnation like a panic.
+    fn on_ready_may_wait(&mut self, ctx: &mut Ctx<'_, Self>) -> bool {
+        let _ = ctx;
+        true
+    }
+
     /// Whether the notifier takes messages from its mailbox now. While it
     /// returns false, senders wait on the bounded mailbox: backpressure
     /// (a stream above its write high watermark says false). Checked
@@ -144,6 +160,10 @@ pub struct Ctx<'a, N: Notifier> {
     subs: std::sync::Mutex<&'a mut Subscribers>,
     /// Boxed: set rarely, and it keeps every handler future small.
     pub(crate) exit: Option<Box<ExitReason>>,
+    /// A readiness turn polled in place (see
+    /// [`Notifier::on_ready_may_wait`]): emits take no new subscriptions,
+    /// so none can make them wait.
+    pub(crate) at_once: bool,
     _n: std::marker::PhantomData<fn(N)>,
 }
 
@@ -153,8 +173,19 @@ impl<'a, N: Notifier> Ctx<'a, N> {
             node,
             subs: std::sync::Mutex::new(subs),
             exit: None,
+            at_once: false,
             _n: std::marker::PhantomData,
         }
+    }
+
+    /// Subscriptions made through a handle join the lists, except inside
+    /// a turn polled in place.
+    fn take_subscriptions(&mut self) -> &mut Subscribers {
+        let subs = self.subs.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !self.at_once {
+            self.node.take_subscriptions(subs);
+        }
+        subs
     }
 
     /// Delivers `event` to this notifier's subscribers of `E` (closures
@@ -201,8 +232,7 @@ impl<'a, N: Notifier> Ctx<'a, N> {
         N: Emits<E>,
         E: Clone + Send + 'static,
     {
-        let subs = self.subs.get_mut().unwrap_or_else(|e| e.into_inner());
-        self.node.take_subscriptions(subs);
+        let subs = self.take_subscriptions();
         let waits: Option<futures_util::future::BoxFuture<'_, ()>> = subs
             .emit_now(event)
             .map(|event| Box::pin(subs.emit(event)) as _);
@@ -249,9 +279,53 @@ impl<'a, N: Notifier> Ctx<'a, N> {
         N: Emits<E>,
         E: Clone + Send + 'static,
     {
-        let subs = self.subs.get_mut().unwrap_or_else(|e| e.into_inner());
-        self.node.take_subscriptions(subs);
-        subs.count::<E>() > 0
+        self.take_subscriptions().count::<E>() > 0
+    }
+
+    /// Whether emitting an `E` now could wait: a subscriber of `E` is an
+    /// actor or a stream (whose queue may be full), not a closure. A
+    /// notifier whose readiness turn emits only events for which this is
+    /// `false` may say so in [`Notifier::on_ready_may_wait`]. Subscriptions
+    /// made through a handle and not taken yet are left for the runtime's
+    /// next control turn (which tells [`Notifier::on_subscribe`]).
+    ///
+    /// ```
+    /// # use ioasync::{Loop, Result, notifier::{Ctx, Handler, Notifier, Spec}};
+    /// # struct Cell;
+    /// # impl Notifier for Cell {
+    /// #     type Args = ();
+    /// #     async fn init(_: (), _: &mut Ctx<'_, Self>) -> Result<Self> { Ok(Cell) }
+    /// # }
+    /// #[derive(Clone)]
+    /// struct Pinged;
+    /// impl ioasync::notifier::Emits<Pinged> for Cell {}
+    ///
+    /// struct MayWait;
+    /// impl Handler<MayWait> for Cell {
+    ///     type Reply = bool;
+    ///     async fn handle(&mut self, _: MayWait, ctx: &mut Ctx<'_, Self>) -> bool {
+    ///         ctx.emit_may_wait::<Pinged>()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> ioasync::Result<()> {
+    /// # let lp = Loop::current()?;
+    /// # let cell = lp.add(Spec::<Cell>::new("cell", ())).await?;
+    /// assert!(!cell.ask(MayWait).await?); // nobody listens
+    /// let _pings = cell.events::<Pinged>()?; // a stream: it may be full
+    /// assert!(cell.ask(MayWait).await?);
+    /// # Ok(()) }
+    /// ```
+    pub fn emit_may_wait<E>(&mut self) -> bool
+    where
+        N: Emits<E>,
+        E: Clone + Send + 'static,
+    {
+        self.subs
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .may_wait::<E>()
     }
 
     /// This notifier's path (`/server/conn-17`).

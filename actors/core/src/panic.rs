@@ -138,6 +138,24 @@ pub fn catch_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     })
 }
 
+/// Runs `f` as contained code (inside `span` when tracing is on) and
+/// catches its panic: for work the runtime does inside a poll of its own
+/// (a readiness turn polled in place), with no future to wrap.
+pub(crate) fn catch_now<R>(span: &tracing::Span, f: impl FnOnce() -> R) -> Result<R, Caught> {
+    let depth = Depth::enter();
+    let res = if span.is_disabled() {
+        std::panic::catch_unwind(AssertUnwindSafe(f))
+    } else {
+        let _entered = span.enter();
+        std::panic::catch_unwind(AssertUnwindSafe(f))
+    };
+    drop(depth);
+    res.map_err(|payload| Caught {
+        message: message(payload.as_ref()),
+        location: take_location(),
+    })
+}
+
 /// Runs `fut` as contained code (inside `span`), without catching: for
 /// handlers, whose panics kameo catches and hands to `on_panic`.
 pub(crate) fn contained<F: Future>(fut: F, span: &tracing::Span) -> Contained<'_, F> {

@@ -18,7 +18,7 @@
 //! of restarts, never prunes dead children and can start a new instance
 //! while the old one is still in `on_stop` (see tests/core_supervision.rs).
 
-use std::{fmt, ops::ControlFlow, sync::Arc};
+use std::{fmt, ops::ControlFlow, sync::Arc, task::Poll};
 
 use futures_util::future::BoxFuture;
 use kameo::{
@@ -461,7 +461,7 @@ impl<N: Notifier> NotifierActor<N> {
         mailbox_rx: &mut MailboxReceiver<Self>,
     ) -> Result<Option<Signal<Self>>> {
         // Fast path: a queued message needs no waker registration. Every
-        // FAIR_BURST messages the select below runs anyway, so a busy
+        // FAIR_BURST messages the wait below runs anyway, so a busy
         // mailbox cannot starve the notifier's source or its control.
         if matches!(self.0.phase, Phase::Running)
             && self.0.burst < FAIR_BURST
@@ -473,6 +473,9 @@ impl<N: Notifier> NotifierActor<N> {
             self.0.burst += 1;
             return Ok(Some(signal));
         }
+        // Whether a readiness turn just ended (the mailbox's turn comes
+        // next).
+        let mut after_turn = false;
         loop {
             match &mut self.0.phase {
                 Phase::Running => {
@@ -493,35 +496,84 @@ impl<N: Notifier> NotifierActor<N> {
                         continue;
                     };
                     // Control first, then the source, then the mailbox: the
-                    // fast path above already favours the mailbox.
-                    // The lossy lane before the mailbox: the fast path
-                    // favours the mailbox, so neither starves the other.
-                    // `ready` is contained code: a panic in it (a
-                    // notifier driving a user future there) ends the
-                    // incarnation, logged once, like one in a handler.
+                    // fast path above already favours the mailbox. Right
+                    // after a readiness turn the mailbox goes before the
+                    // source instead: a source that is always ready (a
+                    // level-triggered fd nobody drains) would otherwise
+                    // never let a message in. The lossy lane before the
+                    // mailbox: the fast path favours the mailbox, so
+                    // neither starves the other. `ready` is contained
+                    // code: a panic in it (a notifier driving a user
+                    // future there) ends the incarnation, logged once,
+                    // like one in a handler.
                     let accepting = state.accepting();
-                    let span = self.0.node.span();
-                    let turn = tokio::select! {
-                        biased;
-                        lossy = self.0.node.ctl_ready(accepting) => if lossy { Turn::Lossy } else { Turn::Ctl },
-                        ready = panic::catch(state.ready(), span) => match ready {
-                            Ok(()) => Turn::Ready,
-                            Err(caught) => Turn::Panicked(Box::new(caught)),
-                        },
-                        // `poll_recv`, not `recv()`: the same receive without an
-                        // async fn's state in every idle actor's future.
-                        signal = std::future::poll_fn(|cx| mailbox_rx.poll_recv(cx)), if accepting => return Ok(signal),
+                    let node = &self.0.node;
+                    let turn = {
+                        let mut ready = std::pin::pin!(state.ready());
+                        std::future::poll_fn(|cx| {
+                            // The mailbox's turn right after a readiness
+                            // turn is this poll's only.
+                            let mailbox_first = std::mem::take(&mut after_turn);
+                            if node.ctl_pending() {
+                                return Poll::Ready(Turn::Ctl);
+                            }
+                            if accepting && node.lossy_pending() {
+                                return Poll::Ready(Turn::Lossy);
+                            }
+                            if mailbox_first
+                                && accepting
+                                && let Poll::Ready(signal) = poll_mailbox(mailbox_rx, cx)
+                            {
+                                return Poll::Ready(Turn::Signal(signal, 1));
+                            }
+                            // Contained here, within this poll: no
+                            // wrapping future to build at every wait.
+                            match panic::catch_now(node.span(), || ready.as_mut().poll(cx)) {
+                                Ok(Poll::Ready(())) => return Poll::Ready(Turn::Ready),
+                                Err(caught) => {
+                                    return Poll::Ready(Turn::Panicked(Box::new(caught)));
+                                }
+                                Ok(Poll::Pending) => {}
+                            }
+                            if !mailbox_first
+                                && accepting
+                                && let Poll::Ready(signal) = poll_mailbox(mailbox_rx, cx)
+                            {
+                                return Poll::Ready(Turn::Signal(signal, 0));
+                            }
+                            // About to wait: control's registration (the
+                            // mailbox's and the source's were made by their
+                            // polls above), then a second look: a push
+                            // between the first look and the registration
+                            // set its flag before it woke.
+                            node.register_ctl(cx.waker());
+                            registrations::count(&registrations::CONTROL);
+                            if node.ctl_pending() || (accepting && node.lossy_pending()) {
+                                cx.waker().wake_by_ref();
+                            }
+                            registrations::count(&registrations::WAITS);
+                            Poll::Pending
+                        })
+                        .await
                     };
                     match turn {
                         Turn::Panicked(caught) => self.end(panicked(*caught)),
-                        // Boxed: the notifier's `on_ready` future is the
-                        // largest of its turn, and every idle actor's
-                        // memory would hold room for it (~1.1 KiB for a
-                        // stream); one allocation per readiness turn.
+                        Turn::Signal(signal, burst) => {
+                            self.0.burst = burst;
+                            return Ok(signal);
+                        }
                         Turn::Ready => {
-                            Box::pin(self.run_hook(Hook::Ready)).await;
-                            // Fairness: a source that stays ready (a
-                            // level-triggered fd nobody drains) resolves
+                            // In place when the notifier says its turn
+                            // finishes at once (a stream's read, callback
+                            // and write); otherwise boxed: the `on_ready`
+                            // future is the largest of its turn, and every
+                            // idle actor's memory would hold room for it
+                            // (~1.1 KiB for a stream).
+                            let now = std::future::poll_fn(|cx| Poll::Ready(self.ready_now(cx)));
+                            if !now.await {
+                                Box::pin(self.run_hook(Hook::Ready)).await;
+                            }
+                            // Fairness: a source that stays ready resolves
                             // `ready` at once every turn, and `AsyncFd`'s
                             // readiness takes no cooperative budget, so
                             // without this the loop would never give the
@@ -529,20 +581,7 @@ impl<N: Notifier> NotifierActor<N> {
                             // tokio resource: free while the task has
                             // budget, a yield once it is spent.
                             tokio::task::coop::consume_budget().await;
-                            // The mailbox's turn: the select below polls
-                            // it only when the source is not ready, so a
-                            // source that always is would never let a
-                            // message in (the fast path runs only when
-                            // `next` is entered again). One `try_recv`,
-                            // no waker registered.
-                            if matches!(self.0.phase, Phase::Running)
-                                && !self.0.node.ctl_pending()
-                                && self.0.state.as_ref().is_some_and(N::accepting)
-                                && let Ok(signal) = mailbox_rx.try_recv()
-                            {
-                                self.0.burst = 1;
-                                return Ok(Some(signal));
-                            }
+                            after_turn = true;
                         }
                         Turn::Ctl => Box::pin(self.run_ctl()).await,
                         Turn::Lossy => Box::pin(self.run_lossy()).await,
@@ -607,12 +646,55 @@ impl<N: Notifier> NotifierActor<N> {
 }
 
 /// Which source the running notifier's turn serves.
-enum Turn {
+enum Turn<A: Actor> {
     Ctl,
     Ready,
     Lossy,
     /// `ready` panicked (boxed: rare, and the turn is held across awaits).
     Panicked(Box<Caught>),
+    /// A mailbox signal (`None`: the mailbox closed), and the burst it
+    /// begins.
+    Signal(Option<Signal<A>>, u32),
+}
+
+/// The mailbox's next signal; registers the waker when there is none.
+///
+/// The running loop registers for control and the mailbox only when it is
+/// about to return `Pending` (a poll that finds work registers nothing),
+/// and then at every wait: a registration trusted to stand from one wait
+/// to the next lost a wake-up under load on the multi-thread runtime
+/// (tests/io_framed_send's broadcast, about one run in thirty), and
+/// registering the same waker again is a `will_wake` comparison, no clone.
+fn poll_mailbox<A: Actor>(
+    rx: &mut MailboxReceiver<A>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Option<Signal<A>>> {
+    let signal = rx.poll_recv(cx);
+    if signal.is_pending() {
+        registrations::count(&registrations::MAILBOX);
+    }
+    signal
+}
+
+/// What the running loop registers, counted in debug builds (for
+/// `test_util::registrations`); nothing in release builds.
+pub(crate) mod registrations {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Control's registrations.
+    pub(crate) static CONTROL: AtomicU64 = AtomicU64::new(0);
+    /// The mailbox's registrations.
+    pub(crate) static MAILBOX: AtomicU64 = AtomicU64::new(0);
+    /// Waits: the running loop returned `Pending` (its source, not ready,
+    /// registered).
+    pub(crate) static WAITS: AtomicU64 = AtomicU64::new(0);
+
+    #[inline]
+    pub(crate) fn count(counter: &AtomicU64) {
+        if cfg!(debug_assertions) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A message handled outside kameo's mailbox: ahead of it (see
@@ -1112,6 +1194,49 @@ impl<N: Notifier> NotifierActor<N> {
             },
         };
         let exit = ctx.exit.take().map(|b| *b);
+        self.after_hook(res, exit);
+    }
+
+    /// Runs a readiness turn in place, within this poll, when the notifier
+    /// says its `on_ready` finishes at once: no allocation, no boxed
+    /// future. `false` (nothing done) when it may wait.
+    fn ready_now(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let ActorState {
+            node, state, subs, ..
+        } = &mut *self.0;
+        let Some(state) = state.as_mut() else {
+            return true;
+        };
+        let mut ctx = Ctx::new(node, subs);
+        let res = panic::catch_now(node.span(), || {
+            if state.on_ready_may_wait(&mut ctx) {
+                return None;
+            }
+            ctx.at_once = true;
+            let turn = std::pin::pin!(state.on_ready(&mut ctx));
+            Some(turn.poll(cx))
+        });
+        let res = match res {
+            Ok(None) => return false,
+            Ok(Some(Poll::Ready(()))) => Ok(()),
+            // Dropped half done: the notifier broke its word.
+            Ok(Some(Poll::Pending)) => Err(Caught {
+                message: format!(
+                    "{}'s on_ready waited, though on_ready_may_wait said it would not",
+                    N::kind()
+                ),
+                location: None,
+            }),
+            Err(caught) => Err(caught),
+        };
+        let exit = ctx.exit.take().map(|b| *b);
+        self.after_hook(res, exit);
+        true
+    }
+
+    /// What a hook's outcome does: a panic, or an exit it asked for, ends
+    /// the incarnation.
+    fn after_hook(&mut self, res: std::result::Result<(), Caught>, exit: Option<ExitReason>) {
         match res {
             Ok(()) => {
                 if let Some(reason) = exit {

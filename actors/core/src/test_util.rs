@@ -21,6 +21,34 @@ use tokio::sync::watch;
 
 use crate::{Ctx, Error, ErrorKind, Handler, Notifier, Result, Spec, Subscription};
 
+/// What the running loops of all notifiers registered so far, process
+/// wide: counted in debug builds only (all zero in release builds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Registrations {
+    /// Waits: a loop found nothing to do and returned `Pending` (its
+    /// notifier's source, not ready, registered its waker).
+    pub waits: u64,
+    /// Registrations of a loop's waker for its control queue and lossy
+    /// lane (made when it is about to wait, kept while they stand).
+    pub control: u64,
+    /// Registrations of a loop's waker with its mailbox (likewise).
+    pub mailbox: u64,
+}
+
+/// What the running loops registered so far (see [`Registrations`]):
+/// tests take the difference over a stretch of work. One registration
+/// per wake-up is the source's; `control` and `mailbox` grow only when a
+/// loop took a control message or a mailbox signal.
+pub fn registrations() -> Registrations {
+    use crate::runtime::registrations::{CONTROL, MAILBOX, WAITS};
+    Registrations {
+        waits: WAITS.load(Ordering::SeqCst),
+        control: CONTROL.load(Ordering::SeqCst),
+        mailbox: MAILBOX.load(Ordering::SeqCst),
+    }
+}
+
 /// An ordered, shared log of lines.
 #[derive(Clone)]
 pub struct Journal(Arc<watch::Sender<Vec<String>>>);

@@ -730,10 +730,10 @@ impl<P: Protocol> ByteStream<P> {
         // The ways out are boxed: a connection's idle actor carries the
         // largest future of its readiness path, so cold paths stay out.
         if let Some(e) = p.write_error {
-            return Box::pin(self.fail_with(ctx, StreamEvent::WriteError(e.clone()), e)).await;
+            return Box::pin(self.fail_with(ctx, StreamEvent::WriteError((*e).clone()), *e)).await;
         }
         if let Some(e) = p.read_error {
-            return Box::pin(self.fail_with(ctx, StreamEvent::ReadError(e.clone()), e)).await;
+            return Box::pin(self.fail_with(ctx, StreamEvent::ReadError((*e).clone()), *e)).await;
         }
         if self.done() {
             Box::pin(self.close_with(ctx, None)).await;
@@ -1118,6 +1118,16 @@ impl<P: Protocol> Notifier for ByteStream<P> {
     async fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>) {
         P::on_ready(self, ctx).await;
         self.progress(ctx).await;
+    }
+
+    fn on_ready_may_wait(&mut self, ctx: &mut Ctx<'_, Self>) -> bool {
+        // Every `.await` of a turn is an emit: reads are answered through
+        // oneshots, `on_read`, `on_frame`, pushed readers and codecs are
+        // plain calls, `serve` only queues its handlers' futures (`ready`
+        // polls them), and the ways out (`fail_with`, `close_with`,
+        // `stop_reading`) only emit. Keep it so: an `.await` on anything
+        // else in `on_ready`'s path must be reflected here.
+        ctx.emit_may_wait::<StreamEvent<P::Item>>()
     }
 
     fn accepting(&self) -> bool {

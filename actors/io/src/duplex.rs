@@ -373,8 +373,11 @@ pub(crate) struct Progress {
     pub(crate) read: bool,
     /// The peer closed its write side (first time only).
     pub(crate) read_eof: bool,
-    pub(crate) read_error: Option<Error>,
-    pub(crate) write_error: Option<Error>,
+    /// Boxed, as is `write_error`: errors are rare, and a `Progress` is
+    /// moved through every turn (two inline errors made it ~150 bytes,
+    /// copied at each step).
+    pub(crate) read_error: Option<Box<Error>>,
+    pub(crate) write_error: Option<Box<Error>>,
     /// The write queue just became empty.
     pub(crate) flushed: bool,
     /// The write side was shut down (first time only).
@@ -389,9 +392,17 @@ pub(crate) struct Progress {
 
 type Waiter = (u64, oneshot::Sender<Result<()>>);
 
-/// Reads into a stack buffer of this size until the read buffer has grown
+/// Reads into a scratch buffer of this size until the read buffer has grown
 /// this much spare room.
 const SMALL_READ: usize = 4096;
+
+thread_local! {
+    /// The buffer of small reads on the raw path: one per thread, zeroed
+    /// once, where a stack array would be zeroed at every read (4 KiB of
+    /// memset per readiness turn, the largest cost of an echo's turn).
+    static SMALL: std::cell::RefCell<[u8; SMALL_READ]> =
+        const { std::cell::RefCell::new([0; SMALL_READ]) };
+}
 
 /// Buffers and state of one byte stream.
 ///
@@ -730,11 +741,14 @@ impl Duplex {
     }
 
     fn read_some(&mut self, p: &mut Progress) {
+        SMALL.with_borrow_mut(|small| self.read_some_with(p, small));
+    }
+
+    fn read_some_with(&mut self, p: &mut Progress, small: &mut [u8; SMALL_READ]) {
         let mut got = 0;
-        let mut small = [0u8; SMALL_READ];
         let chunk = self.limits.read_chunk.max(1);
         while got < chunk {
-            // Small messages go through a stack buffer, so the read buffer
+            // Small messages go through the thread's buffer, so the read buffer
             // holds exactly what is unconsumed (an idle connection: nothing);
             // bulk transfers read straight into the growing buffer. No read
             // goes past `read_chunk`.
@@ -765,7 +779,7 @@ impl Duplex {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    p.read_error = Some(Error::io("read", e));
+                    p.read_error = Some(Box::new(Error::io("read", e)));
                     break;
                 }
             }
@@ -820,7 +834,10 @@ impl Duplex {
             };
             match res {
                 Ok(0) => {
-                    p.write_error = Some(Error::io("write", io::ErrorKind::WriteZero.into()));
+                    p.write_error = Some(Box::new(Error::io(
+                        "write",
+                        io::ErrorKind::WriteZero.into(),
+                    )));
                     break;
                 }
                 Ok(n) => {
@@ -837,7 +854,7 @@ impl Duplex {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    p.write_error = Some(Error::io("write", e));
+                    p.write_error = Some(Box::new(Error::io("write", e)));
                     break;
                 }
             }
@@ -852,7 +869,7 @@ impl Duplex {
                 self.write_shut = true;
                 p.write_eof = true;
                 if let Err(e) = self.src.shutdown_write() {
-                    p.write_error = Some(Error::io("shutdown", e));
+                    p.write_error = Some(Box::new(Error::io("shutdown", e)));
                 }
             }
         }
@@ -909,7 +926,7 @@ impl Duplex {
             let mut p = Progress::default();
             self.flush_some(&mut p);
             if let Some(e) = p.write_error {
-                return Err(e);
+                return Err(*e);
             }
         }
         Ok(())
@@ -1018,7 +1035,7 @@ impl Duplex {
                     done.read = true;
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(e)) => done.read_error = Some(Error::io("read", e)),
+                Poll::Ready(Err(e)) => done.read_error = Some(Box::new(Error::io("read", e))),
             }
         }
         self.update_read_pause();
@@ -1100,7 +1117,7 @@ impl Duplex {
         let e = Error::io(op, e);
         self.fail_waiters(&e);
         if let Source::Io(s) = &mut self.src {
-            s.done.write_error = Some(e);
+            s.done.write_error = Some(Box::new(e));
         }
     }
 
@@ -1113,7 +1130,7 @@ impl Duplex {
             }
             let pending_err = self.io_src().and_then(|s| s.done.write_error.clone());
             if let Some(e) = pending_err {
-                return Poll::Ready(Err(e));
+                return Poll::Ready(Err(*e));
             }
             let busy = self.has_pending() || self.io_src().is_some_and(|s| s.unflushed);
             if busy {

@@ -1,0 +1,94 @@
+//! What one wake-up costs in registrations: while an established Stream
+//! echo connection serves round trips, each round trip is one wake-up (by
+//! its socket) and one wait, and the wait registers control and the
+//! mailbox once each (beside the socket), never once per poll. Standing
+//! registrations (kept from one wait to the next) were tried and lost a
+//! wake-up under load (see `poll_mailbox` in the runtime), so the figure
+//! held here is one of each per wait. Counted by the runtime in debug
+//! builds (`test_util::registrations`), process-wide, so alone in its own
+//! binary.
+#![cfg(debug_assertions)]
+
+#[macro_use]
+mod support;
+
+use std::{
+    io::{Read, Write},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use ioasync::{
+    io::{Listen, ListenerRef, ReadAction, Stream},
+    test_util::registrations,
+};
+use support::{bounded, test_loop};
+
+const ROUNDS: u64 = 2_000;
+const WARM_UP: u64 = 200;
+
+flavours!(serial an_echo_round_trip_is_one_wait_registering_each_source_once);
+async fn an_echo_round_trip_is_one_wait_registering_each_source_once() {
+    let lp = test_loop();
+    let next = AtomicU64::new(1);
+    let listener = lp
+        .listen(
+            "echo",
+            Listen::new("127.0.0.1:0".parse::<ioasync::io::Address>().unwrap()),
+            move |conn, _| {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                Stream::spec(format!("conn-{n}"), conn).on_read(|io, buf, _eof| {
+                    io.write_slice(buf);
+                    buf.clear();
+                    ReadAction::Wait
+                })
+            },
+        )
+        .await
+        .unwrap();
+    let addr = listener.local_addr().await.unwrap().to_string();
+    let client = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        for _ in 0..WARM_UP {
+            round_trip(&mut s);
+        }
+        let before = registrations();
+        for _ in 0..ROUNDS {
+            round_trip(&mut s);
+        }
+        (before, registrations())
+    });
+    let (before, after) = bounded("the round trips", client).await.unwrap();
+    let waits = after.waits - before.waits;
+    let control = after.control - before.control;
+    let mailbox = after.mailbox - before.mailbox;
+    let per = |n: u64| n as f64 / ROUNDS as f64;
+    eprintln!(
+        "per echo round trip: {:.3} waits (each registering its socket), {:.3} control \
+         registrations, {:.3} mailbox registrations",
+        per(waits),
+        per(control),
+        per(mailbox)
+    );
+    // A round trip is one wake-up: the socket's. (Slack for a spurious
+    // wake-up now and then; none per round trip.)
+    assert!(
+        (ROUNDS..=ROUNDS + ROUNDS / 20).contains(&waits),
+        "{waits} waits in {ROUNDS} round trips"
+    );
+    assert_eq!(
+        control, waits,
+        "control registered {control} times in {waits} waits"
+    );
+    assert_eq!(
+        mailbox, waits,
+        "the mailbox registered {mailbox} times in {waits} waits"
+    );
+}
+
+fn round_trip(s: &mut std::net::TcpStream) {
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    s.write_all(&msg).unwrap();
+    s.read_exact(&mut back).unwrap();
+}
