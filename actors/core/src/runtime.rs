@@ -512,14 +512,17 @@ impl<N: Notifier> NotifierActor<N> {
                         let mut ready = std::pin::pin!(state.ready());
                         std::future::poll_fn(|cx| {
                             // The mailbox's turn right after a readiness
-                            // turn is this poll's only.
-                            let mailbox_first = std::mem::take(&mut after_turn);
+                            // turn: a control or lossy turn before it keeps
+                            // it (spent here, a lane fed every turn would
+                            // hand the source every wait and starve the
+                            // mailbox); it is this poll's only.
                             if node.ctl_pending() {
                                 return Poll::Ready(Turn::Ctl);
                             }
                             if accepting && node.lossy_pending() {
                                 return Poll::Ready(Turn::Lossy);
                             }
+                            let mailbox_first = std::mem::take(&mut after_turn);
                             if mailbox_first
                                 && accepting
                                 && let Poll::Ready(signal) = poll_mailbox(mailbox_rx, cx)
