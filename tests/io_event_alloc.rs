@@ -11,12 +11,6 @@ mod support;
 #[path = "support/counting.rs"]
 mod counting;
 
-use std::{
-    io::{Read, Write},
-    sync::atomic::{AtomicU64, Ordering},
-};
-
-use ioasync::io::{Listen, ListenerRef, ReadAction, Stream};
 use support::{bounded, test_loop};
 
 /// Round trips counted, after the warm-up.
@@ -27,39 +21,21 @@ const ROUNDS: u64 = 2_000;
 /// per-thread state) is done.
 const WARM_UP: u64 = 200;
 
-const MSG: usize = 64;
-
 flavours!(serial an_echo_round_trip_allocates_nothing);
 async fn an_echo_round_trip_allocates_nothing() {
     let lp = test_loop();
-    let next = AtomicU64::new(1);
-    let listener = lp
-        .listen(
-            "echo",
-            Listen::new("127.0.0.1:0".parse::<ioasync::io::Address>().unwrap()),
-            move |conn, _| {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                Stream::spec(format!("conn-{n}"), conn).on_read(|io, buf, _eof| {
-                    io.write_slice(buf);
-                    buf.clear();
-                    ReadAction::Wait
-                })
-            },
-        )
-        .await
-        .unwrap();
-    let addr = listener.local_addr().await.unwrap().to_string();
+    let addr = support::echo_server(&lp).await;
     // The client: a plain std socket on a blocking thread, which
     // allocates nothing per round trip itself.
     let client = tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
         for _ in 0..WARM_UP {
-            round_trip(&mut s);
+            support::echo_round_trip(&mut s);
         }
         let before = counting::allocs();
         for _ in 0..ROUNDS {
-            round_trip(&mut s);
+            support::echo_round_trip(&mut s);
         }
         counting::allocs() - before
     });
@@ -75,11 +51,4 @@ async fn an_echo_round_trip_allocates_nothing() {
         allocs <= ROUNDS / 100,
         "{ROUNDS} echo round trips made {allocs} heap allocations ({per:.4} per round trip)"
     );
-}
-
-fn round_trip(s: &mut std::net::TcpStream) {
-    let msg = [7u8; MSG];
-    let mut back = [0u8; MSG];
-    s.write_all(&msg).unwrap();
-    s.read_exact(&mut back).unwrap();
 }

@@ -13,11 +13,10 @@ mod counting;
 
 use std::{
     io::{Read, Write},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::Ordering,
 };
 
 use counting::{BUCKETS, LIVE, by_size};
-use ioasync::io::{Listen, ListenerRef, ReadAction, Stream};
 use support::{bounded, test_loop};
 
 const CONNS: usize = 1_000;
@@ -36,23 +35,7 @@ const BOUND: usize = 7_000;
 flavours!(serial a_thousand_idle_connections_stay_under_the_heap_bound);
 async fn a_thousand_idle_connections_stay_under_the_heap_bound() {
     let lp = test_loop();
-    let next = AtomicU64::new(1);
-    let listener = lp
-        .listen(
-            "echo",
-            Listen::new("127.0.0.1:0".parse::<ioasync::io::Address>().unwrap()),
-            move |conn, _| {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                Stream::spec(format!("conn-{n}"), conn).on_read(|io, buf, _eof| {
-                    io.write_slice(buf);
-                    buf.clear();
-                    ReadAction::Wait
-                })
-            },
-        )
-        .await
-        .unwrap();
-    let addr = listener.local_addr().await.unwrap().to_string();
+    let addr = support::echo_server(&lp).await;
     let connected = |lp: &ioasync::Loop| {
         lp.tree().find("/echo").map_or(0, |l| {
             l.children.iter().filter(|c| c.kind == "stream").count()

@@ -9,15 +9,11 @@
 #[macro_use]
 mod support;
 
-use std::{
-    io::{Read, Write},
-    sync::{
-        OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU64, Ordering},
 };
 
-use ioasync::io::{Listen, ListenerRef, ReadAction, Stream};
 use support::{bounded, test_loop};
 use tracing::{
     Event, Metadata, Subscriber,
@@ -65,32 +61,16 @@ flavours!(serial an_echo_round_trip_enters_no_span_with_tracing_off);
 async fn an_echo_round_trip_enters_no_span_with_tracing_off() {
     install();
     let lp = test_loop();
-    let next = AtomicU64::new(1);
-    let listener = lp
-        .listen(
-            "echo",
-            Listen::new("127.0.0.1:0".parse::<ioasync::io::Address>().unwrap()),
-            move |conn, _| {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                Stream::spec(format!("conn-{n}"), conn).on_read(|io, buf, _eof| {
-                    io.write_slice(buf);
-                    buf.clear();
-                    ReadAction::Wait
-                })
-            },
-        )
-        .await
-        .unwrap();
-    let addr = listener.local_addr().await.unwrap().to_string();
+    let addr = support::echo_server(&lp).await;
     let client = tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
         for _ in 0..WARM_UP {
-            round_trip(&mut s);
+            support::echo_round_trip(&mut s);
         }
         let (asked, entered) = (ASKED.load(Ordering::SeqCst), ENTERED.load(Ordering::SeqCst));
         for _ in 0..ROUNDS {
-            round_trip(&mut s);
+            support::echo_round_trip(&mut s);
         }
         (
             ASKED.load(Ordering::SeqCst) - asked,
@@ -109,11 +89,4 @@ async fn an_echo_round_trip_enters_no_span_with_tracing_off() {
         asked, 0,
         "{ROUNDS} round trips made {asked} spans or events with tracing off"
     );
-}
-
-fn round_trip(s: &mut std::net::TcpStream) {
-    let msg = [7u8; 64];
-    let mut back = [0u8; 64];
-    s.write_all(&msg).unwrap();
-    s.read_exact(&mut back).unwrap();
 }

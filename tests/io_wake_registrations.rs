@@ -12,15 +12,7 @@
 #[macro_use]
 mod support;
 
-use std::{
-    io::{Read, Write},
-    sync::atomic::{AtomicU64, Ordering},
-};
-
-use ioasync::{
-    io::{Listen, ListenerRef, ReadAction, Stream},
-    test_util::registrations,
-};
+use ioasync::test_util::registrations;
 use support::{bounded, test_loop};
 
 const ROUNDS: u64 = 2_000;
@@ -29,32 +21,16 @@ const WARM_UP: u64 = 200;
 flavours!(serial an_echo_round_trip_is_one_wait_registering_each_source_once);
 async fn an_echo_round_trip_is_one_wait_registering_each_source_once() {
     let lp = test_loop();
-    let next = AtomicU64::new(1);
-    let listener = lp
-        .listen(
-            "echo",
-            Listen::new("127.0.0.1:0".parse::<ioasync::io::Address>().unwrap()),
-            move |conn, _| {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                Stream::spec(format!("conn-{n}"), conn).on_read(|io, buf, _eof| {
-                    io.write_slice(buf);
-                    buf.clear();
-                    ReadAction::Wait
-                })
-            },
-        )
-        .await
-        .unwrap();
-    let addr = listener.local_addr().await.unwrap().to_string();
+    let addr = support::echo_server(&lp).await;
     let client = tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
         for _ in 0..WARM_UP {
-            round_trip(&mut s);
+            support::echo_round_trip(&mut s);
         }
         let before = registrations();
         for _ in 0..ROUNDS {
-            round_trip(&mut s);
+            support::echo_round_trip(&mut s);
         }
         (before, registrations())
     });
@@ -84,11 +60,4 @@ async fn an_echo_round_trip_is_one_wait_registering_each_source_once() {
         mailbox, waits,
         "the mailbox registered {mailbox} times in {waits} waits"
     );
-}
-
-fn round_trip(s: &mut std::net::TcpStream) {
-    let msg = [7u8; 64];
-    let mut back = [0u8; 64];
-    s.write_all(&msg).unwrap();
-    s.read_exact(&mut back).unwrap();
 }

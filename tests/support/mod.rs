@@ -460,3 +460,37 @@ pub async fn next_matching<E, T>(
         }
     }
 }
+
+/// The echo benchmark's server on `lp`: a Listener named `echo` on
+/// 127.0.0.1 whose Stream notifiers (`conn-N`) write back what they read.
+/// Returns its address.
+pub async fn echo_server(lp: &Loop) -> String {
+    use ioasync::io::{Listen, ListenerRef, ReadAction, Stream};
+    let next = std::sync::atomic::AtomicU64::new(1);
+    let listener = lp
+        .listen(
+            "echo",
+            Listen::new("127.0.0.1:0".parse::<ioasync::io::Address>().unwrap()),
+            move |conn, _| {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Stream::spec(format!("conn-{n}"), conn).on_read(|io, buf, _eof| {
+                    io.write_slice(buf);
+                    buf.clear();
+                    ReadAction::Wait
+                })
+            },
+        )
+        .await
+        .unwrap();
+    listener.local_addr().await.unwrap().to_string()
+}
+
+/// One 64-byte round trip through an echo server on a plain std socket
+/// (blocking: call it from `spawn_blocking`; it allocates nothing).
+pub fn echo_round_trip(s: &mut std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    s.write_all(&msg).unwrap();
+    s.read_exact(&mut back).unwrap();
+}
