@@ -11,7 +11,7 @@ mod support;
 #[path = "support/counting.rs"]
 mod counting;
 
-use support::{bounded, test_loop};
+use support::test_loop;
 
 /// Round trips counted, after the warm-up.
 const ROUNDS: u64 = 2_000;
@@ -25,21 +25,9 @@ flavours!(serial an_echo_round_trip_allocates_nothing);
 async fn an_echo_round_trip_allocates_nothing() {
     let lp = test_loop();
     let addr = support::echo_server(&lp).await;
-    // The client: a plain std socket on a blocking thread, which
-    // allocates nothing per round trip itself.
-    let client = tokio::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        for _ in 0..WARM_UP {
-            support::echo_round_trip(&mut s);
-        }
-        let before = counting::allocs();
-        for _ in 0..ROUNDS {
-            support::echo_round_trip(&mut s);
-        }
-        counting::allocs() - before
-    });
-    let allocs = bounded("the round trips", client).await.unwrap();
+    // The client allocates nothing per round trip itself.
+    let (before, after) = support::echo_rounds(addr, WARM_UP, ROUNDS, counting::allocs).await;
+    let allocs = after - before;
     let per = allocs as f64 / ROUNDS as f64;
     eprintln!("heap allocations per echo round trip: {per:.4} ({allocs} in {ROUNDS})");
     // Zero on a quiet machine. The counter is process-wide, and under

@@ -14,7 +14,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use support::{bounded, test_loop};
+use support::test_loop;
 use tracing::{
     Event, Metadata, Subscriber,
     span::{Attributes, Id, Record},
@@ -62,22 +62,9 @@ async fn an_echo_round_trip_enters_no_span_with_tracing_off() {
     install();
     let lp = test_loop();
     let addr = support::echo_server(&lp).await;
-    let client = tokio::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        for _ in 0..WARM_UP {
-            support::echo_round_trip(&mut s);
-        }
-        let (asked, entered) = (ASKED.load(Ordering::SeqCst), ENTERED.load(Ordering::SeqCst));
-        for _ in 0..ROUNDS {
-            support::echo_round_trip(&mut s);
-        }
-        (
-            ASKED.load(Ordering::SeqCst) - asked,
-            ENTERED.load(Ordering::SeqCst) - entered,
-        )
-    });
-    let (asked, entered) = bounded("the round trips", client).await.unwrap();
+    let read = || (ASKED.load(Ordering::SeqCst), ENTERED.load(Ordering::SeqCst));
+    let (before, after) = support::echo_rounds(addr, WARM_UP, ROUNDS, read).await;
+    let (asked, entered) = (after.0 - before.0, after.1 - before.1);
     eprintln!(
         "with tracing off, {ROUNDS} round trips: {entered} span entries, {asked} spans or events made"
     );

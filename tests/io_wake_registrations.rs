@@ -13,7 +13,7 @@
 mod support;
 
 use ioasync::test_util::registrations;
-use support::{bounded, test_loop};
+use support::test_loop;
 
 const ROUNDS: u64 = 2_000;
 const WARM_UP: u64 = 200;
@@ -22,19 +22,7 @@ flavours!(serial an_echo_round_trip_is_one_wait_registering_each_source_once);
 async fn an_echo_round_trip_is_one_wait_registering_each_source_once() {
     let lp = test_loop();
     let addr = support::echo_server(&lp).await;
-    let client = tokio::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        for _ in 0..WARM_UP {
-            support::echo_round_trip(&mut s);
-        }
-        let before = registrations();
-        for _ in 0..ROUNDS {
-            support::echo_round_trip(&mut s);
-        }
-        (before, registrations())
-    });
-    let (before, after) = bounded("the round trips", client).await.unwrap();
+    let (before, after) = support::echo_rounds(addr, WARM_UP, ROUNDS, registrations).await;
     let waits = after.waits - before.waits;
     let control = after.control - before.control;
     let mailbox = after.mailbox - before.mailbox;

@@ -494,3 +494,28 @@ pub fn echo_round_trip(s: &mut std::net::TcpStream) {
     s.write_all(&msg).unwrap();
     s.read_exact(&mut back).unwrap();
 }
+
+/// Drives `rounds` echo round trips against `addr` from a plain std socket
+/// on a blocking thread (no heap, no task of its own per round trip),
+/// after `warm_up` uncounted ones; returns what `read` said just before
+/// and just after the counted ones.
+pub async fn echo_rounds<T: Send + 'static>(
+    addr: String,
+    warm_up: u64,
+    rounds: u64,
+    read: impl Fn() -> T + Send + 'static,
+) -> (T, T) {
+    let client = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        for _ in 0..warm_up {
+            echo_round_trip(&mut s);
+        }
+        let before = read();
+        for _ in 0..rounds {
+            echo_round_trip(&mut s);
+        }
+        (before, read())
+    });
+    bounded("the round trips", client).await.unwrap()
+}
