@@ -1,12 +1,12 @@
 //! What one wake-up costs in registrations: while an established Stream
 //! echo connection serves round trips, each round trip is one wake-up (by
-//! its socket) and one wait, and the wait registers control and the
-//! mailbox once each (beside the socket), never once per poll. Standing
-//! registrations (kept from one wait to the next) were tried and lost a
-//! wake-up under load (see `poll_mailbox` in the runtime), so the figure
-//! held here is one of each per wait. Counted by the runtime in debug
-//! builds (`test_util::registrations`), process-wide, so alone in its own
-//! binary.
+//! its socket) and one wait, and the wait makes one registration of the
+//! task beside the socket's: on its node, for control, the lossy lane and
+//! the mailbox alike. The mailbox holds a waker of its own that stands
+//! from one wait to the next until it fires (see `wake.rs` in the core),
+//! so a connection nobody messages registers it once, not once per wait.
+//! Counted by the runtime in debug builds (`test_util::registrations`),
+//! process-wide, so alone in its own binary.
 #![cfg(debug_assertions)]
 
 #[macro_use]
@@ -18,8 +18,8 @@ use support::test_loop;
 const ROUNDS: u64 = 2_000;
 const WARM_UP: u64 = 200;
 
-flavours!(serial an_echo_round_trip_is_one_wait_registering_each_source_once);
-async fn an_echo_round_trip_is_one_wait_registering_each_source_once() {
+flavours!(serial an_echo_round_trip_is_one_wait_and_one_registration_of_the_task);
+async fn an_echo_round_trip_is_one_wait_and_one_registration_of_the_task() {
     let lp = test_loop();
     let addr = support::echo_server(&lp).await;
     let (before, after) = support::echo_rounds(addr, WARM_UP, ROUNDS, registrations).await;
@@ -44,8 +44,12 @@ async fn an_echo_round_trip_is_one_wait_registering_each_source_once() {
         control, waits,
         "control registered {control} times in {waits} waits"
     );
-    assert_eq!(
-        mailbox, waits,
-        "the mailbox registered {mailbox} times in {waits} waits"
+    // The mailbox's registration stands: nothing is sent to the server's
+    // connection, so it is registered when the connection starts, not per
+    // wait. (It failed at one per wait when the task's own waker was
+    // registered there at every wait.)
+    assert!(
+        mailbox <= ROUNDS / 100,
+        "the mailbox registered {mailbox} times in {waits} waits: it should stand"
     );
 }

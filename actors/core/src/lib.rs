@@ -94,6 +94,10 @@ mod supervisor;
 mod timers;
 pub mod transport;
 mod tree;
+// The one module with `unsafe`: a waker's vtable over a weak node
+// reference (the workspace denies `unsafe_code` everywhere else).
+#[allow(unsafe_code)]
+mod wake;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;

@@ -174,6 +174,8 @@ pub(crate) struct Node {
     span: Option<Box<tracing::Span>>,
     parent: Option<Weak<Node>>,
     pub(crate) children: Mutex<Vec<Arc<Node>>>,
+    /// The actor's task, woken by control, the lossy lane and the
+    /// mailbox (through its own waker: `wake::mailbox_waker`).
     ctl_waker: AtomicWaker,
     state: AtomicU8,
     /// Restarts since it was added (successful or not).
@@ -193,6 +195,9 @@ pub(crate) struct Node {
     subs_pending: AtomicBool,
     /// Messages wait in the lossy lane (`extras.lossy`).
     lossy_pending: AtomicBool,
+    /// The mailbox woke its waker (`wake::mailbox_waker`): its
+    /// registration is spent, the runtime polls it again.
+    mailbox_woken: AtomicBool,
     /// Bytes the notifier reports buffering (`u64::MAX`: it does not say).
     buffered: AtomicU64,
     pub(crate) actor: OnceLock<Box<dyn ErasedActor>>,
@@ -254,6 +259,7 @@ impl Node {
             stop_requested: AtomicBool::new(false),
             subs_pending: AtomicBool::new(false),
             lossy_pending: AtomicBool::new(false),
+            mailbox_woken: AtomicBool::new(false),
             buffered: AtomicU64::new(u64::MAX),
             actor: OnceLock::new(),
             extras: OnceLock::new(),
@@ -346,6 +352,24 @@ impl Node {
     /// wait, then looks at the flags again).
     pub(crate) fn register_ctl(&self, waker: &std::task::Waker) {
         self.ctl_waker.register(waker);
+    }
+
+    /// The mailbox's waker fired (`wake::mailbox_waker`): marks it and
+    /// wakes the task registered here, like a control message.
+    pub(crate) fn wake_mailbox(&self) {
+        self.mailbox_woken.store(true, Ordering::Release);
+        self.ctl_waker.wake();
+    }
+
+    /// Whether the mailbox's waker fired since [`Node::rearm_mailbox`].
+    pub(crate) fn mailbox_woken(&self) -> bool {
+        self.mailbox_woken.load(Ordering::Acquire)
+    }
+
+    /// Clears the mark before the mailbox is polled again: a wake-up
+    /// during or after that poll marks it anew.
+    pub(crate) fn rearm_mailbox(&self) {
+        self.mailbox_woken.store(false, Ordering::Release);
     }
 
     /// Control messages may be queued (one atomic load: the hot path).

@@ -1379,6 +1379,10 @@ pub(crate) struct ActorState<N: Notifier> {
     /// when the shell starts; taking it before the first `init` leaves the
     /// mailbox holding only messages).
     pub(crate) startup_seen: bool,
+    /// The mailbox holds the node's mailbox waker since its last poll
+    /// came back empty (see `wake.rs`): until that waker fires, the wait
+    /// need not poll it again.
+    pub(crate) mailbox_armed: bool,
     /// Messages that arrived before `StartupFinished`, held for the first
     /// incarnation (rare: allocated when it happens).
     #[allow(clippy::box_collection)] // 8 bytes in every actor instead of 24

@@ -167,6 +167,7 @@ pub(crate) fn start_actor<C: Notifier>(
         started,
         burst: 0,
         startup_seen: false,
+        mailbox_armed: false,
         held: None,
     }))));
     actor
@@ -508,6 +509,7 @@ impl<N: Notifier> NotifierActor<N> {
                     // like one in a handler.
                     let accepting = state.accepting();
                     let node = &self.0.node;
+                    let armed = &mut self.0.mailbox_armed;
                     let turn = {
                         let mut ready = std::pin::pin!(state.ready());
                         std::future::poll_fn(|cx| {
@@ -525,7 +527,7 @@ impl<N: Notifier> NotifierActor<N> {
                             let mailbox_first = std::mem::take(&mut after_turn);
                             if mailbox_first
                                 && accepting
-                                && let Poll::Ready(signal) = poll_mailbox(mailbox_rx, cx)
+                                && let Poll::Ready(signal) = poll_mailbox(mailbox_rx, node, armed)
                             {
                                 return Poll::Ready(Turn::Signal(signal, 1));
                             }
@@ -540,18 +542,22 @@ impl<N: Notifier> NotifierActor<N> {
                             }
                             if !mailbox_first
                                 && accepting
-                                && let Poll::Ready(signal) = poll_mailbox(mailbox_rx, cx)
+                                && let Poll::Ready(signal) = poll_mailbox(mailbox_rx, node, armed)
                             {
                                 return Poll::Ready(Turn::Signal(signal, 0));
                             }
-                            // About to wait: control's registration (the
-                            // mailbox's and the source's were made by their
-                            // polls above), then a second look: a push
-                            // between the first look and the registration
-                            // set its flag before it woke.
+                            // About to wait: the task's one registration,
+                            // on the node, for control, the lossy lane and
+                            // the mailbox (whose own waker stands until it
+                            // fires; the source's was made by its poll
+                            // above), then a second look: a push between
+                            // the first look and the registration set its
+                            // flag before it woke.
                             node.register_ctl(cx.waker());
                             registrations::count(&registrations::CONTROL);
-                            if node.ctl_pending() || (accepting && node.lossy_pending()) {
+                            if node.ctl_pending()
+                                || (accepting && (node.lossy_pending() || node.mailbox_woken()))
+                            {
                                 cx.waker().wake_by_ref();
                             }
                             registrations::count(&registrations::WAITS);
@@ -660,20 +666,35 @@ enum Turn<A: Actor> {
     Signal(Option<Signal<A>>, u32),
 }
 
-/// The mailbox's next signal; registers the waker when there is none.
+/// The mailbox's next signal, if its registration is spent; otherwise
+/// `Pending` without a look.
 ///
-/// The running loop registers for control and the mailbox only when it is
-/// about to return `Pending` (a poll that finds work registers nothing),
-/// and then at every wait: a registration trusted to stand from one wait
-/// to the next lost a wake-up under load on the multi-thread runtime
-/// (tests/io_framed_send's broadcast, about one run in thirty), and
-/// registering the same waker again is a `will_wake` comparison, no clone.
+/// The mailbox is polled with the node's mailbox waker (`wake.rs`), not
+/// the task's: a poll that comes back empty leaves that waker registered
+/// (`armed`), and it stands until it fires, which marks the node and
+/// wakes the task. So the running loop polls the mailbox only when it may
+/// hold something: before its first wait, after a message was taken, and
+/// after the mark. (A message taken by `try_recv` meanwhile leaves the
+/// registration armed; the send that queued it fires it, and the next
+/// poll finds the queue empty or not.) Registering the task's own waker
+/// here at every wait would be a second registration per wake-up: the
+/// channel forgets a waker once it wakes it, and cannot say whether one
+/// still stands.
 fn poll_mailbox<A: Actor>(
     rx: &mut MailboxReceiver<A>,
-    cx: &mut std::task::Context<'_>,
+    node: &Arc<Node>,
+    armed: &mut bool,
 ) -> Poll<Option<Signal<A>>> {
-    let signal = rx.poll_recv(cx);
-    if signal.is_pending() {
+    if *armed && !node.mailbox_woken() {
+        return Poll::Pending;
+    }
+    node.rearm_mailbox();
+    let waker = crate::wake::mailbox_waker(node);
+    let signal = rx.poll_recv(&mut std::task::Context::from_waker(&waker));
+    // Pending: our waker is registered, or (the task's cooperative budget
+    // spent) it was woken at once, which marked the node.
+    *armed = signal.is_pending();
+    if *armed && !node.mailbox_woken() {
         registrations::count(&registrations::MAILBOX);
     }
     signal
