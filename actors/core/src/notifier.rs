@@ -232,13 +232,15 @@ impl<'a, N: Notifier> Ctx<'a, N> {
         N: Emits<E>,
         E: Clone + Send + 'static,
     {
+        use futures_util::future::Either;
         let subs = self.take_subscriptions();
-        let waits: Option<futures_util::future::BoxFuture<'_, ()>> = subs
-            .emit_now(event)
-            .map(|event| Box::pin(subs.emit(event)) as _);
-        async move {
-            if let Some(delivery) = waits {
-                delivery.await;
+        // No state machine of its own: a ready future when delivery is
+        // done (the common case), the boxed delivery otherwise.
+        match subs.emit_now(event) {
+            None => Either::Left(std::future::ready(())),
+            Some(event) => {
+                let delivery: futures_util::future::BoxFuture<'_, ()> = Box::pin(subs.emit(event));
+                Either::Right(delivery)
             }
         }
     }

@@ -844,8 +844,16 @@ impl<P: Protocol> ByteStream<P> {
 
     /// Waits on the source, and on the producer in front when there is
     /// room. Cancel safe: a chunk is queued as soon as it is pulled.
-    pub(crate) async fn ready_source(&mut self) {
-        self.split_source().0.ready().await
+    pub(crate) fn ready_source(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        use futures_util::future::Either;
+        // Without a producer, the source's poll alone: no future of its
+        // own to build at every wait.
+        if self.producing.is_none() {
+            let duplex = &mut self.duplex;
+            Either::Left(std::future::poll_fn(move |cx| duplex.poll_ready(cx)))
+        } else {
+            Either::Right(async move { self.split_source().0.ready().await })
+        }
     }
 
     /// The source and its producers, apart from the protocol.

@@ -582,26 +582,25 @@ impl Duplex {
 
     /// Waits until the source can make progress. Cancel safe.
     pub(crate) async fn ready(&mut self) {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    /// [`Duplex::ready`] as a poll (no future of its own to build at each
+    /// wait: the runtime builds its source's anew every time).
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if matches!(self.src, Source::Io(_)) {
-            return self.io_ready().await;
+            return self.poll_io_ready(cx);
         }
         let (r, w) = (self.wants_read(), self.wants_write());
-        if !r && !w {
-            return std::future::pending().await;
+        let ready_r = r && self.src.poll_read_ready(cx).is_ready();
+        let ready_w = w && self.src.poll_write_ready(cx).is_ready();
+        if !ready_r && !ready_w {
+            // Nothing wanted: no registration, like `pending()`.
+            return Poll::Pending;
         }
-        let src = &self.src;
-        let (ready_r, ready_w) = std::future::poll_fn(|cx| {
-            let rr = r && src.poll_read_ready(cx).is_ready();
-            let ww = w && src.poll_write_ready(cx).is_ready();
-            if rr || ww {
-                Poll::Ready((rr, ww))
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
         self.ready_r |= ready_r;
         self.ready_w |= ready_w;
+        Poll::Ready(())
     }
 
     /// No more writes: closed, or the write side is (being) shut down. A
@@ -973,21 +972,18 @@ impl Duplex {
         }
     }
 
-    async fn io_ready(&mut self) {
-        std::future::poll_fn(|cx| {
-            let (r, w) = (self.wants_read(), self.io_wants_write());
-            if w {
-                self.io_flush(cx);
-            }
-            if r {
-                self.io_read(cx);
-            }
-            match self.io_src() {
-                Some(s) if s.has_news() => Poll::Ready(()),
-                _ => Poll::Pending,
-            }
-        })
-        .await
+    fn poll_io_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let (r, w) = (self.wants_read(), self.io_wants_write());
+        if w {
+            self.io_flush(cx);
+        }
+        if r {
+            self.io_read(cx);
+        }
+        match self.io_src() {
+            Some(s) if s.has_news() => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
     }
 
     /// What the polls did since the last call, after trying the writes
