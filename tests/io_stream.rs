@@ -464,3 +464,70 @@ async fn future_returning_reads_take_exactly_what_they_ask_for_in_order() {
     let (tail, eof) = bounded("eof", waiting).await.unwrap().unwrap();
     assert_eq!((&tail[..], eof), (&b"st and the end"[..], true));
 }
+
+flavours!(a_reply_written_by_on_read_is_flushed_in_its_turn_and_flushed_is_heard);
+async fn a_reply_written_by_on_read_is_flushed_in_its_turn_and_flushed_is_heard() {
+    // The end of a readiness turn that only wrote replies skips applying
+    // its progress when nobody listens; with a subscriber, `Flushed` is
+    // still emitted once per reply written whole, and a close asked for
+    // by the reader still happens once the reply is out.
+    let lp = test_loop();
+    let (events, sub) = Recorder::new();
+    let (_stream, mut peer) = pair_with(&lp, |s| {
+        s.on_read(|io, buf, _eof| {
+            let quit = buf.starts_with(b"quit");
+            io.write_slice(&buf.split());
+            if quit {
+                io.close_when_empty();
+            }
+            ReadAction::Wait
+        })
+        .subscribe(sub)
+    })
+    .await;
+    for (k, word) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
+        peer.write_all(word).await.unwrap();
+        let mut back = vec![0u8; word.len()];
+        bounded("the echo", peer.read_exact(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(back, word);
+        bounded(
+            "Flushed after the reply",
+            events.wait_matching(k + 1, |e| matches!(e, StreamEvent::Flushed)),
+        )
+        .await;
+    }
+    peer.write_all(b"quit").await.unwrap();
+    let mut rest = Vec::new();
+    bounded(
+        "the last reply, then the close",
+        peer.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rest, b"quit");
+    bounded(
+        "Closed",
+        events.wait_matching(1, |e| matches!(e, StreamEvent::Closed)),
+    )
+    .await;
+    // With nobody listening, the close still comes after the reply.
+    let (_quiet, mut peer) = pair_with(&lp, |s| {
+        s.on_read(|io, buf, _eof| {
+            io.write_slice(&buf.split());
+            io.close_when_empty();
+            ReadAction::Wait
+        })
+    })
+    .await;
+    peer.write_all(b"bye").await.unwrap();
+    let mut rest = Vec::new();
+    bounded(
+        "the reply, then the close, unheard",
+        peer.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rest, b"bye");
+}

@@ -684,7 +684,15 @@ impl<P: Protocol> ByteStream<P> {
             // The reader queued replies (or held writes moved in): write
             // them now.
             let p = self.duplex.flush_now();
-            self.apply(p, ctx).await;
+            // The common end of a turn: the replies went out whole and
+            // nothing else happened. Applied, it would only emit
+            // `Flushed`, so with nobody to hear it and nothing to close
+            // there is nothing to apply.
+            let quiet =
+                p.only_flushed() && !self.done() && !ctx.has_subscribers::<StreamEvent<P::Item>>();
+            if !quiet {
+                self.apply(p, ctx).await;
+            }
         }
         ctx.set_buffered(self.queued() + self.duplex.buffered());
         if let Some(gate) = &self.gate {

@@ -390,6 +390,20 @@ pub(crate) struct Progress {
     pub(crate) writeable_start: bool,
 }
 
+impl Progress {
+    /// Nothing happened but writes (the queue may have emptied): no
+    /// read, end, error or change of writeability.
+    pub(crate) fn only_flushed(&self) -> bool {
+        !self.read
+            && !self.read_eof
+            && self.read_error.is_none()
+            && self.write_error.is_none()
+            && !self.write_eof
+            && !self.writeable_stop
+            && !self.writeable_start
+    }
+}
+
 type Waiter = (u64, oneshot::Sender<Result<()>>);
 
 /// Reads into a scratch buffer of this size until the read buffer has grown
