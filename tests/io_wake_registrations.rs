@@ -35,14 +35,18 @@ async fn an_echo_round_trip_is_one_wait_and_one_registration_of_the_task() {
         per(mailbox)
     );
     // A round trip is one wake-up: the socket's. (Slack for a spurious
-    // wake-up now and then; none per round trip.)
+    // wake-up now and then, none per round trip; and one short: the
+    // client may read the counters before the server's wait after the
+    // last reply.)
     assert!(
-        (ROUNDS..=ROUNDS + ROUNDS / 20).contains(&waits),
+        (ROUNDS - 1..=ROUNDS + ROUNDS / 20).contains(&waits),
         "{waits} waits in {ROUNDS} round trips"
     );
-    assert_eq!(
-        control, waits,
-        "control registered {control} times in {waits} waits"
+    // Counted just before the wait itself: a read in between sees one
+    // more.
+    assert!(
+        (waits..=waits + 1).contains(&control),
+        "the task registered {control} times in {waits} waits"
     );
     // The mailbox's registration stands: nothing is sent to the server's
     // connection, so it is registered when the connection starts, not per

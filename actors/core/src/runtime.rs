@@ -692,7 +692,8 @@ fn poll_mailbox<A: Actor>(
     let waker = crate::wake::mailbox_waker(node);
     let signal = rx.poll_recv(&mut std::task::Context::from_waker(&waker));
     // Pending: our waker is registered, or (the task's cooperative budget
-    // spent) it was woken at once, which marked the node.
+    // spent) tokio registered nothing and wakes it once this poll is over,
+    // which marks the node. (Debug builds count both as a registration.)
     *armed = signal.is_pending();
     if *armed && !node.mailbox_woken() {
         registrations::count(&registrations::MAILBOX);

@@ -33,6 +33,12 @@ pub(crate) fn mailbox_waker(node: &Arc<Node>) -> Waker {
     unsafe { Waker::new(data, &VTABLE) }
 }
 
+// The waker is sent and shared across threads with the node it refers to.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Node>();
+};
+
 /// One static table: `Waker::will_wake` compares its address, so a
 /// registration of an equal waker is a comparison, not a clone.
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);

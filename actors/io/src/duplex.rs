@@ -11,7 +11,6 @@
 //! futures and drain are those of the raw path.
 
 use std::{
-    collections::VecDeque,
     io::{self, IoSlice},
     os::fd::OwnedFd,
     pin::Pin,
@@ -52,28 +51,35 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            read_high: 1 << 20,
-            read_low: 1 << 19,
-            write_high: 1 << 20,
-            write_low: 1 << 19,
-            read_chunk: 64 << 10,
-        }
+        DEFAULT_LIMITS
     }
 }
+
+/// What `Limits::default()` gives: a stream with these keeps none of its
+/// own (most streams).
+const DEFAULT_LIMITS: Limits = Limits {
+    read_high: 1 << 20,
+    read_low: 1 << 19,
+    write_high: 1 << 20,
+    write_low: 1 << 19,
+    read_chunk: 64 << 10,
+};
 
 /// The OS side of a stream.
 pub(crate) enum Source {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// Boxed halves, as are `Fds`': a socket's is the common source,
+    /// and two inline halves would make every stream's source twice its
+    /// size.
     Pipes {
-        rd: Option<pipe::Receiver>,
-        wr: Option<pipe::Sender>,
+        rd: Option<Box<pipe::Receiver>>,
+        wr: Option<Box<pipe::Sender>>,
     },
     /// Any other pollable fd (a tty, a socket given as an fd).
     Fds {
-        rd: Option<AsyncFd<OwnedFd>>,
-        wr: Option<AsyncFd<OwnedFd>>,
+        rd: Option<Box<AsyncFd<OwnedFd>>>,
+        wr: Option<Box<AsyncFd<OwnedFd>>>,
     },
     /// Any [`AsyncIo`] (boxed: the raw variants stay small and their paths
     /// untouched).
@@ -156,11 +162,11 @@ impl Source {
         let pipes = rd.as_ref().is_none_or(is_fifo) && wr.as_ref().is_none_or(is_fifo);
         if pipes {
             let rd = rd
-                .map(pipe::Receiver::from_owned_fd)
+                .map(|fd| pipe::Receiver::from_owned_fd(fd).map(Box::new))
                 .transpose()
                 .map_err(|e| Error::io("open", e))?;
             let wr = wr
-                .map(pipe::Sender::from_owned_fd)
+                .map(|fd| pipe::Sender::from_owned_fd(fd).map(Box::new))
                 .transpose()
                 .map_err(|e| Error::io("open", e))?;
             return Ok(Source::Pipes { rd, wr });
@@ -168,11 +174,11 @@ impl Source {
         // A regular file cannot be polled (epoll says EPERM): use a
         // FileStream for files.
         let rd = rd
-            .map(|fd| async_fd(fd, Interest::READABLE))
+            .map(|fd| async_fd(fd, Interest::READABLE).map(Box::new))
             .transpose()
             .map_err(|e| Error::io("epoll_ctl", e))?;
         let wr = wr
-            .map(|fd| async_fd(fd, Interest::WRITABLE))
+            .map(|fd| async_fd(fd, Interest::WRITABLE).map(Box::new))
             .transpose()
             .map_err(|e| Error::io("epoll_ctl", e))?;
         Ok(Source::Fds { rd, wr })
@@ -443,7 +449,8 @@ thread_local! {
 pub(crate) struct Duplex {
     src: Source,
     rbuf: BytesMut,
-    wq: VecDeque<Bytes>,
+    /// Allocated on first use: most streams write through `tail`.
+    wq: LazyDeque<Bytes>,
     /// Copied small writes, after everything in `wq`; reused, so a
     /// request/response stream allocates nothing per write.
     tail: BytesMut,
@@ -451,7 +458,8 @@ pub(crate) struct Duplex {
     queued_total: u64,
     written_total: u64,
     waiters: LazyDeque<Waiter>,
-    limits: Limits,
+    /// `None`: the defaults (five words kept once, not per stream).
+    limits: Option<Box<Limits>>,
     read_eof: bool,
     read_paused: bool,
     watermark: Option<(bool, usize)>,
@@ -478,13 +486,13 @@ impl Duplex {
         Duplex {
             src,
             rbuf: BytesMut::new(),
-            wq: VecDeque::new(),
+            wq: LazyDeque::default(),
             tail: BytesMut::new(),
             wq_bytes: 0,
             queued_total: 0,
             written_total: 0,
             waiters: LazyDeque::default(),
-            limits,
+            limits: (limits != DEFAULT_LIMITS).then(|| Box::new(limits)),
             read_eof: false,
             read_paused: false,
             watermark: None,
@@ -534,7 +542,7 @@ impl Duplex {
 
     /// The buffer limits.
     pub(crate) fn limits(&self) -> &Limits {
-        &self.limits
+        self.limits.as_deref().unwrap_or(&DEFAULT_LIMITS)
     }
 
     /// Bytes read and not yet consumed.
@@ -631,7 +639,7 @@ impl Duplex {
     fn queued_more(&mut self, n: usize) {
         self.queued_total += n as u64;
         self.wq_bytes += n;
-        if self.wq_bytes >= self.limits.write_high {
+        if self.wq_bytes >= self.limits().write_high {
             self.write_full = true;
         }
         // Try at once: most writes complete without waiting.
@@ -759,7 +767,7 @@ impl Duplex {
 
     fn read_some_with(&mut self, p: &mut Progress, small: &mut [u8; SMALL_READ]) {
         let mut got = 0;
-        let chunk = self.limits.read_chunk.max(1);
+        let chunk = self.limits().read_chunk.max(1);
         while got < chunk {
             // Small messages go through the thread's buffer, so the read buffer
             // holds exactly what is unconsumed (an idle connection: nothing);
@@ -811,10 +819,10 @@ impl Duplex {
 
     pub(crate) fn update_read_pause(&mut self) {
         let len = self.rbuf.len();
-        if !self.read_paused && len >= self.limits.read_high {
+        if !self.read_paused && len >= self.limits().read_high {
             self.read_paused = true;
             self.watermark = Some((true, len));
-        } else if self.read_paused && len <= self.limits.read_low {
+        } else if self.read_paused && len <= self.limits().read_low {
             self.read_paused = false;
             self.watermark = Some((false, len));
         }
@@ -913,7 +921,7 @@ impl Duplex {
                 let _ = tx.send(Ok(()));
             }
         }
-        if self.write_full && self.wq_bytes <= self.limits.write_low {
+        if self.write_full && self.wq_bytes <= self.limits().write_low {
             self.write_full = false;
         }
     }
@@ -1018,7 +1026,7 @@ impl Duplex {
     fn io_read(&mut self, cx: &mut Context<'_>) {
         let mut got = 0;
         let mut small = [0u8; SMALL_READ];
-        let chunk = self.limits.read_chunk.max(1);
+        let chunk = self.limits().read_chunk.max(1);
         let Source::Io(s) = &mut self.src else { return };
         let IoSource { io, done, .. } = &mut **s;
         let mut io = pin_io(io);

@@ -28,6 +28,22 @@ impl<T> LazyDeque<T> {
         self.0.as_mut()?.pop_front()
     }
 
+    pub(crate) fn front_mut(&mut self) -> Option<&mut T> {
+        self.0.as_mut()?.front_mut()
+    }
+
+    /// The queued values, front first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    /// Drops every queued value (keeping the allocation).
+    pub(crate) fn clear(&mut self) {
+        if let Some(q) = self.0.as_mut() {
+            q.clear();
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.as_ref().is_none_or(|q| q.is_empty())
     }
@@ -55,7 +71,12 @@ mod tests {
         assert_eq!(q.front(), Some(&1));
         assert_eq!(q.pop_front(), Some(1));
         q.push_back(3);
-        assert_eq!(q.take_all().collect::<Vec<_>>(), [2, 3]);
+        *q.front_mut().unwrap() += 10;
+        assert_eq!(q.iter().copied().collect::<Vec<_>>(), [12, 3]);
+        assert_eq!(q.take_all().collect::<Vec<_>>(), [12, 3]);
+        q.push_back(4);
+        q.clear();
+        assert!(q.is_empty() && q.0.is_some());
         assert!(q.is_empty() && q.pop_front().is_none());
     }
 }
