@@ -267,9 +267,10 @@ impl Source {
             }
             _ => return self.try_read(buf),
         };
-        match (res, got) {
-            (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => Ok(n),
-            (res, _) => res,
+        match got {
+            // A short read: `once` said WouldBlock, to clear readiness.
+            Some(n) if n > 0 && n < want => Ok(n),
+            _ => res,
         }
     }
 
@@ -756,6 +757,9 @@ impl Duplex {
         }
         let mut p = Progress::default();
         if self.wants_write() {
+            // The write a queued write asked to try at once, done now: the
+            // next readiness turn need not try again with nothing queued.
+            self.ready_w = false;
             self.flush_some(&mut p);
         }
         p
@@ -901,7 +905,14 @@ impl Duplex {
         self.wq_bytes -= n;
         while n > 0 {
             let Some(front) = self.wq.front_mut() else {
-                self.tail.advance(n);
+                if n >= self.tail.len() {
+                    // All written: cleared, not advanced, so the next small
+                    // write reuses the buffer from its start (an advanced
+                    // one would be reclaimed at the next write).
+                    self.tail.clear();
+                } else {
+                    self.tail.advance(n);
+                }
                 break;
             };
             if n >= front.len() {
