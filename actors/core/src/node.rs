@@ -280,11 +280,8 @@ impl Node {
 
     /// Its tracing span (a disabled one when tracing was off for it).
     pub(crate) fn span(&self) -> &tracing::Span {
-        static NONE: OnceLock<tracing::Span> = OnceLock::new();
-        match &self.span {
-            Some(s) => s,
-            None => NONE.get_or_init(tracing::Span::none),
-        }
+        static NONE: tracing::Span = tracing::Span::none();
+        self.span.as_deref().unwrap_or(&NONE)
     }
 
     /// The last part of the path (the root's is empty).
