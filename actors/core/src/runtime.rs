@@ -680,6 +680,7 @@ enum Turn<A: Actor> {
 /// here at every wait would be a second registration per wake-up: the
 /// channel forgets a waker once it wakes it, and cannot say whether one
 /// still stands.
+#[inline]
 fn poll_mailbox<A: Actor>(
     rx: &mut MailboxReceiver<A>,
     node: &Arc<Node>,
@@ -688,6 +689,15 @@ fn poll_mailbox<A: Actor>(
     if *armed && !node.mailbox_woken() {
         return Poll::Pending;
     }
+    poll_mailbox_now(rx, node, armed)
+}
+
+/// [`poll_mailbox`]'s poll, when no registration stands (or it fired).
+fn poll_mailbox_now<A: Actor>(
+    rx: &mut MailboxReceiver<A>,
+    node: &Arc<Node>,
+    armed: &mut bool,
+) -> Poll<Option<Signal<A>>> {
     node.rearm_mailbox();
     let waker = crate::wake::mailbox_waker(node);
     let signal = rx.poll_recv(&mut std::task::Context::from_waker(&waker));
@@ -1261,6 +1271,7 @@ impl<N: Notifier> NotifierActor<N> {
 
     /// What a hook's outcome does: a panic, or an exit it asked for, ends
     /// the incarnation.
+    #[inline]
     fn after_hook(&mut self, res: std::result::Result<(), Caught>, exit: Option<ExitReason>) {
         match res {
             Ok(()) => {
