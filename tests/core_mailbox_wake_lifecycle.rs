@@ -21,20 +21,56 @@ mod support;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use ioasync::{
     Result,
-    notifier::{Ctx, Handler, Notifier, Spec},
+    notifier::{Ctx, Handler, Notifier, NotifierRef, Spec},
     supervision::{Backoff, Strategy},
 };
 use support::{bounded, bounded_for, test_loop};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::{
+    sync::{Notify, mpsc, oneshot},
+    task::JoinHandle,
+};
 
 const SENDERS: u64 = 4;
+
+/// `SENDERS` tasks, each telling `to` `per` `Counted`s, pausing for
+/// `pause` after every `every`-th (staggered per sender; `every` 0: no
+/// pause).
+fn senders<N: Handler<Counted>>(
+    to: &NotifierRef<N>,
+    per: u64,
+    every: u64,
+    pause: Duration,
+) -> Vec<JoinHandle<()>> {
+    (0..SENDERS)
+        .map(|s| {
+            let to = to.clone();
+            tokio::spawn(async move {
+                for i in 0..per {
+                    to.tell(Counted).await.unwrap();
+                    if every > 0 && (i + s) % every == 0 {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits for every sender, each bounded.
+async fn all_sent(senders: Vec<JoinHandle<()>>) {
+    for s in senders {
+        bounded_for(Duration::from_secs(30), "the messages to be sent", s)
+            .await
+            .unwrap();
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Restarts with backoff: messages queued while the notifier is torn down.
@@ -46,7 +82,7 @@ struct Count {
 }
 
 impl Count {
-    fn add(&self, _target: u64) {
+    fn add(&self) {
         self.n.fetch_add(1, Ordering::SeqCst);
         // A stored permit when nobody waits: `wait` looks again.
         self.done.notify_one();
@@ -62,15 +98,15 @@ impl Count {
     }
 }
 
+/// Counts what it is told; fails when told `FailNow`.
 struct Flaky {
     count: Arc<Count>,
-    target: u64,
 }
 
 impl Notifier for Flaky {
-    type Args = (Arc<Count>, u64);
-    async fn init((count, target): (Arc<Count>, u64), _: &mut Ctx<'_, Self>) -> Result<Self> {
-        Ok(Flaky { count, target })
+    type Args = Arc<Count>;
+    async fn init(count: Arc<Count>, _: &mut Ctx<'_, Self>) -> Result<Self> {
+        Ok(Flaky { count })
     }
 }
 
@@ -80,7 +116,7 @@ struct FailNow;
 impl Handler<Counted> for Flaky {
     type Reply = ();
     async fn handle(&mut self, _: Counted, _: &mut Ctx<'_, Self>) {
-        self.count.add(self.target);
+        self.count.add();
     }
 }
 
@@ -99,7 +135,7 @@ async fn messages_queued_during_a_restart_backoff_are_heard_after_it() {
     let target = SENDERS * PER;
     let flaky = lp
         .add(
-            Spec::<Flaky>::new("flaky", (count.clone(), target))
+            Spec::<Flaky>::new("flaky", count.clone())
                 .mailbox(4)
                 .backoff(Backoff::new(
                     Duration::from_millis(1),
@@ -119,24 +155,7 @@ async fn messages_queued_during_a_restart_backoff_are_heard_after_it() {
             }
         })
     };
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|s| {
-            let flaky = flaky.clone();
-            tokio::spawn(async move {
-                for i in 0..PER {
-                    flaky.tell(Counted).await.unwrap();
-                    if (i + s) % 97 == 0 {
-                        tokio::time::sleep(Duration::from_micros(500)).await;
-                    }
-                }
-            })
-        })
-        .collect();
-    for s in senders {
-        bounded_for(Duration::from_secs(30), "the messages to be sent", s)
-            .await
-            .unwrap();
-    }
+    all_sent(senders(&flaky, PER, 97, Duration::from_micros(500))).await;
     bounded("the failures to be sent", failer).await.unwrap();
     bounded("every message to be handled", count.wait(target)).await;
     assert!(flaky.restarts() > 0, "it never restarted");
@@ -146,44 +165,22 @@ async fn messages_queued_during_a_restart_backoff_are_heard_after_it() {
 // A group restart: the sibling waits (`Phase::Waiting`) while messages
 // come in.
 
-struct Sibling {
-    count: Arc<Count>,
-    target: u64,
-}
-
-impl Notifier for Sibling {
-    type Args = (Arc<Count>, u64);
-    async fn init((count, target): (Arc<Count>, u64), _: &mut Ctx<'_, Self>) -> Result<Self> {
-        Ok(Sibling { count, target })
-    }
-}
-
-impl Handler<Counted> for Sibling {
-    type Reply = ();
-    async fn handle(&mut self, _: Counted, _: &mut Ctx<'_, Self>) {
-        self.count.add(self.target);
-    }
-}
-
+/// Two children restarted together: `a`, failed on purpose, and `b`, the
+/// sibling messages are sent to (a `Flaky` never told to fail).
 struct Group;
 
-struct GroupArgs {
-    count: Arc<Count>,
-    target: u64,
-}
-
 impl Notifier for Group {
-    type Args = Arc<GroupArgs>;
-    async fn init(args: Arc<GroupArgs>, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
+    type Args = Arc<Count>;
+    async fn init(count: Arc<Count>, ctx: &mut Ctx<'_, Self>) -> Result<Self> {
         let backoff = Backoff::new(Duration::from_millis(2), 1.0, Duration::from_millis(2));
         ctx.add_child(
-            Spec::<Flaky>::new("a", (Arc::new(Count::default()), u64::MAX))
+            Spec::<Flaky>::new("a", Arc::new(Count::default()))
                 .backoff(backoff)
                 .restart_limit(100_000, Duration::from_secs(1)),
         )
         .await?;
         ctx.add_child(
-            Spec::<Sibling>::new("b", (args.count.clone(), args.target))
+            Spec::<Flaky>::new("b", count)
                 .mailbox(4)
                 .backoff(backoff)
                 .restart_limit(100_000, Duration::from_secs(1)),
@@ -201,44 +198,21 @@ async fn messages_to_a_sibling_waiting_for_its_group_are_heard_after_it() {
     let target = SENDERS * PER;
     let _group = lp
         .add(
-            Spec::<Group>::new(
-                "g",
-                Arc::new(GroupArgs {
-                    count: count.clone(),
-                    target,
-                }),
-            )
-            .strategy(Strategy::OneForAll)
-            .restart_limit(100_000, Duration::from_secs(1)),
+            Spec::<Group>::new("g", count.clone())
+                .strategy(Strategy::OneForAll)
+                .restart_limit(100_000, Duration::from_secs(1)),
         )
         .await
         .unwrap();
     let a = lp.lookup::<Flaky>("/g/a").expect("a");
-    let b = lp.lookup::<Sibling>("/g/b").expect("b");
+    let b = lp.lookup::<Flaky>("/g/b").expect("b");
     let failer = tokio::spawn(async move {
         for _ in 0..50 {
             a.tell(FailNow).await.unwrap();
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
     });
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|s| {
-            let b = b.clone();
-            tokio::spawn(async move {
-                for i in 0..PER {
-                    b.tell(Counted).await.unwrap();
-                    if (i + s) % 61 == 0 {
-                        tokio::time::sleep(Duration::from_micros(700)).await;
-                    }
-                }
-            })
-        })
-        .collect();
-    for s in senders {
-        bounded_for(Duration::from_secs(30), "the messages to be sent", s)
-            .await
-            .unwrap();
-    }
+    all_sent(senders(&b, PER, 61, Duration::from_micros(700))).await;
     bounded("the failures to be sent", failer).await.unwrap();
     bounded("every message to be handled", count.wait(target)).await;
     assert!(b.restarts() > 0, "the sibling was never restarted");
@@ -257,14 +231,12 @@ struct Gated {
     open: bool,
     count: Arc<Count>,
     polled_closed: Arc<AtomicU64>,
-    target: u64,
 }
 
 struct GatedArgs {
     gate: std::sync::Mutex<Option<mpsc::Receiver<GateMsg>>>,
     count: Arc<Count>,
     polled_closed: Arc<AtomicU64>,
-    target: u64,
 }
 
 impl Notifier for Gated {
@@ -276,7 +248,6 @@ impl Notifier for Gated {
             open: true,
             count: args.count.clone(),
             polled_closed: args.polled_closed.clone(),
-            target: args.target,
         })
     }
 
@@ -313,7 +284,7 @@ impl Handler<Counted> for Gated {
     type Reply = ();
     async fn handle(&mut self, _: Counted, _: &mut Ctx<'_, Self>) {
         assert!(self.open, "a message handled while closed");
-        self.count.add(self.target);
+        self.count.add();
     }
 }
 
@@ -324,12 +295,9 @@ async fn set_gate(tx: &mpsc::Sender<GateMsg>, open: bool) {
 }
 
 fn gated(
-    lp: &ioasync::Loop,
     count: &Arc<Count>,
     polled_closed: &Arc<AtomicU64>,
-    target: u64,
 ) -> (Spec<Gated>, mpsc::Sender<GateMsg>) {
-    let _ = lp;
     let (tx, rx) = mpsc::channel(1);
     let spec = Spec::<Gated>::new(
         "gated",
@@ -337,7 +305,6 @@ fn gated(
             gate: std::sync::Mutex::new(Some(rx)),
             count: count.clone(),
             polled_closed: polled_closed.clone(),
-            target,
         }),
     )
     .mailbox(4);
@@ -351,21 +318,12 @@ async fn messages_queued_while_not_accepting_are_heard_once_it_accepts() {
     let lp = test_loop();
     let count = Arc::new(Count::default());
     let polled = Arc::new(AtomicU64::new(0));
-    let (spec, gate) = gated(&lp, &count, &polled, u64::MAX);
+    let (spec, gate) = gated(&count, &polled);
     let g = lp.add(spec).await.unwrap();
     let mut sent = 0;
     for round in 0..ROUNDS {
         set_gate(&gate, false).await;
-        let senders: Vec<_> = (0..SENDERS)
-            .map(|_| {
-                let g = g.clone();
-                tokio::spawn(async move {
-                    for _ in 0..PER_ROUND {
-                        g.tell(Counted).await.unwrap();
-                    }
-                })
-            })
-            .collect();
+        let senders = senders(&g, PER_ROUND, 0, Duration::ZERO);
         sent += SENDERS * PER_ROUND;
         // Let some sends land (and fire the mailbox's waker) while closed.
         if round % 2 == 0 {
@@ -374,9 +332,7 @@ async fn messages_queued_while_not_accepting_are_heard_once_it_accepts() {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         set_gate(&gate, true).await;
-        for s in senders {
-            bounded("the messages to be sent", s).await.unwrap();
-        }
+        all_sent(senders).await;
         if tokio::time::timeout(Duration::from_secs(3), count.wait(sent))
             .await
             .is_err()
@@ -407,19 +363,10 @@ async fn a_notifier_not_accepting_with_messages_queued_does_not_spin() {
     let lp = test_loop();
     let count = Arc::new(Count::default());
     let polled = Arc::new(AtomicU64::new(0));
-    let (spec, gate) = gated(&lp, &count, &polled, u64::MAX);
+    let (spec, gate) = gated(&count, &polled);
     let g = lp.add(spec).await.unwrap();
     set_gate(&gate, false).await;
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|_| {
-            let g = g.clone();
-            tokio::spawn(async move {
-                for _ in 0..10 {
-                    g.tell(Counted).await.unwrap();
-                }
-            })
-        })
-        .collect();
+    let senders = senders(&g, 10, 0, Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let before = polled.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -430,9 +377,7 @@ async fn a_notifier_not_accepting_with_messages_queued_does_not_spin() {
         after - before
     );
     set_gate(&gate, true).await;
-    for s in senders {
-        bounded("the messages to be sent", s).await.unwrap();
-    }
+    all_sent(senders).await;
     bounded("every message to be handled", count.wait(SENDERS * 10)).await;
 }
 
@@ -451,14 +396,18 @@ impl Notifier for Spender {
     }
 }
 
+/// Leaves the task's budget at exactly zero: `consume_budget` is ready
+/// while a unit is left.
+async fn spend_budget() {
+    while tokio::task::coop::has_budget_remaining() {
+        tokio::task::coop::consume_budget().await;
+    }
+}
+
 impl Handler<Spend> for Spender {
     type Reply = u64;
     async fn handle(&mut self, Spend(n): Spend, _: &mut Ctx<'_, Self>) -> u64 {
-        // Leaves the task's budget at exactly zero: `consume_budget` is
-        // ready while a unit is left.
-        while tokio::task::coop::has_budget_remaining() {
-            tokio::task::coop::consume_budget().await;
-        }
+        spend_budget().await;
         n + 1
     }
 }
@@ -466,9 +415,7 @@ impl Handler<Spend> for Spender {
 impl Handler<Counted> for Spender {
     type Reply = ();
     async fn handle(&mut self, _: Counted, _: &mut Ctx<'_, Self>) {
-        while tokio::task::coop::has_budget_remaining() {
-            tokio::task::coop::consume_budget().await;
-        }
+        spend_budget().await;
     }
 }
 
@@ -519,7 +466,6 @@ async fn many_idle_notifiers_asked_from_many_tasks_all_answer() {
                 .unwrap(),
         );
     }
-    let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..32u64)
         .map(|t| {
             let nodes = nodes.clone();
@@ -539,7 +485,6 @@ async fn many_idle_notifiers_asked_from_many_tasks_all_answer() {
             .await
             .unwrap();
     }
-    stop.store(true, Ordering::SeqCst);
 }
 
 // ---------------------------------------------------------------------------
@@ -581,7 +526,7 @@ impl Notifier for Tripped {
 impl Handler<Counted> for Tripped {
     type Reply = ();
     async fn handle(&mut self, _: Counted, _: &mut Ctx<'_, Self>) {
-        self.count.add(0);
+        self.count.add();
     }
 }
 
